@@ -1,0 +1,57 @@
+"""Load a local weight file into a model and say exactly which keys matched."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from segdeploy.errors import SegdeployError
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(path)
+    if not path.is_file():
+        raise SegdeployError("weights file not found.", path=path, fix="pass an existing .safetensors/.pth file.")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    sd = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("state_dict", "model", "model_state"):  # common checkpoint wrappers
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    return sd
+
+
+def load_weights(model: nn.Module, path: str | Path, *, prefix: str = "") -> dict[str, list[str]]:
+    """Load matching tensors (by name and shape) and return a report of missing/unexpected/mismatched keys.
+
+    ``prefix`` is prepended to the file's keys, e.g. ``encoder.`` for an ImageNet backbone checkpoint.
+    """
+    from rich.console import Console
+
+    sd = {prefix + k: v for k, v in read_state_dict(path).items()}
+    own = model.state_dict()
+    mismatched = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
+    usable = {k: v for k, v in sd.items() if k in own and k not in mismatched}
+    if not usable:
+        raise SegdeployError(f"no tensor in the file matches the model (file has {len(sd)} keys, e.g. "
+                             f"{next(iter(sd), '-')!r}; model expects e.g. {next(iter(own))!r}).", path=path,
+                             fix="check that the file belongs to this architecture, or pass the key prefix.")
+    model.load_state_dict(usable, strict=False)
+    report = {
+        "loaded": sorted(usable),
+        "missing": sorted(k for k in own if k not in usable),
+        "unexpected": sorted(k for k in sd if k not in own),
+        "mismatched": sorted(mismatched),
+    }
+    Console(stderr=True).print(
+        f"[bold]{path}[/]: loaded {len(usable)}/{len(own)} tensors; missing {len(report['missing'])}, "
+        f"unexpected {len(report['unexpected'])}, shape-mismatched {len(report['mismatched'])}")
+    for kind in ("missing", "unexpected", "mismatched"):
+        if report[kind]:
+            Console(stderr=True).print(f"  {kind}: {', '.join(report[kind][:8])}"
+                                       + (" …" if len(report[kind]) > 8 else ""))
+    return report

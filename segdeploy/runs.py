@@ -1,0 +1,97 @@
+"""The run directory: one trained model and everything derived from it.
+
+    RUN_DIR/
+      model.safetensors      best weights (by validation Dice)
+      model.json             metadata: model, classes, input size, normalisation, split, metrics, versions
+      train_state.pt         resumable training state (last epoch), removed when training finishes
+      history.jsonl          one line per epoch
+      onnx/model.<precision>.onnx + onnx/manifest.json     (segdeploy export)
+      engines/               TensorRT engines and their build records (segdeploy engines build)
+
+Every stage takes RUN_DIR, so a user can inspect, copy or delete any artifact with ordinary tools.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn as nn
+
+from segdeploy.errors import SegdeployError
+from segdeploy.fileio import atomic_target, atomic_write_json, commit, read_json
+
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+WEIGHTS = "model.safetensors"
+META = "model.json"
+TRAIN_STATE = "train_state.pt"
+HISTORY = "history.jsonl"
+
+
+def onnx_path(run_dir: str | Path, precision: str) -> Path:
+    return Path(run_dir) / "onnx" / f"model.{precision}.onnx"
+
+
+def manifest_path(run_dir: str | Path) -> Path:
+    return Path(run_dir) / "onnx" / "manifest.json"
+
+
+def save_checkpoint(run_dir: str | Path, model: nn.Module, meta: dict) -> Path:
+    """Weights as safetensors, metadata as JSON, each written atomically (weights first: the JSON is
+    the marker of a complete checkpoint)."""
+    from safetensors.torch import save_file
+
+    run_dir = Path(run_dir)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = atomic_target(run_dir / WEIGHTS)
+    save_file(state, str(tmp), metadata={"model": meta["model"]})
+    commit(tmp, run_dir / WEIGHTS)
+    atomic_write_json(run_dir / META, meta)
+    return run_dir / WEIGHTS
+
+
+def read_meta(run_dir: str | Path) -> dict:
+    run_dir = Path(run_dir)
+    if not (run_dir / META).is_file():
+        raise SegdeployError(f"not a run directory (no {META}).", path=run_dir,
+                             fix=f"train one first: segdeploy train --data D --model NAME --out {run_dir}")
+    return read_json(run_dir / META)
+
+
+@dataclass
+class Run:
+    dir: Path
+    meta: dict
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("run_name") or self.dir.name
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        s = self.meta["img_size"]
+        return (self.meta["in_chans"], s, s)
+
+    def build_model(self) -> nn.Module:
+        """The trained PyTorch model, on CPU, in eval mode."""
+        from safetensors.torch import load_file
+
+        from segdeploy.models import create_model
+
+        m = self.meta
+        model = create_model(m["model"], num_classes=m["num_classes"], in_chans=m["in_chans"], img_size=m["img_size"])
+        weights = self.dir / WEIGHTS
+        if not weights.is_file():
+            raise SegdeployError("checkpoint weights are missing.", path=weights, fix="re-run segdeploy train.")
+        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+        if missing or unexpected:
+            raise SegdeployError(f"checkpoint does not match model {m['model']!r} (missing {len(missing)}, "
+                                 f"unexpected {len(unexpected)} keys).", path=weights,
+                                 fix="the model code changed since training: retrain, or check out the version "
+                                     f"recorded in {META}.")
+        return model.eval()
+
+
+def load_run(run_dir: str | Path) -> Run:
+    run_dir = Path(run_dir)
+    return Run(dir=run_dir, meta=read_meta(run_dir))
