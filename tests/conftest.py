@@ -1,0 +1,36 @@
+"""Shared fixtures.
+
+Real data lives in ``../shared/datasets`` beside the repository (never inside it). Tests that need it skip
+with a clear message when it is absent, except under CI (``CI=true``), where its absence is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = Path(os.environ.get("SEGDEPLOY_SHARED_DATASETS", ROOT.parent / "shared" / "datasets"))
+
+
+def _require(path: Path) -> Path:
+    if path.is_dir():
+        return path
+    msg = f"real datasets not found at {path} (set SEGDEPLOY_SHARED_DATASETS or place ../shared/datasets)"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(msg + "; CI=true requires them")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """Folder holding acdc/, ph2/, hc18/, neopolyp/ in the standard layout."""
+    return _require(SHARED_DATASETS)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    # generated datasets go to a per-session cache, never to the user's ~/.cache
+    monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
