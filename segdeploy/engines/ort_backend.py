@@ -1,0 +1,173 @@
+"""ONNX Runtime on its CPU, CUDA and TensorRT execution providers.
+
+Precision lives in the ONNX file (``onnx/model.<precision>.onnx``): the TensorRT EP runs with its fp16/int8 flags
+off, which makes ONNX Runtime build strongly typed TensorRT networks that follow the file's types. A session
+whose requested provider failed to load (missing CUDA/cuDNN/TensorRT libraries) silently falls back to the CPU;
+that is reported as unavailable rather than benchmarked under the wrong name.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from segdeploy.engines import cuda_index, missing_onnx_reason, onnx_size_mb
+from segdeploy.errors import BackendUnavailable, SegdeployError
+from segdeploy.runs import PRECISIONS, Run, onnx_path
+
+PROVIDERS = {
+    "onnxruntime": "CPUExecutionProvider",
+    "onnxruntime-cuda": "CUDAExecutionProvider",
+    "onnxruntime-trt": "TensorrtExecutionProvider",
+}
+_INSTALL_HINT = {
+    "CUDAExecutionProvider": "install onnxruntime-gpu",
+    "TensorrtExecutionProvider": "install onnxruntime-gpu and TensorRT",
+}
+# ONNX tensor type -> numpy dtype of the host array fed to / read from the session
+_NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+TRT_CACHE_DIR = Path("engines") / "ort-trt-cache"
+
+
+def resolve_device(device: str, backend: str) -> str:
+    if device == "auto":
+        return "cpu" if backend == "onnxruntime" else "cuda:0"
+    index = cuda_index(device)
+    return "cpu" if index is None else f"cuda:{index}"
+
+
+def check(precision: str, device: str = "auto", *, backend: str, run: Run | None = None) -> str | None:
+    if backend not in PROVIDERS:
+        return f"{backend} is not an onnxruntime backend ({', '.join(PROVIDERS)})"
+    if precision not in PRECISIONS:
+        return f"{backend} has no precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
+    target = resolve_device(device, backend)
+    if backend == "onnxruntime" and target != "cpu":
+        return f"onnxruntime runs on the CPU execution provider ({target} requested); use onnxruntime-cuda"
+    if backend != "onnxruntime" and target == "cpu":
+        return f"{backend} runs on a CUDA GPU (device cpu requested); use onnxruntime for the CPU"
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return f"{backend}: onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)"
+    provider = PROVIDERS[backend]
+    # AzureExecutionProvider (remote inference, in every CPU wheel) says nothing about local hardware
+    available = [p for p in ort.get_available_providers() if p != "AzureExecutionProvider"]
+    if provider not in available:
+        return (f"{backend}: {provider} not available (installed onnxruntime {ort.__version__} offers "
+                f"{', '.join(available)}); {_INSTALL_HINT[provider]}")
+    if run is not None:
+        return missing_onnx_reason(run, precision)
+    return None
+
+
+def provider_chain(backend: str, device_id: int, trt_cache: Path) -> list[tuple[str, dict]]:
+    """Providers in priority order; the CPU closes every chain so unsupported nodes still run."""
+    cuda = ("CUDAExecutionProvider", {"device_id": device_id})
+    cpu = ("CPUExecutionProvider", {})
+    if backend == "onnxruntime-trt":
+        trt = ("TensorrtExecutionProvider", {
+            "device_id": device_id,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(trt_cache),
+            "trt_timing_cache_enable": True,
+            "trt_timing_cache_path": str(trt_cache),
+            # precision comes from the ONNX file; the flags would switch TensorRT to weak typing
+            "trt_fp16_enable": False,
+            "trt_int8_enable": False,
+        })
+        return [trt, cuda, cpu]
+    if backend == "onnxruntime-cuda":
+        return [cuda, cpu]
+    return [cpu]
+
+
+class OrtEngine:
+    def __init__(self, session, backend: str, precision: str, device: str, info: dict):
+        import onnxruntime as ort
+
+        self._ort = ort
+        self.session = session
+        self.backend = backend
+        self.precision = precision
+        self.device = device
+        self.info = info
+        self._input = session.get_inputs()[0]
+        self._output = session.get_outputs()[0]
+        self._input_dtype = _NUMPY_TYPES.get(self._input.type, np.float32)
+        self._device_id = cuda_index(device)
+        self._binding = None
+
+    def to_device(self, batch: np.ndarray):
+        x = np.ascontiguousarray(batch, dtype=self._input_dtype)
+        if self._device_id is None:
+            return x
+        return self._ort.OrtValue.ortvalue_from_numpy(x, "cuda", self._device_id)
+
+    def infer(self, handle):
+        if self._device_id is None:
+            return self.session.run([self._output.name], {self._input.name: handle})[0]
+        # io_binding keeps input and output on the GPU, so this times compute without host copies
+        binding = self.session.io_binding()
+        binding.bind_ortvalue_input(self._input.name, handle)
+        binding.bind_output(self._output.name, "cuda", self._device_id)
+        self.session.run_with_iobinding(binding)
+        self._binding = binding
+        return binding.get_outputs()[0]
+
+    def to_host(self, handle) -> np.ndarray:
+        host = handle if isinstance(handle, np.ndarray) else handle.numpy()
+        return np.asarray(host, dtype=np.float32)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self.to_host(self.infer(self.to_device(batch)))
+
+    def synchronize(self) -> None:
+        # CPU sessions return finished results; on CUDA, wait for the outputs of the last bound run
+        if self._binding is not None:
+            self._binding.synchronize_outputs()
+
+    def close(self) -> None:
+        self._binding = None
+        self.session = None
+
+
+def load(run: Run, precision: str, device: str = "auto", *, backend: str) -> OrtEngine:
+    reason = check(precision, device, backend=backend, run=run)
+    if reason:
+        raise BackendUnavailable(reason)
+    import onnxruntime as ort
+
+    path = onnx_path(run.dir, precision)
+    target = resolve_device(device, backend)
+    trt_cache = run.dir / TRT_CACHE_DIR
+    if backend == "onnxruntime-trt":
+        trt_cache.mkdir(parents=True, exist_ok=True)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # provider fallbacks are detected below and reported as one line
+    requested = PROVIDERS[backend]
+    # onnxruntime raises one pybind exception type per status code, none derived from a common error class
+    from onnxruntime.capi import onnxruntime_pybind11_state as status
+
+    load_errors = (status.Fail, status.InvalidArgument, status.NoSuchFile, status.InvalidProtobuf,
+                   status.InvalidGraph, status.NotImplemented, status.EPFail, status.RuntimeException)
+    try:
+        session = ort.InferenceSession(str(path), options,
+                                       providers=provider_chain(backend, cuda_index(target) or 0, trt_cache))
+    except load_errors as e:
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+        if isinstance(e, status.NotImplemented):
+            raise BackendUnavailable(f"{backend} {precision}: {requested} lacks a kernel this model needs "
+                                     f"({first_line})") from e
+        raise SegdeployError(f"onnxruntime cannot load the model: {first_line}", path=path,
+                             fix=f"re-export it: segdeploy export {run.dir} --precisions {precision}") from e
+    used = session.get_providers()
+    if used[0] != requested:
+        raise BackendUnavailable(f"{backend}: {requested} failed to initialise and the session fell back to "
+                                 f"{used[0]} (missing CUDA/cuDNN/TensorRT libraries?); check segdeploy env")
+    info = {"provider": used[0], "providers": used, "onnx": str(path), "file_size_mb": onnx_size_mb(path),
+            "onnxruntime": ort.__version__, "input_type": session.get_inputs()[0].type}
+    if backend == "onnxruntime-trt":
+        info["trt_cache"] = str(trt_cache)
+    return OrtEngine(session, backend, precision, target, info)

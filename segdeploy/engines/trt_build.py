@@ -1,0 +1,244 @@
+"""Building TensorRT engines from the run's ONNX files (``segdeploy engines build``), through polygraphy.
+
+Precision lives in the ONNX file: on TensorRT >= 10 the network is strongly typed (fp16 = an fp16 ONNX,
+int8 = a Q/DQ ONNX) and no precision flag is set. TensorRT 11 removed those flags altogether; only TensorRT < 10,
+which cannot build strongly typed networks, gets the old flags. One optimization profile covers the batch sizes
+(``--batch min:opt:max``); a timing cache per TensorRT version and GPU makes rebuilds fast.
+
+An engine only runs on the TensorRT version and GPU it was built for, and only matches the ONNX it came from, so
+``RUN_DIR/engines/model.<precision>.engine`` has a JSON record beside it and an engine whose record disagrees with
+the present ONNX hash, TensorRT version or GPU is rebuilt, never silently used.
+
+Everything above ``build_engine`` is plain logic, testable without TensorRT.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from segdeploy.errors import BackendUnavailable, SegdeployError
+from segdeploy.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from segdeploy.runs import Run, onnx_path
+
+DEFAULT_BATCH = "1:8:32"
+STRONGLY_TYPED_SINCE = (10, 0)  # NetworkDefinitionCreationFlag.STRONGLY_TYPED in every 10.x, Jetson's 10.3 too
+FLAGS_REMOVED_SINCE = (11, 0)  # BuilderFlag FP16/INT8/BF16/FP8 no longer exist; networks are always strongly typed
+BF16_SINCE = (9, 0)
+
+
+# --- pure logic ----------------------------------------------------------------------------------------------
+
+def profile_shapes(spec: str, input_shape: tuple[int, int, int]) -> tuple[tuple[int, ...], ...]:
+    """"1:8:32" -> ((1,C,S,S), (8,C,S,S), (32,C,S,S)): the min/opt/max input shapes of the profile. A single
+    number builds a fixed-batch engine."""
+    parts = spec.split(":")
+    fix = "use --batch MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, e.g. 1:8:32 (or one number for a fixed batch)."
+    if len(parts) == 1:
+        parts = parts * 3
+    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
+        raise SegdeployError(f"batch spec {spec!r} is not MIN:OPT:MAX.", fix=fix)
+    low, opt, high = (int(p) for p in parts)
+    if not 1 <= low <= opt <= high:
+        raise SegdeployError(f"batch spec {spec!r} must satisfy 1 <= MIN <= OPT <= MAX.", fix=fix)
+    return tuple((b, *input_shape) for b in (low, opt, high))
+
+
+def parse_version(text: str) -> tuple[int, ...]:
+    """"10.3.0.30" -> (10, 3, 0, 30); stops at the first non-numeric part ("11.4.0.post1" -> (11, 4, 0))."""
+    numbers = []
+    for part in text.split("."):
+        if not part.isdigit():
+            break
+        numbers.append(int(part))
+    return tuple(numbers)
+
+
+def supports_strongly_typed(version: tuple[int, ...]) -> bool:
+    return version >= STRONGLY_TYPED_SINCE
+
+
+def precision_flags_removed(version: tuple[int, ...]) -> bool:
+    return version >= FLAGS_REMOVED_SINCE
+
+
+def build_plan(precision: str, version: tuple[int, ...]) -> dict:
+    """How to make TensorRT honour the ONNX file's precision: a strongly typed network where possible; for
+    TensorRT < 10 (weak typing only) the builder flags that allow the file's reduced-precision types."""
+    if supports_strongly_typed(version):
+        return {"strongly_typed": True, "flags": {}}
+    # (TensorRT < 9 has no bf16 at all; trt_backend.check reports that before a build is tried)
+    flags = {"fp16": {"fp16": True}, "bf16": {"bf16": True}, "int8": {"int8": True}}.get(precision, {})
+    return {"strongly_typed": False, "flags": flags}
+
+
+def profile_record(input_name: str, spec: str, shapes: tuple[tuple[int, ...], ...]) -> dict:
+    low, opt, high = shapes
+    return {"input": input_name, "batch": spec, "min": list(low), "opt": list(opt), "max": list(high)}
+
+
+def make_record(*, precision: str, onnx_file: Path, onnx_sha256: str, trt_version: str, gpu: dict, profile: dict,
+                plan: dict, workspace_mib: int | None, build_seconds: float, engine_bytes: int) -> dict:
+    return {
+        "precision": precision,
+        "onnx": str(onnx_file),
+        "onnx_sha256": onnx_sha256,
+        "tensorrt": trt_version,
+        "gpu": gpu,
+        "profile": profile,
+        "strongly_typed": plan["strongly_typed"],
+        "flags": sorted(plan["flags"]),
+        "tf32": False,  # polygraphy leaves TF32 off (trtexec turns it on): fp32 engines are true fp32
+        "workspace_mib": workspace_mib,
+        "build_seconds": round(build_seconds, 2),
+        "engine_bytes": engine_bytes,
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+_PROFILE_SHAPE_KEYS = ("input", "min", "opt", "max")  # "batch" is only how the user spelled them
+
+
+def engine_is_stale(record: dict | None, onnx_sha256: str, trt_version: str, gpu_name: str, *,
+                    profile: dict | None = None) -> str | None:
+    """Why an existing engine must be rebuilt, or None when it is valid for this ONNX, TensorRT and GPU
+    (and, when given, this optimization profile)."""
+    if not record:
+        return "no build record"
+    if record.get("onnx_sha256") != onnx_sha256:
+        return "the ONNX file changed since the engine was built"
+    if record.get("tensorrt") != trt_version:
+        return f"built with TensorRT {record.get('tensorrt')}, this is TensorRT {trt_version}"
+    built_on = (record.get("gpu") or {}).get("name")
+    if built_on != gpu_name:
+        return f"built on {built_on}, this GPU is {gpu_name}"
+    built_for = record.get("profile") or {}
+    if profile is not None and any(built_for.get(k) != profile[k] for k in _PROFILE_SHAPE_KEYS):
+        return f"built for batch {built_for.get('batch')}, asked for {profile['batch']}"
+    return None
+
+
+def engine_path(run_dir: str | Path, precision: str) -> Path:
+    return Path(run_dir) / "engines" / f"model.{precision}.engine"
+
+
+def record_path(run_dir: str | Path, precision: str) -> Path:
+    return engine_path(run_dir, precision).with_suffix(".json")
+
+
+def timing_cache_path(run_dir: str | Path, trt_version: str, gpu: dict) -> Path:
+    # tactic timings are only valid for one TensorRT version on one GPU architecture
+    sm = str(gpu.get("compute_capability", "unknown")).replace(".", "")
+    return Path(run_dir) / "engines" / f"timing.trt{trt_version}.sm{sm}.cache"
+
+
+def onnx_digest(path: Path) -> str:
+    """sha256 of the ONNX graph and its external weight files: retraining changes only the weights file."""
+    from segdeploy.engines import onnx_files
+
+    files = onnx_files(path)
+    if len(files) == 1:
+        return sha256_file(files[0])
+    return hashlib.sha256("".join(f"{f.name}:{sha256_file(f)}\n" for f in files).encode()).hexdigest()
+
+
+# --- TensorRT ------------------------------------------------------------------------------------------------
+
+def import_tensorrt():
+    """The tensorrt module, or a one-line BackendUnavailable saying how to get it."""
+    import importlib.util
+
+    if importlib.util.find_spec("tensorrt") is None:
+        raise BackendUnavailable("tensorrt: the TensorRT Python package is not installed "
+                                 "(pip install tensorrt on a machine with an NVIDIA GPU)")
+    try:
+        import tensorrt
+    except (ImportError, OSError) as e:  # a wheel whose libnvinfer does not match the CUDA driver
+        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise BackendUnavailable(f"tensorrt: the TensorRT package is installed but does not load ({first_line}); "
+                                 "reinstall tensorrt for this CUDA version") from e
+    return tensorrt
+
+
+def gpu_identity(device: str) -> dict:
+    from segdeploy.engines import cuda_index
+    from segdeploy.envinfo import gpus
+
+    index = cuda_index(device) or 0
+    found = gpus()
+    if index >= len(found):
+        raise BackendUnavailable(f"tensorrt: no {device} (this machine has {len(found)} NVIDIA GPU(s))")
+    return {k: found[index][k] for k in ("name", "compute_capability")}
+
+
+def onnx_input_name(path: Path) -> str:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    initializers = {t.name for t in graph.initializer}
+    return next(i.name for i in graph.input if i.name not in initializers)
+
+
+def fresh_record(run: Run, precision: str, device: str, *, profile: dict | None = None) -> tuple[dict | None, str]:
+    """The build record of a usable engine (or None) and why it is not usable."""
+    trt = import_tensorrt()
+    engine, record = engine_path(run.dir, precision), record_path(run.dir, precision)
+    if not engine.is_file() or not record.is_file():
+        return None, "not built yet"
+    previous = read_json(record)
+    reason = engine_is_stale(previous, onnx_digest(onnx_path(run.dir, precision)), trt.__version__,
+                             gpu_identity(device)["name"], profile=profile)
+    return (None, reason) if reason else (previous, "")
+
+
+def build_engine(run: Run, precision: str, *, batch: str = DEFAULT_BATCH, workspace_mib: int | None = None,
+                 device: str = "cuda:0", force: bool = False) -> tuple[dict, str]:
+    """Build (or reuse) ``engines/model.<precision>.engine``; returns its record and what happened."""
+    trt = import_tensorrt()
+    from polygraphy.backend.trt import CreateConfig, Profile, engine_bytes_from_network, network_from_onnx_path
+    from polygraphy.exception import PolygraphyException
+
+    from segdeploy.engines import missing_onnx_reason
+
+    reason = missing_onnx_reason(run, precision)
+    if reason:
+        raise BackendUnavailable(reason)
+    source = onnx_path(run.dir, precision)
+    shapes = profile_shapes(batch, run.input_shape)
+    input_name = onnx_input_name(source)
+    profile = profile_record(input_name, batch, shapes)
+    if not force:
+        record, why = fresh_record(run, precision, device, profile=profile)
+        if record is not None:
+            return record, "reused"
+    else:
+        why = "--force"
+
+    version = parse_version(trt.__version__)
+    plan = build_plan(precision, version)
+    gpu = gpu_identity(device)
+    cache = timing_cache_path(run.dir, trt.__version__, gpu)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    pools = {trt.MemoryPoolType.WORKSPACE: workspace_mib << 20} if workspace_mib else None
+    start = time.perf_counter()
+    try:
+        network = network_from_onnx_path(str(source), strongly_typed=plan["strongly_typed"])
+        config = CreateConfig(profiles=[Profile().add(input_name, *shapes)], memory_pool_limits=pools,
+                              load_timing_cache=str(cache), **plan["flags"])
+        serialized = engine_bytes_from_network(network, config, save_timing_cache=str(cache))
+    except PolygraphyException as e:
+        raise SegdeployError(f"TensorRT could not build the {precision} engine ({str(e).strip()[:200]}).",
+                             path=source, fix="see the TensorRT messages above; inspect the ONNX with "
+                                              f"polygraphy inspect model {source}") from e
+    seconds = time.perf_counter() - start
+    data = bytes(memoryview(serialized))
+    # old record out, engine in, new record last: a record always describes the engine beside it
+    record_path(run.dir, precision).unlink(missing_ok=True)
+    atomic_write_bytes(engine_path(run.dir, precision), data)
+    record = make_record(precision=precision, onnx_file=source, onnx_sha256=onnx_digest(source),
+                         trt_version=trt.__version__, gpu=gpu, profile=profile, plan=plan,
+                         workspace_mib=workspace_mib, build_seconds=seconds, engine_bytes=len(data))
+    atomic_write_json(record_path(run.dir, precision), record)
+    return record, f"built ({why})"

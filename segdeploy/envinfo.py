@@ -1,0 +1,207 @@
+"""What a result row needs to say about the machine it was measured on (``segdeploy env``).
+
+Privacy: no hostname, user name, paths or serial numbers; only hardware models and software versions.
+Robustness: every probe is allowed to fail (a missing driver, a locked-down Jetson, no torch): its field is then
+null. Nothing heavy is imported at module import; ``environment()`` imports only what each field needs.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import platform
+import shutil
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import typer
+
+
+def _probe(fn: Callable[[], Any]) -> Any:
+    # one broken probe must not lose the whole record (the field becomes null)
+    try:
+        return fn()
+    except Exception:
+        return None
+
+
+def _dist_version(*names: str) -> str | None:
+    for name in names:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _command(*args: str, timeout: float = 10) -> str | None:
+    if shutil.which(args[0]) is None:
+        return None
+    out = subprocess.run(args, capture_output=True, text=True, timeout=timeout, check=False)
+    return out.stdout if out.returncode == 0 else None
+
+
+def cpu_model() -> str | None:
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() in ("model name", "Model") and value.strip():
+                return value.strip()
+    lscpu = _probe(lambda: _command("lscpu"))  # ARM boards name the core here, not in /proc/cpuinfo
+    for line in (lscpu or "").splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "Model name" and value.strip():
+            return value.strip()
+    return platform.processor() or platform.machine() or None
+
+
+def ram_gb() -> float | None:
+    import psutil
+
+    return round(psutil.virtual_memory().total / 2**30, 1)
+
+
+def gpus() -> list[dict]:
+    """NVIDIA GPUs: name, compute capability, memory (GiB). From PyTorch when it sees CUDA, else nvidia-smi."""
+    import torch
+
+    if torch.cuda.is_available():
+        found = []
+        for i in range(torch.cuda.device_count()):
+            props = torch.cuda.get_device_properties(i)
+            found.append({"name": props.name, "compute_capability": f"{props.major}.{props.minor}",
+                          "memory_gb": round(props.total_memory / 2**30, 1)})
+        return found
+    out = _command("nvidia-smi", "--query-gpu=name,compute_cap,memory.total", "--format=csv,noheader,nounits")
+    found = []
+    for line in (out or "").strip().splitlines():
+        name, cap, mem = (part.strip() for part in line.split(","))
+        found.append({"name": name, "compute_capability": cap, "memory_gb": round(float(mem) / 1024, 1)})
+    return found
+
+
+def nvidia_driver() -> str | None:
+    out = _command("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader")
+    if out and out.strip():
+        return out.strip().splitlines()[0]
+    version_file = Path("/proc/driver/nvidia/version")
+    if version_file.is_file():  # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  ..."
+        words = version_file.read_text().split()
+        if "Module" in words:
+            return words[words.index("Module") + 1]
+    return None
+
+
+def cuda_info() -> dict:
+    import torch
+
+    available = torch.cuda.is_available()
+    return {"torch_cuda": torch.version.cuda, "available": available,
+            "cudnn": torch.backends.cudnn.version() if available else None}
+
+
+def torch_info() -> dict:
+    import torch
+
+    return {"version": torch.__version__, "cuda_build": torch.version.cuda,
+            "debug": torch.version.debug, "torchvision": _dist_version("torchvision")}
+
+
+def onnxruntime_info() -> dict | None:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None
+    package = "onnxruntime-gpu" if _dist_version("onnxruntime-gpu") else "onnxruntime"
+    return {"version": ort.__version__, "package": package, "providers": ort.get_available_providers()}
+
+
+def tensorrt_version() -> str | None:
+    # Jetson installs TensorRT from apt (no pip metadata), so ask the module itself
+    import tensorrt
+
+    return tensorrt.__version__
+
+
+def jetson_info(root: Path = Path("/")) -> dict | None:
+    """Jetson model, L4T release and nvpmodel power mode; None on other machines."""
+    model_file = root / "proc/device-tree/model"
+    release_file = root / "etc/nv_tegra_release"
+    model = model_file.read_text(errors="replace").strip("\x00\n ") if model_file.is_file() else None
+    if not release_file.is_file() and not (model and "jetson" in model.lower()):
+        return None
+    release = None
+    if release_file.is_file():  # "# R36 (release), REVISION: 4.0, GCID: ..., BOARD: generic, ..."
+        fields = release_file.read_text(errors="replace").lstrip("# ").split(",")
+        major = fields[0].split()[0]
+        revision = next((f.split(":")[1].strip() for f in fields if "REVISION" in f), None)
+        release = f"{major}.{revision}" if revision else major
+    power_mode = None
+    nvpmodel = _probe(lambda: _command("nvpmodel", "-q", timeout=5))
+    for line in (nvpmodel or "").splitlines():
+        if line.startswith("NV Power Mode:"):
+            power_mode = line.split(":", 1)[1].strip()
+    return {"model": model, "l4t": release, "power_mode": power_mode}
+
+
+@functools.lru_cache(maxsize=1)
+def environment() -> dict:
+    """The machine and software a measurement ran on; JSON-serialisable, hostname-free, never raises."""
+    from segdeploy import __version__
+
+    uname = platform.uname()
+    return {
+        "os": f"{uname.system} {uname.release}",
+        "platform": platform.platform(),
+        "machine": uname.machine,
+        "python": platform.python_version(),
+        "cpu": _probe(cpu_model),
+        # the cores this process may use (a container's CPU set), which is what CPU latency depends on
+        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "ram_gb": _probe(ram_gb),
+        "gpus": _probe(gpus) or [],
+        "nvidia_driver": _probe(nvidia_driver),
+        "cuda": _probe(cuda_info),
+        "torch": _probe(torch_info),
+        "onnx": _dist_version("onnx"),
+        "onnxruntime": _probe(onnxruntime_info),
+        "tensorrt": _probe(tensorrt_version),
+        "polygraphy": _dist_version("polygraphy"),
+        "segdeploy": __version__,
+        "jetson": _probe(jetson_info),
+    }
+
+
+def _flatten(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_flatten(v)}" for k, v in value.items())
+    if isinstance(value, list):
+        return "; ".join(_flatten(v) for v in value) or "-"
+    return str(value)
+
+
+def env(format: str = typer.Option("table", "--format", help="table or json")) -> None:
+    """Show the machine and software versions that results are recorded with."""
+    from segdeploy.errors import SegdeployError
+    from segdeploy.fileio import dumps
+
+    if format not in ("table", "json"):
+        raise SegdeployError(f"unknown format {format!r}.", fix="use --format table or --format json.")
+    info = environment()
+    if format == "json":
+        typer.echo(dumps(info, indent=2))
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="segdeploy environment", show_header=False)
+    table.add_column("field", style="bold")
+    table.add_column("value")
+    for key, value in info.items():
+        table.add_row(key, _flatten(value))
+    Console().print(table)

@@ -1,0 +1,258 @@
+"""Inference backends: torch and onnxruntime agree, the split form equals run(), unavailable combinations give
+one line, and the TensorRT build logic (batch profiles, version features, staleness) without TensorRT."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from segdeploy.engines import check_backend, load_engine, onnx_files
+from segdeploy.engines import ort_backend
+from segdeploy.engines.cli import app
+from segdeploy.engines.trt_build import (build_plan, engine_is_stale, make_record, parse_version,
+                                         precision_flags_removed, profile_record, profile_shapes,
+                                         supports_strongly_typed)
+from segdeploy.errors import BackendUnavailable, SegdeployError
+from segdeploy.models import create_model
+from segdeploy.runs import load_run, onnx_path, save_checkpoint
+
+HAS_CUDA = torch.cuda.is_available()
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+IMG = 64
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """An untrained unet-tiny run with its fp32 ONNX (dynamic batch), exported here, not by segdeploy.export."""
+    run_dir = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    model = create_model("unet-tiny", num_classes=3, in_chans=3, img_size=IMG).eval()
+    meta = {"model": "unet-tiny", "family": "specialized", "num_classes": 3, "classes": ["bg", "a", "b"],
+            "in_chans": 3, "img_size": IMG, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
+    save_checkpoint(run_dir, model, meta)
+    target = onnx_path(run_dir, "fp32")
+    target.parent.mkdir(parents=True)
+    torch.onnx.export(model, (torch.randn(2, 3, IMG, IMG),), str(target), dynamo=True, opset_version=18,
+                      input_names=["input"], output_names=["logits"],
+                      dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=64)},), verbose=False)
+    return load_run(run_dir)
+
+
+@pytest.fixture(scope="module")
+def batch():
+    return np.random.default_rng(0).standard_normal((3, 3, IMG, IMG)).astype(np.float32)
+
+
+def test_torch_and_onnxruntime_agree(run, batch):
+    torch_engine = load_engine("torch", run, "fp32", "cpu")
+    ort_engine = load_engine("onnxruntime", run, "fp32")
+    reference = torch_engine.run(batch)
+    assert reference.shape == (3, 3, IMG, IMG) and reference.dtype == np.float32
+    np.testing.assert_allclose(ort_engine.run(batch), reference, atol=1e-4, rtol=0)
+    # a batch size other than the one exported with runs through the dynamic batch axis
+    np.testing.assert_allclose(ort_engine.run(batch[:1]), reference[:1], atol=1e-4, rtol=0)
+    assert (torch_engine.device, ort_engine.device) == ("cpu", "cpu")
+    assert ort_engine.info["provider"] == "CPUExecutionProvider"
+    files = onnx_files(onnx_path(run.dir, "fp32"))
+    assert len(files) == 2  # the dynamo exporter keeps weights in model.fp32.onnx.data: both count
+    assert ort_engine.info["file_size_mb"] == pytest.approx(sum(f.stat().st_size for f in files) / 1e6, abs=1e-3)
+    torch_engine.close()
+    ort_engine.close()
+
+
+@pytest.mark.parametrize("backend", ["torch", "onnxruntime"])
+def test_split_form_equals_run(run, batch, backend):
+    engine = load_engine(backend, run, "fp32", "cpu")
+    split = engine.to_host(engine.infer(engine.to_device(batch)))
+    engine.synchronize()
+    np.testing.assert_array_equal(split, engine.run(batch))
+    assert split.dtype == np.float32
+    engine.close()
+
+
+def test_onnxruntime_fp16_file_runs_with_float32_io(run, batch):
+    """An fp16 ONNX with fp16 inputs/outputs still takes and returns float32 (the engine casts)."""
+    from onnxconverter_common import float16
+
+    half = float16.convert_float_to_float16(onnx.load(str(onnx_path(run.dir, "fp32"))), keep_io_types=False)
+    onnx.save(half, str(onnx_path(run.dir, "fp16")))
+    try:
+        engine = load_engine("onnxruntime", run, "fp16")
+        assert engine.info["input_type"] == "tensor(float16)"
+        out = engine.run(batch)
+        assert out.dtype == np.float32
+        reference = load_engine("onnxruntime", run, "fp32").run(batch)
+        assert np.abs(out - reference).max() < 0.05
+        assert np.abs(out - reference).max() > 0  # it really ran in half precision
+    finally:
+        onnx_path(run.dir, "fp16").unlink()
+
+
+def _one_line_unavailable(backend, run, precision, device="auto", *, found_by_check=True) -> str:
+    with pytest.raises(BackendUnavailable) as excinfo:
+        load_engine(backend, run, precision, device)
+    message = str(excinfo.value)
+    assert "\n" not in message and len(message) < 300
+    if found_by_check:  # the cheap check (engines list, bench planning) says the same
+        assert check_backend(backend, precision, device, run=run) == message
+    return message
+
+
+def test_torch_int8_is_not_benchmarked(run):
+    assert "INT8 runs from the Q/DQ ONNX" in _one_line_unavailable("torch", run, "int8")
+
+
+@pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")
+def test_torch_half_precision_needs_cuda(run):
+    for precision in ("fp16", "bf16"):
+        message = _one_line_unavailable("torch", run, precision)
+        assert message == (f"torch {precision} needs CUDA (this machine has none); "
+                           f"on CPU use onnxruntime --precisions {precision}")
+    assert "needs CUDA" in _one_line_unavailable("torch", run, "fp32", "cuda")
+
+
+def test_missing_onnx_names_the_export_command(run):
+    message = _one_line_unavailable("onnxruntime", run, "int8")
+    assert message == f"no onnx/model.int8.onnx in {run.dir}; run segdeploy export {run.dir} --precisions int8"
+
+
+def test_onnxruntime_device_mismatch(run):
+    assert "use onnxruntime-cuda" in _one_line_unavailable("onnxruntime", run, "fp32", "cuda")
+    assert "use onnxruntime for the CPU" in _one_line_unavailable("onnxruntime-cuda", run, "fp32", "cpu")
+
+
+@pytest.mark.parametrize("backend,provider", [("onnxruntime-cuda", "CUDAExecutionProvider"),
+                                              ("onnxruntime-trt", "TensorrtExecutionProvider")])
+def test_missing_execution_provider(run, backend, provider):
+    import onnxruntime as ort
+
+    if provider in ort.get_available_providers():
+        pytest.skip(f"{provider} is installed here")
+    message = _one_line_unavailable(backend, run, "fp32")
+    assert message.startswith(f"{backend}: {provider} not available (installed onnxruntime {ort.__version__} offers")
+    assert "CPUExecutionProvider" in message and "onnxruntime-gpu" in message
+
+
+def test_silent_cpu_fallback_is_reported(run, monkeypatch):
+    """onnxruntime-gpu lists CUDAExecutionProvider even when the CUDA libraries are missing; the session then
+    runs on the CPU. Simulate that with the real CPU session and check it is refused, not benchmarked."""
+    import onnxruntime as ort
+
+    real_session = ort.InferenceSession
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "InferenceSession",
+                        lambda path, options, providers: real_session(path, options,
+                                                                      providers=["CPUExecutionProvider"]))
+    message = _one_line_unavailable("onnxruntime-cuda", run, "fp32", found_by_check=False)
+    assert "fell back to CPUExecutionProvider" in message
+
+
+def test_corrupt_onnx_is_a_user_error(run):
+    path = onnx_path(run.dir, "bf16")
+    path.write_bytes(b"not an onnx file")
+    try:
+        with pytest.raises(SegdeployError) as excinfo:
+            load_engine("onnxruntime", run, "bf16")
+        assert not isinstance(excinfo.value, BackendUnavailable)
+        assert str(path) in str(excinfo.value) and "segdeploy export" in str(excinfo.value)
+    finally:
+        path.unlink()
+
+
+def test_trt_execution_provider_keeps_precision_in_the_file(tmp_path):
+    chain = ort_backend.provider_chain("onnxruntime-trt", 1, tmp_path / "cache")
+    assert [name for name, _ in chain] == ["TensorrtExecutionProvider", "CUDAExecutionProvider",
+                                           "CPUExecutionProvider"]
+    trt_options = chain[0][1]
+    assert trt_options["trt_fp16_enable"] is False and trt_options["trt_int8_enable"] is False
+    assert trt_options["trt_engine_cache_enable"] is True
+    assert trt_options["trt_engine_cache_path"] == str(tmp_path / "cache") and trt_options["device_id"] == 1
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here")
+def test_tensorrt_absent_is_one_line(run):
+    message = _one_line_unavailable("tensorrt", run, "fp32")
+    assert message == ("tensorrt: the TensorRT Python package is not installed "
+                       "(pip install tensorrt on a machine with an NVIDIA GPU)")
+
+
+def test_unknown_backend():
+    with pytest.raises(BackendUnavailable, match="unknown backend"):
+        check_backend("tflite", "fp32")
+
+
+# --- TensorRT build logic, no TensorRT needed ----------------------------------------------------------------
+
+def test_batch_spec_to_profile_shapes():
+    assert profile_shapes("1:8:32", (3, 64, 64)) == ((1, 3, 64, 64), (8, 3, 64, 64), (32, 3, 64, 64))
+    assert profile_shapes("4", (1, 256, 256)) == ((4, 1, 256, 256),) * 3
+    for bad in ("8:1:32", "0:1:2", "1:2", "a:b:c", "1:8:32:64", ""):
+        with pytest.raises(SegdeployError, match="batch spec"):
+            profile_shapes(bad, (3, 64, 64))
+
+
+def test_version_features():
+    assert parse_version("10.3.0.30") == (10, 3, 0, 30)
+    assert parse_version("11.4.0.post1") == (11, 4, 0)
+    assert supports_strongly_typed(parse_version("10.3.0")) and not supports_strongly_typed((8, 6, 1))
+    assert precision_flags_removed((11, 0)) and not precision_flags_removed((10, 15, 1))
+    # 10.x (Jetson's 10.3 included) and 11.x: strongly typed, never a precision flag
+    for version in ((10, 3, 0), (11, 4, 0)):
+        for precision in ("fp32", "fp16", "int8"):
+            assert build_plan(precision, version) == {"strongly_typed": True, "flags": {}}
+    # weakly typed TensorRT 8.x needs the flag that allows the file's reduced precision
+    assert build_plan("fp16", (8, 6, 1)) == {"strongly_typed": False, "flags": {"fp16": True}}
+    assert build_plan("int8", (8, 5, 2)) == {"strongly_typed": False, "flags": {"int8": True}}
+    assert build_plan("fp32", (8, 6, 1)) == {"strongly_typed": False, "flags": {}}
+
+
+def test_engine_staleness(tmp_path):
+    shapes = profile_shapes("1:8:32", (3, 64, 64))
+    profile = profile_record("input", "1:8:32", shapes)
+    gpu = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    record = make_record(precision="fp16", onnx_file=tmp_path / "model.fp16.onnx", onnx_sha256="abc",
+                         trt_version="10.13.0", gpu=gpu, profile=profile, plan=build_plan("fp16", (10, 13)),
+                         workspace_mib=None, build_seconds=12.345, engine_bytes=1000)
+    record = json.loads(json.dumps(record))  # as read back from the JSON file
+    assert record["build_seconds"] == 12.35 and record["strongly_typed"] is True
+    assert engine_is_stale(record, "abc", "10.13.0", gpu["name"], profile=profile) is None
+    # the same shapes spelled differently are not a reason to rebuild
+    assert engine_is_stale(record, "abc", "10.13.0", gpu["name"],
+                           profile=profile_record("input", "1:8:32 ", shapes)) is None
+    assert "ONNX file changed" in engine_is_stale(record, "abd", "10.13.0", gpu["name"])
+    assert "TensorRT 10.13.0, this is TensorRT 11.4.0" in engine_is_stale(record, "abc", "11.4.0", gpu["name"])
+    assert "this GPU is Orin" in engine_is_stale(record, "abc", "10.13.0", "Orin")
+    other = profile_record("input", "1:16:64", profile_shapes("1:16:64", (3, 64, 64)))
+    assert "asked for 1:16:64" in engine_is_stale(record, "abc", "10.13.0", gpu["name"], profile=other)
+    assert engine_is_stale(None, "abc", "10.13.0", gpu["name"]) == "no build record"
+
+
+# --- CLI -----------------------------------------------------------------------------------------------------
+
+def test_cli_list_shows_every_backend_and_reason(run):
+    result = CliRunner().invoke(app, ["list", "--device", "auto", "--run", str(run.dir)], env={"COLUMNS": "300"})
+    assert result.exit_code == 0, result.output
+    for backend in ("torch", "onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt"):
+        assert backend in result.output
+    assert "available" in result.output
+    assert "torch int8 is not benchmarked" in result.output
+    assert "no onnx/model.int8.onnx" in result.output
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here")
+def test_cli_build_without_tensorrt_raises_one_line(run):
+    result = CliRunner().invoke(app, ["build", str(run.dir), "--precisions", "fp32"])
+    assert result.exit_code != 0
+    assert isinstance(result.exception, BackendUnavailable)
+    assert "\n" not in str(result.exception) and "TensorRT Python package is not installed" in str(result.exception)
+
+
+def test_cli_build_rejects_bad_batch_before_building(run):
+    result = CliRunner().invoke(app, ["build", str(run.dir), "--batch", "8:1:2"])
+    assert isinstance(result.exception, SegdeployError) and "batch spec" in str(result.exception)
