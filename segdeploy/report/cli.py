@@ -1,0 +1,72 @@
+"""``segdeploy check``: fail (exit 1) when accuracy regressed against a baseline or a deployed precision
+fell below 99% of its fp32 Dice; exit 2 (via the CLI's error handler) for missing or invalid files."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+
+
+def _points(value: float | None, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value:+.2f}" if signed else f"{100 * value:.2f}"
+
+
+def check(
+    results: Path = typer.Argument(..., help="results JSONL written by `segdeploy bench`"),
+    baseline: Path = typer.Option(..., "--baseline", help="baseline JSON (segdeploy.baseline/1)"),
+    tolerance: float | None = typer.Option(
+        None, "--tolerance", min=0.0, help="allowed Dice drop in points (default: the baseline's value, else 1.0)"),
+    write_baseline: bool = typer.Option(False, "--write-baseline",
+                                        help="write --baseline from RESULTS (latest ok row per configuration)"),
+) -> None:
+    """Accuracy regression gate: compare RESULTS with a baseline and with each model's fp32 Dice."""
+    from segdeploy.fileio import atomic_write_json
+    from segdeploy.report.check import DEFAULT_TOLERANCE, check_results, load_baseline, load_results, make_baseline
+
+    console = Console()
+    rows = load_results(results)
+    if write_baseline:
+        existed = baseline.exists()
+        data = make_baseline(rows, DEFAULT_TOLERANCE if tolerance is None else tolerance)
+        atomic_write_json(baseline, data)
+        console.print(f"{'replaced' if existed else 'wrote'} {baseline}: {len(data['entries'])} configurations, "
+                      f"tolerance {data['tolerance_dice_points']:g} Dice points")
+        return
+
+    findings = check_results(rows, load_baseline(baseline), tolerance)
+    # a field with one value across all configurations goes to the title, leaving room for the rest
+    fields = ("dataset", "model", "backend", "precision", "device", "split")
+    values = {name: {f.key[i] for f in findings} for i, name in enumerate(fields)}
+    varying = [i for i, name in enumerate(fields) if len(values[name]) > 1]
+    common = ", ".join(f"{name} {next(iter(values[name]))}" for name in fields if len(values[name]) == 1)
+    table = Table(title=f"accuracy check of {results} against {baseline}" + (f" ({common})" if common else ""),
+                  title_justify="left", box=box.SIMPLE_HEAD)
+    table.add_column("status", no_wrap=True)
+    for i in varying:
+        table.add_column(fields[i])
+    for name in ("dice", "ref", "Δ pts"):
+        table.add_column(name, justify="right", no_wrap=True)
+    table.add_column("rule")
+    for f in findings:
+        rule = f.rule + (f": {f.reason}" if f.reason else "")
+        style = "bold red" if f.failed else ("cyan" if f.status == "new" else None)
+        table.add_row(f.status, *(str(f.key[i]) for i in varying), _points(f.dice), _points(f.reference),
+                      _points(f.delta_points, signed=True), rule, style=style)
+    console.print(table)
+
+    failed = Counter(f.status for f in findings if f.failed)
+    n_configs = len({f.key for f in findings})
+    n_new = sum(f.status == "new" for f in findings)
+    if failed:
+        detail = ", ".join(f"{n} {status}" for status, n in failed.items())
+        n_bad = len({f.key for f in findings if f.failed})
+        console.print(f"[bold red]FAIL[/]: {n_bad} of {n_configs} configurations failed ({detail}); {n_new} new.")
+        raise typer.Exit(code=1)
+    console.print(f"[green]OK[/]: {n_configs} configurations checked, none failed; {n_new} new.")
