@@ -6,15 +6,31 @@ and a missing optional backend only matters to the command that needs it.
 
 from __future__ import annotations
 
-import sys
-
 import typer
 from rich.console import Console
+from typer.core import TyperGroup
 
 from segdeploy.errors import SegdeployError
 
-app = typer.Typer(name="segdeploy", no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False,
-                  help="Accuracy and deployment cost of medical image segmentation models.")
+
+class _Group(TyperGroup):
+    """A SegdeployError from any sub-command becomes one red line and exit code 2 (no traceback);
+    Ctrl-C says that finished work is kept."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SegdeployError as e:
+            Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            ctx.exit(2)
+        except KeyboardInterrupt:
+            Console(stderr=True).print("[yellow]interrupted[/]: completed work is saved; re-run the same command "
+                                       "(with --resume for training) to continue.")
+            ctx.exit(130)
+
+
+app = typer.Typer(name="segdeploy", cls=_Group, no_args_is_help=True, pretty_exceptions_enable=False,
+                  add_completion=False, help="Accuracy and deployment cost of medical image segmentation models.")
 
 
 def _register() -> None:
@@ -45,15 +61,7 @@ _register()
 
 
 def main() -> None:
-    try:
-        app()
-    except SegdeployError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        Console(stderr=True).print("[yellow]interrupted[/]: completed work is saved; re-run the same command "
-                                   "(with --resume for training) to continue.")
-        sys.exit(130)
+    app()
 
 
 if __name__ == "__main__":

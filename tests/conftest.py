@@ -30,7 +30,13 @@ def shared_datasets() -> Path:
     return _require(SHARED_DATASETS)
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    # generated datasets go to a per-session cache, never to the user's ~/.cache
-    monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory):
+    # generated datasets go to a per-session cache (shared by all tests), never to the user's ~/.cache
+    old = os.environ.get("SEGDEPLOY_CACHE")
+    os.environ["SEGDEPLOY_CACHE"] = str(tmp_path_factory.getbasetemp() / "cache")
+    yield
+    if old is None:
+        os.environ.pop("SEGDEPLOY_CACHE", None)
+    else:
+        os.environ["SEGDEPLOY_CACHE"] = old

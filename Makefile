@@ -1,0 +1,57 @@
+# segdeploy: `make demo` installs into .venv and runs the main job; `make test` runs the tests.
+# Each stage is a target; RUNS, DATA, BACKENDS, PRECISIONS can be overridden: make bench DATA=path/to/set
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+SEG := $(VENV)/bin/segdeploy
+OUT ?= runs/demo
+RUNS ?= $(OUT)/unet-tiny $(OUT)/segformer-tiny
+DATA ?= synthetic
+BACKENDS ?= torch,onnxruntime
+PRECISIONS ?= fp32,fp16,int8
+RESULTS ?= $(OUT)/results.jsonl
+# onnxruntime-gpu where an NVIDIA driver answers, the CPU build elsewhere
+ORT_EXTRA := $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
+
+.PHONY: install demo test train export engines bench cam check env clean
+
+$(VENV)/.installed: pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned: the CUDA build also runs on CPU; the CPU-only wheel breaks torchvision
+	$(PY) -m pip install -q -c constraints.txt torch torchvision
+	$(PY) -m pip install -q -c constraints.txt -e ".[$(ORT_EXTRA),test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(SEG) demo --out $(OUT)
+
+test: install
+	$(PY) -m pytest -q
+
+train: install
+	for m in unet-tiny segformer-tiny; do $(SEG) train --data $(DATA) --model $$m --out $(OUT)/$$m --epochs 12 --img-size 128 --lr 1e-3 || exit 1; done
+
+export: install
+	for r in $(RUNS); do $(SEG) export $$r --precisions $(PRECISIONS) || exit 1; done
+
+engines: install
+	for r in $(RUNS); do $(SEG) engines build $$r --precisions $(PRECISIONS); done
+
+bench: install
+	$(SEG) bench $(RUNS) --data $(DATA) --backends $(BACKENDS) --precisions $(PRECISIONS) --results $(RESULTS)
+
+cam: install
+	for r in $(RUNS); do $(SEG) cam $$r --data $(DATA) --out $$r/cam || exit 1; done
+
+check: install
+	$(SEG) check $(RESULTS) --baseline results/baseline.json
+
+env: install
+	$(SEG) env
+
+clean:
+	rm -rf $(OUT)

@@ -1,0 +1,7 @@
+"""The common training protocol (reference study): AdamW, REX schedule, cross-entropy, identical augmentations,
+early stopping on validation Dice, AMP on CUDA; resumable after Ctrl-C or a crash."""
+
+from segdeploy.train.loop import TrainConfig, train_model
+from segdeploy.train.schedule import rex_factor
+
+__all__ = ["TrainConfig", "train_model", "rex_factor"]

@@ -1,0 +1,284 @@
+"""One training protocol for every model.
+
+The reference study's protocol: AdamW, REX schedule stepped per iteration, cross-entropy (for two classes a
+softmax cross-entropy is the same loss as BCE on the logit difference, so binary sets need no special case),
+the same augmentations for every model, early stopping on validation Dice with patience and min_delta, the
+best checkpoint kept, mixed precision on CUDA, seed 42.
+
+Crash safety: after every epoch the full training state is written atomically to ``train_state.pt``; the best
+weights go to ``model.safetensors`` + ``model.json`` as soon as they improve. ``resume=True`` continues from
+the last completed epoch with the optimizer, schedule, early-stopping counters and RNG states restored.
+"""
+
+from __future__ import annotations
+
+import platform
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from segdeploy import __version__
+from segdeploy.errors import SegdeployError
+from segdeploy.fileio import append_jsonl, atomic_target, commit
+from segdeploy.runs import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
+from segdeploy.train.schedule import rex_factor
+
+# what must match between the original run and a --resume of it
+_RESUME_KEYS = ("data", "model", "img_size", "batch_size", "lr", "seed", "k", "fold", "group_regex", "augment")
+
+
+@dataclass
+class TrainConfig:
+    data: str
+    model: str
+    out: Path
+    epochs: int = 150
+    img_size: int = 512
+    batch_size: int = 8
+    lr: float = 1e-4
+    weight_decay: float = 1e-2
+    device: str = "auto"
+    seed: int = 42
+    patience: int = 20
+    min_delta: float = 0.001
+    k: int = 5
+    fold: int = 0
+    group_regex: str | None = None
+    augment: float = 1.0  # scales the geometric augmentation ranges; 0 disables augmentation
+    workers: int | None = None
+    amp: bool = True  # only used on CUDA
+    pretrained: bool = False
+    weights: str | None = None
+    resume: bool = False
+    max_train_images: int | None = None  # subset for smoke tests and demos
+    extra: dict = field(default_factory=dict)
+
+    def for_record(self) -> dict:
+        d = asdict(self)
+        d["out"] = str(self.out)
+        return d
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SegdeployError(f"--device {device} asked for, but torch sees no CUDA device.",
+                             fix="use --device cpu (or auto), or install a CUDA build of torch on a GPU machine.")
+    return torch.device(device)
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _rng_state() -> dict:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _versions() -> dict:
+    import segmentation_models_pytorch as smp
+    import timm
+
+    return {"segdeploy": __version__, "torch": torch.__version__, "timm": timm.__version__,
+            "segmentation_models_pytorch": smp.__version__, "numpy": np.__version__,
+            "python": platform.python_version()}
+
+
+@torch.no_grad()
+def evaluate(model, loader, device, num_classes: int, class_names: list[str], amp_dtype=None) -> dict:
+    """Validation Dice at the training resolution (letterboxed), the study's micro-averaged metric."""
+    from segdeploy.bench.metrics import SegMetrics
+
+    model.eval()
+    metrics = SegMetrics(num_classes, class_names, hd95=False)
+    for images, masks in loader:
+        images = images.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            logits = model(images)
+        preds = logits.argmax(1).cpu().numpy()
+        for p, g in zip(preds, masks.numpy()):
+            metrics.update(p, g)
+    return metrics.result()
+
+
+def _make_loaders(cfg: TrainConfig, ds, device: torch.device, mean, std):
+    from torch.utils.data import DataLoader
+
+    from segdeploy.data.transforms import TorchSegDataset, TrainAugment
+
+    split_kw = dict(seed=cfg.seed, k=cfg.k, fold=cfg.fold, group_regex=cfg.group_regex)
+    train_ids, val_ids = ds.split("train", **split_kw), ds.split("val", **split_kw)
+    if cfg.max_train_images:
+        train_ids = train_ids[: cfg.max_train_images]
+    if not train_ids or not val_ids:
+        raise SegdeployError(f"the split gives {len(train_ids)} training and {len(val_ids)} validation images.",
+                             path=ds.root, fix="add images, lower --k, or provide a split.json with train/val ids.")
+    augment = TrainAugment(cfg.img_size, strength=cfg.augment) if cfg.augment > 0 else None
+    train_set = TorchSegDataset(ds, train_ids, cfg.img_size, mean, std, augment=augment)
+    val_set = TorchSegDataset(ds, val_ids, cfg.img_size, mean, std, augment=None)
+    workers = cfg.workers if cfg.workers is not None else (4 if device.type == "cuda" else 0)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    pin = device.type == "cuda"
+    train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_set) > cfg.batch_size,
+                              num_workers=workers, generator=gen, pin_memory=pin, persistent_workers=workers > 0)
+    val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=workers, pin_memory=pin)
+    split = ds.split_info(**split_kw)
+    split["train_used"] = len(train_ids)
+    return train_loader, val_loader, split
+
+
+def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
+    """Train ``cfg.model`` on ``cfg.data`` into ``cfg.out``; returns the run's metadata (model.json)."""
+    from rich.console import Console
+
+    from segdeploy.data import open_dataset
+    from segdeploy.models import count_params, create_model, model_info
+
+    console = Console(stderr=True)
+    out = Path(cfg.out)
+    state_file = out / TRAIN_STATE
+    state = None
+    if cfg.resume:
+        if not state_file.is_file():
+            done = (out / "model.json").is_file() and read_meta(out).get("complete")
+            raise SegdeployError("nothing to resume: " + ("training already finished." if done else
+                                 f"no {TRAIN_STATE}."), path=out,
+                                 fix="drop --resume to start a new run in another --out folder.")
+        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        changed = [k for k in _RESUME_KEYS if state["config"].get(k) != getattr(cfg, k)]
+        if changed:
+            saved = ", ".join(f"{k}={state['config'][k]!r}" for k in changed)
+            raise SegdeployError(f"--resume with different settings: {', '.join(changed)} (saved: {saved}).",
+                                 path=state_file, fix="repeat the original options, or train into a new --out.")
+    elif (out / "model.json").is_file() or state_file.is_file():
+        raise SegdeployError("a run already exists here.", path=out,
+                             fix="pass --resume to continue it, or choose another --out folder.")
+
+    _seed_everything(cfg.seed)
+    device = resolve_device(cfg.device)
+    info = model_info(cfg.model)
+    ds = open_dataset(cfg.data)
+    mean, std = [0.5] * ds.in_chans, [0.5] * ds.in_chans  # the study's normalisation for every model
+    train_loader, val_loader, split = _make_loaders(cfg, ds, device, mean, std)
+
+    model = create_model(cfg.model, num_classes=ds.num_classes, in_chans=ds.in_chans, img_size=cfg.img_size,
+                         pretrained=cfg.pretrained, weights=cfg.weights).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    total_steps = cfg.epochs * len(train_loader)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: rex_factor(step, total_steps))
+    # bf16 needs no loss scaling; fall back to fp16 + GradScaler on GPUs without bf16
+    amp_dtype = None
+    if device.type == "cuda" and cfg.amp:
+        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    start_epoch, best, best_epoch, stale = 0, -1.0, -1, 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best, best_epoch, stale = state["epoch"] + 1, state["best"], state["best_epoch"], state["stale"]
+        train_loader.generator.set_state(state["loader_rng"])
+        _set_rng_state(state["rng"])
+        console.print(f"resuming {out} at epoch {start_epoch + 1}/{cfg.epochs} (best val Dice {best:.4f})")
+
+    meta = {
+        "model": cfg.model, "family": info.family, "run_name": out.name, "num_classes": ds.num_classes,
+        "classes": ds.classes, "in_chans": ds.in_chans, "img_size": cfg.img_size, "mean": mean, "std": std,
+        "fixed_size": info.fixed_size, "params_m": round(count_params(model) / 1e6, 4),
+        "dataset": {"spec": cfg.data, "name": ds.name, "root": str(ds.root), "n_images": len(ds.ids)},
+        "split": split, "seed": cfg.seed, "device": str(device),
+        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
+        "protocol": {"optimizer": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": "REX",
+                     "loss": "cross-entropy", "batch_size": cfg.batch_size, "augment_strength": cfg.augment,
+                     "early_stopping": {"metric": "val_dice", "patience": cfg.patience, "min_delta": cfg.min_delta}},
+        "config": cfg.for_record(), "versions": _versions(),
+    }
+    epoch = start_epoch - 1
+    stopped_early = False
+    t0 = time.perf_counter()
+    with _progress(progress) as bar:
+        task = bar.add_task(f"train {cfg.model}", total=cfg.epochs * len(train_loader),
+                            completed=start_epoch * len(train_loader), info="")
+        for epoch in range(start_epoch, cfg.epochs):
+            model.train()
+            losses = []
+            for images, masks in train_loader:
+                images = images.to(device, non_blocking=True)
+                masks = masks.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                    loss = F.cross_entropy(model(images), masks)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                losses.append(loss.item())
+                bar.update(task, advance=1, info=f"epoch {epoch + 1} loss {np.mean(losses):.4f}")
+            val = evaluate(model, val_loader, device, ds.num_classes, ds.classes, amp_dtype)
+            improved = val["dice"] is not None and val["dice"] > best + cfg.min_delta
+            if improved:
+                best, best_epoch, stale = val["dice"], epoch, 0
+                meta.update(best_epoch=epoch + 1, epochs_run=epoch + 1, complete=False, val=_val_summary(val))
+                save_checkpoint(out, model, meta)
+            else:
+                stale += 1
+            append_jsonl(out / HISTORY, {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": val["dice"],
+                                         "val_dice_per_class": val["dice_per_class"], "lr": scheduler.get_last_lr()[0],
+                                         "best": improved, "seconds": round(time.perf_counter() - t0, 2)})
+            _save_state(state_file, cfg, model, optimizer, scheduler, scaler, train_loader, epoch, best, best_epoch, stale)
+            bar.update(task, info=f"epoch {epoch + 1} loss {np.mean(losses):.4f} val Dice {val['dice'] or 0:.4f} "
+                                  f"(best {best:.4f})")
+            if stale >= cfg.patience:
+                stopped_early = True
+                break
+
+    if best_epoch < 0:  # no epoch ran (resume of a finished schedule) or val Dice never defined
+        raise SegdeployError("training produced no checkpoint (validation Dice never improved from nothing).",
+                             path=out, fix="check that the validation split has foreground pixels.")
+    meta = read_meta(out)
+    meta.update(epochs_run=epoch + 1, stopped_early=stopped_early, complete=True,
+                train_seconds=round(time.perf_counter() - t0, 1))
+    from segdeploy.fileio import atomic_write_json
+
+    atomic_write_json(out / "model.json", meta)
+    state_file.unlink(missing_ok=True)
+    return meta
+
+
+def _val_summary(val: dict) -> dict:
+    return {k: val[k] for k in ("dice", "dice_per_class", "iou", "dice_per_image") if k in val}
+
+
+def _save_state(path: Path, cfg, model, optimizer, scheduler, scaler, loader, epoch, best, best_epoch, stale) -> None:
+    tmp = atomic_target(path)
+    torch.save({"config": cfg.for_record(), "epoch": epoch, "best": best, "best_epoch": best_epoch, "stale": stale,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
+                "loader_rng": loader.generator.get_state(), "rng": _rng_state()}, tmp)
+    commit(tmp, path)
+
+
+def _progress(enabled: bool):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    TextColumn("{task.fields[info]}"), disable=not enabled, transient=False)

@@ -1,0 +1,145 @@
+"""End to end on real data (a NeoPolyp subset from ../shared/datasets): train -> export -> bench -> check -> cam,
+through the same CLI a user runs. Assertions compare numbers computed in independent ways."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+from PIL import Image
+from typer.testing import CliRunner
+
+from segdeploy.cli import app
+
+N_IMAGES = 100
+runner = CliRunner()
+
+
+def cli(*args: str, ok: bool = True):
+    result = runner.invoke(app, [str(a) for a in args], catch_exceptions=False)
+    if ok:
+        assert result.exit_code == 0, f"segdeploy {' '.join(map(str, args))} exited {result.exit_code}:\n{result.output}"
+    return result
+
+
+@pytest.fixture(scope="module")
+def polyp_subset(shared_datasets, tmp_path_factory) -> Path:
+    """The first N NeoPolyp pairs, linked (not copied) into a temporary folder in the standard layout."""
+    src = shared_datasets / "neopolyp"
+    dst = tmp_path_factory.mktemp("neopolyp-subset")
+    (dst / "images").mkdir()
+    (dst / "masks").mkdir()
+    for image in sorted((src / "images").iterdir())[:N_IMAGES]:
+        (dst / "images" / image.name).symlink_to(image)
+        (dst / "masks" / f"{image.stem}.png").symlink_to(src / "masks" / f"{image.stem}.png")
+    shutil.copy(src / "meta.json", dst / "meta.json")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def pipeline(polyp_subset, tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    run = work / "unet"
+    cli("data", "check", polyp_subset)
+    cli("train", "--data", polyp_subset, "--model", "unet-tiny", "--out", run, "--epochs", "3", "--img-size", "96",
+        "--lr", "1e-3", "--device", "cpu")
+    cli("export", run, "--precisions", "fp32,fp16,int8", "--calib-images", "16")
+    results = work / "results.jsonl"
+    cli("bench", run, "--data", polyp_subset, "--backends", "torch,onnxruntime", "--precisions", "fp32,fp16,int8",
+        "--results", results, "--save-predictions", work / "pred", "--duration", "0.2")
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    return {"run": run, "results": results, "rows": {(r["backend"], r["precision"]): r for r in rows},
+            "pred": work / "pred", "data": polyp_subset, "work": work}
+
+
+def test_onnx_fp32_dice_equals_pytorch(pipeline):
+    rows = pipeline["rows"]
+    torch_fp32, ort_fp32 = rows[("torch", "fp32")], rows[("onnxruntime", "fp32")]
+    assert torch_fp32["status"] == ort_fp32["status"] == "ok"
+    assert torch_fp32["n_images"] == ort_fp32["n_images"] > 0
+    assert abs(torch_fp32["dice"] - ort_fp32["dice"]) <= 0.001
+    for field in ("dice_per_class", "iou", "hd95", "latency_ms", "throughput_ips", "peak_memory_mb", "file_size_mb",
+                  "params_m", "gflops", "env"):
+        assert field in ort_fp32, field
+    assert set(ort_fp32["latency_ms"]) >= {"p50", "p90", "p95", "p99"}
+
+
+def test_unavailable_configuration_is_a_row(pipeline):
+    row = pipeline["rows"][("torch", "fp16")]  # no CUDA here
+    assert row["status"] == "unavailable" and "\n" not in row["reason"] and row["reason"]
+    assert pipeline["rows"][("onnxruntime", "int8")]["status"] == "ok"
+
+
+def test_int8_onnx_is_symmetric_per_channel_qdq(pipeline):
+    model = onnx.load(pipeline["run"] / "onnx" / "model.int8.onnx")
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    assert qdq, "no Q/DQ nodes in the int8 model"
+    zero_points = [inits[n.input[2]] for n in qdq if len(n.input) > 2 and n.input[2] in inits]
+    assert zero_points and all(not zp.any() for zp in zero_points)
+    assert all(zp.dtype == np.int8 for zp in zero_points)
+    scales = [inits[n.input[1]] for n in qdq if n.input[1] in inits]
+    assert any(s.ndim == 1 and s.size > 1 for s in scales), "weights are not quantized per channel"
+
+
+def test_saved_predictions_reproduce_reported_dice(pipeline):
+    row = pipeline["rows"][("onnxruntime", "fp32")]
+    pred_dir = next(p for p in pipeline["pred"].rglob("onnxruntime-fp32") if p.is_dir())
+    tp = np.zeros(3)
+    fp = np.zeros(3)
+    fn = np.zeros(3)
+    files = sorted(pred_dir.glob("*.png"))
+    assert len(files) == row["n_images"]
+    for f in files:
+        pred = np.array(Image.open(f))
+        gt = np.array(Image.open(pipeline["data"] / "masks" / f.name))
+        assert pred.shape == gt.shape  # original resolution
+        for c in (1, 2):
+            tp[c] += np.sum((pred == c) & (gt == c))
+            fp[c] += np.sum((pred == c) & (gt != c))
+            fn[c] += np.sum((pred != c) & (gt == c))
+    per_class = [2 * tp[c] / (2 * tp[c] + fp[c] + fn[c]) for c in (1, 2) if 2 * tp[c] + fp[c] + fn[c] > 0]
+    assert np.mean(per_class) == pytest.approx(row["dice"], abs=1e-9)
+
+
+def test_check_passes_against_own_baseline_and_catches_a_regression(pipeline):
+    results, baseline = pipeline["results"], pipeline["work"] / "baseline.json"
+    cli("check", results, "--baseline", baseline, "--write-baseline")
+    cli("check", results, "--baseline", baseline)
+    worse = pipeline["work"] / "worse.jsonl"
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    for r in rows:
+        if r["backend"] == "onnxruntime" and r["precision"] == "int8" and r["dice"] is not None:
+            r["dice"] -= 0.05
+    worse.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    result = cli("check", worse, "--baseline", baseline, ok=False)
+    assert result.exit_code == 1
+
+
+def test_gradcam_writes_overlays_and_energy(pipeline):
+    out = pipeline["work"] / "cam"
+    cli("cam", pipeline["run"], "--data", pipeline["data"], "--out", out, "--worst", "2", "--random", "1")
+    report = json.loads((out / "cam.json").read_text())
+    assert len(list(out.glob("*.png"))) >= 3
+    shares = [c["cam_energy_in_gt"] for img in report["images"] for c in img["classes"].values()
+              if c["cam_energy_in_gt"] is not None]
+    assert shares and all(0.0 <= s <= 1.0 for s in shares)
+
+
+def test_bad_dataset_folder_is_reported_by_file(polyp_subset, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(polyp_subset, bad, symlinks=True)
+    images = sorted((bad / "images").iterdir())
+    images[0].unlink()
+    images[0].write_bytes(b"not an image")  # corrupt image
+    (bad / "masks" / f"{images[1].stem}.png").unlink()  # image without mask
+    result = cli("data", "check", bad, ok=False)
+    assert result.exit_code != 0
+    assert images[0].name in result.output and images[1].name in result.output
+    result = cli("train", "--data", bad, "--model", "unet-tiny", "--out", tmp_path / "run", ok=False)
+    assert result.exit_code != 0
