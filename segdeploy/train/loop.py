@@ -107,7 +107,7 @@ def evaluate(model, loader, device, num_classes: int, class_names: list[str], am
     from segdeploy.bench.metrics import SegMetrics
 
     model.eval()
-    metrics = SegMetrics(num_classes, class_names, hd95=False)
+    metrics = SegMetrics(num_classes, class_names, compute_hd95=False)
     for images, masks in loader:
         images = images.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
