@@ -1,0 +1,45 @@
+"""``segdeploy bench``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+
+def bench(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories (from `segdeploy train`, exported with "
+                                                    "`segdeploy export` for the ONNX backends)."),
+    data: str = typer.Option(..., "--data", help="Dataset folder or registered name, with the runs' classes."),
+    backends: str = typer.Option("torch,onnxruntime", help="Comma-separated: torch, onnxruntime, onnxruntime-cuda, "
+                                                          "onnxruntime-trt, tensorrt."),
+    precisions: str = typer.Option("fp32,fp16,int8", help="Comma-separated: fp32, fp16, bf16, int8."),
+    results: Path = typer.Option(..., "--results", help="JSON-lines file; rows are appended, finished ones skipped."),
+    save_predictions: Optional[Path] = typer.Option(None, "--save-predictions",
+                                                    help="Write DIR/<run>/<backend>-<precision>/<id>.png class-index "
+                                                         "masks at each image's original resolution."),
+    split: str = typer.Option("test", help="train, val, test, or all (every image: cross-dataset evaluation)."),
+    batch: int = typer.Option(8, help="Batch size for the accuracy pass and the throughput measurement."),
+    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    max_images: Optional[int] = typer.Option(None, help="Score only the first N images of the split (smoke tests)."),
+    warmup: float = typer.Option(0.2, help="Warm-up seconds before each timed loop (trtexec: 0.2)."),
+    duration: float = typer.Option(1.0, help="Minimum seconds per timed loop (trtexec: 3)."),
+    min_iters: int = typer.Option(10, help="Minimum timed iterations per loop."),
+    force: bool = typer.Option(False, help="Re-run configurations that already have a row in --results."),
+) -> None:
+    """Accuracy (on the split, at original resolution) and deployment cost of every run x backend x precision."""
+    from rich.console import Console
+
+    from segdeploy.bench.runner import run_bench
+    from segdeploy.bench.table import render
+
+    rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
+                     save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
+                     duration_s=duration, min_iters=min_iters, force=force)
+    console = Console()
+    for table in render(rows):
+        console.print(table)
+    counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "unavailable", "failed")}
+    console.print(f"{counts['ok']} ok, {counts['unavailable']} unavailable, {counts['failed']} failed -> {results}"
+                  + (f"; predictions in {save_predictions}" if save_predictions else ""))

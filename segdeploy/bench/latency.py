@@ -1,0 +1,111 @@
+"""Latency and throughput, with trtexec's definitions so numbers can be set beside a trtexec log.
+
+trtexec (samples/common/sampleReporting.cpp) warms up for a fixed time (200 ms), then runs until both a minimum
+duration (3 s) and a minimum number of iterations are reached, and reports min/max/mean/median and a percentile
+for each of:
+
+* "Latency" = H2D + GPU compute + D2H of one query: here ``Engine.run`` on a host array, timed host to host;
+* "GPU Compute Time" = the kernels only: here ``Engine.infer`` on a device-resident input, synchronised after
+  each call (on CPU there are no copies, so it equals the latency; both are reported anyway);
+* "Throughput" = queries / wall time: here images per second at batch B, ``B / median(batch-B run time)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+PERCENTILES = (90, 95, 99)
+
+
+def find_percentile(sorted_ms: np.ndarray, percentile: float) -> float:
+    """trtexec's ``findPercentile``: in the ascending series of n timings, exclude the top
+    ``floor((1 - p/100) * n)`` and return the largest remaining one, ``x[max(n - 1 - exclude, 0)]``.
+
+    That is the ``ceil(p/100 * n)``-th smallest timing, numpy's ``method="inverted_cdf"``; unlike numpy's default
+    (linear interpolation) it always returns an observed timing: p99 of 100 runs is the 99th smallest, p99 of
+    fewer than 100 runs is the maximum. trtexec evaluates ``(1 - p/100) * n`` in floating
+    point; we compute ``(100 - p) * n / 100`` so that e.g. p90 of 10 runs excludes exactly one timing rather than
+    depending on how 0.1 rounds.
+    """
+    n = len(sorted_ms)
+    if n == 0:
+        return float("inf")  # as trtexec does for an empty series
+    if not 0 <= percentile <= 100:
+        raise ValueError(f"percentile {percentile} is not in [0, 100]")
+    exclude = int((100 - percentile) * n / 100 + 1e-9)
+    return float(sorted_ms[max(n - 1 - exclude, 0)])
+
+
+def summarize(times_ms: np.ndarray | list[float]) -> dict:
+    """mean, p50 (the median: mean of the two middle values for an even count, as trtexec's ``findMedian``),
+    p90/p95/p99 (``find_percentile``), min, max and n, in milliseconds."""
+    x = np.sort(np.asarray(times_ms, dtype=np.float64))
+    if x.size == 0:
+        raise ValueError("no timings to summarize")
+    out = {"mean": float(x.mean()), "p50": float(np.median(x))}
+    out.update({f"p{p}": find_percentile(x, p) for p in PERCENTILES})
+    out.update({"min": float(x[0]), "max": float(x[-1]), "n": int(x.size)})
+    return out
+
+
+def measure(fn: Callable[[], object], *, warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10,
+            max_iters: int = 100_000, sync: Callable[[], None] | None = None) -> dict:
+    """Time ``fn`` after a warm-up: at least one call and ``warmup_s`` seconds, then timed calls until both
+    ``duration_s`` seconds and ``min_iters`` iterations are reached (never more than ``max_iters``).
+
+    Each iteration is timed on its own with ``perf_counter`` and ``sync`` (e.g. ``torch.cuda.synchronize``) is
+    called inside the timed region, so asynchronous work is charged to the call that queued it.
+    Returns :func:`summarize` of the iteration times (ms) plus ``total_s`` (seconds spent in the timed loop).
+    """
+    if min_iters < 1 or max_iters < min_iters:
+        raise ValueError(f"need 1 <= min_iters <= max_iters, got {min_iters}, {max_iters}")
+    start = time.perf_counter()
+    while True:
+        fn()
+        if sync is not None:
+            sync()
+        if time.perf_counter() - start >= warmup_s:
+            break
+
+    times: list[float] = []
+    loop_start = time.perf_counter()
+    while len(times) < max_iters:
+        t0 = time.perf_counter()
+        fn()
+        if sync is not None:
+            sync()
+        t1 = time.perf_counter()
+        times.append((t1 - t0) * 1e3)
+        if t1 - loop_start >= duration_s and len(times) >= min_iters:
+            break
+    out = summarize(times)
+    out["total_s"] = time.perf_counter() - loop_start
+    return out
+
+
+def measure_engine(engine, batch_1: np.ndarray, batch_b: np.ndarray, *, warmup_s: float = 0.2,
+                   duration_s: float = 1.0, min_iters: int = 10, max_iters: int = 100_000) -> dict:
+    """trtexec-style numbers for one engine (see the module docstring).
+
+    ``batch_1``: (1, C, S, S) and ``batch_b``: (B, C, S, S) normalised float32 host arrays. Returns
+    ``latency_ms`` (batch 1, host to host), ``compute_ms`` (batch 1, device-resident input and output),
+    ``batch_latency_ms`` (batch B, host to host) and ``throughput_ips`` (images/s at batch B).
+    """
+    timing = dict(warmup_s=warmup_s, duration_s=duration_s, min_iters=min_iters, max_iters=max_iters)
+    latency = measure(lambda: engine.run(batch_1), **timing)
+
+    on_device = engine.to_device(batch_1)
+    engine.synchronize()
+    compute = measure(lambda: engine.infer(on_device), sync=engine.synchronize, **timing)
+
+    batch_latency = measure(lambda: engine.run(batch_b), **timing)
+    b = int(batch_b.shape[0])
+    return {
+        "latency_ms": latency,
+        "compute_ms": compute,
+        "batch_latency_ms": batch_latency,
+        "throughput_ips": b / (batch_latency["p50"] / 1e3),
+    }

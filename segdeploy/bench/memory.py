@@ -1,0 +1,188 @@
+"""Peak memory of one configuration while its timed loops run.
+
+The method depends on where the engine runs, and the row records which one measured it (``peak_memory_method``),
+because the numbers are not interchangeable:
+
+* CPU: the process's resident set size. On Linux ``linux-vmhwm``: the kernel's RSS high-water mark (``VmHWM`` in
+  /proc/self/status), reset just before the loop by writing 5 to /proc/self/clear_refs, so it is exact and costs
+  nothing while timing. Elsewhere ``psutil-rss``: RSS sampled by a background thread (which can miss short peaks
+  and, on few cores, slows the loop it measures). ``peak_memory_mb`` is the peak RSS, ``peak_memory_delta_mb``
+  the peak minus the RSS before the engine was loaded.
+* CUDA, torch backend: ``torch.cuda.max_memory_allocated`` (tensors from torch's caching allocator; excludes the
+  CUDA context and cached-but-free blocks).
+* CUDA, other backends (ONNX Runtime, TensorRT): ``nvml-process``, this process's ``usedGpuMemory`` from NVML
+  (pynvml), sampled; else ``cuda-mem-get-info``, device-wide used memory from ``cudaMemGetInfo`` (TensorRT's
+  advice), sampled, which also counts other processes on the GPU, so read it as an upper bound.
+
+Host RSS is measured in every case and reported as ``host_peak_rss_mb``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+MIB = 1024 * 1024
+_STATUS = Path("/proc/self/status")
+_CLEAR_REFS = Path("/proc/self/clear_refs")
+
+
+def _rss() -> int:
+    import psutil
+
+    return psutil.Process(os.getpid()).memory_info().rss
+
+
+def _reset_high_water_mark() -> bool:
+    """Reset the kernel's peak-RSS counter (Linux >= 4.0); False where that is not possible."""
+    try:
+        _CLEAR_REFS.write_text("5")
+        return _high_water_mark() is not None
+    except OSError:
+        return False
+
+
+def _high_water_mark() -> int | None:
+    try:
+        match = re.search(r"^VmHWM:\s+(\d+)\s+kB", _STATUS.read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) * 1024 if match else None
+
+
+def _device_index(device: str) -> int:
+    return int(device.split(":", 1)[1]) if ":" in device else 0
+
+
+def _nvml_reader(device: str) -> Callable[[], int] | None:
+    """This process's memory on the GPU from NVML, or None if pynvml is absent or cannot query it."""
+    try:
+        import pynvml
+        import torch
+
+        pynvml.nvmlInit()
+        # NVML numbers GPUs physically; CUDA_VISIBLE_DEVICES may renumber them, so find the GPU by PCI bus id
+        bus_id = torch.cuda.get_device_properties(_device_index(device)).pci_bus_id
+        handle = pynvml.nvmlDeviceGetHandleByPciBusId(bus_id)
+        pid = os.getpid()
+
+        def read() -> int:
+            return sum(p.usedGpuMemory or 0 for p in pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+                       if p.pid == pid)
+
+        read()
+        return read
+    except Exception:  # pynvml missing, NVML NOT_SUPPORTED (Jetson, some vGPUs), no torch: use the next method
+        return None
+
+
+def _mem_get_info_reader(device: str) -> Callable[[], int]:
+    import torch
+
+    index = _device_index(device)
+
+    def read() -> int:
+        free, total = torch.cuda.mem_get_info(index)
+        return total - free
+
+    return read
+
+
+class MemoryProbe:
+    """Create it before the engine is loaded (that is the baseline), then wrap the timed loops in :meth:`track`.
+
+    ``requested_device``: the device asked for; anything but ``cpu`` also records GPU baselines, since where an
+    ``auto`` engine lands is known only after loading it.
+    """
+
+    def __init__(self, requested_device: str = "auto", interval_s: float = 0.01):
+        self.interval_s = interval_s
+        self.baseline_rss = _rss()
+        self.device = "cpu"
+        self.method = "psutil-rss"
+        self._rss_peak = self.baseline_rss
+        self._gpu_reader: Callable[[], int] | None = None
+        self._gpu_baseline = 0
+        self._gpu_peak = 0
+        self._gpu_baselines: dict[str, int] = {}
+        if requested_device != "cpu":
+            self._capture_gpu_baselines()
+
+    def _capture_gpu_baselines(self) -> None:
+        import torch
+
+        if not torch.cuda.is_available():
+            return
+        for i in range(torch.cuda.device_count()):
+            dev = f"cuda:{i}"
+            self._gpu_baselines[f"torch:{dev}"] = torch.cuda.memory_allocated(i)
+            self._gpu_baselines[dev] = (_nvml_reader(dev) or _mem_get_info_reader(dev))()
+
+    @contextmanager
+    def track(self, device: str, backend: str) -> Iterator[MemoryProbe]:
+        """Measure memory while the block runs, for an engine on ``device`` (``cpu`` or ``cuda:N``)."""
+        self.device = device
+        use_hwm = _reset_high_water_mark()
+        if device.startswith("cuda"):
+            import torch
+
+            dev = f"cuda:{_device_index(device)}"
+            if backend == "torch":
+                self.method = "torch.cuda.max_memory_allocated"
+                torch.cuda.reset_peak_memory_stats(dev)
+                self._gpu_baseline = self._gpu_baselines.get(f"torch:{dev}", 0)
+            else:
+                nvml = _nvml_reader(dev)
+                self.method = "nvml-process" if nvml else "cuda-mem-get-info"
+                self._gpu_reader = nvml or _mem_get_info_reader(dev)
+                self._gpu_baseline = self._gpu_baselines.get(dev, 0)
+                self._gpu_peak = self._gpu_reader()
+        else:
+            self.method = "linux-vmhwm" if use_hwm else "psutil-rss"
+
+        sample_rss = not use_hwm
+        thread, stop = None, threading.Event()
+        if sample_rss or self._gpu_reader is not None:
+            def sample() -> None:
+                while True:
+                    self._sample_once(sample_rss)
+                    if stop.wait(self.interval_s):
+                        return
+
+            thread = threading.Thread(target=sample, name="segdeploy-memory-probe", daemon=True)
+            thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            if thread is not None:
+                thread.join()
+            self._sample_once(sample_rss)
+            if use_hwm:
+                self._rss_peak = max(self._rss_peak, _high_water_mark() or 0)
+            if self.method == "torch.cuda.max_memory_allocated":
+                import torch
+
+                self._gpu_peak = torch.cuda.max_memory_allocated(f"cuda:{_device_index(device)}")
+
+    def _sample_once(self, rss: bool) -> None:
+        if rss:
+            self._rss_peak = max(self._rss_peak, _rss())
+        if self._gpu_reader is not None:
+            self._gpu_peak = max(self._gpu_peak, self._gpu_reader())
+
+    def result(self) -> dict:
+        if self.device.startswith("cuda"):
+            peak, baseline = self._gpu_peak, self._gpu_baseline
+        else:
+            peak, baseline = self._rss_peak, self.baseline_rss
+        return {
+            "peak_memory_mb": peak / MIB,
+            "peak_memory_delta_mb": (peak - baseline) / MIB,
+            "peak_memory_method": self.method,
+            "host_peak_rss_mb": self._rss_peak / MIB,
+        }
