@@ -33,7 +33,7 @@ test: install
 	$(PY) -m pytest -q
 
 train: install
-	for m in unet-tiny segformer-tiny; do $(SEG) train --data $(DATA) --model $$m --out $(OUT)/$$m --epochs 12 --img-size 128 --lr 1e-3 || exit 1; done
+	for m in unet-tiny segformer-tiny; do $(SEG) train --data $(DATA) --model $$m --out $(OUT)/$$m --epochs 20 --img-size 128 --lr 2e-3 --augment 0.5 || exit 1; done
 
 export: install
 	for r in $(RUNS); do $(SEG) export $$r --precisions $(PRECISIONS) || exit 1; done

@@ -6,6 +6,9 @@ and a missing optional backend only matters to the command that needs it.
 
 from __future__ import annotations
 
+import os
+import sys
+
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
@@ -18,6 +21,9 @@ class _Group(TyperGroup):
     Ctrl-C says that finished work is kept."""
 
     def invoke(self, ctx):
+        if not sys.stdout.isatty():
+            # logs and CI: rich would wrap tables at 80 columns and fold file names; 160 keeps them readable
+            os.environ.setdefault("COLUMNS", "160")
         try:
             return super().invoke(ctx)
         except SegdeployError as e:

@@ -17,7 +17,9 @@ def demo(
     out: Path = typer.Option(Path("runs/demo"), help="Folder for the runs, ONNX files and results."),
     data: str = typer.Option("synthetic", help="Dataset: the generated default or a folder."),
     models: str = typer.Option(",".join(DEMO_MODELS), help="Comma-separated registered models."),
-    epochs: int = typer.Option(12, help="Training epochs per model."),
+    epochs: int = typer.Option(20, help="Training epochs per model."),
+    lr: float = typer.Option(2e-3, help="AdamW learning rate (tiny models from scratch take a larger one)."),
+    augment: float = typer.Option(0.5, help="Geometric augmentation strength (1 = the study's ranges)."),
     img_size: int = typer.Option(128, help="Network input size."),
     backends: str = typer.Option("torch,onnxruntime", help="Backends to benchmark."),
     precisions: str = typer.Option("fp32,fp16,int8", help="Precisions to export and benchmark."),
@@ -46,7 +48,7 @@ def demo(
         else:
             console.rule(f"train {name}")
             train_model(TrainConfig(data=data, model=name, out=run_dir, epochs=epochs, img_size=img_size,
-                                    batch_size=8, lr=1e-3, device=device, patience=epochs,
+                                    batch_size=8, lr=lr, augment=augment, device=device, patience=epochs,
                                     resume=(run_dir / "train_state.pt").is_file()))
         manifest = read_json(manifest_path(run_dir)) if manifest_path(run_dir).is_file() else {}
         todo = [p for p in wanted if manifest.get("precisions", {}).get(p, {}).get("status") != "ok"]

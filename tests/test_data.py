@@ -91,7 +91,7 @@ def test_acdc_group_splits_and_split_json(shared_datasets):
 
 def test_synthetic_is_cached_and_opens_with_meta():
     ds = open_dataset("synthetic:36")
-    assert ds.name == "synthetic:36" and ds.root.name.startswith("synthetic-v1-")
+    assert ds.name == "synthetic:36" and ds.root.name.startswith("synthetic-v2-")
     assert open_dataset("synthetic:36").root == ds.root  # second open reuses the cache
     assert ds.classes == ["background", "cavity", "wall", "lesion"] and ds.in_chans == 1
     assert ds.ids[:7] == [f"case000_slice{s}" for s in range(6)] + ["case001_slice0"]

@@ -1,5 +1,7 @@
-"""End to end on real data (a NeoPolyp subset from ../shared/datasets): train -> export -> bench -> check -> cam,
-through the same CLI a user runs. Assertions compare numbers computed in independent ways."""
+"""End to end on real data from ../shared/datasets, through the same CLI a user runs:
+train -> export -> bench -> check -> cam on a PH2 subset (dermoscopy, RGB JPEG; learns within seconds, so Dice and
+CAM figures are meaningful), and a multi-class ACDC subset (grayscale, 4 classes, patient-level split.json).
+Assertions compare numbers computed in independent ways."""
 
 from __future__ import annotations
 
@@ -16,7 +18,6 @@ from typer.testing import CliRunner
 
 from segdeploy.cli import app
 
-N_IMAGES = 100
 runner = CliRunner()
 
 
@@ -27,14 +28,19 @@ def cli(*args: str, ok: bool = True):
     return result
 
 
-@pytest.fixture(scope="module")
-def polyp_subset(shared_datasets, tmp_path_factory) -> Path:
-    """The first N NeoPolyp pairs, linked (not copied) into a temporary folder in the standard layout."""
-    src = shared_datasets / "neopolyp"
-    dst = tmp_path_factory.mktemp("neopolyp-subset")
-    (dst / "images").mkdir()
+def link_subset(src: Path, dst: Path, n: int) -> Path:
+    """The first ``n`` pairs of ``src`` (per split when it has split.json), linked (not copied) into ``dst``."""
+    (dst / "images").mkdir(parents=True)
     (dst / "masks").mkdir()
-    for image in sorted((src / "images").iterdir())[:N_IMAGES]:
+    images = sorted((src / "images").iterdir())
+    if (src / "split.json").is_file():
+        split = json.loads((src / "split.json").read_text())
+        chosen = [i for name, count in (("train", n * 6 // 10), ("val", n // 5), ("test", n // 5))
+                  for i in [im for im in images if split[im.stem] == name][:count]]
+        (dst / "split.json").write_text(json.dumps({i.stem: split[i.stem] for i in chosen}))
+    else:
+        chosen = images[:n]
+    for image in chosen:
         (dst / "images" / image.name).symlink_to(image)
         (dst / "masks" / f"{image.stem}.png").symlink_to(src / "masks" / f"{image.stem}.png")
     shutil.copy(src / "meta.json", dst / "meta.json")
@@ -42,19 +48,24 @@ def polyp_subset(shared_datasets, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def pipeline(polyp_subset, tmp_path_factory):
+def ph2_subset(shared_datasets, tmp_path_factory) -> Path:
+    return link_subset(shared_datasets / "ph2", tmp_path_factory.mktemp("data") / "ph2", 120)
+
+
+@pytest.fixture(scope="module")
+def pipeline(ph2_subset, tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
     run = work / "unet"
-    cli("data", "check", polyp_subset)
-    cli("train", "--data", polyp_subset, "--model", "unet-tiny", "--out", run, "--epochs", "3", "--img-size", "96",
-        "--lr", "1e-3", "--device", "cpu")
+    cli("data", "check", ph2_subset)
+    cli("train", "--data", ph2_subset, "--model", "unet-tiny", "--out", run, "--epochs", "6", "--img-size", "128",
+        "--lr", "2e-3", "--augment", "0.5", "--device", "cpu")
     cli("export", run, "--precisions", "fp32,fp16,int8", "--calib-images", "16")
     results = work / "results.jsonl"
-    cli("bench", run, "--data", polyp_subset, "--backends", "torch,onnxruntime", "--precisions", "fp32,fp16,int8",
+    cli("bench", run, "--data", ph2_subset, "--backends", "torch,onnxruntime", "--precisions", "fp32,fp16,int8",
         "--results", results, "--save-predictions", work / "pred", "--duration", "0.2")
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     return {"run": run, "results": results, "rows": {(r["backend"], r["precision"]): r for r in rows},
-            "pred": work / "pred", "data": polyp_subset, "work": work}
+            "pred": work / "pred", "data": ph2_subset, "work": work}
 
 
 def test_onnx_fp32_dice_equals_pytorch(pipeline):
@@ -90,21 +101,20 @@ def test_int8_onnx_is_symmetric_per_channel_qdq(pipeline):
 def test_saved_predictions_reproduce_reported_dice(pipeline):
     row = pipeline["rows"][("onnxruntime", "fp32")]
     pred_dir = next(p for p in pipeline["pred"].rglob("onnxruntime-fp32") if p.is_dir())
-    tp = np.zeros(3)
-    fp = np.zeros(3)
-    fn = np.zeros(3)
+    tp = np.zeros(2)
+    fp = np.zeros(2)
+    fn = np.zeros(2)
     files = sorted(pred_dir.glob("*.png"))
     assert len(files) == row["n_images"]
     for f in files:
         pred = np.array(Image.open(f))
         gt = np.array(Image.open(pipeline["data"] / "masks" / f.name))
         assert pred.shape == gt.shape  # original resolution
-        for c in (1, 2):
+        for c in (1,):
             tp[c] += np.sum((pred == c) & (gt == c))
             fp[c] += np.sum((pred == c) & (gt != c))
             fn[c] += np.sum((pred != c) & (gt == c))
-    per_class = [2 * tp[c] / (2 * tp[c] + fp[c] + fn[c]) for c in (1, 2) if 2 * tp[c] + fp[c] + fn[c] > 0]
-    assert np.mean(per_class) == pytest.approx(row["dice"], abs=1e-9)
+    assert 2 * tp[1] / (2 * tp[1] + fp[1] + fn[1]) == pytest.approx(row["dice"], abs=1e-9)
 
 
 def test_check_passes_against_own_baseline_and_catches_a_regression(pipeline):
@@ -131,9 +141,9 @@ def test_gradcam_writes_overlays_and_energy(pipeline):
     assert shares and all(0.0 <= s <= 1.0 for s in shares)
 
 
-def test_bad_dataset_folder_is_reported_by_file(polyp_subset, tmp_path):
+def test_bad_dataset_folder_is_reported_by_file(ph2_subset, tmp_path):
     bad = tmp_path / "bad"
-    shutil.copytree(polyp_subset, bad, symlinks=True)
+    shutil.copytree(ph2_subset, bad, symlinks=True)
     images = sorted((bad / "images").iterdir())
     images[0].unlink()
     images[0].write_bytes(b"not an image")  # corrupt image
@@ -143,3 +153,22 @@ def test_bad_dataset_folder_is_reported_by_file(polyp_subset, tmp_path):
     assert images[0].name in result.output and images[1].name in result.output
     result = cli("train", "--data", bad, "--model", "unet-tiny", "--out", tmp_path / "run", ok=False)
     assert result.exit_code != 0
+
+
+def test_multiclass_acdc_subset_respects_split_json(shared_datasets, tmp_path):
+    data = link_subset(shared_datasets / "acdc", tmp_path / "acdc", 100)
+    split = json.loads((data / "split.json").read_text())
+    run, results = tmp_path / "run", tmp_path / "results.jsonl"
+    cli("train", "--data", data, "--model", "segformer-tiny", "--out", run, "--epochs", "3", "--img-size", "128",
+        "--lr", "2e-3", "--device", "cpu")
+    meta = json.loads((run / "model.json").read_text())
+    assert meta["in_chans"] == 1 and meta["num_classes"] == 4 and meta["split"]["method"] == "split.json"
+    cli("export", run, "--precisions", "fp32")
+    cli("bench", run, "--data", data, "--backends", "torch,onnxruntime", "--precisions", "fp32", "--results", results,
+        "--save-predictions", tmp_path / "pred", "--duration", "0.1")
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert abs(rows[0]["dice"] - rows[1]["dice"]) <= 0.001
+    assert set(rows[0]["dice_per_class"]) == {"right_ventricle", "myocardium", "left_ventricle"}
+    predicted = {p.stem for p in (tmp_path / "pred").rglob("*.png")}
+    assert predicted == {i for i, s in split.items() if s == "test"}

@@ -72,11 +72,17 @@ def test_bad_layer_name_lists_candidates():
 
 
 def _unet_two_live_classes() -> torch.nn.Module:
-    """unet-tiny whose class 2 is never predicted (bias -1e4), so classes 0 and 1 share the image."""
+    """unet-tiny whose class 2 is never predicted (bias -1e4), so classes 0 and 1 share the image; class 1's
+    head weights are made positive so its Grad-CAM (ReLU of a weighted sum of ReLU features) is not all zero."""
     torch.manual_seed(0)
     model = create_model("unet-tiny", num_classes=3, in_chans=1, img_size=SIZE).eval()
     with torch.no_grad():
-        model.segmentation_head[0].bias.copy_(torch.tensor([0.0, 0.0, -1e4]))
+        head = model.segmentation_head[0]
+        head.weight[1].abs_()
+        head.bias.copy_(torch.tensor([0.0, 0.0, -1e4]))
+        # shift class 1 so that it wins on about half of the pixels of the test input
+        logits = model(torch.rand(1, *SHAPE, generator=torch.Generator().manual_seed(3)))
+        head.bias[1] -= (logits[0, 1] - logits[0, 0]).median()
     return model
 
 
@@ -159,7 +165,7 @@ def test_gradcam_run_end_to_end(synthetic_run, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads((out / "cam.json").read_text())
 
-    assert summary["model"] == "unet-tiny" and summary["layer"] == "decoder"
+    assert summary["model"] == "unet-tiny" and summary["layer"] == "decoder.4"  # the last decoder block
     test_ids = dataset.split("test", seed=42, k=3, fold=0, group_regex=GROUP_REGEX)
     assert summary["n_scored"] == len(test_ids)
     assert [im["selected_as"] for im in summary["images"]] == ["worst", "worst", "random"]

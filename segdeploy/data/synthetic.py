@@ -41,7 +41,7 @@ from segdeploy.data.folder import cache_dir, register_dataset
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_write_bytes, atomic_write_json
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 CLASSES = ["background", "cavity", "wall", "lesion"]
 SLICES_PER_CASE = 6
 DEFAULT_IMAGES = 240
@@ -96,14 +96,14 @@ def _case_params(seed: int, case: int) -> dict:
     return {
         "h": h, "w": w,
         "cy": h * (0.42 + 0.16 * u()), "cx": w * (0.42 + 0.16 * u()),
-        "ry": m * (0.13 + 0.09 * u()), "rx": m * (0.13 + 0.09 * u()),
+        "ry": m * (0.17 + 0.10 * u()), "rx": m * (0.17 + 0.10 * u()),
         "theta": math.pi * u(), "drift": (m * 0.04 * (u() - 0.5), m * 0.04 * (u() - 0.5)),
-        "wall": 4.0 + 4.0 * u(),
+        "wall": 6.0 + 5.0 * u(),
         "gap": u() < 0.6, "gap_dir": 2 * math.pi * u(), "gap_half": math.radians(15 + 30 * u()),
         "lesion": u() < 0.8, "lesion_z": 2 * u() - 1, "lesion_extent": 0.6 + 0.8 * u(),
-        "lesion_pos": (h * (0.25 + 0.5 * u()), w * (0.25 + 0.5 * u())), "lesion_r": 8.0 + 7.0 * u(),
+        "lesion_pos": (h * (0.25 + 0.5 * u()), w * (0.25 + 0.5 * u())), "lesion_r": 12.0 + 10.0 * u(),
         "tissue": 0.36 + 0.1 * u(), "cavity": -(0.12 + 0.08 * u()), "wall_c": 0.14 + 0.10 * u(),
-        "lesion_c": 0.2 + 0.1 * u(),
+        "lesion_c": 0.25 + 0.12 * u(),
         "body": (0.46 + 0.1 * u(), 0.46 + 0.1 * u()),
     }
 

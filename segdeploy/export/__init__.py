@@ -145,7 +145,7 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
     meta = run.meta
     step(precisions[0], "loading images")
     parity_batch = load_images(meta, "test", parity_images)
-    calib_seed = int((meta.get("split") or {}).get("seed", 0))
+    calib_seed = int(meta.get("seed") or 0)  # the run's seed (a split.json split records none)
     calib_batch = load_images(meta, "train", calib_images, seed=calib_seed) if "int8" in precisions else None
 
     entries: dict[str, dict] = {}

@@ -42,6 +42,10 @@ class VGGEncoder(nn.Module):
             layers.append(nn.MaxPool2d(2, 2))
             cin = w
         self.features = nn.Sequential(*layers)  # same indices as torchvision.models.vgg13().features
+        for m in self.features.modules():
+            if isinstance(m, nn.Conv2d):  # torchvision's VGG init: without BN, PyTorch's default init
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")  # shrinks the signal
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         skips = []
@@ -63,7 +67,8 @@ class UNetVGG(nn.Module):
             blocks.append(_double_conv(cin + skip, width))
             cin = width
         self.decoder = nn.ModuleList(blocks)
-        self.head = nn.Conv2d(cin, num_classes, 1)
+        # named like smp's models: tools (Grad-CAM layer choice) find the classifier under one name
+        self.segmentation_head = nn.Sequential(nn.Conv2d(cin, num_classes, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         *skips, x = self.encoder(x)
@@ -71,7 +76,7 @@ class UNetVGG(nn.Module):
         for block, skip in zip(self.decoder, reversed(skips)):
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
             x = block(torch.cat([x, skip], dim=1))
-        return self.head(x)
+        return self.segmentation_head(x)
 
 
 def _load_torchvision_vgg13(model: UNetVGG, in_chans: int) -> None:
