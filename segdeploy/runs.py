@@ -72,6 +72,32 @@ class Run:
         s = self.meta["img_size"]
         return (self.meta["in_chans"], s, s)
 
+    def check_dataset(self, dataset) -> None:
+        """Raise when ``dataset`` cannot be scored by this run's model (other classes or channels)."""
+        m = self.meta
+        if m["num_classes"] != dataset.num_classes or m["in_chans"] != dataset.in_chans:
+            raise SegdeployError(
+                f"run {self.name} predicts {m['num_classes']} classes from {m['in_chans']}-channel images, dataset "
+                f"{dataset.name} has {dataset.num_classes} classes ({', '.join(dataset.classes)}) and "
+                f"{dataset.in_chans}-channel images.", path=self.dir,
+                fix="use each run with a dataset that has the same classes and channels as its training set.")
+
+    def split_ids(self, dataset, split: str) -> list[str]:
+        """Ids of ``split`` ("train", "val", "test" or "all") in ``dataset``. On the dataset the run was trained on,
+        the run's recorded split settings are used, so its test images are the ones it never saw."""
+        if split == "all":
+            return list(dataset.ids)
+        args = {}
+        trained_on = self.meta.get("dataset") or {}
+        if dataset.name in (trained_on.get("name"), trained_on.get("spec")):
+            recorded = self.meta.get("split") or {}
+            args = {k: recorded[k] for k in ("seed", "k", "fold", "group_regex") if recorded.get(k) is not None}
+        ids = dataset.split(split, **args)
+        if not ids:
+            raise SegdeployError(f"split {split!r} of dataset {dataset.name} is empty.", path=dataset.root,
+                                 fix="choose another split, or check the dataset's split.json (segdeploy data info).")
+        return ids
+
     def build_model(self) -> nn.Module:
         """The trained PyTorch model, on CPU, in eval mode."""
         from safetensors.torch import load_file

@@ -76,31 +76,6 @@ def _model_cost(run) -> dict:
     return {k: prof.get(k) for k in ("params_m", "gmacs", "gflops")}
 
 
-def _split_ids(ds, run, split: str, max_images: int | None) -> list[str]:
-    if split == "all":
-        ids = list(ds.ids)
-    else:
-        # the run's own split settings when it was trained on this dataset, so its test images stay held out
-        args = {}
-        if run.meta.get("dataset", {}).get("name") == ds.name:
-            rec = run.meta.get("split") or {}
-            args = {k: rec[k] for k in ("seed", "k", "fold", "group_regex") if rec.get(k) is not None}
-        ids = ds.split(split, **args)
-    if not ids:
-        raise SegdeployError(f"split {split!r} of dataset {ds.name} is empty.", path=ds.root,
-                             fix="choose another --split, or check the dataset's split.json.")
-    return ids[:max_images] if max_images else ids
-
-
-def _check_compatible(run, ds) -> None:
-    m = run.meta
-    if m["num_classes"] != ds.num_classes or m["in_chans"] != ds.in_chans:
-        raise SegdeployError(
-            f"run {run.name} predicts {m['num_classes']} classes from {m['in_chans']}-channel images, dataset "
-            f"{ds.name} has {ds.num_classes} classes ({', '.join(ds.classes)}) and {ds.in_chans}-channel images.",
-            path=run.dir, fix="bench each run on a dataset with the same classes and channels as its training set.")
-
-
 def _batches(ds, ids: list[str], meta: dict, batch: int) -> Iterator[tuple[list, np.ndarray, list]]:
     from segdeploy.data.transforms import preprocess
 
@@ -194,7 +169,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     ds = open_dataset(data)
     runs = [load_run(d) for d in run_dirs]
     for run in runs:  # fail before any work, not after the first model's hour
-        _check_compatible(run, ds)
+        run.check_dataset(ds)
 
     results = Path(results)
     done = {} if force else {config_key(r): r for r in iter_jsonl(results) if r.get("status") in RESUMABLE}
@@ -208,7 +183,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                    transient=True, disable=not progress)
     with bar:
         for run in runs:
-            ids = _split_ids(ds, run, split, max_images)
+            ids = run.split_ids(ds, split)[:max_images or None]
             base = {"schema": SCHEMA, "dataset": ds.name, "data": str(data), "split": split,
                     "run": str(run.dir.resolve()), "run_name": run.name, "model": run.meta["model"],
                     "family": run.meta.get("family"), "device_requested": device, "batch": batch,

@@ -25,7 +25,6 @@ from segdeploy.fileio import atomic_write_json, read_json, sha256_file
 
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 MIN_OPSET = 17  # LayerNormalization is one op from 17; split LayerNorm overflows in TensorRT FP16
-_SPLIT_KEYS = ("seed", "k", "fold", "group_regex")
 
 # public names that live in modules importing torch/onnx/onnxruntime, resolved on first access (PEP 562)
 _LAZY = {
@@ -49,21 +48,18 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def load_images(meta: dict, split: str, n: int, *, seed: int | None = None) -> np.ndarray:
+def load_images(run, split: str, n: int, *, seed: int | None = None) -> np.ndarray:
     """``n`` preprocessed images (N, C, S, S) float32 from the run's dataset split: the first ``n`` ids of the
     split, or a seeded random choice of ``n`` when ``seed`` is given."""
     from segdeploy.data import open_dataset
     from segdeploy.data.transforms import preprocess
 
+    meta = run.meta
     if not (meta.get("dataset") or {}).get("spec"):
         raise SegdeployError("the run's model.json names no dataset (dataset.spec): parity and calibration need "
                              "its images.", fix="add \"dataset\": {\"spec\": PATH_OR_NAME} to model.json.")
     dataset = open_dataset(meta["dataset"]["spec"])
-    split_kwargs = {k: v for k, v in (meta.get("split") or {}).items() if k in _SPLIT_KEYS}
-    ids = list(dataset.split(split, **split_kwargs))
-    if not ids:
-        raise SegdeployError(f"the {split} split of dataset {meta['dataset']['spec']!r} is empty.",
-                             path=dataset.root, fix="check the dataset's split (segdeploy data info).")
+    ids = run.split_ids(dataset, split)
     ids = sorted(random.Random(seed).sample(ids, min(n, len(ids)))) if seed is not None else ids[:n]
     images = [preprocess(dataset.load(i).image, meta["img_size"], meta["mean"], meta["std"])[0] for i in ids]
     return np.stack(images).astype(np.float32, copy=False)
@@ -144,9 +140,9 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
     model = run.build_model()
     meta = run.meta
     step(precisions[0], "loading images")
-    parity_batch = load_images(meta, "test", parity_images)
+    parity_batch = load_images(run, "test", parity_images)
     calib_seed = int(meta.get("seed") or 0)  # the run's seed (a split.json split records none)
-    calib_batch = load_images(meta, "train", calib_images, seed=calib_seed) if "int8" in precisions else None
+    calib_batch = load_images(run, "train", calib_images, seed=calib_seed) if "int8" in precisions else None
 
     entries: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="segdeploy-export-") as tmp:

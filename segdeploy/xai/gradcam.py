@@ -173,18 +173,8 @@ def gradcam_run(run_dir: str | Path, data: str, out: str | Path, *, worst: int =
     k, size, classes = meta["num_classes"], meta["img_size"], list(meta["classes"])
     model = run.build_model()
     dataset = open_dataset(data)
-    if dataset.num_classes != k or dataset.in_chans != meta["in_chans"]:
-        raise SegdeployError(f"dataset {data!r} has {dataset.num_classes} classes and {dataset.in_chans} channels, "
-                             f"the run's model {k} classes and {meta['in_chans']} channels.",
-                             path=run.dir, fix="pass the dataset the run was trained on with --data.")
-
-    split_cfg = meta.get("split", {})
-    ids = dataset.split(split, seed=split_cfg.get("seed", 42), k=split_cfg.get("k", 5),
-                        fold=split_cfg.get("fold", 0), group_regex=split_cfg.get("group_regex"))
-    if max_images is not None:
-        ids = ids[:max_images]
-    if not ids:
-        raise SegdeployError(f"the {split!r} split of {data!r} is empty.", fix="choose another --split or dataset.")
+    run.check_dataset(dataset)
+    ids = run.split_ids(dataset, split)[:max_images or None]
 
     input_shape = (meta["in_chans"], size, size)
     layer_name = layer or find_target_layer(model, input_shape, k)
