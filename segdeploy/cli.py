@@ -22,8 +22,8 @@ class _Group(TyperGroup):
 
     def invoke(self, ctx):
         if not sys.stdout.isatty():
-            # logs and CI: rich would wrap tables at 80 columns and fold file names; 160 keeps them readable
-            os.environ.setdefault("COLUMNS", "160")
+            # logs and CI: rich would wrap tables at 80 columns and fold file names; 200 keeps them readable
+            os.environ.setdefault("COLUMNS", "200")
         try:
             return super().invoke(ctx)
         except SegdeployError as e:

@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from rich.markup import escape
 from rich.table import Table
 
-REASON_WIDTH = 48
+REASON_WIDTH = 40
 
 
 def _num(value, fmt: str) -> str:
@@ -40,7 +40,8 @@ def _title(dataset: str, rows: list[dict]) -> str:
     if ok:
         parts.append(f"{ok[0].get('n_images')} images")
         parts.append("devices " + ", ".join(sorted({str(r.get("device")) for r in ok})))
-    parts.append(f"batch {rows[0].get('batch')}")
+    parts.append(f"FPS at batch {rows[0].get('batch')}, latency at batch 1")
+    parts.append("Mem = peak memory above the process baseline")
     return f"{dataset} ({'; '.join(parts)})"
 
 
@@ -61,9 +62,9 @@ def render(rows: Iterable[dict]) -> list[Table]:
         # one line per row: reasons are cut short (the full text is in the results file)
         for col in ("Model", "Family", "Backend", "Precision"):
             table.add_column(col, no_wrap=True, min_width=min(len(col), 9))
-        for col in ("Size (MB)", "Dice", "ΔDice", "p50 ms", "p90 ms", "FPS", "Peak MB"):
-            table.add_column(col, justify="right", no_wrap=True, min_width=len(col))
-        table.add_column("Status", no_wrap=True, overflow="ellipsis")
+        for col in ("Size (MB)", "Dice", "ΔDice", "p50 ms", "p90 ms", "FPS", "Mem MB"):
+            table.add_column(col, justify="right", no_wrap=True, min_width=max(len(col), 7))
+        table.add_column("Status", no_wrap=True, overflow="ellipsis", max_width=REASON_WIDTH + 13)
         for r in group:
             model = str(r.get("model"))
             if len(names_per_model[r.get("model")]) > 1:
@@ -77,7 +78,7 @@ def render(rows: Iterable[dict]) -> list[Table]:
                 model, str(r.get("family") or "-"), str(r.get("backend")), str(r.get("precision")),
                 _num(r.get("file_size_mb"), ".1f"), _num(r.get("dice"), ".4f"), _num(delta, "+.4f"),
                 _num(lat.get("p50"), ".2f"), _num(lat.get("p90"), ".2f"), _num(r.get("throughput_ips"), ".1f"),
-                _num(r.get("peak_memory_mb"), ".0f"),
+                _num(r.get("peak_memory_delta_mb"), ".0f"),
                 "[green]ok[/]" if ok else f"[yellow]{r.get('status')}[/]: {escape(_short(r.get('reason')))}",
             )
         tables.append(table)

@@ -7,6 +7,7 @@ Every model maps a plain tensor (B, in_chans, H, W) to logits (B, num_classes, H
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -36,8 +37,9 @@ class ModelInfo:
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
-# one module per family; imported lazily so `segdeploy --help` stays fast
-_FAMILY_MODULES = ("segdeploy.models.unet", "segdeploy.models.segformer")
+# every module of this package is a model family, except these and private (_*) helpers; imported on first use
+# so `segdeploy --help` stays fast
+_NOT_FAMILIES = {"cli", "profile", "weights"}
 _loaded = False
 
 
@@ -57,9 +59,10 @@ def register_model(name: str, *, family: str, source: str, **info) -> Callable:
 def _load_families() -> None:
     global _loaded
     if not _loaded:
-        for mod in _FAMILY_MODULES:
-            importlib.import_module(mod)
         _loaded = True
+        for mod in pkgutil.iter_modules(__path__):
+            if not mod.name.startswith("_") and mod.name not in _NOT_FAMILIES:
+                importlib.import_module(f"{__name__}.{mod.name}")
 
 
 def list_models(family: str | None = None) -> list[str]:
