@@ -256,3 +256,49 @@ def test_cli_build_without_tensorrt_raises_one_line(run):
 def test_cli_build_rejects_bad_batch_before_building(run):
     result = CliRunner().invoke(app, ["build", str(run.dir), "--batch", "8:1:2"])
     assert isinstance(result.exception, SegdeployError) and "batch spec" in str(result.exception)
+
+
+def test_dla_build_records_placement_and_staleness():
+    from types import SimpleNamespace
+
+    from segdeploy.engines.trt_build import dla_config, engine_is_stale
+
+    layers = [SimpleNamespace(name=f"l{i}", dla_ok=i % 3 != 0) for i in range(9)]
+    network = SimpleNamespace(num_layers=len(layers), get_layer=lambda i: layers[i])
+    config = SimpleNamespace(DLA_core=0, can_run_on_DLA=lambda layer: layer.dla_ok)
+    placement: dict = {}
+    dla_config(1, placement)(None, network, config)
+    assert config.DLA_core == 1
+    assert placement == {"core": 1, "layers": 9, "layers_on_dla": 6}
+
+    record = {"onnx_sha256": "h", "tensorrt": "10.3.0", "gpu": {"name": "Orin"}, "dla": placement}
+    assert engine_is_stale(record, "h", "10.3.0", "Orin", dla=1) is None
+    assert "DLA core 1" in engine_is_stale(record, "h", "10.3.0", "Orin")  # asked for the GPU
+    assert "DLA core 0" in engine_is_stale(record, "h", "10.3.0", "Orin", dla=0)
+    gpu_record = dict(record, dla=None)
+    assert "the GPU" in engine_is_stale(gpu_record, "h", "10.3.0", "Orin", dla=0)
+
+
+def test_activation_bytes_prefers_the_v2_query():
+    from types import SimpleNamespace
+
+    from segdeploy.engines.trt_build import activation_bytes
+
+    def fake_trt(engine):
+        logger = SimpleNamespace(WARNING=2)
+        return SimpleNamespace(Logger=type("L", (), {"WARNING": 2, "__init__": lambda self, level: None}),
+                               Runtime=lambda log: SimpleNamespace(deserialize_cuda_engine=lambda data: engine),
+                               _logger=logger)
+
+    assert activation_bytes(fake_trt(SimpleNamespace(device_memory_size_v2=123, device_memory_size=999)), b"") == 123
+    assert activation_bytes(fake_trt(SimpleNamespace(device_memory_size=456)), b"") == 456  # TensorRT < 10
+    assert activation_bytes(fake_trt(None), b"") is None
+
+
+def test_torch_compile_backend_is_registered_and_checked():
+    from segdeploy.engines import BACKENDS, check_backend
+
+    assert BACKENDS["torch-compile"] == BACKENDS["torch"]
+    reason = check_backend("torch-compile", "fp16", "cpu")
+    assert reason and reason.startswith("torch-compile fp16") and "\n" not in reason
+    assert check_backend("torch-compile", "fp32", "cpu") is None

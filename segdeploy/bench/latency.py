@@ -92,7 +92,8 @@ def measure_engine(engine, batch_1: np.ndarray, batch_b: np.ndarray, *, warmup_s
 
     ``batch_1``: (1, C, S, S) and ``batch_b``: (B, C, S, S) normalised float32 host arrays. Returns
     ``latency_ms`` (batch 1, host to host), ``compute_ms`` (batch 1, device-resident input and output),
-    ``batch_latency_ms`` (batch B, host to host) and ``throughput_ips`` (images/s at batch B).
+    ``batch_latency_ms`` (batch B, host to host), ``throughput_ips`` (images/s at batch B) and the energy of the
+    batch-B loop (``avg_power_w``, ``energy_j_per_image``; see :mod:`segdeploy.bench.power`).
     """
     timing = dict(warmup_s=warmup_s, duration_s=duration_s, min_iters=min_iters, max_iters=max_iters)
     latency = measure(lambda: engine.run(batch_1), **timing)
@@ -101,11 +102,21 @@ def measure_engine(engine, batch_1: np.ndarray, batch_b: np.ndarray, *, warmup_s
     engine.synchronize()
     compute = measure(lambda: engine.infer(on_device), sync=engine.synchronize, **timing)
 
-    batch_latency = measure(lambda: engine.run(batch_b), **timing)
+    from segdeploy.bench.power import PowerMeter
+
     b = int(batch_b.shape[0])
+    calls = [0]
+
+    def run_batch():
+        calls[0] += 1
+        return engine.run(batch_b)
+
+    with PowerMeter(engine.device) as power:  # energy of the throughput loop, warm-up included in both counts
+        batch_latency = measure(run_batch, **timing)
     return {
         "latency_ms": latency,
         "compute_ms": compute,
         "batch_latency_ms": batch_latency,
         "throughput_ips": b / (batch_latency["p50"] / 1e3),
+        **power.result(images=calls[0] * b),
     }

@@ -131,7 +131,7 @@ class MemoryProbe:
             import torch
 
             dev = f"cuda:{_device_index(device)}"
-            if backend == "torch":
+            if backend in ("torch", "torch-compile"):
                 self.method = "torch.cuda.max_memory_allocated"
                 torch.cuda.reset_peak_memory_stats(dev)
                 self._gpu_baseline = self._gpu_baselines.get(f"torch:{dev}", 0)

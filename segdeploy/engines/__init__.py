@@ -23,6 +23,7 @@ if TYPE_CHECKING:  # segdeploy.runs imports torch; `segdeploy engines --help` sh
 # backend name -> module implementing it
 BACKENDS: dict[str, str] = {
     "torch": "segdeploy.engines.torch_backend",
+    "torch-compile": "segdeploy.engines.torch_backend",  # torch.compile (inductor; CUDA graphs on GPU)
     "onnxruntime": "segdeploy.engines.ort_backend",  # CPU execution provider
     "onnxruntime-cuda": "segdeploy.engines.ort_backend",  # CUDA execution provider
     "onnxruntime-trt": "segdeploy.engines.ort_backend",  # TensorRT execution provider

@@ -42,6 +42,7 @@ def build(
     workspace: Optional[int] = typer.Option(None, "--workspace", min=1, help="builder workspace limit in MiB"),
     device: str = typer.Option("cuda:0", "--device", help="GPU to build for"),
     force: bool = typer.Option(False, "--force", help="rebuild even when the engine is up to date"),
+    dla: Optional[int] = typer.Option(None, "--dla", min=0, help="build for this Jetson DLA core (GPU fallback on)"),
 ) -> None:
     """Build TensorRT engines (strongly typed, one optimization profile) into RUN_DIR/engines/."""
     from rich.console import Console
@@ -65,13 +66,15 @@ def build(
         if reason:
             raise BackendUnavailable(reason)
     table = Table(title=f"TensorRT engines in {run.dir / 'engines'}")
-    for column in ("precision", "engine", "MB", "build s", "status"):
+    for column in ("precision", "engine", "MB", "activations MB", "build s", "on DLA", "status"):
         table.add_column(column)
     console = Console()
     for precision in wanted:
         with console.status(f"building {precision} engine (minutes for large models)..."):
             record, status = build_engine(run, precision, batch=batch, workspace_mib=workspace, device=device,
-                                          force=force)
+                                          force=force, dla=dla)
+        act, placed = record.get("activation_bytes"), record.get("dla")
         table.add_row(precision, engine_path(run.dir, precision).name, f"{record['engine_bytes'] / 1e6:.1f}",
-                      f"{record['build_seconds']:.1f}", status)
+                      "-" if act is None else f"{act / 1e6:.1f}", f"{record['build_seconds']:.1f}",
+                      f"{placed['layers_on_dla']}/{placed['layers']}" if placed else "-", status)
     console.print(table)

@@ -4,6 +4,10 @@ fp32 runs on CPU or CUDA; fp16/bf16 cast the module and its input (``model.to(dt
 CPU half-precision kernels are slow or missing, so a CPU fp16 row would measure the wrong thing (fp16 on CPU is
 onnxruntime's job). On CUDA the model runs channels_last, which cuDNN prefers for convolutions.
 INT8 is not a PyTorch eager configuration here: it runs from the Q/DQ ONNX file.
+
+``torch-compile`` is the same model through ``torch.compile`` (inductor): on CUDA with ``mode="reduce-overhead"``,
+which captures CUDA graphs where the graph allows; on CPU with inductor's C++ code generation. Compilation happens
+on the first call of each input shape (the accuracy pass, before anything is timed).
 """
 
 from __future__ import annotations
@@ -28,31 +32,30 @@ def resolve_device(device: str) -> str:
 
 def check(precision: str, device: str = "auto", *, backend: str = "torch", run: Run | None = None) -> str | None:
     if precision == "int8":
-        return "torch int8 is not benchmarked: INT8 runs from the Q/DQ ONNX on onnxruntime/tensorrt"
+        return f"{backend} int8 is not benchmarked: INT8 runs from the Q/DQ ONNX on onnxruntime/tensorrt"
     if precision not in PRECISIONS:
-        return f"torch has no precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
+        return f"{backend} has no precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
     has_cuda = torch.cuda.is_available()
     target = resolve_device(device)
     if target.startswith("cuda"):
         if not has_cuda:
-            return f"torch on {target} needs CUDA (this machine has none); use device cpu"
+            return f"{backend} on {target} needs CUDA (this machine has none); use device cpu"
         if cuda_index(target) >= torch.cuda.device_count():
-            return f"torch: no {target} (this machine has {torch.cuda.device_count()} CUDA device(s))"
+            return f"{backend}: no {target} (this machine has {torch.cuda.device_count()} CUDA device(s))"
         if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            return f"torch bf16 needs a GPU with bfloat16 support ({torch.cuda.get_device_name(target)} has none); " \
+            return f"{backend} bf16 needs a GPU with bfloat16 support ({torch.cuda.get_device_name(target)} has none); " \
                    "use fp16"
     elif precision != "fp32":
         if has_cuda:
-            return f"torch {precision} runs on CUDA only (device cpu was requested); use device cuda, or " \
+            return f"{backend} {precision} runs on CUDA only (device cpu was requested); use device cuda, or " \
                    f"onnxruntime --precisions {precision} on CPU"
-        return f"torch {precision} needs CUDA (this machine has none); on CPU use onnxruntime --precisions {precision}"
+        return f"{backend} {precision} needs CUDA (this machine has none); on CPU use onnxruntime --precisions {precision}"
     return None
 
 
 class TorchEngine:
-    backend = "torch"
-
-    def __init__(self, model: torch.nn.Module, precision: str, device: str, info: dict):
+    def __init__(self, model: torch.nn.Module, precision: str, device: str, info: dict, backend: str = "torch"):
+        self.backend = backend
         self.model = model
         self.precision = precision
         self.device = device
@@ -99,4 +102,8 @@ def load(run: Run, precision: str, device: str = "auto", *, backend: str = "torc
             "memory_format": "channels_last" if target.startswith("cuda") else "contiguous"}
     if target.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(target)
-    return TorchEngine(model, precision, target, info)
+    if backend == "torch-compile":
+        mode = "reduce-overhead" if target.startswith("cuda") else "default"
+        model = torch.compile(model, mode=mode, dynamic=False)
+        info["compile_mode"] = mode
+    return TorchEngine(model, precision, target, info, backend=backend)

@@ -80,7 +80,8 @@ def profile_record(input_name: str, spec: str, shapes: tuple[tuple[int, ...], ..
 
 
 def make_record(*, precision: str, onnx_file: Path, onnx_sha256: str, trt_version: str, gpu: dict, profile: dict,
-                plan: dict, workspace_mib: int | None, build_seconds: float, engine_bytes: int) -> dict:
+                plan: dict, workspace_mib: int | None, build_seconds: float, engine_bytes: int,
+                activation_bytes: int | None = None, dla: dict | None = None) -> dict:
     return {
         "precision": precision,
         "onnx": str(onnx_file),
@@ -94,6 +95,8 @@ def make_record(*, precision: str, onnx_file: Path, onnx_sha256: str, trt_versio
         "workspace_mib": workspace_mib,
         "build_seconds": round(build_seconds, 2),
         "engine_bytes": engine_bytes,
+        "activation_bytes": activation_bytes,  # per execution context: ICudaEngine.device_memory_size_v2
+        "dla": dla,  # {"core", "layers", "layers_on_dla"} for a DLA build, else None
         "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -102,7 +105,7 @@ _PROFILE_SHAPE_KEYS = ("input", "min", "opt", "max")  # "batch" is only how the 
 
 
 def engine_is_stale(record: dict | None, onnx_sha256: str, trt_version: str, gpu_name: str, *,
-                    profile: dict | None = None) -> str | None:
+                    profile: dict | None = None, dla: int | None = None) -> str | None:
     """Why an existing engine must be rebuilt, or None when it is valid for this ONNX, TensorRT and GPU
     (and, when given, this optimization profile)."""
     if not record:
@@ -117,6 +120,10 @@ def engine_is_stale(record: dict | None, onnx_sha256: str, trt_version: str, gpu
     built_for = record.get("profile") or {}
     if profile is not None and any(built_for.get(k) != profile[k] for k in _PROFILE_SHAPE_KEYS):
         return f"built for batch {built_for.get('batch')}, asked for {profile['batch']}"
+    built_dla = (record.get("dla") or {}).get("core")
+    if built_dla != dla:
+        where = lambda core: "the GPU" if core is None else f"DLA core {core}"  # noqa: E731
+        return f"built for {where(built_dla)}, asked for {where(dla)}"
     return None
 
 
@@ -181,7 +188,8 @@ def onnx_input_name(path: Path) -> str:
     return next(i.name for i in graph.input if i.name not in initializers)
 
 
-def fresh_record(run: Run, precision: str, device: str, *, profile: dict | None = None) -> tuple[dict | None, str]:
+def fresh_record(run: Run, precision: str, device: str, *, profile: dict | None = None,
+                 dla: int | None = None) -> tuple[dict | None, str]:
     """The build record of a usable engine (or None) and why it is not usable."""
     trt = import_tensorrt()
     engine, record = engine_path(run.dir, precision), record_path(run.dir, precision)
@@ -189,15 +197,41 @@ def fresh_record(run: Run, precision: str, device: str, *, profile: dict | None 
         return None, "not built yet"
     previous = read_json(record)
     reason = engine_is_stale(previous, onnx_digest(onnx_path(run.dir, precision)), trt.__version__,
-                             gpu_identity(device)["name"], profile=profile)
+                             gpu_identity(device)["name"], profile=profile, dla=dla)
     return (None, reason) if reason else (previous, "")
 
 
+def activation_bytes(trt, serialized: bytes) -> int | None:
+    """Device memory one execution context needs (activations, scratch): ``device_memory_size_v2`` (TensorRT
+    10+; the only one left in 11), ``device_memory_size`` before that."""
+    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(serialized)
+    if engine is None:
+        return None
+    size = getattr(engine, "device_memory_size_v2", None)
+    return int(size if size is not None else engine.device_memory_size)
+
+
+def dla_config(core: int, placement: dict):
+    """A polygraphy config post-processor selecting DLA ``core`` (polygraphy's use_dla always picks core 0) and
+    recording how many of the network's layers the builder can place on the DLA; the rest fall back to the GPU
+    (silently, in TensorRT itself: this count is how a user sees it)."""
+
+    def apply(builder, network, config):
+        config.DLA_core = core
+        layers = [network.get_layer(i) for i in range(network.num_layers)]
+        placement.update(core=core, layers=len(layers),
+                         layers_on_dla=sum(bool(config.can_run_on_DLA(layer)) for layer in layers))
+
+    return apply
+
+
 def build_engine(run: Run, precision: str, *, batch: str = DEFAULT_BATCH, workspace_mib: int | None = None,
-                 device: str = "cuda:0", force: bool = False) -> tuple[dict, str]:
-    """Build (or reuse) ``engines/model.<precision>.engine``; returns its record and what happened."""
+                 device: str = "cuda:0", force: bool = False, dla: int | None = None) -> tuple[dict, str]:
+    """Build (or reuse) ``engines/model.<precision>.engine``; returns its record and what happened. ``dla``: build
+    for that Jetson DLA core with GPU fallback (DLA runs fp16/int8 only)."""
     trt = import_tensorrt()
-    from polygraphy.backend.trt import CreateConfig, Profile, engine_bytes_from_network, network_from_onnx_path
+    from polygraphy.backend.trt import (CreateConfig, PostprocessConfig, Profile, engine_bytes_from_network,
+                                        network_from_onnx_path)
     from polygraphy.exception import PolygraphyException
 
     from segdeploy.engines import missing_onnx_reason
@@ -210,7 +244,7 @@ def build_engine(run: Run, precision: str, *, batch: str = DEFAULT_BATCH, worksp
     input_name = onnx_input_name(source)
     profile = profile_record(input_name, batch, shapes)
     if not force:
-        record, why = fresh_record(run, precision, device, profile=profile)
+        record, why = fresh_record(run, precision, device, profile=profile, dla=dla)
         if record is not None:
             return record, "reused"
     else:
@@ -225,8 +259,12 @@ def build_engine(run: Run, precision: str, *, batch: str = DEFAULT_BATCH, worksp
     start = time.perf_counter()
     try:
         network = network_from_onnx_path(str(source), strongly_typed=plan["strongly_typed"])
+        dla_args = {"use_dla": True, "allow_gpu_fallback": True} if dla is not None else {}
         config = CreateConfig(profiles=[Profile().add(input_name, *shapes)], memory_pool_limits=pools,
-                              load_timing_cache=str(cache), **plan["flags"])
+                              load_timing_cache=str(cache), **plan["flags"], **dla_args)
+        placement: dict = {}
+        if dla is not None:
+            config = PostprocessConfig(config, dla_config(dla, placement))
         serialized = engine_bytes_from_network(network, config, save_timing_cache=str(cache))
     except PolygraphyException as e:
         raise SegdeployError(f"TensorRT could not build the {precision} engine ({str(e).strip()[:200]}).",
@@ -239,6 +277,7 @@ def build_engine(run: Run, precision: str, *, batch: str = DEFAULT_BATCH, worksp
     atomic_write_bytes(engine_path(run.dir, precision), data)
     record = make_record(precision=precision, onnx_file=source, onnx_sha256=onnx_digest(source),
                          trt_version=trt.__version__, gpu=gpu, profile=profile, plan=plan,
-                         workspace_mib=workspace_mib, build_seconds=seconds, engine_bytes=len(data))
+                         workspace_mib=workspace_mib, build_seconds=seconds, engine_bytes=len(data),
+                         activation_bytes=activation_bytes(trt, data), dla=placement or None)
     atomic_write_json(record_path(run.dir, precision), record)
     return record, f"built ({why})"

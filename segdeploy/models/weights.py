@@ -25,17 +25,26 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return sd
 
 
+BACKBONE_PREFIXES = ("backbone.", "encoder.", "encoder.model.")
+
+
 def load_weights(model: nn.Module, path: str | Path, *, prefix: str = "") -> dict[str, list[str]]:
     """Load matching tensors (by name and shape) and return a report of missing/unexpected/mismatched keys.
 
-    ``prefix`` is prepended to the file's keys, e.g. ``encoder.`` for an ImageNet backbone checkpoint.
+    ``prefix`` is prepended to the file's keys, e.g. ``encoder.`` for an ImageNet backbone checkpoint; without one,
+    the file is tried as is, then under each of ``BACKBONE_PREFIXES``.
     """
     from rich.console import Console
 
-    sd = {prefix + k: v for k, v in read_state_dict(path).items()}
+    raw = read_state_dict(path)
     own = model.state_dict()
-    mismatched = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
-    usable = {k: v for k, v in sd.items() if k in own and k not in mismatched}
+    # a backbone-only ImageNet file has no model prefix: try where backbones live when no prefix is given
+    for candidate in [prefix] if prefix else ["", *BACKBONE_PREFIXES]:
+        sd = {candidate + k: v for k, v in raw.items()}
+        mismatched = [k for k, v in sd.items() if k in own and own[k].shape != v.shape]
+        usable = {k: v for k, v in sd.items() if k in own and k not in mismatched}
+        if usable:
+            break
     if not usable:
         raise SegdeployError(f"no tensor in the file matches the model (file has {len(sd)} keys, e.g. "
                              f"{next(iter(sd), '-')!r}; model expects e.g. {next(iter(own))!r}).", path=path,

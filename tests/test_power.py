@@ -1,0 +1,73 @@
+"""Energy measurement: tegrastats parsing, RAPL counters (a fake sysfs tree), NVML sampling (a fake module)."""
+
+from __future__ import annotations
+
+import sys
+import time
+import types
+
+import pytest
+
+from segdeploy.bench.power import PowerMeter, parse_tegrastats, rapl_packages
+
+
+def test_parse_tegrastats_jetpack_formats():
+    jp6 = ("11-22-2026 10:00:00 RAM 2048/7620MB (lfb 2x4MB) CPU [3%@729,1%@729] GR3D_FREQ 0% cpu@47C "
+           "VDD_IN 4567mW/4321mW VDD_CPU_GPU_CV 500mW/480mW VDD_SOC 1200mW/1190mW")
+    jp4 = "RAM 1500/3964MB CPU [10%@102] POM_5V_IN 3120/3050 POM_5V_GPU 40/40 POM_5V_CPU 650/600"
+    assert parse_tegrastats(jp6) == pytest.approx(4.567)
+    assert parse_tegrastats(jp4) == pytest.approx(3.120)
+    assert parse_tegrastats("RAM 1500/3964MB CPU [10%@102]") is None
+
+
+def _fake_rapl(root, energies_uj, max_uj=2**32):
+    for i, e in enumerate(energies_uj):
+        zone = root / f"intel-rapl:{i}"
+        zone.mkdir(parents=True)
+        (zone / "energy_uj").write_text(f"{e}\n")
+        (zone / "max_energy_range_uj").write_text(f"{max_uj}\n")
+        sub = zone / f"intel-rapl:{i}:0"  # a sub-zone (core): must not be counted twice
+        sub.mkdir()
+        (sub / "energy_uj").write_text("5\n")
+    return root
+
+
+def test_rapl_energy_over_the_loop_and_counter_wrap(tmp_path):
+    root = _fake_rapl(tmp_path / "powercap", [1_000_000, 2_000_000])
+    assert [p.name for p in rapl_packages(root)] == ["intel-rapl:0", "intel-rapl:1"]
+    with PowerMeter("cpu", rapl_root=root) as meter:
+        # 3 J on package 0 and 1 J on package 1 while the "loop" runs
+        (root / "intel-rapl:0" / "energy_uj").write_text("4000000\n")
+        (root / "intel-rapl:1" / "energy_uj").write_text("3000000\n")
+        time.sleep(0.05)
+    res = meter.result(images=8)
+    seconds = meter._t1 - meter._t0
+    assert res["power_method"] == "rapl"
+    assert res["avg_power_w"] == pytest.approx(4.0 / seconds)
+    assert res["energy_j_per_image"] == pytest.approx(4.0 / 8)
+
+    wrap_root = _fake_rapl(tmp_path / "wrap", [9_000_000], max_uj=10_000_000)
+    with PowerMeter("cpu", rapl_root=wrap_root) as meter:
+        (wrap_root / "intel-rapl:0" / "energy_uj").write_text("500000\n")  # wrapped past 10 J
+    assert meter.result(images=1)["energy_j_per_image"] == pytest.approx(1.5)
+
+
+def test_no_source_gives_nulls_and_a_reason(tmp_path):
+    with PowerMeter("cpu", rapl_root=tmp_path / "none") as meter:
+        pass
+    res = meter.result(images=4)
+    assert res["avg_power_w"] is None and res["energy_j_per_image"] is None and "RAPL" in res["power_reason"]
+
+
+def test_nvml_samples_board_power(monkeypatch):
+    fake = types.ModuleType("pynvml")
+    fake.nvmlInit = lambda: None
+    fake.nvmlDeviceGetHandleByIndex = lambda i: f"gpu{i}"
+    fake.nvmlDeviceGetPowerUsage = lambda handle: 250_000  # milliwatts
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    with PowerMeter("cuda:0", interval_s=0.01) as meter:
+        time.sleep(0.1)
+    res = meter.result(images=10)
+    assert res["power_method"] == "nvml" and res["power_samples"] >= 2
+    assert res["avg_power_w"] == pytest.approx(250.0)
+    assert res["energy_j_per_image"] == pytest.approx(250.0 * (meter._t1 - meter._t0) / 10)
