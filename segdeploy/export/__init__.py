@@ -65,6 +65,22 @@ def load_images(run, split: str, n: int, *, seed: int | None = None) -> np.ndarr
     return np.stack(images).astype(np.float32, copy=False)
 
 
+def load_pairs(run, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """The first ``n`` images of ``split`` preprocessed (N, C, S, S) with their letterboxed masks (N, S, S)."""
+    from segdeploy.data import open_dataset
+    from segdeploy.data.transforms import letterbox, normalize
+
+    meta = run.meta
+    dataset = open_dataset(meta["dataset"]["spec"])
+    images, masks = [], []
+    for i in run.split_ids(dataset, split)[:n]:
+        sample = dataset.load(i)
+        chw, mask, _ = letterbox(sample.image, sample.mask, meta["img_size"])
+        images.append(normalize(chw, meta["mean"], meta["std"]))
+        masks.append(mask)
+    return np.stack(images).astype(np.float32, copy=False), np.stack(masks)
+
+
 def read_manifest(run_dir: str | Path) -> dict:
     """The run's ``onnx/manifest.json``, or ``{}`` before the first export."""
     from segdeploy.runs import manifest_path
@@ -120,13 +136,15 @@ def _file_entry(run_dir: Path, path: Path, model, parity_images: np.ndarray) -> 
 
 
 def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISIONS, *, calib_images: int = 32,
-               calib_method: str = "minmax", parity_images: int = 8, opset: int = 18,
-               on_step: Callable[[str, str], None] | None = None) -> dict:
+               calib_method: str = "minmax", parity_images: int = 8, opset: int = 18, int8_auto: bool = False,
+               int8_target: float = 0.99, on_step: Callable[[str, str], None] | None = None) -> dict:
     """Export ``run_dir``'s model to ONNX in ``precisions`` and write ``onnx/manifest.json``; returns it.
 
     Parity is measured on the first ``parity_images`` test images, INT8 calibration on a seeded choice of
     ``calib_images`` training images. ``on_step(precision, step)`` reports progress; step ``"done"`` ends a
-    precision. Entries of precisions not asked for are kept from an earlier manifest.
+    precision. Entries of precisions not asked for are kept from an earlier manifest. ``int8_auto``: when INT8 Dice
+    on validation images falls below ``int8_target`` x fp32 Dice, keep the most sensitive layers in floating point
+    (:mod:`segdeploy.export.int8_auto`); the manifest's ``int8_auto`` entry says which and what each try gave.
     """
     from segdeploy.export.onnx_export import ExportFailed, describe_error, export_onnx, remove_onnx
     from segdeploy.export.precision import convert_fp16
@@ -171,6 +189,14 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
                     step(precision, f"calibrating on {len(calib_batch)} training images ({calib_method})")
                     entry.update(quantize_int8(fp32_file, path, calib_batch, calib_method))
                     entry["calibration"].update(split="train", seed=calib_seed)
+                    if int8_auto:
+                        from segdeploy.export.int8_auto import int8_auto as keep_accuracy
+
+                        step(precision, "checking INT8 accuracy on validation images (--int8-auto)")
+                        val_images, val_masks = load_pairs(run, "val", max(calib_images, 16))
+                        entry["int8_auto"] = keep_accuracy(fp32_file, path, calib_batch, val_images, val_masks,
+                                                           meta["num_classes"], method=calib_method,
+                                                           target=int8_target)
                     entry["qdq"] = qdq_report(path)
                     if not entry["qdq"]["all_zero_points_zero"]:
                         raise PrecisionFailed("the Q/DQ model has non-zero zero-points, which TensorRT rejects")

@@ -23,6 +23,8 @@ def export(
     calib_method: str = typer.Option("minmax", "--calib-method", help="INT8 calibration: minmax|entropy|percentile."),
     parity_images: int = typer.Option(8, "--parity-images", help="Test images for the ONNX-vs-PyTorch check."),
     opset: int = typer.Option(18, "--opset", help="ONNX opset for the dynamo exporter (>= 17)."),
+    int8_auto: bool = typer.Option(False, "--int8-auto", help="Keep the most sensitive layers out of INT8 until its "
+                                                              "validation Dice is >= 99% of fp32."),
 ) -> None:
     """Export a trained run to ONNX (dynamic batch) and check every file against PyTorch fp32.
 
@@ -47,7 +49,7 @@ def export(
                 progress.update(task, description=f"{precision}: {step}")
 
         manifest = export_run(run_dir, wanted, calib_images=calib_images, calib_method=calib_method,
-                              parity_images=parity_images, opset=opset, on_step=on_step)
+                              parity_images=parity_images, opset=opset, int8_auto=int8_auto, on_step=on_step)
 
     entries = manifest["precisions"]
     table = Table(title=f"ONNX export of {manifest['model']} ({run_dir})")
@@ -71,6 +73,12 @@ def export(
     if done:
         console.print(f"{done[0]['exporter']} exporter, opset {done[0]['opset']}; parity vs PyTorch fp32 on "
                       f"{done[0]['parity']['n_images']} test image(s)", highlight=False)
+    auto = (entries.get("int8") or {}).get("int8_auto")
+    if auto and "int8" in wanted:
+        tries = ", ".join(f"{a['excluded']} excluded: {a['dice']:.4f}" for a in auto["attempts"] if a["dice"] is not None)
+        verdict = {True: "[green]met[/]", False: "[red]not met[/]", None: "not measurable"}[auto["met"]]
+        console.print(f"--int8-auto: fp32 Dice {auto['fp32_dice'] or 0:.4f}, target {auto['target']:.0%}: {verdict}"
+                      f" ({tries}); kept in floating point: {', '.join(auto['excluded_nodes']) or 'none'}")
     console.print(f"manifest: {manifest_path(run_dir)}", highlight=False)
     if failed:
         raise typer.Exit(1)

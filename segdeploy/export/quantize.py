@@ -58,33 +58,39 @@ class ArrayCalibrationReader(CalibrationDataReader):
         self._next = 0
 
 
-def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.ndarray,
-                  method: str = "minmax") -> dict:
-    """Write a TensorRT-style INT8 Q/DQ model of ``fp32_path`` calibrated on ``calib_images``.
+def preprocess_for_quantization(fp32_path: str | Path, out_path: Path) -> tuple[Path, dict]:
+    """``quant_pre_process`` (shape inference + graph optimisation, ORT's recommended first step) into
+    ``out_path``; if it fails, the plain FP32 model is used and the reason returned as ``preprocess_error``.
+    Deterministic, so node names found in its output (see int8_auto) name the same nodes on every call."""
+    try:
+        quant_pre_process(str(fp32_path), str(out_path))
+        return out_path, {"preprocessed": True}
+    except Exception as e:  # symbolic shape inference does not cover every op; quantizing without it works
+        return Path(fp32_path), {"preprocessed": False, "preprocess_error": describe_error(e)}
 
-    ``quant_pre_process`` (shape inference + graph optimisation, ORT's recommended first step) is tried
-    first; if it fails the plain FP32 model is quantized and the reason is returned as ``preprocess_error``.
-    """
+
+def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.ndarray,
+                  method: str = "minmax", nodes_to_exclude: list[str] | None = None) -> dict:
+    """Write a TensorRT-style INT8 Q/DQ model of ``fp32_path`` calibrated on ``calib_images``; the nodes named in
+    ``nodes_to_exclude`` (names in the pre-processed graph) stay in floating point."""
     if method not in CALIB_METHODS:
         raise SegdeployError(f"unknown calibration method {method!r}.", fix=f"use one of {', '.join(CALIB_METHODS)}.")
     if len(calib_images) == 0:
         raise SegdeployError("no calibration images.", fix="pass --calib-images N with N >= 1.")
     out_path = Path(out_path)
-    info: dict = {"calibration": {"method": method, "images": int(len(calib_images))}, "preprocessed": True}
+    info: dict = {"calibration": {"method": method, "images": int(len(calib_images))}}
     with tempfile.TemporaryDirectory(prefix="segdeploy-int8-") as tmp:
-        source = Path(tmp) / "preprocessed.onnx"
-        try:
-            quant_pre_process(str(fp32_path), str(source))
-        except Exception as e:  # symbolic shape inference does not cover every op; quantizing without it works
-            info.update(preprocessed=False, preprocess_error=describe_error(e))
-            source = Path(fp32_path)
+        source, pre = preprocess_for_quantization(fp32_path, Path(tmp) / "preprocessed.onnx")
+        info.update(pre)
         target = atomic_target(out_path)
         quantize_static(str(source), str(target), ArrayCalibrationReader(calib_images),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES),
                         per_channel=True, activation_type=QuantType.QInt8,
                         weight_type=QuantType.QInt8, calibrate_method=CALIB_METHODS[method],
-                        extra_options=dict(TENSORRT_QDQ_OPTIONS))
+                        nodes_to_exclude=list(nodes_to_exclude or []), extra_options=dict(TENSORRT_QDQ_OPTIONS))
         commit(target, out_path)
+    if nodes_to_exclude:
+        info["excluded_nodes"] = list(nodes_to_exclude)
     return info
 
 

@@ -1,0 +1,74 @@
+"""--int8-auto: sensitive layers are found, kept in floating point, and the attempts are recorded."""
+
+from __future__ import annotations
+
+import onnx
+import pytest
+
+from segdeploy.export import export_run
+from segdeploy.export.int8_auto import onnx_dice, sensitive_nodes
+from segdeploy.train import TrainConfig, train_model
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8auto") / "run"
+    train_model(TrainConfig(data="synthetic:36", model="unet-tiny", out=out, epochs=2, img_size=64, batch_size=4,
+                            lr=2e-3, device="cpu", k=3), progress=False)
+    return out
+
+
+def _float_weighted_nodes(path) -> set[str]:
+    """Conv/MatMul nodes whose inputs do not come out of a DequantizeLinear, i.e. that run in floating point."""
+    graph = onnx.load(str(path)).graph
+    dq_outputs = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name for n in graph.node if n.op_type in ("Conv", "MatMul") and not set(n.input) & dq_outputs}
+
+
+def test_unreachable_target_excludes_more_layers_each_try(run_dir):
+    manifest = export_run(run_dir, ["fp32", "int8"], calib_images=8, parity_images=4, int8_auto=True,
+                          int8_target=1.5)  # 150% of fp32 can never be met: every try is made
+    auto = manifest["precisions"]["int8"]["int8_auto"]
+    assert manifest["precisions"]["int8"]["status"] == "ok" and auto["met"] is False
+    tries = [a["excluded"] for a in auto["attempts"]]
+    assert tries[0] == 0 and tries[1:] == [2 ** i for i in range(len(tries) - 1)]
+    assert len(auto["excluded_nodes"]) == tries[-1] >= 1
+    # the excluded layers really run in floating point in the final file, the others do not
+    int8_file = run_dir / "onnx" / "model.int8.onnx"
+    assert set(auto["excluded_nodes"]) == _float_weighted_nodes(int8_file)
+    assert manifest["precisions"]["int8"]["qdq"]["all_zero_points_zero"]
+
+
+def test_met_target_changes_nothing(run_dir, tmp_path):
+    manifest = export_run(run_dir, ["fp32", "int8"], calib_images=8, parity_images=4, int8_auto=True,
+                          int8_target=0.0)
+    auto = manifest["precisions"]["int8"]["int8_auto"]
+    assert auto["met"] is True and auto["excluded_nodes"] == [] and len(auto["attempts"]) == 1
+    assert _float_weighted_nodes(run_dir / "onnx" / "model.int8.onnx") == set()
+
+
+def test_sensitivity_ranks_existing_quantized_nodes(run_dir):
+    from segdeploy.export import load_images
+    from segdeploy.runs import load_run
+
+    run = load_run(run_dir)
+    export_run(run_dir, ["fp32", "int8"], calib_images=8, parity_images=4)
+    ranked = sensitive_nodes(run_dir / "onnx" / "model.fp32.onnx", run_dir / "onnx" / "model.int8.onnx",
+                             load_images(run, "train", 4))
+    names = [n for n, _ in ranked]
+    sqnr = [s for _, s in ranked]
+    assert len(names) == len(set(names)) >= 5
+    assert sqnr == sorted(sqnr)  # most sensitive (lowest SQNR) first
+
+
+def test_onnx_dice_matches_bench_metric_on_a_perfect_model(run_dir):
+    import numpy as np
+
+    from segdeploy.export import load_pairs
+    from segdeploy.runs import load_run
+
+    images, masks = load_pairs(load_run(run_dir), "val", 4)
+    assert images.shape[0] == masks.shape[0] == 4 and masks.shape[1:] == images.shape[2:]
+    dice = onnx_dice(run_dir / "onnx" / "model.fp32.onnx", images, masks, 4)
+    assert dice is not None and 0.0 <= dice <= 1.0
+    assert np.isfinite(dice)
