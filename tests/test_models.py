@@ -77,7 +77,15 @@ def listed_models() -> dict[str, dict]:
     return {r["name"]: r for r in json.loads(result.stdout)}
 
 
-@pytest.mark.parametrize("name", FULL)
+# Known, documented gaps between a faithful build and the figure the study reports (see each model's notes)
+PARAM_GAPS = {
+    "missformer": "the study's 42M counts ~7M parameters the original creates but never uses in forward; "
+                  "segdeploy builds only what runs (35.5M)",
+}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=PARAM_GAPS[n], strict=True))
+                                  if n in PARAM_GAPS else n for n in FULL])
 def test_declared_params_match_built_model(name, listed_models):
     declared, measured = model_info(name).params_m, listed_models[name]["params_m"]
     assert abs(measured - declared) <= 0.10 * declared, f"{name}: built {measured:.1f}M, declared {declared}M"

@@ -21,7 +21,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import trunc_normal_
 
-from segdeploy.errors import SegdeployError
 
 
 def tokens_to_map(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -130,10 +129,3 @@ class TokenizedUNet(nn.Module):
         x = self._up(dec3, x) + t2
         x = self._up(dec4, x) + t1
         return self.segmentation_head(self._up(dec5, x))
-
-
-def refuse_pretrained(name: str, pretrained: bool) -> None:
-    """These models are trained from scratch (as in their papers and the study): no weights to download."""
-    if pretrained:
-        raise SegdeployError(f"{name} has no public pretrained weights: it is trained from scratch.",
-                             fix="drop --pretrained, or load a local checkpoint with weights=PATH.")

@@ -18,7 +18,8 @@ import torch.nn as nn
 
 from segdeploy.models import register_model
 from segdeploy.models._kan import KANLinear
-from segdeploy.models._tokenized import TokenizedUNet, map_to_tokens, refuse_pretrained, tokens_to_map
+from segdeploy.models._tokenized import TokenizedUNet, map_to_tokens, tokens_to_map
+from segdeploy.models.weights import refuse_pretrained
 
 UKAN_L_DIMS = (256, 320, 512)
 

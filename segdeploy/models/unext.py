@@ -18,7 +18,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from segdeploy.models import register_model
-from segdeploy.models._tokenized import TokenizedUNet, map_to_tokens, refuse_pretrained, tokens_to_map
+from segdeploy.models._tokenized import TokenizedUNet, map_to_tokens, tokens_to_map
+from segdeploy.models.weights import refuse_pretrained
 
 
 def shift_channel_groups(x: torch.Tensor, shift_size: int, dim: int) -> torch.Tensor:

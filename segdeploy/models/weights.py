@@ -64,3 +64,10 @@ def load_weights(model: nn.Module, path: str | Path, *, prefix: str = "") -> dic
             Console(stderr=True).print(f"  {kind}: {', '.join(report[kind][:8])}"
                                        + (" …" if len(report[kind]) > 8 else ""))
     return report
+
+
+def refuse_pretrained(name: str, pretrained: bool) -> None:
+    """These models are trained from scratch (as in their papers and the study): no weights to download."""
+    if pretrained:
+        raise SegdeployError(f"{name} has no public pretrained weights: it is trained from scratch.",
+                             fix="drop --pretrained, or load a local checkpoint with weights=PATH.")
