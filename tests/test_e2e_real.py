@@ -74,6 +74,8 @@ def test_onnx_fp32_dice_equals_pytorch(pipeline):
     assert torch_fp32["status"] == ort_fp32["status"] == "ok"
     assert torch_fp32["n_images"] == ort_fp32["n_images"] > 0
     assert abs(torch_fp32["dice"] - ort_fp32["dice"]) <= 0.001
+    int8 = pipeline["rows"][("onnxruntime", "int8")]
+    assert int8["dice_vs_torch_fp32"] == pytest.approx(int8["dice"] - torch_fp32["dice"], abs=1e-12)
     for field in ("dice_per_class", "iou", "hd95", "latency_ms", "throughput_ips", "peak_memory_mb", "file_size_mb",
                   "params_m", "gflops", "env"):
         assert field in ort_fp32, field

@@ -209,7 +209,20 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                         row.update(status="unavailable", reason=str(e))
                     except Exception as e:  # noqa: BLE001 -- one broken configuration must not end the suite
                         row.update(status="failed", reason=f"{type(e).__name__}: {e}")
-                    row.update(env=env, version=segdeploy.__version__)
+                    row.update(env=env, version=segdeploy.__version__,
+                               dice_vs_torch_fp32=_delta_vs_reference(row, [*rows, *done.values()]))
                     append_jsonl(results, row)
                     rows.append(row)
     return rows
+
+
+def _delta_vs_reference(row: dict, others: Sequence[dict]) -> float | None:
+    """This row's Dice minus the same run's PyTorch fp32 Dice on the same split (None if that row is not there:
+    list torch first in --backends to have it)."""
+    if row.get("status") != "ok" or row.get("dice") is None:
+        return None
+    for ref in others:
+        if (ref.get("run"), ref.get("split"), ref.get("n_images"), ref.get("backend"), ref.get("precision"),
+                ref.get("status")) == (row["run"], row["split"], row["n_images"], "torch", "fp32", "ok"):
+            return None if ref.get("dice") is None else row["dice"] - ref["dice"]
+    return None
