@@ -77,15 +77,9 @@ def listed_models() -> dict[str, dict]:
     return {r["name"]: r for r in json.loads(result.stdout)}
 
 
-# Known, documented gaps between a faithful build and the figure the study reports (see each model's notes)
-PARAM_GAPS = {
-    "missformer": "the study's 42M counts ~7M parameters the original creates but never uses in forward; "
-                  "segdeploy builds only what runs (35.5M)",
-}
-
-
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=PARAM_GAPS[n], strict=True))
-                                  if n in PARAM_GAPS else n for n in FULL])
+# a documented gap between a faithful build and the study's figure (ModelInfo.params_gap) must really be a gap
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=model_info(n).params_gap, strict=True))
+                                  if model_info(n).params_gap else n for n in FULL])
 def test_declared_params_match_built_model(name, listed_models):
     declared, measured = model_info(name).params_m, listed_models[name]["params_m"]
     assert abs(measured - declared) <= 0.10 * declared, f"{name}: built {measured:.1f}M, declared {declared}M"

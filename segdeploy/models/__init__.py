@@ -28,6 +28,8 @@ class ModelInfo:
     pretrained: str | None = None  # where --pretrained loads from (hub id / library weights name)
     tiny_of: str | None = None  # for "-tiny" configurations: the full model they shrink
     notes: str = ""
+    # why a faithful build differs from params_m by more than 10% (verify and tests accept it, and say so)
+    params_gap: str = ""
     factory: Callable[..., nn.Module] | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict:

@@ -158,7 +158,9 @@ def load_mit_state(model: MISSFormer, mit_state: dict[str, torch.Tensor]) -> int
                 source="Huang et al., MISSFormer, IEEE TMI 2022; encoder initialised from MiT-B1 (smp)",
                 notes="Runs at 224x224 inside (antialiased bilinear resize in and out, as matrix products), as the "
                       "study does. Built: 35.5M parameters; the declared 42M (paper 42.5M) counts 7M of decoder "
-                      "layers and LayerNorms the reference code creates but never uses, left out here.")
+                      "layers and LayerNorms the reference code creates but never uses, left out here.",
+                params_gap="the study's 42M counts ~7M parameters the reference code creates but never uses in "
+                           "forward; segdeploy builds only what runs (35.5M)")
 def missformer(num_classes: int, in_chans: int = 3, img_size: int = 512, pretrained: bool = False) -> nn.Module:
     model = MISSFormer(num_classes, in_chans, img_size=img_size, work_size=224)
     if pretrained:
