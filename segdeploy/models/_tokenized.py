@@ -13,14 +13,13 @@ exported graph keeps a dynamic batch axis.
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Sequence
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import trunc_normal_
 
+from segdeploy.models._init import transformer_conv_init
 
 
 def tokens_to_map(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -31,21 +30,7 @@ def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
-def init_token_weights(m: nn.Module) -> None:
-    """The reference code's init for its token modules (patch embeddings, token blocks): truncated-normal
-    Linear, unit LayerNorm, He-normal conv over fan-out (per group)."""
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.Conv2d):
-        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-        nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
+init_token_weights = transformer_conv_init  # the reference code's init for its token modules
 
 
 class PatchEmbed(nn.Module):

@@ -36,6 +36,7 @@ from timm.layers import trunc_normal_
 from timm.models.swin_transformer import PatchMerging, SwinTransformerBlock
 
 from segdeploy.models import register_model
+from segdeploy.models._init import transformer_init
 from segdeploy.models._hiformer_blocks import ConvUpsample, DoubleLevelFusion
 
 RESNET50_WEIGHTS = "resnet50.tv_in1k"  # torchvision's IMAGENET1K_V1, what the reference code loads
@@ -51,15 +52,7 @@ def _swin_stage(dim: int, resolution: int, depth: int, num_heads: int, window_si
         for i in range(depth)])
 
 
-def _init_transformer_weights(m: nn.Module) -> None:
-    # the reference code's init for everything but the CNN
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
+_init_transformer_weights = transformer_init  # the reference code's init for everything but the CNN
 
 
 class HiFormer(nn.Module):

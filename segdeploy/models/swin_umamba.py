@@ -27,10 +27,11 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath
 
 from segdeploy.errors import SegdeployError
 from segdeploy.models import register_model
+from segdeploy.models._init import transformer_init
 from segdeploy.models._selective_scan import selective_scan
 
 # the VMamba-Tiny release Swin-UMamba's README points to (MzeroMiko/VMamba, release #20240218)
@@ -141,17 +142,7 @@ class VSSMEncoder(nn.Module):
         self.layers = nn.ModuleList(
             VSSLayer(dim, depth, d_state, rates[sum(depths[:i]):], downsample=i < len(dims) - 1)
             for i, (dim, depth) in enumerate(zip(dims, depths)))
-        self.apply(self._init_weights)
-
-    @staticmethod
-    def _init_weights(m: nn.Module) -> None:
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.LayerNorm):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
+        self.apply(transformer_init)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)

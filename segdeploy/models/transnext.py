@@ -21,10 +21,11 @@ import math
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, trunc_normal_
+from timm.layers import DropPath
 
 from segdeploy.errors import SegdeployError
 from segdeploy.models import register_model
+from segdeploy.models._init import transformer_conv_init
 from segdeploy.models._aggregated_attention import AggregatedAttention, continuous_position_bias
 from segdeploy.models._upernet import UPerNetHead
 
@@ -143,17 +144,7 @@ class TransNeXt(nn.Module):
         return features
 
 
-def _init_weights(m: nn.Module) -> None:
-    """The original's initialisation: truncated-normal linears, He-normal (fan-out) convs."""
-    if isinstance(m, nn.Linear):
-        trunc_normal_(m.weight, std=0.02)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.Conv2d):
-        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-        nn.init.normal_(m.weight, 0, math.sqrt(2.0 / fan_out))
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
+_init_weights = transformer_conv_init  # the original's: truncated-normal linears, He-normal (fan-out) convs
 
 
 class TransNeXtUPerNet(TransNeXt):
