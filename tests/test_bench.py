@@ -3,7 +3,6 @@ saved predictions, table)."""
 
 from __future__ import annotations
 
-import importlib.util
 import io
 from pathlib import Path
 
@@ -15,13 +14,6 @@ from segdeploy.errors import BackendUnavailable, SegdeployError
 from segdeploy.fileio import read_jsonl
 
 FAST = dict(warmup_s=0.0, duration_s=0.0, min_iters=3)
-
-
-def _has(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 # -- latency ---------------------------------------------------------------------------------------------------
@@ -119,8 +111,6 @@ def test_memory_probe_sees_an_allocation_during_the_block(kernel_peak, monkeypat
 
 # -- run_bench ---------------------------------------------------------------------------------------------------
 
-needs_data = pytest.mark.skipif(not (_has("segdeploy.data") and _has("segdeploy.data.transforms")),
-                                reason="segdeploy.data (open_dataset, transforms) is not written yet")
 
 
 class NearestMeanEngine:
@@ -203,8 +193,6 @@ def fake_backends(monkeypatch):
 def tiny_run(tmp_path_factory):
     """An untrained unet-tiny at 64 px whose meta matches the synthetic dataset (its predictions are arbitrary
     but not constant, which is all the backend comparisons need)."""
-    if not (_has("segdeploy.data") and _has("segdeploy.data.transforms")):
-        pytest.skip("segdeploy.data (open_dataset, transforms) is not written yet")
     import torch
 
     from segdeploy.data import open_dataset
@@ -251,7 +239,6 @@ def _png_dice(pred_dir: Path, ds, ids: list[str]) -> float:
     return float(np.mean(scores))
 
 
-@needs_data
 def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_backends):
     from rich.console import Console
 
@@ -305,7 +292,6 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     assert "unavailable" in text and "kernel exploded" in text and f"{ok['dice']:.4f}" in text
 
 
-@needs_data
 def test_run_bench_rejects_a_dataset_with_other_classes(tiny_run, tmp_path, fake_backends):
     import json
 
@@ -327,8 +313,6 @@ def test_run_bench_rejects_a_dataset_with_other_classes(tiny_run, tmp_path, fake
         run_bench([tiny_run], str(other), "fake", "fp32", tmp_path / "r.jsonl", progress=False, **FAST)
 
 
-@needs_data
-@pytest.mark.skipif(not _has("segdeploy.engines.torch_backend"), reason="the torch backend is not written yet")
 # the legacy exporter: fast, and independent of segdeploy.export, which has its own tests
 @pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning")
 @pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
@@ -346,17 +330,15 @@ def test_run_bench_real_backends_match_a_direct_forward_pass(tiny_run, tmp_path,
 
     run = load_run(tiny_run)
     model = run.build_model()
-    backends = ["torch"]
-    if _has("segdeploy.engines.ort_backend") and _has("onnxruntime"):
-        path = onnx_path(tiny_run, "fp32")
-        if not path.is_file():
-            path.parent.mkdir(exist_ok=True)
-            buf = io.BytesIO()
-            torch.onnx.export(model, torch.zeros(2, *run.input_shape), buf, dynamo=False, opset_version=17,
-                              input_names=["input"], output_names=["logits"],
-                              dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
-            path.write_bytes(buf.getvalue())
-        backends.append("onnxruntime")
+    backends = ["torch", "onnxruntime"]
+    path = onnx_path(tiny_run, "fp32")
+    if not path.is_file():
+        path.parent.mkdir(exist_ok=True)
+        buf = io.BytesIO()
+        torch.onnx.export(model, torch.zeros(2, *run.input_shape), buf, dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+        path.write_bytes(buf.getvalue())
     preds = tmp_path / "preds"
     rows = run_bench([tiny_run], "synthetic:24", backends, "fp32,fp16", tmp_path / "r.jsonl", batch=2,
                      device="cpu", max_images=3, save_predictions=preds, progress=False, **FAST)

@@ -167,10 +167,8 @@ def test_cli_bad_input_is_a_user_error(tmp_path):
 
 
 def test_main_exits_2_on_bad_input(tmp_path, monkeypatch):
-    try:
-        from segdeploy.cli import main
-    except ImportError as e:  # the top-level CLI imports every stage; some may not be written yet
-        pytest.skip(f"segdeploy.cli not importable yet: {e}")
+    from segdeploy.cli import main
+
     monkeypatch.setattr(sys, "argv", ["segdeploy", "check", str(tmp_path / "none.jsonl"), "--baseline",
                                       str(tmp_path / "b.json")])
     with pytest.raises(SystemExit) as exit_info:

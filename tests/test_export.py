@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import shutil
 
 import numpy as np
@@ -14,7 +13,6 @@ import typer
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
-import segdeploy.export as export_pkg
 from segdeploy.errors import SegdeployError
 from segdeploy.export import export_run, read_manifest
 from segdeploy.export.onnx_export import export_onnx, ort_session, parity
@@ -23,15 +21,7 @@ from segdeploy.fileio import sha256_file
 from segdeploy.models import create_model
 from segdeploy.runs import Run, load_run, manifest_path, onnx_path, save_checkpoint
 
-HAS_DATA = importlib.util.find_spec("segdeploy.data") is not None and \
-    importlib.util.find_spec("segdeploy.data.transforms") is not None
 SIZE = 64
-
-
-def _random_images(meta: dict, split: str, n: int, *, seed: int | None = None) -> np.ndarray:
-    # stands in for segdeploy.data until that package exists: normalised-image-like arrays
-    rng = np.random.default_rng([len(split), seed or 0])
-    return rng.standard_normal((n, meta["in_chans"], meta["img_size"], meta["img_size"]), dtype=np.float32)
 
 
 def _meta(model: str = "unet-tiny") -> dict:
@@ -60,20 +50,11 @@ def _cli():
     return app
 
 
-@pytest.fixture
-def images(monkeypatch):
-    """Real preprocessed images when segdeploy.data exists, random arrays otherwise."""
-    if not HAS_DATA:
-        monkeypatch.setattr(export_pkg, "load_images", _random_images)
-
-
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """One unet-tiny run exported to fp32/fp16/int8 through the CLI (module scope: the export is the slow part)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SEGDEPLOY_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
-        if not HAS_DATA:
-            mp.setattr(export_pkg, "load_images", _random_images)
         run_dir = _make_run(tmp_path_factory.mktemp("run"))
         result = CliRunner().invoke(_cli(), ["export", str(run_dir), "--calib-images", "8", "--parity-images", "4"])
     return run_dir, read_manifest(run_dir), result
@@ -172,7 +153,7 @@ def test_qdq_report_catches_asymmetric_quantization(exported, tmp_path):
     assert not report["all_zero_points_zero"] and not report["int8_only"] and not report["per_channel_weights"]
 
 
-def test_failed_precision_is_reported_and_others_kept(exported, tmp_path, monkeypatch, images):
+def test_failed_precision_is_reported_and_others_kept(exported, tmp_path, monkeypatch):
     import onnxruntime.transformers.float16 as ort_float16
 
     run_dir = shutil.copytree(exported[0], tmp_path / "run")
@@ -189,8 +170,6 @@ def test_failed_precision_is_reported_and_others_kept(exported, tmp_path, monkey
     assert manifest["precisions"]["fp32"] == before["fp32"] and manifest["precisions"]["int8"] == before["int8"]
 
     monkeypatch.undo()
-    if not HAS_DATA:
-        monkeypatch.setattr(export_pkg, "load_images", _random_images)
     manifest = export_run(run_dir, ["fp16"], parity_images=2)
     assert manifest["precisions"]["fp16"]["status"] == "ok"
     assert manifest["precisions"]["fp16"]["sha256"] == sha256_file(onnx_path(run_dir, "fp16"))
@@ -226,7 +205,7 @@ class _Unexportable(nn.Module):
         return self.head(x) + torch.linalg.eigvals(x).real.mean()
 
 
-def test_unexportable_model_fails_its_entries_and_exits_1(tmp_path, monkeypatch, images):
+def test_unexportable_model_fails_its_entries_and_exits_1(tmp_path, monkeypatch):
     run_dir = _make_run(tmp_path / "run")
     monkeypatch.setattr(Run, "build_model", lambda self: _Unexportable().eval())
     result = CliRunner().invoke(_cli(), ["export", str(run_dir), "--precisions", "fp32,fp16", "--parity-images", "2"])

@@ -129,7 +129,7 @@ def test_class_cams_segformer_upsamples_to_input():
 
 @pytest.fixture
 def synthetic_run(tmp_path):  # function scope: the cache folder from conftest is set per test
-    transforms = pytest.importorskip("segdeploy.data.transforms", reason="segdeploy.data.transforms not written yet")
+    from segdeploy.data import transforms
     from segdeploy.data import open_dataset
     from segdeploy.data.synthetic import GROUP_REGEX
     from segdeploy.runs import save_checkpoint

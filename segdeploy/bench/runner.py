@@ -51,13 +51,8 @@ def config_key(row: dict) -> tuple:
 
 @functools.cache  # probing versions and devices takes seconds and cannot change within one process
 def _environment() -> dict:
-    try:
-        from segdeploy.envinfo import environment
-    except ImportError:  # envinfo is optional for the benchmark itself; keep the basics
-        import platform
+    from segdeploy.envinfo import environment
 
-        return {"python": platform.python_version(), "platform": platform.platform(),
-                "cpu": platform.processor() or platform.machine(), "numpy": np.__version__}
     return environment()
 
 

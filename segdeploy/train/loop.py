@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from segdeploy import __version__
 from segdeploy.errors import SegdeployError
-from segdeploy.fileio import append_jsonl, atomic_target, commit
+from segdeploy.fileio import append_jsonl, atomic_target, atomic_write_json, commit
 from segdeploy.runs import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
 from segdeploy.train.schedule import rex_factor
 
@@ -257,8 +257,6 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
     meta = read_meta(out)
     meta.update(epochs_run=epoch + 1, stopped_early=stopped_early, complete=True,
                 train_seconds=round(time.perf_counter() - t0, 1))
-    from segdeploy.fileio import atomic_write_json
-
     atomic_write_json(out / "model.json", meta)
     state_file.unlink(missing_ok=True)
     return meta
