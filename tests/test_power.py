@@ -1,4 +1,4 @@
-"""Energy measurement: tegrastats parsing, RAPL counters (a fake sysfs tree), NVML sampling (a fake module)."""
+"""Energy measurement: RAPL counters (a fake sysfs tree), NVML sampling (a fake module)."""
 
 from __future__ import annotations
 
@@ -8,16 +8,7 @@ import types
 
 import pytest
 
-from segdeploy.bench.power import PowerMeter, parse_tegrastats, rapl_packages
-
-
-def test_parse_tegrastats_jetpack_formats():
-    jp6 = ("11-22-2026 10:00:00 RAM 2048/7620MB (lfb 2x4MB) CPU [3%@729,1%@729] GR3D_FREQ 0% cpu@47C "
-           "VDD_IN 4567mW/4321mW VDD_CPU_GPU_CV 500mW/480mW VDD_SOC 1200mW/1190mW")
-    jp4 = "RAM 1500/3964MB CPU [10%@102] POM_5V_IN 3120/3050 POM_5V_GPU 40/40 POM_5V_CPU 650/600"
-    assert parse_tegrastats(jp6) == pytest.approx(4.567)
-    assert parse_tegrastats(jp4) == pytest.approx(3.120)
-    assert parse_tegrastats("RAM 1500/3964MB CPU [10%@102]") is None
+from segdeploy.bench.power import PowerMeter, rapl_packages
 
 
 def _fake_rapl(root, energies_uj, max_uj=2**32):

@@ -10,9 +10,13 @@ because the numbers are not interchangeable:
   the peak minus the RSS before the engine was loaded.
 * CUDA, torch backend: ``torch.cuda.max_memory_allocated`` (tensors from torch's caching allocator; excludes the
   CUDA context and cached-but-free blocks).
-* CUDA, other backends (ONNX Runtime, TensorRT): ``nvml-process``, this process's ``usedGpuMemory`` from NVML
-  (pynvml), sampled; else ``cuda-mem-get-info``, device-wide used memory from ``cudaMemGetInfo`` (TensorRT's
-  advice), sampled, which also counts other processes on the GPU, so read it as an upper bound.
+* CUDA, other backends (ONNX Runtime, TensorRT), the first that works of:
+  ``nvml-process``, this process's ``usedGpuMemory`` from NVML (pynvml), sampled;
+  ``tegrastats-ram`` on a Jetson, where NVML reports memory as not supported: the module's shared CPU/GPU memory
+  in use, from tegrastats (:mod:`segdeploy.bench.tegrastats`);
+  ``cuda-mem-get-info``, device-wide used memory from ``cudaMemGetInfo`` (TensorRT's advice), sampled.
+  The last two count other processes too, so read them as upper bounds; the delta to the baseline taken before
+  the engine was loaded is the better figure there.
 
 Host RSS is measured in every case and reported as ``host_peak_rss_mb``.
 """
@@ -25,6 +29,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from segdeploy.bench import tegrastats
 
 MIB = 1024 * 1024
 _STATUS = Path("/proc/self/status")
@@ -92,6 +98,30 @@ def _mem_get_info_reader(device: str) -> Callable[[], int]:
     return read
 
 
+class DeviceMemoryReader:
+    """Sampled device memory for engines whose allocations torch cannot see: ``method`` names the source,
+    ``read()`` returns bytes, ``close()`` releases it (tegrastats runs as a child process)."""
+
+    def __init__(self, device: str):
+        self._close: Callable[[], None] = lambda: None
+        nvml = _nvml_reader(device)
+        if nvml is not None:
+            self.method, self.read = "nvml-process", nvml
+            return
+        if tegrastats.executable() is not None:
+            try:
+                tegra = tegrastats.TegrastatsMemory()
+            except (OSError, RuntimeError):  # tegrastats present but silent (permissions): the next method
+                pass
+            else:
+                self.method, self.read, self._close = tegra.method, tegra.read, tegra.close
+                return
+        self.method, self.read = "cuda-mem-get-info", _mem_get_info_reader(device)
+
+    def close(self) -> None:
+        self._close()
+
+
 class MemoryProbe:
     """Create it before the engine is loaded (that is the baseline), then wrap the timed loops in :meth:`track`.
 
@@ -120,13 +150,18 @@ class MemoryProbe:
         for i in range(torch.cuda.device_count()):
             dev = f"cuda:{i}"
             self._gpu_baselines[f"torch:{dev}"] = torch.cuda.memory_allocated(i)
-            self._gpu_baselines[dev] = (_nvml_reader(dev) or _mem_get_info_reader(dev))()
+            reader = DeviceMemoryReader(dev)
+            try:
+                self._gpu_baselines[dev] = reader.read()
+            finally:
+                reader.close()
 
     @contextmanager
     def track(self, device: str, backend: str) -> Iterator[MemoryProbe]:
         """Measure memory while the block runs, for an engine on ``device`` (``cpu`` or ``cuda:N``)."""
         self.device = device
         use_hwm = _reset_high_water_mark()
+        device_reader: DeviceMemoryReader | None = None
         if device.startswith("cuda"):
             import torch
 
@@ -136,9 +171,8 @@ class MemoryProbe:
                 torch.cuda.reset_peak_memory_stats(dev)
                 self._gpu_baseline = self._gpu_baselines.get(f"torch:{dev}", 0)
             else:
-                nvml = _nvml_reader(dev)
-                self.method = "nvml-process" if nvml else "cuda-mem-get-info"
-                self._gpu_reader = nvml or _mem_get_info_reader(dev)
+                device_reader = DeviceMemoryReader(dev)
+                self.method, self._gpu_reader = device_reader.method, device_reader.read
                 self._gpu_baseline = self._gpu_baselines.get(dev, 0)
                 self._gpu_peak = self._gpu_reader()
         else:
@@ -162,6 +196,8 @@ class MemoryProbe:
             if thread is not None:
                 thread.join()
             self._sample_once(sample_rss)
+            if device_reader is not None:
+                device_reader.close()
             if use_hwm:
                 self._rss_peak = max(self._rss_peak, _high_water_mark() or 0)
             if self.method == "torch.cuda.max_memory_allocated":

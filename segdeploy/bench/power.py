@@ -16,22 +16,13 @@ deployment pays.
 
 from __future__ import annotations
 
-import re
-import shutil
-import subprocess
 import threading
 import time
 from pathlib import Path
 
+from segdeploy.bench import tegrastats
+
 RAPL_ROOT = Path("/sys/class/powercap")
-# "VDD_IN 4567mW/4321mW" (JetPack 5/6: current/average) or "POM_5V_IN 4567/4321" (JetPack 4)
-_TEGRA_RAIL = re.compile(r"\b(VDD_IN|POM_5V_IN)\s+(\d+)(?:mW)?/(\d+)(?:mW)?")
-
-
-def parse_tegrastats(line: str) -> float | None:
-    """Instantaneous board input power in watts from one tegrastats line, or None if the line has no input rail."""
-    m = _TEGRA_RAIL.search(line)
-    return int(m.group(2)) / 1000.0 if m else None
 
 
 def rapl_packages(root: Path = RAPL_ROOT) -> list[Path]:
@@ -94,13 +85,11 @@ class PowerMeter:
         return True
 
     def _start_tegrastats(self) -> bool:
-        exe = shutil.which("tegrastats")
-        if not exe:
+        if tegrastats.executable() is None:
             return False
-        ms = max(10, int(self.interval_s * 1000))
-        self._proc = subprocess.Popen([exe, "--interval", str(ms)], stdout=subprocess.PIPE, text=True)
+        self._tegrastats = tegrastats.TegrastatsStream(max(10, int(self.interval_s * 1000)), self._on_tegrastats)
+        self._tegrastats.start()
         self.method = "tegrastats"
-        self._thread = threading.Thread(target=self._read_tegrastats, daemon=True)
         return True
 
     def _start_rapl(self) -> bool:
@@ -120,13 +109,10 @@ class PowerMeter:
                 pass
             self._stop.wait(self.interval_s)
 
-    def _read_tegrastats(self) -> None:
-        for line in self._proc.stdout:
-            if self._stop.is_set():
-                break
-            watts = parse_tegrastats(line)
-            if watts is not None:
-                self._samples.append(watts)
+    def _on_tegrastats(self, line: str) -> None:
+        watts = tegrastats.parse_power_w(line)
+        if watts is not None and not self._stop.is_set():
+            self._samples.append(watts)
 
     # -- context manager -------------------------------------------------------------------------------------
     def __enter__(self) -> PowerMeter:
@@ -143,7 +129,7 @@ class PowerMeter:
         self._t1 = time.perf_counter()
         self._stop.set()
         if self.method == "tegrastats":
-            self._proc.terminate()
+            self._tegrastats.stop()
         if self._thread is not None:
             self._thread.join(timeout=2)
         if self.method == "rapl":
