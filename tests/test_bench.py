@@ -87,6 +87,76 @@ def test_measure_engine_uses_batch_1_latency_device_compute_and_batch_b_throughp
     assert out["throughput_ips"] == pytest.approx(6 / (out["batch_latency_ms"]["p50"] / 1e3))
 
 
+class FakeDevice:
+    """A device clock that only enqueued work advances, and CUDA-event lookalikes that read it: what an event
+    timer reports must be this device time, not the (here near-zero) host time."""
+
+    def __init__(self):
+        self.now_ms = 0.0
+        self.recorded_on: list = []
+        self.waits = 0
+
+    def event(self):
+        device = self
+
+        class Event:
+            def record(self, stream):
+                device.recorded_on.append(stream)
+                self.at = device.now_ms
+
+            def synchronize(self):
+                device.waits += 1
+
+            def elapsed_time(self, end):
+                return end.at - self.at
+
+        return Event()
+
+
+def test_cuda_event_timer_reports_device_time_between_its_events():
+    from segdeploy.bench.latency import CudaEventTimer
+
+    device, stream = FakeDevice(), object()
+    kernel_ms = iter([4.0, 4.0, 5.0, 9.0, 4.5, 4.25])
+
+    def enqueue():
+        device.now_ms += next(kernel_ms)
+
+    out = measure(enqueue, warmup_s=0.0, duration_s=0.0, min_iters=5,
+                  timer=CudaEventTimer(stream, make_event=device.event))
+    # the warm-up call took the first 4.0; the five timed ones are the rest
+    assert (out["n"], out["min"], out["p50"], out["max"]) == (5, 4.0, 4.5, 9.0)
+    assert device.recorded_on == [stream] * 12 and device.waits == 6  # both events on the stream, end awaited
+
+
+def test_measure_engine_times_compute_with_events_on_the_engine_stream(monkeypatch):
+    from segdeploy.bench import latency
+
+    device = FakeDevice()
+
+    class FakeEventTimer(latency.CudaEventTimer):
+        def __init__(self, stream):
+            super().__init__(stream, make_event=device.event)
+
+    monkeypatch.setattr(latency, "CudaEventTimer", FakeEventTimer)
+
+    class StreamEngine(CountingEngine):
+        compute_stream = "engine stream"
+
+        def infer(self, h):
+            device.now_ms += 3.0
+            return super().infer(h)
+
+    eng = StreamEngine()
+    out = measure_engine(eng, np.zeros((1, 1, 4, 4), np.float32), np.zeros((2, 1, 4, 4), np.float32), **FAST)
+    assert out["compute_timer"] == "cuda-events"
+    assert out["compute_ms"]["p50"] == out["compute_ms"]["max"] == 3.0
+    assert set(device.recorded_on) == {"engine stream"}
+    host = measure_engine(CountingEngine(), np.zeros((1, 1, 4, 4), np.float32),
+                          np.zeros((2, 1, 4, 4), np.float32), **FAST)
+    assert host["compute_timer"] == "host"  # no stream exposed: host time around infer + synchronize
+
+
 @pytest.mark.parametrize("kernel_peak", [True, False], ids=["vmhwm", "sampled"])
 def test_memory_probe_sees_an_allocation_during_the_block(kernel_peak, monkeypatch):
     from segdeploy.bench import memory
@@ -364,3 +434,24 @@ def test_run_bench_real_backends_match_a_direct_forward_pass(tiny_run, tmp_path,
                 saved = np.asarray(im)
             # other kernels (ONNX Runtime, or another batch size) differ in the last bits: a near-tie pixel may flip
             assert saved.shape == sample.mask.shape and np.mean(saved == direct) >= 0.999
+
+
+def test_table_shows_compute_time_and_energy_only_where_measured():
+    from rich.console import Console
+
+    from segdeploy.bench.table import render
+
+    def row(backend, energy):
+        return {"dataset": "d", "run": "r", "model": "m", "backend": backend, "precision": "fp32", "status": "ok",
+                "dice": 0.8, "latency_ms": {"p50": 2.5, "p90": 3.0}, "compute_ms": {"p50": 1.25},
+                "throughput_ips": 400.0, "energy_j_per_image": energy, "batch": 8, "split": "test"}
+
+    def text(rows):
+        console = Console(record=True, width=220)
+        console.print(*render(rows))
+        return console.export_text()
+
+    cpu = text([row("onnxruntime", None)])
+    assert "Compute ms" in cpu and "1.25" in cpu and "J/img" not in cpu
+    gpu = text([row("tensorrt", 0.0123), row("onnxruntime", None)])
+    assert "J/img" in gpu and "0.012" in gpu

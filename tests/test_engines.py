@@ -175,6 +175,14 @@ def test_trt_execution_provider_keeps_precision_in_the_file(tmp_path):
     assert trt_options["trt_engine_cache_path"] == str(tmp_path / "cache") and trt_options["device_id"] == 1
 
 
+def test_cuda_execution_provider_runs_on_the_stream_it_is_given(tmp_path):
+    # the CUDA EP must enqueue on our stream, or CUDA events on it would time nothing
+    cuda = dict(ort_backend.provider_chain("onnxruntime-cuda", 0, tmp_path, compute_stream=0x7F00))
+    assert cuda["CUDAExecutionProvider"] == {"device_id": 0, "user_compute_stream": str(0x7F00)}
+    plain = dict(ort_backend.provider_chain("onnxruntime-cuda", 0, tmp_path))
+    assert "user_compute_stream" not in plain["CUDAExecutionProvider"]
+
+
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here")
 def test_tensorrt_absent_is_one_line(run):
     message = _one_line_unavailable("tensorrt", run, "fp32")

@@ -5,8 +5,13 @@ duration (3 s) and a minimum number of iterations are reached, and reports min/m
 for each of:
 
 * "Latency" = H2D + GPU compute + D2H of one query: here ``Engine.run`` on a host array, timed host to host;
-* "GPU Compute Time" = the kernels only: here ``Engine.infer`` on a device-resident input, synchronised after
-  each call (on CPU there are no copies, so it equals the latency; both are reported anyway);
+* "GPU Compute Time" = the kernels only: here ``Engine.infer`` on a device-resident input. Where the engine
+  enqueues on a CUDA stream it exposes (``Engine.compute_stream``: torch, torch-compile, tensorrt,
+  onnxruntime-cuda) this is, as in trtexec, the time between two CUDA events recorded on that stream around the
+  call (``compute_timer: "cuda-events"``). Otherwise it is host time around the call plus a synchronize
+  (``compute_timer: "host"``; on CPU there are no copies, so it equals the latency; both are reported anyway).
+  Like trtexec's, the event time includes gaps where the GPU waits for the host to enqueue, so a model whose
+  launch overhead exceeds its kernels shows that overhead here (CUDA graphs remove it);
 * "Throughput" = queries / wall time: here images per second at batch B, ``B / median(batch-B run time)``.
 """
 
@@ -51,39 +56,83 @@ def summarize(times_ms: np.ndarray | list[float]) -> dict:
     return out
 
 
+class HostTimer:
+    """Milliseconds of ``perf_counter`` around one call, ``sync`` (e.g. ``torch.cuda.synchronize``) included, so
+    asynchronous work is charged to the call that queued it."""
+
+    method = "host"
+
+    def __init__(self, sync: Callable[[], None] | None = None):
+        self._sync = sync
+
+    def time(self, fn: Callable[[], object]) -> float:
+        t0 = time.perf_counter()
+        fn()
+        if self._sync is not None:
+            self._sync()
+        return (time.perf_counter() - t0) * 1e3
+
+
+class CudaEventTimer:
+    """Milliseconds between two CUDA events recorded on ``stream`` before and after one call: the device's own
+    clock, as trtexec's "GPU Compute Time". Waits for the end event, so calls never overlap.
+
+    ``make_event`` builds a timing event (default ``torch.cuda.Event(enable_timing=True)``); anything with
+    ``record(stream)``, ``synchronize()`` and ``elapsed_time(end)`` in ms will do.
+    """
+
+    method = "cuda-events"
+
+    def __init__(self, stream, make_event: Callable[[], object] | None = None):
+        if make_event is None:
+            import torch
+
+            def make_event():
+                return torch.cuda.Event(enable_timing=True)
+        self._stream = stream
+        self._start, self._end = make_event(), make_event()
+
+    def time(self, fn: Callable[[], object]) -> float:
+        self._start.record(self._stream)
+        fn()
+        self._end.record(self._stream)
+        self._end.synchronize()
+        return float(self._start.elapsed_time(self._end))
+
+
 def measure(fn: Callable[[], object], *, warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10,
-            max_iters: int = 100_000, sync: Callable[[], None] | None = None) -> dict:
+            max_iters: int = 100_000, sync: Callable[[], None] | None = None, timer=None) -> dict:
     """Time ``fn`` after a warm-up: at least one call and ``warmup_s`` seconds, then timed calls until both
     ``duration_s`` seconds and ``min_iters`` iterations are reached (never more than ``max_iters``).
 
-    Each iteration is timed on its own with ``perf_counter`` and ``sync`` (e.g. ``torch.cuda.synchronize``) is
-    called inside the timed region, so asynchronous work is charged to the call that queued it.
-    Returns :func:`summarize` of the iteration times (ms) plus ``total_s`` (seconds spent in the timed loop).
+    Each iteration is timed on its own by ``timer`` (default :class:`HostTimer` with ``sync``); warm-up and loop
+    length are wall-clock. Returns :func:`summarize` of the iteration times (ms) plus ``total_s`` (seconds spent
+    in the timed loop).
     """
     if min_iters < 1 or max_iters < min_iters:
         raise ValueError(f"need 1 <= min_iters <= max_iters, got {min_iters}, {max_iters}")
+    timer = timer or HostTimer(sync)
     start = time.perf_counter()
     while True:
-        fn()
-        if sync is not None:
-            sync()
+        timer.time(fn)
         if time.perf_counter() - start >= warmup_s:
             break
 
     times: list[float] = []
     loop_start = time.perf_counter()
     while len(times) < max_iters:
-        t0 = time.perf_counter()
-        fn()
-        if sync is not None:
-            sync()
-        t1 = time.perf_counter()
-        times.append((t1 - t0) * 1e3)
-        if t1 - loop_start >= duration_s and len(times) >= min_iters:
+        times.append(timer.time(fn))
+        if time.perf_counter() - loop_start >= duration_s and len(times) >= min_iters:
             break
     out = summarize(times)
     out["total_s"] = time.perf_counter() - loop_start
     return out
+
+
+def compute_timer(engine):
+    """CUDA events on the engine's stream where it exposes one, else host time with its synchronize."""
+    stream = getattr(engine, "compute_stream", None)
+    return CudaEventTimer(stream) if stream is not None else HostTimer(engine.synchronize)
 
 
 def measure_engine(engine, batch_1: np.ndarray, batch_b: np.ndarray, *, warmup_s: float = 0.2,
@@ -91,7 +140,8 @@ def measure_engine(engine, batch_1: np.ndarray, batch_b: np.ndarray, *, warmup_s
     """trtexec-style numbers for one engine (see the module docstring).
 
     ``batch_1``: (1, C, S, S) and ``batch_b``: (B, C, S, S) normalised float32 host arrays. Returns
-    ``latency_ms`` (batch 1, host to host), ``compute_ms`` (batch 1, device-resident input and output),
+    ``latency_ms`` (batch 1, host to host), ``compute_ms`` (batch 1, device-resident input and output, timed
+    as ``compute_timer`` says),
     ``batch_latency_ms`` (batch B, host to host), ``throughput_ips`` (images/s at batch B) and the energy of the
     batch-B loop (``avg_power_w``, ``energy_j_per_image``; see :mod:`segdeploy.bench.power`).
     """
@@ -100,7 +150,8 @@ def measure_engine(engine, batch_1: np.ndarray, batch_b: np.ndarray, *, warmup_s
 
     on_device = engine.to_device(batch_1)
     engine.synchronize()
-    compute = measure(lambda: engine.infer(on_device), sync=engine.synchronize, **timing)
+    timer = compute_timer(engine)
+    compute = measure(lambda: engine.infer(on_device), timer=timer, **timing)
 
     from segdeploy.bench.power import PowerMeter
 
@@ -116,6 +167,7 @@ def measure_engine(engine, batch_1: np.ndarray, batch_b: np.ndarray, *, warmup_s
     return {
         "latency_ms": latency,
         "compute_ms": compute,
+        "compute_timer": timer.method,
         "batch_latency_ms": batch_latency,
         "throughput_ips": b / (batch_latency["p50"] / 1e3),
         **power.result(images=calls[0] * b),

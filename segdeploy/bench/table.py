@@ -40,7 +40,7 @@ def _title(dataset: str, rows: list[dict]) -> str:
     if ok:
         parts.append(f"{ok[0].get('n_images')} images")
         parts.append("devices " + ", ".join(sorted({str(r.get("device")) for r in ok})))
-    parts.append(f"FPS at batch {rows[0].get('batch')}, latency at batch 1")
+    parts.append(f"FPS at batch {rows[0].get('batch')}, latency (host to host) and compute at batch 1")
     parts.append("Mem = peak memory above the process baseline")
     return f"{dataset} ({'; '.join(parts)})"
 
@@ -62,7 +62,10 @@ def render(rows: Iterable[dict]) -> list[Table]:
         # one line per row: reasons are cut short (the full text is in the results file)
         for col in ("Model", "Family", "Backend", "Precision"):
             table.add_column(col, no_wrap=True, min_width=min(len(col), 9))
-        for col in ("Size (MB)", "Dice", "ΔDice", "p50 ms", "p90 ms", "FPS", "Mem MB"):
+        # energy only where some row measured it (NVML, tegrastats or RAPL), so CPU-VM tables stay narrow
+        energy = any(r.get("energy_j_per_image") is not None for r in group)
+        numeric = ["Size (MB)", "Dice", "ΔDice", "p50 ms", "p90 ms", "Compute ms", "FPS", "Mem MB"]
+        for col in numeric + (["J/img"] if energy else []):
             table.add_column(col, justify="right", no_wrap=True, min_width=max(len(col), 7))
         table.add_column("Status", no_wrap=True, overflow="ellipsis", max_width=REASON_WIDTH + 13)
         for r in group:
@@ -74,12 +77,16 @@ def render(rows: Iterable[dict]) -> list[Table]:
             delta = None
             if ok and r.get("dice") is not None and r.get("run") in ref:
                 delta = r["dice"] - ref[r["run"]]
-            table.add_row(
+            compute = (r.get("compute_ms") or {}).get("p50")
+            cells = [
                 model, str(r.get("family") or "-"), str(r.get("backend")), str(r.get("precision")),
                 _num(r.get("file_size_mb"), ".1f"), _num(r.get("dice"), ".4f"), _num(delta, "+.4f"),
-                _num(lat.get("p50"), ".2f"), _num(lat.get("p90"), ".2f"), _num(r.get("throughput_ips"), ".1f"),
-                _num(r.get("peak_memory_delta_mb"), ".0f"),
-                "[green]ok[/]" if ok else f"[yellow]{r.get('status')}[/]: {escape(_short(r.get('reason')))}",
-            )
+                _num(lat.get("p50"), ".2f"), _num(lat.get("p90"), ".2f"), _num(compute, ".2f"),
+                _num(r.get("throughput_ips"), ".1f"), _num(r.get("peak_memory_delta_mb"), ".0f"),
+            ]
+            if energy:
+                cells.append(_num(r.get("energy_j_per_image"), ".3f"))
+            cells.append("[green]ok[/]" if ok else f"[yellow]{r.get('status')}[/]: {escape(_short(r.get('reason')))}")
+            table.add_row(*cells)
         tables.append(table)
     return tables

@@ -39,6 +39,9 @@ class Engine(Protocol):
     precision: str
     device: str  # "cpu" or "cuda:N"
     info: dict  # what the row should carry: provider, onnx, file_size_mb, engine, ...
+    # the torch.cuda.Stream that ``infer`` enqueues on, or None (CPU, or a runtime that picks its own streams):
+    # where there is one, GPU compute time is taken from CUDA events on it (segdeploy.bench.latency)
+    compute_stream: Any
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         """(B, C, H, W) float32 normalised host array -> (B, K, H, W) float32 logits on the host."""

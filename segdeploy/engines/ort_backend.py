@@ -62,9 +62,17 @@ def check(precision: str, device: str = "auto", *, backend: str, run: Run | None
     return None
 
 
-def provider_chain(backend: str, device_id: int, trt_cache: Path) -> list[tuple[str, dict]]:
-    """Providers in priority order; the CPU closes every chain so unsupported nodes still run."""
+def provider_chain(backend: str, device_id: int, trt_cache: Path,
+                   compute_stream: int | None = None) -> list[tuple[str, dict]]:
+    """Providers in priority order; the CPU closes every chain so unsupported nodes still run.
+
+    ``compute_stream``: a CUDA stream handle (``torch.cuda.Stream.cuda_stream``) for the CUDA EP to run on, so
+    CUDA events recorded on it time the GPU work (onnxruntime >= 1.17; the legacy default stream, 0, is
+    rejected by onnxruntime, hence a stream of our own).
+    """
     cuda = ("CUDAExecutionProvider", {"device_id": device_id})
+    if compute_stream:
+        cuda[1]["user_compute_stream"] = str(compute_stream)
     cpu = ("CPUExecutionProvider", {})
     if backend == "onnxruntime-trt":
         trt = ("TensorrtExecutionProvider", {
@@ -84,7 +92,7 @@ def provider_chain(backend: str, device_id: int, trt_cache: Path) -> list[tuple[
 
 
 class OrtEngine:
-    def __init__(self, session, backend: str, precision: str, device: str, info: dict):
+    def __init__(self, session, backend: str, precision: str, device: str, info: dict, compute_stream=None):
         import onnxruntime as ort
 
         self._ort = ort
@@ -98,6 +106,7 @@ class OrtEngine:
         self._input_dtype = _NUMPY_TYPES.get(self._input.type, np.float32)
         self._device_id = cuda_index(device)
         self._binding = None
+        self.compute_stream = compute_stream
 
     def to_device(self, batch: np.ndarray):
         x = np.ascontiguousarray(batch, dtype=self._input_dtype)
@@ -152,9 +161,14 @@ def load(run: Run, precision: str, device: str = "auto", *, backend: str) -> Ort
 
     load_errors = (status.Fail, status.InvalidArgument, status.NoSuchFile, status.InvalidProtobuf,
                    status.InvalidGraph, status.NotImplemented, status.EPFail, status.RuntimeException)
+    stream = None
+    if backend == "onnxruntime-cuda":  # a stream of our own, so GPU compute can be timed with CUDA events on it
+        import torch
+
+        stream = torch.cuda.Stream(target) if torch.cuda.is_available() else None
+    chain = provider_chain(backend, cuda_index(target) or 0, trt_cache, stream.cuda_stream if stream else None)
     try:
-        session = ort.InferenceSession(str(path), options,
-                                       providers=provider_chain(backend, cuda_index(target) or 0, trt_cache))
+        session = ort.InferenceSession(str(path), options, providers=chain)
     except load_errors as e:
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         if isinstance(e, status.NotImplemented):
@@ -170,4 +184,4 @@ def load(run: Run, precision: str, device: str = "auto", *, backend: str) -> Ort
             "onnxruntime": ort.__version__, "input_type": session.get_inputs()[0].type}
     if backend == "onnxruntime-trt":
         info["trt_cache"] = str(trt_cache)
-    return OrtEngine(session, backend, precision, target, info)
+    return OrtEngine(session, backend, precision, target, info, compute_stream=stream)

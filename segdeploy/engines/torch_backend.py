@@ -62,6 +62,8 @@ class TorchEngine:
         self.info = info
         self._dtype = DTYPES[precision]
         self._memory_format = torch.channels_last if device.startswith("cuda") else torch.contiguous_format
+        # eager kernels and CUDA-graph replays go to the current stream: GPU compute time is timed there
+        self.compute_stream = torch.cuda.current_stream(device) if device.startswith("cuda") else None
 
     def to_device(self, batch: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float32))

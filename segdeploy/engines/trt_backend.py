@@ -16,6 +16,7 @@ from segdeploy.engines.trt_build import (BF16_SINCE, DEFAULT_BATCH, build_engine
 from segdeploy.errors import BackendUnavailable, SegdeployError
 from segdeploy.runs import PRECISIONS, Run
 
+
 def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda:0"
@@ -72,6 +73,7 @@ class TensorRTEngine:
         self._min_batch = info["profile"]["min"][0]
         # enqueue on the legacy default stream makes TensorRT add synchronisations; use a stream of our own
         self._stream = torch.cuda.Stream(device)
+        self.compute_stream = self._stream
 
     def to_device(self, batch: np.ndarray):
         if not self._min_batch <= batch.shape[0] <= self._max_batch:
