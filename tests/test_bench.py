@@ -332,6 +332,7 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     ds = open_dataset("synthetic:24")
     ids = ds.split("test", seed=42, k=2, fold=0)
     assert ok["n_images"] == len(ids) > 0 and ok["dataset"] == ds.name and ok["device"] == "cpu"
+    assert ok["engine_info"] == {"provider": "fake"} and ok["compute_timer"] == "host"
     assert 0.03 < ok["dice"] < 0.9 and set(ok["dice_per_class"]) == set(ds.classes[1:])
     assert ok["dice_per_image"] > 0 and ok["hd95"] > 0 and ok["precision_fg"] > 0 and ok["recall_fg"] > 0
     assert set(ok["latency_ms"]) == {"mean", "p50", "p90", "p95", "p99", "min", "max", "n", "total_s"}

@@ -138,8 +138,11 @@ def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predicti
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         with probe.track(engine.device, backend):
             speed = measure_engine(engine, batch_1, batch_b, **timing)
+        # engine_info: what the backend knows of itself (TensorRT: version, GPU, profile, activation memory;
+        # ONNX Runtime: providers; torch: dtype, memory format, compile mode)
         return {"device": engine.device, "provider": engine.info.get("provider"),
-                "file_size_mb": _file_size_mb(engine, run), **acc, **speed, **probe.result(), "host_load_1m": load}
+                "file_size_mb": _file_size_mb(engine, run), **acc, **speed, **probe.result(), "host_load_1m": load,
+                "engine_info": engine.info}
     finally:
         progress.remove_task(task)
         engine.close()
