@@ -11,10 +11,13 @@ DATA ?= synthetic
 BACKENDS ?= torch,onnxruntime
 PRECISIONS ?= fp32,fp16,int8
 RESULTS ?= $(OUT)/results.jsonl
+# every GPU backend and precision on one CUDA device; what a machine lacks becomes a row with its reason
+GPU_BACKENDS ?= torch,torch-compile,onnxruntime-cuda,onnxruntime-trt,tensorrt
+GPU_RESULTS ?= $(OUT)/results-gpu.jsonl
 # onnxruntime-gpu where an NVIDIA driver answers, the CPU build elsewhere
 ORT_EXTRA := $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: install demo test train export engines bench cam check env clean
+.PHONY: install demo test train export engines bench bench-gpu cam check env clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +45,9 @@ engines: install
 
 bench: install
 	$(SEG) bench $(RUNS) --data $(DATA) --backends $(BACKENDS) --precisions $(PRECISIONS) --results $(RESULTS)
+
+bench-gpu: install
+	$(SEG) bench $(RUNS) --data $(DATA) --backends $(GPU_BACKENDS) --precisions fp32,fp16,bf16,int8 --device cuda --batch 32 --duration 3 --results $(GPU_RESULTS)
 
 cam: install
 	for r in $(RUNS); do $(SEG) cam $$r --data $(DATA) --out $$r/cam || exit 1; done

@@ -22,8 +22,9 @@ class _Group(TyperGroup):
 
     def invoke(self, ctx):
         if not sys.stdout.isatty():
-            # logs and CI: rich would wrap tables at 80 columns and fold file names; 200 keeps them readable
-            os.environ.setdefault("COLUMNS", "200")
+            # logs and CI: rich would wrap tables at 80 columns and fold file names; the bench table with
+            # its energy column and a cut reason is about 240 wide
+            os.environ.setdefault("COLUMNS", "240")
         try:
             return super().invoke(ctx)
         except SegdeployError as e:

@@ -122,6 +122,11 @@ def test_missing_onnx_names_the_export_command(run):
     assert message == f"no onnx/model.int8.onnx in {run.dir}; run segdeploy export {run.dir} --precisions int8"
 
 
+def test_bf16_on_an_onnx_backend_points_to_torch(run):
+    message = _one_line_unavailable("onnxruntime", run, "bf16")
+    assert "bf16 runs on the torch" in message and "segdeploy export" not in message
+
+
 def test_onnxruntime_device_mismatch(run):
     assert "use onnxruntime-cuda" in _one_line_unavailable("onnxruntime", run, "fp32", "cuda")
     assert "use onnxruntime for the CPU" in _one_line_unavailable("onnxruntime-cuda", run, "fp32", "cpu")

@@ -20,7 +20,9 @@ def bench(
                                                     help="Write DIR/<run>/<backend>-<precision>/<id>.png class-index "
                                                          "masks at each image's original resolution."),
     split: str = typer.Option("test", help="train, val, test, or all (every image: cross-dataset evaluation)."),
-    batch: int = typer.Option(8, help="Batch size for the accuracy pass and the throughput measurement."),
+    batch: int = typer.Option(8, help="Batch size for the accuracy pass and the throughput measurement (tensorrt: "
+                              "within the engine profile, 1:8:32 unless built otherwise; --batch 32 measures "
+                              "throughput at that profile's largest batch, as trtexec would)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     max_images: Optional[int] = typer.Option(None, help="Score only the first N images of the split (smoke tests)."),
     warmup: float = typer.Option(0.2, help="Warm-up seconds before each timed loop (trtexec: 0.2)."),

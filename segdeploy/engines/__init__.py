@@ -92,10 +92,14 @@ def cuda_index(device: str) -> int | None:
 
 def missing_onnx_reason(run: Run, precision: str) -> str | None:
     """The one-line reason when the ONNX file an ONNX backend needs has not been exported."""
+    from segdeploy.export import EXPORT_PRECISIONS
     from segdeploy.runs import onnx_path
 
     if onnx_path(run.dir, precision).is_file():
         return None
+    if precision not in EXPORT_PRECISIONS:  # bf16: the exporter writes no such file, so do not suggest one
+        return (f"no {precision} ONNX: export writes {', '.join(EXPORT_PRECISIONS)}; "
+                f"{precision} runs on the torch and torch-compile backends")
     return (f"no onnx/model.{precision}.onnx in {run.dir}; "
             f"run segdeploy export {run.dir} --precisions {precision}")
 
