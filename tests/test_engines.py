@@ -186,6 +186,10 @@ def test_cuda_execution_provider_runs_on_the_stream_it_is_given(tmp_path):
     assert cuda["CUDAExecutionProvider"] == {"device_id": 0, "user_compute_stream": str(0x7F00)}
     plain = dict(ort_backend.provider_chain("onnxruntime-cuda", 0, tmp_path))
     assert "user_compute_stream" not in plain["CUDAExecutionProvider"]
+    trt = dict(ort_backend.provider_chain("onnxruntime-trt", 0, tmp_path, compute_stream=0x7F00))
+    assert trt["TensorrtExecutionProvider"]["user_compute_stream"] == str(0x7F00)
+    assert trt["TensorrtExecutionProvider"]["has_user_compute_stream"] is True
+    assert trt["CUDAExecutionProvider"]["user_compute_stream"] == str(0x7F00)
 
 
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed here")

@@ -75,7 +75,10 @@ def provider_chain(backend: str, device_id: int, trt_cache: Path,
         cuda[1]["user_compute_stream"] = str(compute_stream)
     cpu = ("CPUExecutionProvider", {})
     if backend == "onnxruntime-trt":
+        # the TensorRT EP and the CUDA EP that runs the nodes TensorRT rejects share the one stream
+        stream = {"has_user_compute_stream": True, "user_compute_stream": str(compute_stream)} if compute_stream else {}
         trt = ("TensorrtExecutionProvider", {
+            **stream,
             "device_id": device_id,
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(trt_cache),
@@ -162,7 +165,7 @@ def load(run: Run, precision: str, device: str = "auto", *, backend: str) -> Ort
     load_errors = (status.Fail, status.InvalidArgument, status.NoSuchFile, status.InvalidProtobuf,
                    status.InvalidGraph, status.NotImplemented, status.EPFail, status.RuntimeException)
     stream = None
-    if backend == "onnxruntime-cuda":  # a stream of our own, so GPU compute can be timed with CUDA events on it
+    if backend in ("onnxruntime-cuda", "onnxruntime-trt"):  # a stream of our own, for CUDA events to time on
         import torch
 
         stream = torch.cuda.Stream(target) if torch.cuda.is_available() else None
