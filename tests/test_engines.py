@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import types
 
 import numpy as np
 import onnx
@@ -156,6 +157,38 @@ def test_silent_cpu_fallback_is_reported(run, monkeypatch):
                                                                       providers=["CPUExecutionProvider"]))
     message = _one_line_unavailable("onnxruntime-cuda", run, "fp32", found_by_check=False)
     assert "fell back to CPUExecutionProvider" in message
+
+
+def test_stream_option_rejected_falls_back_to_host_timing(run, monkeypatch):
+    """An onnxruntime that refuses ``user_compute_stream`` must still run the model (timed on the host), not
+    turn into a "cannot load the model" error. The session is faked to report the CUDA EP it was asked for."""
+    import onnxruntime as ort
+    import torch
+    from onnxruntime.capi import onnxruntime_pybind11_state as status
+
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "Stream", lambda device: types.SimpleNamespace(cuda_stream=0x7F00))
+    seen = []
+
+    class Session:
+        def __init__(self, path, options, providers):
+            seen.append(dict(providers)["CUDAExecutionProvider"])
+            if "user_compute_stream" in seen[-1]:
+                raise status.InvalidArgument("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : unknown option")
+
+        def get_providers(self):
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        def get_inputs(self):
+            return [types.SimpleNamespace(name="input", type="tensor(float)")]
+
+        get_outputs = get_inputs
+
+    monkeypatch.setattr(ort, "InferenceSession", Session)
+    engine = load_engine("onnxruntime-cuda", run, "fp32", "cuda")
+    assert seen == [{"device_id": 0, "user_compute_stream": str(0x7F00)}, {"device_id": 0}]
+    assert engine.compute_stream is None and "INVALID_ARGUMENT" in engine.info["compute_stream_error"]
 
 
 def test_corrupt_onnx_is_a_user_error(run):

@@ -169,9 +169,21 @@ def load(run: Run, precision: str, device: str = "auto", *, backend: str) -> Ort
         import torch
 
         stream = torch.cuda.Stream(target) if torch.cuda.is_available() else None
-    chain = provider_chain(backend, cuda_index(target) or 0, trt_cache, stream.cuda_stream if stream else None)
+
+    def session_on(stream):
+        chain = provider_chain(backend, cuda_index(target) or 0, trt_cache, stream.cuda_stream if stream else None)
+        return ort.InferenceSession(str(path), options, providers=chain)
+
+    stream_error = None
     try:
-        session = ort.InferenceSession(str(path), options, providers=chain)
+        try:
+            session = session_on(stream)
+        except load_errors as e:
+            if stream is None:
+                raise
+            # an onnxruntime that rejects the stream option still runs the model, timed on the host instead
+            stream, stream_error = None, f"{type(e).__name__}: {str(e).strip()[:200]}"
+            session = session_on(None)
     except load_errors as e:
         first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
         if isinstance(e, status.NotImplemented):
@@ -187,4 +199,6 @@ def load(run: Run, precision: str, device: str = "auto", *, backend: str) -> Ort
             "onnxruntime": ort.__version__, "input_type": session.get_inputs()[0].type}
     if backend == "onnxruntime-trt":
         info["trt_cache"] = str(trt_cache)
+    if stream_error:
+        info["compute_stream_error"] = stream_error
     return OrtEngine(session, backend, precision, target, info, compute_stream=stream)
