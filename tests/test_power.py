@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import types
@@ -50,12 +51,47 @@ def test_no_source_gives_nulls_and_a_reason(tmp_path):
     assert res["avg_power_w"] is None and res["energy_j_per_image"] is None and "RAPL" in res["power_reason"]
 
 
-def test_nvml_samples_board_power(monkeypatch):
+def fake_nvml(monkeypatch, *, uuid_lookup: bool = True):
+    """NVML with two GPUs in PCI order, while CUDA (CUDA_VISIBLE_DEVICES=1) calls the second one cuda:0. Power
+    and per-process memory differ per GPU, so reading the wrong one shows."""
+    import torch
+
+    gpus = {"GPU-aaaa": {"pci": "00000000:3B:00.0", "mw": 70_000, "procs": []},
+            "GPU-bbbb": {"pci": "00000000:AF:00.0", "mw": 250_000, "procs": [(os.getpid(), 3 * 2**30), (1, 2**30)]}}
     fake = types.ModuleType("pynvml")
     fake.nvmlInit = lambda: None
-    fake.nvmlDeviceGetHandleByIndex = lambda i: f"gpu{i}"
-    fake.nvmlDeviceGetPowerUsage = lambda handle: 250_000  # milliwatts
+    fake.nvmlDeviceGetHandleByIndex = lambda i: list(gpus)[i]  # NVML's order: must not be used for cuda:N
+
+    def by_uuid(uuid):
+        if not uuid_lookup or uuid not in gpus:
+            raise RuntimeError("NVML_ERROR_NOT_FOUND")
+        return uuid
+
+    fake.nvmlDeviceGetHandleByUUID = by_uuid
+    fake.nvmlDeviceGetHandleByPciBusId = lambda bus: next(u for u, g in gpus.items() if g["pci"] == bus)
+    fake.nvmlDeviceGetPowerUsage = lambda handle: gpus[handle]["mw"]
+    fake.nvmlDeviceGetComputeRunningProcesses = lambda handle: [
+        types.SimpleNamespace(pid=pid, usedGpuMemory=used) for pid, used in gpus[handle]["procs"]]
     monkeypatch.setitem(sys.modules, "pynvml", fake)
+    cuda0 = types.SimpleNamespace(uuid="bbbb", pci_domain_id=0, pci_bus_id=0xAF, pci_device_id=0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda i: [cuda0][i])
+    return fake
+
+
+@pytest.mark.parametrize("uuid_lookup", [True, False], ids=["by-uuid", "by-pci-address"])
+def test_nvml_finds_the_gpu_cuda_means_not_nvml_index(monkeypatch, uuid_lookup):
+    from segdeploy.bench import memory
+
+    fake_nvml(monkeypatch, uuid_lookup=uuid_lookup)
+    with PowerMeter("cuda:0", interval_s=0.01) as meter:
+        time.sleep(0.05)
+    assert meter.result(images=1)["avg_power_w"] == pytest.approx(250.0)
+    read = memory._nvml_reader("cuda:0")
+    assert read is not None and read() == 3 * 2**30  # this process only, on the right GPU
+
+
+def test_nvml_samples_board_power(monkeypatch):
+    fake_nvml(monkeypatch)
     with PowerMeter("cuda:0", interval_s=0.01) as meter:
         time.sleep(0.1)
     res = meter.result(images=10)

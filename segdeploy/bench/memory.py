@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from segdeploy.bench import tegrastats
+from segdeploy.bench import nvml, tegrastats
 
 MIB = 1024 * 1024
 _STATUS = Path("/proc/self/status")
@@ -60,20 +60,13 @@ def _high_water_mark() -> int | None:
     return int(match.group(1)) * 1024 if match else None
 
 
-def _device_index(device: str) -> int:
-    return int(device.split(":", 1)[1]) if ":" in device else 0
-
-
 def _nvml_reader(device: str) -> Callable[[], int] | None:
     """This process's memory on the GPU from NVML, or None if pynvml is absent or cannot query it."""
     try:
         import pynvml
-        import torch
 
         pynvml.nvmlInit()
-        # NVML numbers GPUs physically; CUDA_VISIBLE_DEVICES may renumber them, so find the GPU by PCI bus id
-        bus_id = torch.cuda.get_device_properties(_device_index(device)).pci_bus_id
-        handle = pynvml.nvmlDeviceGetHandleByPciBusId(bus_id)
+        handle = nvml.device_handle(pynvml, device)
         pid = os.getpid()
 
         def read() -> int:
@@ -89,7 +82,7 @@ def _nvml_reader(device: str) -> Callable[[], int] | None:
 def _mem_get_info_reader(device: str) -> Callable[[], int]:
     import torch
 
-    index = _device_index(device)
+    index = nvml.device_index(device)
 
     def read() -> int:
         free, total = torch.cuda.mem_get_info(index)
@@ -165,7 +158,7 @@ class MemoryProbe:
         if device.startswith("cuda"):
             import torch
 
-            dev = f"cuda:{_device_index(device)}"
+            dev = f"cuda:{nvml.device_index(device)}"
             if backend in ("torch", "torch-compile"):
                 self.method = "torch.cuda.max_memory_allocated"
                 torch.cuda.reset_peak_memory_stats(dev)
@@ -203,7 +196,7 @@ class MemoryProbe:
             if self.method == "torch.cuda.max_memory_allocated":
                 import torch
 
-                self._gpu_peak = torch.cuda.max_memory_allocated(f"cuda:{_device_index(device)}")
+                self._gpu_peak = torch.cuda.max_memory_allocated(f"cuda:{nvml.device_index(device)}")
 
     def _sample_once(self, rss: bool) -> None:
         if rss:

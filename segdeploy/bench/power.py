@@ -20,7 +20,7 @@ import threading
 import time
 from pathlib import Path
 
-from segdeploy.bench import tegrastats
+from segdeploy.bench import nvml, tegrastats
 
 RAPL_ROOT = Path("/sys/class/powercap")
 
@@ -73,8 +73,7 @@ class PowerMeter:
             return False
         try:
             pynvml.nvmlInit()
-            index = int(self.device.split(":")[1]) if ":" in self.device else 0
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            handle = nvml.device_handle(pynvml, self.device)
             pynvml.nvmlDeviceGetPowerUsage(handle)  # raises NVMLError_NotSupported on Jetson
         except Exception as e:  # noqa: BLE001 -- any NVML failure means "no NVML power here"
             self.reason = f"NVML power query failed: {type(e).__name__}"
