@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import platform
+import re
 import shutil
 import subprocess
 from importlib import metadata
@@ -83,15 +84,24 @@ def gpus() -> list[dict]:
     return found
 
 
-def nvidia_driver() -> str | None:
+def has_native_bf16(device) -> bool:
+    """An sm80+ (Ampere or newer) GPU. ``torch.cuda.is_bf16_supported()`` also says yes where bf16 is only
+    emulated (T4, V100), which is slow, and it asks about the current device rather than this one."""
+    import torch
+
+    return torch.cuda.get_device_properties(device).major >= 8
+
+
+def nvidia_driver(version_file: Path = Path("/proc/driver/nvidia/version")) -> str | None:
     out = _command("nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader")
     if out and out.strip():
         return out.strip().splitlines()[0]
-    version_file = Path("/proc/driver/nvidia/version")
-    if version_file.is_file():  # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  ..."
-        words = version_file.read_text().split()
-        if "Module" in words:
-            return words[words.index("Module") + 1]
+    if version_file.is_file():
+        # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  ..." or, with the open kernel modules (the
+        # default since R560), "NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  ..."
+        first_line = (version_file.read_text().splitlines() or [""])[0]
+        match = re.search(r"\b(\d+\.\d+(?:\.\d+)?)\b", first_line)
+        return match.group(1) if match else None
     return None
 
 

@@ -123,6 +123,27 @@ def test_missing_onnx_names_the_export_command(run):
     assert message == f"no onnx/model.int8.onnx in {run.dir}; run segdeploy export {run.dir} --precisions int8"
 
 
+@pytest.mark.parametrize("major,triton", [(7, True), (8, False), (9, True)])
+def test_torch_cuda_checks_native_bf16_and_triton(run, monkeypatch, major, triton):
+    """A fake CUDA machine: bf16 only on sm80+ (T4/V100 merely emulate it), torch-compile only with triton."""
+    from segdeploy.engines import torch_backend
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: types.SimpleNamespace(major=major))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: f"sm{major}0 GPU")
+    monkeypatch.setattr(torch_backend, "has_triton", lambda: triton)
+    bf16 = torch_backend.check("bf16", "cuda", backend="torch", run=run)
+    assert (bf16 is None) == (major >= 8)
+    if major < 8:
+        assert "only emulates" in bf16 and "use fp16" in bf16
+    compiled = torch_backend.check("fp16", "cuda:0", backend="torch-compile", run=run)
+    assert (compiled is None) == triton
+    if not triton:
+        assert "needs triton" in compiled
+    assert torch_backend.check("fp16", "cuda", backend="torch", run=run) is None
+
+
 def test_bf16_on_an_onnx_backend_points_to_torch(run):
     message = _one_line_unavailable("onnxruntime", run, "bf16")
     assert "bf16 runs on the torch" in message and "segdeploy export" not in message

@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 import segdeploy
@@ -91,3 +92,16 @@ def _app():
     app = typer.Typer()
     app.command()(envinfo.env)
     return app
+
+
+@pytest.mark.parametrize("line,version", [
+    ("NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.14  Thu Feb 22 01:44:30 UTC 2024", "550.54.14"),
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.95.05  Release Build  (dvs-builder@U16)",
+     "580.95.05"),
+    ("NVRM version: NVIDIA UNIX Open Kernel Module for aarch64  540.4.0  Release Build", "540.4.0"),
+])
+def test_driver_version_from_proc_without_nvidia_smi(tmp_path, monkeypatch, line, version):
+    monkeypatch.setattr(envinfo, "_command", lambda *args, **kw: None)  # containers and Jetsons: no nvidia-smi
+    proc = tmp_path / "version"
+    proc.write_text(line + "\nGCC version:  gcc version 12.3.0 (Ubuntu 12.3.0-1ubuntu1~22.04)\n")
+    assert envinfo.nvidia_driver(proc) == version

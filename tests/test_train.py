@@ -77,6 +77,15 @@ def test_resume_after_interruption_reproduces_uninterrupted_run(tmp_path, monkey
 
     with pytest.raises(SegdeployError, match="different settings"):
         train_model(_cfg(tmp_path / "run", lr=5e-4, resume=True), progress=False)
+    # a state saved by a bf16 (GPU) run must not continue in fp32 here
+    state_file = tmp_path / "run" / "train_state.pt"
+    saved = state_file.read_bytes()
+    state = torch.load(state_file, weights_only=False)
+    assert state["amp"] is None  # CPU: no mixed precision
+    torch.save({**state, "amp": "bf16"}, state_file)
+    with pytest.raises(SegdeployError, match="trained in bf16"):
+        train_model(_cfg(tmp_path / "run", resume=True), progress=False)
+    state_file.write_bytes(saved)
     resumed = train_model(_cfg(tmp_path / "run", resume=True), progress=False)
 
     assert resumed["epochs_run"] == reference["epochs_run"] == 3

@@ -16,10 +16,18 @@ import numpy as np
 import torch
 
 from segdeploy.engines import cuda_index
+from segdeploy.envinfo import has_native_bf16
 from segdeploy.errors import BackendUnavailable
 from segdeploy.runs import WEIGHTS, Run
 
 PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def has_triton() -> bool:
+    from torch.utils._triton import has_triton as available  # inductor's own test for CUDA code generation
+
+    return available()
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -42,9 +50,12 @@ def check(precision: str, device: str = "auto", *, backend: str = "torch", run: 
             return f"{backend} on {target} needs CUDA (this machine has none); use device cpu"
         if cuda_index(target) >= torch.cuda.device_count():
             return f"{backend}: no {target} (this machine has {torch.cuda.device_count()} CUDA device(s))"
-        if precision == "bf16" and not torch.cuda.is_bf16_supported():
-            return f"{backend} bf16 needs a GPU with bfloat16 support ({torch.cuda.get_device_name(target)} has none); " \
-                   "use fp16"
+        if precision == "bf16" and not has_native_bf16(target):
+            return f"{backend} bf16 needs an sm80+ GPU ({torch.cuda.get_device_name(target)} only emulates " \
+                   "bfloat16); use fp16"
+        if backend == "torch-compile" and not has_triton():
+            return "torch-compile on CUDA needs triton, which this torch build lacks (NVIDIA's Jetson wheels " \
+                   "ship without it); pip install triton, or use the torch backend"
     elif precision != "fp32":
         if has_cuda:
             return f"{backend} {precision} runs on CUDA only (device cpu was requested); use device cuda, or " \

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from segdeploy import __version__
+from segdeploy.envinfo import has_native_bf16
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import append_jsonl, atomic_target, atomic_write_json, commit
 from segdeploy.runs import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
@@ -186,8 +187,15 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
     # bf16 needs no loss scaling; fall back to fp16 + GradScaler on GPUs without bf16
     amp_dtype = None
     if device.type == "cuda" and cfg.amp:
-        amp_dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        amp_dtype = torch.bfloat16 if has_native_bf16(device) else torch.float16
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    amp_name = str(amp_dtype).replace("torch.", "") if amp_dtype else None
+    if state is not None and state.get("amp", amp_name) != amp_name:
+        # fp16 and bf16 runs differ in loss scaling and numerics; continuing one as the other changes the run
+        raise SegdeployError(f"--resume would train in {amp_name or 'fp32'}, the run was trained in "
+                             f"{state['amp'] or 'fp32'} (mixed precision follows the GPU: bf16 on sm80+, "
+                             "fp16 before, none on CPU or with --no-amp).", path=state_file,
+                             fix="resume on a machine with the same kind of device, or train into a new --out.")
 
     start_epoch, best, best_epoch, stale = 0, -1.0, -1, 0
     if state is not None:
@@ -206,7 +214,7 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
         "fixed_size": info.fixed_size, "params_m": round(count_params(model) / 1e6, 4),
         "dataset": {"spec": cfg.data, "name": ds.name, "root": str(ds.root), "n_images": len(ds.ids)},
         "split": split, "seed": cfg.seed, "device": str(device),
-        "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else None,
+        "amp": amp_name,
         "protocol": {"optimizer": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": "REX",
                      "loss": "cross-entropy", "batch_size": cfg.batch_size, "augment_strength": cfg.augment,
                      "early_stopping": {"metric": "val_dice", "patience": cfg.patience, "min_delta": cfg.min_delta}},
@@ -244,7 +252,8 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
             append_jsonl(out / HISTORY, {"epoch": epoch + 1, "loss": float(np.mean(losses)), "val_dice": val["dice"],
                                          "val_dice_per_class": val["dice_per_class"], "lr": scheduler.get_last_lr()[0],
                                          "best": improved, "seconds": round(time.perf_counter() - t0, 2)})
-            _save_state(state_file, cfg, model, optimizer, scheduler, scaler, train_loader, epoch, best, best_epoch, stale)
+            _save_state(state_file, cfg, model, optimizer, scheduler, scaler, train_loader, epoch, best, best_epoch,
+                        stale, amp_name)
             bar.update(task, info=f"epoch {epoch + 1} loss {np.mean(losses):.4f} val Dice {val['dice'] or 0:.4f} "
                                   f"(best {best:.4f})")
             if stale >= cfg.patience:
@@ -266,9 +275,11 @@ def _val_summary(val: dict) -> dict:
     return {k: val[k] for k in ("dice", "dice_per_class", "iou", "dice_per_image") if k in val}
 
 
-def _save_state(path: Path, cfg, model, optimizer, scheduler, scaler, loader, epoch, best, best_epoch, stale) -> None:
+def _save_state(path: Path, cfg, model, optimizer, scheduler, scaler, loader, epoch, best, best_epoch, stale,
+                amp: str | None) -> None:
     tmp = atomic_target(path)
     torch.save({"config": cfg.for_record(), "epoch": epoch, "best": best, "best_epoch": best_epoch, "stale": stale,
+                "amp": amp,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
                 "loader_rng": loader.generator.get_state(), "rng": _rng_state()}, tmp)
