@@ -1,4 +1,4 @@
-"""Energy measurement: RAPL counters (a fake sysfs tree), NVML sampling (a fake module)."""
+"""Energy measurement and NVML lookups: RAPL counters (a fake sysfs tree), NVML sampling (a fake module)."""
 
 from __future__ import annotations
 
@@ -98,3 +98,30 @@ def test_nvml_samples_board_power(monkeypatch):
     assert res["power_method"] == "nvml" and res["power_samples"] >= 2
     assert res["avg_power_w"] == pytest.approx(250.0)
     assert res["energy_j_per_image"] == pytest.approx(250.0 * (meter._t1 - meter._t0) / 10)
+
+
+def test_memory_falls_back_when_nvml_cannot_see_this_process(monkeypatch):
+    """In a container without the host's PID namespace NVML lists host PIDs, so this process reads 0 bytes even
+    with an engine loaded; the probe must then use the device-wide counter, with that counter's own baseline."""
+    import torch
+
+    from segdeploy.bench import memory
+
+    fake = fake_nvml(monkeypatch)
+    fake.nvmlDeviceGetComputeRunningProcesses = lambda handle: [types.SimpleNamespace(pid=1, usedGpuMemory=2**30)]
+    used = {"bytes": 500 * 2**20}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d: 0)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d: 0)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d: (80 * 2**30 - used["bytes"], 80 * 2**30))
+    probe = memory.MemoryProbe("cuda:0")
+    used["bytes"] = 800 * 2**20  # the engine is loaded
+    with probe.track("cuda:0", "tensorrt"):
+        used["bytes"] = 1100 * 2**20  # activations while timing
+        deadline = time.monotonic() + 10
+        while probe._gpu_peak < used["bytes"] and time.monotonic() < deadline:  # until the sampler has seen it
+            time.sleep(0.01)
+        used["bytes"] = 800 * 2**20
+    res = probe.result()
+    assert res["peak_memory_method"] == "cuda-mem-get-info"
+    assert res["peak_memory_mb"] == pytest.approx(1100) and res["peak_memory_delta_mb"] == pytest.approx(600)

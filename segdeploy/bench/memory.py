@@ -9,7 +9,8 @@ because the numbers are not interchangeable:
   and, on few cores, slows the loop it measures). ``peak_memory_mb`` is the peak RSS, ``peak_memory_delta_mb``
   the peak minus the RSS before the engine was loaded.
 * CUDA, torch backend: ``torch.cuda.max_memory_allocated`` (tensors from torch's caching allocator; excludes the
-  CUDA context and cached-but-free blocks).
+  CUDA context and cached-but-free blocks); torch-compile: ``torch.cuda.max_memory_reserved``, because CUDA-graph
+  replays run in a private memory pool that allocates nothing the allocated counter would see.
 * CUDA, other backends (ONNX Runtime, TensorRT), the first that works of:
   ``nvml-process``, this process's ``usedGpuMemory`` from NVML (pynvml), sampled;
   ``tegrastats-ram`` on a Jetson, where NVML reports memory as not supported: the module's shared CPU/GPU memory
@@ -95,9 +96,9 @@ class DeviceMemoryReader:
     """Sampled device memory for engines whose allocations torch cannot see: ``method`` names the source,
     ``read()`` returns bytes, ``close()`` releases it (tegrastats runs as a child process)."""
 
-    def __init__(self, device: str):
+    def __init__(self, device: str, *, use_nvml: bool = True):
         self._close: Callable[[], None] = lambda: None
-        nvml = _nvml_reader(device)
+        nvml = _nvml_reader(device) if use_nvml else None
         if nvml is not None:
             self.method, self.read = "nvml-process", nvml
             return
@@ -129,25 +130,30 @@ class MemoryProbe:
         self.method = "psutil-rss"
         self._rss_peak = self.baseline_rss
         self._gpu_reader: Callable[[], int] | None = None
-        self._gpu_baseline = 0
+        self._gpu_baseline: int | None = 0
         self._gpu_peak = 0
-        self._gpu_baselines: dict[str, int] = {}
+        self._gpu_baselines: dict[tuple[str, str], int] = {}  # (cuda:N, method) -> bytes before the engine
         if requested_device != "cpu":
-            self._capture_gpu_baselines()
+            self._capture_gpu_baselines(requested_device)
 
-    def _capture_gpu_baselines(self) -> None:
+    def _capture_gpu_baselines(self, requested_device: str) -> None:
         import torch
 
         if not torch.cuda.is_available():
             return
-        for i in range(torch.cuda.device_count()):
-            dev = f"cuda:{i}"
-            self._gpu_baselines[f"torch:{dev}"] = torch.cuda.memory_allocated(i)
-            reader = DeviceMemoryReader(dev)
-            try:
-                self._gpu_baselines[dev] = reader.read()
-            finally:
-                reader.close()
+        # "auto" and "cuda" land on cuda:0 in every backend; only that device is touched (mem_get_info creates
+        # a CUDA context, which on a shared server should not appear on every GPU)
+        dev = f"cuda:{nvml.device_index(requested_device)}"
+        self._gpu_baselines[dev, "torch.cuda.max_memory_allocated"] = torch.cuda.memory_allocated(dev)
+        self._gpu_baselines[dev, "torch.cuda.max_memory_reserved"] = torch.cuda.memory_reserved(dev)
+        nvml_read = _nvml_reader(dev)  # before any CUDA context of ours exists
+        if nvml_read is not None:
+            self._gpu_baselines[dev, "nvml-process"] = nvml_read()
+        fallback = DeviceMemoryReader(dev, use_nvml=False)  # for when NVML turns out blind to this process
+        try:
+            self._gpu_baselines[dev, fallback.method] = fallback.read()
+        finally:
+            fallback.close()
 
     @contextmanager
     def track(self, device: str, backend: str) -> Iterator[MemoryProbe]:
@@ -160,14 +166,20 @@ class MemoryProbe:
 
             dev = f"cuda:{nvml.device_index(device)}"
             if backend in ("torch", "torch-compile"):
-                self.method = "torch.cuda.max_memory_allocated"
+                # CUDA-graph replays (torch-compile on GPU) reuse a private pool without allocating, so only the
+                # reserved memory shows their activations
+                self.method = ("torch.cuda.max_memory_allocated" if backend == "torch"
+                               else "torch.cuda.max_memory_reserved")
                 torch.cuda.reset_peak_memory_stats(dev)
-                self._gpu_baseline = self._gpu_baselines.get(f"torch:{dev}", 0)
             else:
                 device_reader = DeviceMemoryReader(dev)
+                if device_reader.method == "nvml-process" and device_reader.read() == 0:
+                    # the engine is loaded, so this process holds GPU memory: NVML lists other PIDs (a container
+                    # without the host's PID namespace); use a device-wide method instead
+                    device_reader = DeviceMemoryReader(dev, use_nvml=False)
                 self.method, self._gpu_reader = device_reader.method, device_reader.read
-                self._gpu_baseline = self._gpu_baselines.get(dev, 0)
                 self._gpu_peak = self._gpu_reader()
+            self._gpu_baseline = self._gpu_baselines.get((dev, self.method))
         else:
             self.method = "linux-vmhwm" if use_hwm else "psutil-rss"
 
@@ -193,10 +205,11 @@ class MemoryProbe:
                 device_reader.close()
             if use_hwm:
                 self._rss_peak = max(self._rss_peak, _high_water_mark() or 0)
-            if self.method == "torch.cuda.max_memory_allocated":
+            if self.method.startswith("torch.cuda."):
                 import torch
 
-                self._gpu_peak = torch.cuda.max_memory_allocated(f"cuda:{nvml.device_index(device)}")
+                peak = getattr(torch.cuda, self.method.removeprefix("torch.cuda."))
+                self._gpu_peak = peak(f"cuda:{nvml.device_index(device)}")
 
     def _sample_once(self, rss: bool) -> None:
         if rss:
@@ -211,7 +224,7 @@ class MemoryProbe:
             peak, baseline = self._rss_peak, self.baseline_rss
         return {
             "peak_memory_mb": peak / MIB,
-            "peak_memory_delta_mb": (peak - baseline) / MIB,
+            "peak_memory_delta_mb": None if baseline is None else (peak - baseline) / MIB,  # None: no baseline
             "peak_memory_method": self.method,
             "host_peak_rss_mb": self._rss_peak / MIB,
         }
