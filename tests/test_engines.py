@@ -338,9 +338,11 @@ def test_dla_build_records_placement_and_staleness():
     network = SimpleNamespace(num_layers=len(layers), get_layer=lambda i: layers[i])
     config = SimpleNamespace(DLA_core=0, can_run_on_DLA=lambda layer: layer.dla_ok)
     placement: dict = {}
-    dla_config(1, placement)(None, network, config)
+    dla_config(1, placement)(SimpleNamespace(num_DLA_cores=2), network, config)
     assert config.DLA_core == 1
     assert placement == {"core": 1, "layers": 9, "layers_on_dla": 6}
+    with pytest.raises(SegdeployError, match="0 DLA core"):  # an x86 GPU: no silent all-GPU "DLA" engine
+        dla_config(0, {})(SimpleNamespace(num_DLA_cores=0), network, config)
 
     record = {"onnx_sha256": "h", "tensorrt": "10.3.0", "gpu": {"name": "Orin"}, "dla": placement}
     assert engine_is_stale(record, "h", "10.3.0", "Orin", dla=1) is None
@@ -348,6 +350,19 @@ def test_dla_build_records_placement_and_staleness():
     assert "DLA core 0" in engine_is_stale(record, "h", "10.3.0", "Orin", dla=0)
     gpu_record = dict(record, dla=None)
     assert "the GPU" in engine_is_stale(gpu_record, "h", "10.3.0", "Orin", dla=0)
+
+
+def test_dla_engines_are_fixed_shape_reduced_precision_files_of_their_own(run, tmp_path):
+    from segdeploy.engines.trt_build import dla_problem, engine_path, record_path
+
+    assert dla_problem("fp16", "4") is None and dla_problem("int8", "1:1:1") is None
+    assert "fp16 and int8 only" in dla_problem("fp32", "1")
+    assert "no dynamic shapes" in dla_problem("int8", "1:8:32")
+    assert engine_path(tmp_path, "int8", 1).name == "model.int8.dla1.engine"
+    assert engine_path(tmp_path, "int8").name == "model.int8.engine"  # the GPU engine stays where it was
+    assert record_path(tmp_path, "int8", 1).name == "model.int8.dla1.json"
+    result = CliRunner().invoke(app, ["build", str(run.dir), "--dla", "0"])  # defaults: fp32 and 1:8:32
+    assert isinstance(result.exception, SegdeployError) and "DLA runs fp16 and int8 only" in str(result.exception)
 
 
 def test_activation_bytes_prefers_the_v2_query():
@@ -358,7 +373,8 @@ def test_activation_bytes_prefers_the_v2_query():
     def fake_trt(engine):
         logger = SimpleNamespace(WARNING=2)
         return SimpleNamespace(Logger=type("L", (), {"WARNING": 2, "__init__": lambda self, level: None}),
-                               Runtime=lambda log: SimpleNamespace(deserialize_cuda_engine=lambda data: engine),
+                               Runtime=lambda log: SimpleNamespace(deserialize_cuda_engine=lambda data: engine,
+                                                                   DLA_core=-1),
                                _logger=logger)
 
     assert activation_bytes(fake_trt(SimpleNamespace(device_memory_size_v2=123, device_memory_size=999)), b"") == 123

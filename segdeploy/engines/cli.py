@@ -42,7 +42,9 @@ def build(
     workspace: Optional[int] = typer.Option(None, "--workspace", min=1, help="builder workspace limit in MiB"),
     device: str = typer.Option("cuda:0", "--device", help="GPU to build for"),
     force: bool = typer.Option(False, "--force", help="rebuild even when the engine is up to date"),
-    dla: Optional[int] = typer.Option(None, "--dla", min=0, help="build for this Jetson DLA core (GPU fallback on)"),
+    dla: Optional[int] = typer.Option(None, "--dla", min=0,
+                                      help="build for this Jetson DLA core (GPU fallback on; fp16/int8 and one "
+                                           "fixed --batch only): engines/model.<precision>.dla<N>.engine"),
 ) -> None:
     """Build TensorRT engines (strongly typed, one optimization profile) into RUN_DIR/engines/."""
     from rich.console import Console
@@ -60,13 +62,19 @@ def build(
         raise SegdeployError(f"unknown precision(s) {', '.join(unknown) or '(none given)'}.",
                              fix=f"use --precisions with some of {', '.join(PRECISIONS)}.")
     profile_shapes(batch, run.input_shape)  # a malformed --batch fails before minutes of building
+    if dla is not None:
+        from segdeploy.engines.trt_build import dla_problem
+
+        problems = [p for p in (dla_problem(precision, batch) for precision in wanted) if p]
+        if problems:
+            raise SegdeployError(f"cannot build for DLA core {dla}: {problems[0]}.")
     # check everything first: one missing ONNX should not surface after the other engines took minutes
     for precision in wanted:
         reason = trt_backend.check(precision, device, run=run)
         if reason:
             raise BackendUnavailable(reason)
     table = Table(title=f"TensorRT engines in {run.dir / 'engines'}")
-    for column in ("precision", "engine", "MB", "activations MB", "build s", "on DLA", "status"):
+    for column in ("precision", "engine", "MB", "activations MB", "build s", "DLA layers (at most)", "status"):
         table.add_column(column)
     console = Console()
     for precision in wanted:
@@ -74,7 +82,7 @@ def build(
             record, status = build_engine(run, precision, batch=batch, workspace_mib=workspace, device=device,
                                           force=force, dla=dla)
         act, placed = record.get("activation_bytes"), record.get("dla")
-        table.add_row(precision, engine_path(run.dir, precision).name, f"{record['engine_bytes'] / 1e6:.1f}",
+        table.add_row(precision, engine_path(run.dir, precision, dla).name, f"{record['engine_bytes'] / 1e6:.1f}",
                       "-" if act is None else f"{act / 1e6:.1f}", f"{record['build_seconds']:.1f}",
                       f"{placed['layers_on_dla']}/{placed['layers']}" if placed else "-", status)
     console.print(table)

@@ -65,10 +65,16 @@ class TensorRTEngine:
         names = [trt_engine.get_tensor_name(i) for i in range(trt_engine.num_io_tensors)]
         inputs = [n for n in names if trt_engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if trt_engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(inputs) != 1 or len(outputs) != 1:  # the exporter writes one image in, one logits tensor out
+            raise SegdeployError(f"the engine has {len(inputs)} inputs and {len(outputs)} outputs; segdeploy runs "
+                                 "models with one of each.", path=info["engine"],
+                                 fix="export the model without auxiliary heads, then rebuild the engine.")
         self._input, self._output = inputs[0], outputs[0]
-        self._input_dtype = DataType.to_dtype(DataType.from_dtype(trt_engine.get_tensor_dtype(self._input)), "torch")
-        self._output_dtype = DataType.to_dtype(DataType.from_dtype(trt_engine.get_tensor_dtype(self._output)),
-                                               "torch")
+
+        def torch_dtype(name):
+            return DataType.to_dtype(DataType.from_dtype(trt_engine.get_tensor_dtype(name), "tensorrt"), "torch")
+
+        self._input_dtype, self._output_dtype = torch_dtype(self._input), torch_dtype(self._output)
         self._max_batch = info["profile"]["max"][0]
         self._min_batch = info["profile"]["min"][0]
         # enqueue on the legacy default stream makes TensorRT add synchronisations; use a stream of our own

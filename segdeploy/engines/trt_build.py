@@ -127,12 +127,28 @@ def engine_is_stale(record: dict | None, onnx_sha256: str, trt_version: str, gpu
     return None
 
 
-def engine_path(run_dir: str | Path, precision: str) -> Path:
-    return Path(run_dir) / "engines" / f"model.{precision}.engine"
+def engine_path(run_dir: str | Path, precision: str, dla: int | None = None) -> Path:
+    # a DLA engine has a file of its own: building one must not replace the GPU engine the benchmark uses
+    suffix = "" if dla is None else f".dla{dla}"
+    return Path(run_dir) / "engines" / f"model.{precision}{suffix}.engine"
 
 
-def record_path(run_dir: str | Path, precision: str) -> Path:
-    return engine_path(run_dir, precision).with_suffix(".json")
+def record_path(run_dir: str | Path, precision: str, dla: int | None = None) -> Path:
+    return engine_path(run_dir, precision, dla).with_suffix(".json")
+
+
+DLA_PRECISIONS = ("fp16", "int8")
+
+
+def dla_problem(precision: str, batch_spec: str) -> str | None:
+    """Why a DLA build of ``precision`` with ``batch_spec`` cannot work, or None. DLA runs fp16 and int8 only,
+    and has no dynamic shapes (min = opt = max); with GPU fallback on, TensorRT would otherwise quietly put
+    every layer on the GPU."""
+    if precision not in DLA_PRECISIONS:
+        return f"DLA runs {' and '.join(DLA_PRECISIONS)} only, not {precision}; use --precisions fp16,int8"
+    if len(set(batch_spec.split(":"))) != 1:
+        return f"DLA has no dynamic shapes, so --batch {batch_spec} cannot be built; pass one batch size, e.g. --batch 1"
+    return None
 
 
 def timing_cache_path(run_dir: str | Path, trt_version: str, gpu: dict) -> Path:
@@ -171,13 +187,17 @@ def import_tensorrt():
 
 def gpu_identity(device: str) -> dict:
     from segdeploy.engines import cuda_index
-    from segdeploy.envinfo import gpus
+    from segdeploy.envinfo import gpus, jetson_info
 
     index = cuda_index(device) or 0
     found = gpus()
     if index >= len(found):
         raise BackendUnavailable(f"tensorrt: no {device} (this machine has {len(found)} NVIDIA GPU(s))")
-    return {k: found[index][k] for k in ("name", "compute_capability")}
+    identity = {k: found[index][k] for k in ("name", "compute_capability")}
+    jetson = jetson_info()
+    if jetson and jetson.get("model"):  # every Orin module calls its GPU "Orin": the module tells them apart
+        identity["name"] = f"{identity['name']} ({jetson['model']})"
+    return identity
 
 
 def onnx_input_name(path: Path) -> str:
@@ -192,7 +212,7 @@ def fresh_record(run: Run, precision: str, device: str, *, profile: dict | None 
                  dla: int | None = None) -> tuple[dict | None, str]:
     """The build record of a usable engine (or None) and why it is not usable."""
     trt = import_tensorrt()
-    engine, record = engine_path(run.dir, precision), record_path(run.dir, precision)
+    engine, record = engine_path(run.dir, precision, dla), record_path(run.dir, precision, dla)
     if not engine.is_file() or not record.is_file():
         return None, "not built yet"
     previous = read_json(record)
@@ -201,10 +221,13 @@ def fresh_record(run: Run, precision: str, device: str, *, profile: dict | None 
     return (None, reason) if reason else (previous, "")
 
 
-def activation_bytes(trt, serialized: bytes) -> int | None:
+def activation_bytes(trt, serialized: bytes, dla: int | None = None) -> int | None:
     """Device memory one execution context needs (activations, scratch): ``device_memory_size_v2`` (TensorRT
     10+; the only one left in 11), ``device_memory_size`` before that."""
-    engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(serialized)
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    if dla is not None:
+        runtime.DLA_core = dla  # a DLA engine deserialises onto the core the runtime names
+    engine = runtime.deserialize_cuda_engine(serialized)
     if engine is None:
         return None
     size = getattr(engine, "device_memory_size_v2", None)
@@ -213,10 +236,15 @@ def activation_bytes(trt, serialized: bytes) -> int | None:
 
 def dla_config(core: int, placement: dict):
     """A polygraphy config post-processor selecting DLA ``core`` (polygraphy's use_dla always picks core 0) and
-    recording how many of the network's layers the builder can place on the DLA; the rest fall back to the GPU
-    (silently, in TensorRT itself: this count is how a user sees it)."""
+    recording how many of the network's layers the builder accepts for the DLA (``can_run_on_DLA``, asked before
+    the build); the rest fall back to the GPU silently, in TensorRT itself, so this count is how a user sees it.
+    It is an upper bound: DLA subgraph limits can move more layers to the GPU at build time."""
 
     def apply(builder, network, config):
+        if builder.num_DLA_cores <= core:  # polygraphy only warns when GPU fallback is on
+            raise SegdeployError(f"this device has {builder.num_DLA_cores} DLA core(s), so core {core} does not "
+                                 "exist.", fix="DLA cores exist on Jetson AGX Xavier/Orin and Orin NX; "
+                                               "pass --dla 0 or 1 there, or leave --dla out.")
         config.DLA_core = core
         layers = [network.get_layer(i) for i in range(network.num_layers)]
         placement.update(core=core, layers=len(layers),
@@ -239,6 +267,14 @@ def build_engine(run: Run, precision: str, *, batch: str = DEFAULT_BATCH, worksp
     reason = missing_onnx_reason(run, precision)
     if reason:
         raise BackendUnavailable(reason)
+    if dla is not None and dla_problem(precision, batch):
+        raise SegdeployError(f"cannot build for DLA core {dla}: {dla_problem(precision, batch)}.")
+    import torch
+
+    from segdeploy.engines import cuda_index
+
+    # TensorRT builds for, and deserialises on, the current CUDA device (trtexec sets it from --device too)
+    torch.cuda.set_device(cuda_index(device) or 0)
     source = onnx_path(run.dir, precision)
     shapes = profile_shapes(batch, run.input_shape)
     input_name = onnx_input_name(source)
@@ -273,11 +309,11 @@ def build_engine(run: Run, precision: str, *, batch: str = DEFAULT_BATCH, worksp
     seconds = time.perf_counter() - start
     data = bytes(memoryview(serialized))
     # old record out, engine in, new record last: a record always describes the engine beside it
-    record_path(run.dir, precision).unlink(missing_ok=True)
-    atomic_write_bytes(engine_path(run.dir, precision), data)
+    record_path(run.dir, precision, dla).unlink(missing_ok=True)
+    atomic_write_bytes(engine_path(run.dir, precision, dla), data)
     record = make_record(precision=precision, onnx_file=source, onnx_sha256=onnx_digest(source),
                          trt_version=trt.__version__, gpu=gpu, profile=profile, plan=plan,
                          workspace_mib=workspace_mib, build_seconds=seconds, engine_bytes=len(data),
-                         activation_bytes=activation_bytes(trt, data), dla=placement or None)
-    atomic_write_json(record_path(run.dir, precision), record)
+                         activation_bytes=activation_bytes(trt, data, dla), dla=placement or None)
+    atomic_write_json(record_path(run.dir, precision, dla), record)
     return record, f"built ({why})"
