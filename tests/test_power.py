@@ -125,3 +125,16 @@ def test_memory_falls_back_when_nvml_cannot_see_this_process(monkeypatch):
     res = probe.result()
     assert res["peak_memory_method"] == "cuda-mem-get-info"
     assert res["peak_memory_mb"] == pytest.approx(1100) and res["peak_memory_delta_mb"] == pytest.approx(600)
+
+
+def test_nvml_energy_counter_gives_the_loop_average(monkeypatch):
+    """Volta+ GPUs: the millijoule counter read at both ends, not the 1-second-averaged power reading."""
+    fake = fake_nvml(monkeypatch)
+    start = time.perf_counter()
+    fake.nvmlDeviceGetTotalEnergyConsumption = lambda handle: int(180_000 * (time.perf_counter() - start)) + 10**9
+    with PowerMeter("cuda:0") as meter:
+        time.sleep(0.2)
+    res = meter.result(images=50)
+    assert res["power_method"] == "nvml-energy"
+    assert res["avg_power_w"] == pytest.approx(180.0, rel=0.02)  # not the 250 W the power reading says
+    assert res["energy_j_per_image"] == pytest.approx(180.0 * (meter._t1 - meter._t0) / 50, rel=0.02)

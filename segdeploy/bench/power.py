@@ -2,8 +2,10 @@
 
 Sources, by device:
 
-* CUDA on a datacenter/desktop GPU: NVML board power (``nvmlDeviceGetPowerUsage``, milliwatts), sampled by a
-  thread every ``interval_s``;
+* CUDA on a datacenter/desktop GPU: NVML's energy counter (``nvmlDeviceGetTotalEnergyConsumption``, millijoules
+  since the driver loaded; Volta and newer), read at the start and end like RAPL below. Where the counter is not
+  supported, board power (``nvmlDeviceGetPowerUsage``, milliwatts) sampled by a thread every ``interval_s``; on
+  Ampere and newer that reading is itself a 1-second average, so it lags the loop it samples;
 * Jetson: ``tegrastats`` (NVML reports power as not supported there); the board's input rail (``VDD_IN``, or
   ``POM_5V_IN`` on older JetPacks) is the whole module's power;
 * CPU on Linux x86: RAPL package energy counters (``/sys/class/powercap/intel-rapl:N/energy_uj``), read at the
@@ -62,6 +64,7 @@ class PowerMeter:
         self._thread: threading.Thread | None = None
         self._t0 = self._t1 = 0.0
         self._rapl: list[Path] = []
+        self._energy = None  # () -> (joules, wrap range) for counter sources (RAPL, NVML energy)
         self._e0 = 0.0
 
     # -- sources -------------------------------------------------------------------------------------------
@@ -78,9 +81,18 @@ class PowerMeter:
         except Exception as e:  # noqa: BLE001 -- any NVML failure means "no NVML power here"
             self.reason = f"NVML power query failed: {type(e).__name__}"
             return False
-        self.method = "nvml"
-        self._thread = threading.Thread(target=self._poll, args=(lambda: pynvml.nvmlDeviceGetPowerUsage(handle) / 1e3,),
-                                        daemon=True)
+        try:
+            def energy_j() -> float:
+                return pynvml.nvmlDeviceGetTotalEnergyConsumption(handle) / 1e3
+
+            self._e0 = energy_j()
+        except Exception:  # noqa: BLE001 -- pre-Volta GPUs and some vGPUs: sample power instead
+            self.method = "nvml"
+            self._thread = threading.Thread(target=self._poll,
+                                            args=(lambda: pynvml.nvmlDeviceGetPowerUsage(handle) / 1e3,), daemon=True)
+            return True
+        self.method = "nvml-energy"
+        self._energy = lambda: (energy_j(), 0.0)  # a 64-bit millijoule counter: no wrap within a benchmark
         return True
 
     def _start_tegrastats(self) -> bool:
@@ -97,7 +109,8 @@ class PowerMeter:
             self.reason = "no readable RAPL energy counters (VM, non-Intel/AMD CPU, or root-only sysfs)"
             return False
         self.method = "rapl"
-        self._e0, _ = _rapl_energy_j(self._rapl)
+        self._energy = lambda: _rapl_energy_j(self._rapl)
+        self._e0, _ = self._energy()
         return True
 
     def _poll(self, read_watts) -> None:
@@ -131,8 +144,8 @@ class PowerMeter:
             self._tegrastats.stop()
         if self._thread is not None:
             self._thread.join(timeout=2)
-        if self.method == "rapl":
-            e1, wrap = _rapl_energy_j(self._rapl)
+        if self._energy is not None:  # an energy counter: the average power over the loop, exactly
+            e1, wrap = self._energy()
             energy = e1 - self._e0 if e1 >= self._e0 else e1 - self._e0 + wrap  # counter wrapped once
             seconds = self._t1 - self._t0
             self._samples = [energy / seconds] if seconds > 0 else []
