@@ -180,26 +180,25 @@ def test_silent_cpu_fallback_is_reported(run, monkeypatch):
     assert "fell back to CPUExecutionProvider" in message
 
 
-def test_stream_option_rejected_falls_back_to_host_timing(run, monkeypatch):
-    """An onnxruntime that refuses ``user_compute_stream`` must still run the model (timed on the host), not
-    turn into a "cannot load the model" error. The session is faked to report the CUDA EP it was asked for."""
+def _fake_gpu_session(monkeypatch, provider, reject=lambda options: False):
+    """onnxruntime as a GPU machine would show it: ``provider`` available, sessions that report it and record
+    the provider options they were created with (``reject(options)`` -> raise as onnxruntime would)."""
     import onnxruntime as ort
-    import torch
     from onnxruntime.capi import onnxruntime_pybind11_state as status
 
-    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort, "get_available_providers", lambda: [provider, "CPUExecutionProvider"])
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "Stream", lambda device: types.SimpleNamespace(cuda_stream=0x7F00))
     seen = []
 
     class Session:
         def __init__(self, path, options, providers):
-            seen.append(dict(providers)["CUDAExecutionProvider"])
-            if "user_compute_stream" in seen[-1]:
+            seen.append(dict(providers))
+            if reject(seen[-1]):
                 raise status.InvalidArgument("[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : unknown option")
 
         def get_providers(self):
-            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+            return [provider, "CPUExecutionProvider"]
 
         def get_inputs(self):
             return [types.SimpleNamespace(name="input", type="tensor(float)")]
@@ -207,9 +206,28 @@ def test_stream_option_rejected_falls_back_to_host_timing(run, monkeypatch):
         get_outputs = get_inputs
 
     monkeypatch.setattr(ort, "InferenceSession", Session)
+    return seen
+
+
+def test_stream_option_rejected_falls_back_to_host_timing(run, monkeypatch):
+    """An onnxruntime that refuses ``user_compute_stream`` must still run the model (timed on the host), not
+    turn into a "cannot load the model" error."""
+    seen = _fake_gpu_session(monkeypatch, "CUDAExecutionProvider",
+                             reject=lambda options: "user_compute_stream" in options["CUDAExecutionProvider"])
     engine = load_engine("onnxruntime-cuda", run, "fp32", "cuda")
-    assert seen == [{"device_id": 0, "user_compute_stream": str(0x7F00)}, {"device_id": 0}]
+    assert [s["CUDAExecutionProvider"] for s in seen] == [{"device_id": 0, "user_compute_stream": str(0x7F00)},
+                                                         {"device_id": 0}]
     assert engine.compute_stream is None and "INVALID_ARGUMENT" in engine.info["compute_stream_error"]
+
+
+def test_trt_execution_provider_session_uses_the_runs_input_shape(run, monkeypatch):
+    seen = _fake_gpu_session(monkeypatch, "TensorrtExecutionProvider")
+    engine = load_engine("onnxruntime-trt", run, "fp32", "cuda")
+    trt = seen[0]["TensorrtExecutionProvider"]
+    c, h, w = run.input_shape
+    assert trt["trt_profile_max_shapes"].endswith(f":32x{c}x{h}x{w}") and trt["user_compute_stream"] == str(0x7F00)
+    assert engine.compute_stream is not None and engine.info["trt_profile"]["trt_profile_min_shapes"].split(":")[1] \
+        == f"1x{c}x{h}x{w}"
 
 
 def test_corrupt_onnx_is_a_user_error(run):
@@ -232,6 +250,16 @@ def test_trt_execution_provider_keeps_precision_in_the_file(tmp_path):
     assert trt_options["trt_fp16_enable"] is False and trt_options["trt_int8_enable"] is False
     assert trt_options["trt_engine_cache_enable"] is True
     assert trt_options["trt_engine_cache_path"] == str(tmp_path / "cache") and trt_options["device_id"] == 1
+
+
+def test_trt_execution_provider_gets_the_native_engines_profile(tmp_path):
+    from segdeploy.engines.trt_build import profile_shapes
+
+    profile = ort_backend.trt_profile_options("input", profile_shapes("1:8:32", (3, 256, 256)))
+    assert profile == {"trt_profile_min_shapes": "input:1x3x256x256", "trt_profile_opt_shapes": "input:8x3x256x256",
+                       "trt_profile_max_shapes": "input:32x3x256x256"}
+    trt = dict(ort_backend.provider_chain("onnxruntime-trt", 0, tmp_path, trt_profile=profile))
+    assert trt["TensorrtExecutionProvider"]["trt_profile_max_shapes"] == "input:32x3x256x256"
 
 
 def test_cuda_execution_provider_runs_on_the_stream_it_is_given(tmp_path):

@@ -62,8 +62,15 @@ def check(precision: str, device: str = "auto", *, backend: str, run: Run | None
     return None
 
 
-def provider_chain(backend: str, device_id: int, trt_cache: Path,
-                   compute_stream: int | None = None) -> list[tuple[str, dict]]:
+def trt_profile_options(input_name: str, shapes) -> dict:
+    """The TensorRT EP's explicit optimization profile (onnxruntime >= 1.15), the same min/opt/max batches as the
+    native engines; without it the EP builds for the first shape it sees and rebuilds for every new one."""
+    keys = ("trt_profile_min_shapes", "trt_profile_opt_shapes", "trt_profile_max_shapes")
+    return {key: f"{input_name}:{'x'.join(str(d) for d in shape)}" for key, shape in zip(keys, shapes)}
+
+
+def provider_chain(backend: str, device_id: int, trt_cache: Path, compute_stream: int | None = None,
+                   trt_profile: dict | None = None) -> list[tuple[str, dict]]:
     """Providers in priority order; the CPU closes every chain so unsupported nodes still run.
 
     ``compute_stream``: a CUDA stream handle (``torch.cuda.Stream.cuda_stream``) for the CUDA EP to run on, so
@@ -79,6 +86,7 @@ def provider_chain(backend: str, device_id: int, trt_cache: Path,
         stream = {"has_user_compute_stream": True, "user_compute_stream": str(compute_stream)} if compute_stream else {}
         trt = ("TensorrtExecutionProvider", {
             **stream,
+            **(trt_profile or {}),
             "device_id": device_id,
             "trt_engine_cache_enable": True,
             "trt_engine_cache_path": str(trt_cache),
@@ -170,8 +178,15 @@ def load(run: Run, precision: str, device: str = "auto", *, backend: str) -> Ort
 
         stream = torch.cuda.Stream(target) if torch.cuda.is_available() else None
 
+    trt_profile = None
+    if backend == "onnxruntime-trt":
+        from segdeploy.engines.trt_build import DEFAULT_BATCH, onnx_input_name, profile_shapes
+
+        trt_profile = trt_profile_options(onnx_input_name(path), profile_shapes(DEFAULT_BATCH, run.input_shape))
+
     def session_on(stream):
-        chain = provider_chain(backend, cuda_index(target) or 0, trt_cache, stream.cuda_stream if stream else None)
+        chain = provider_chain(backend, cuda_index(target) or 0, trt_cache, stream.cuda_stream if stream else None,
+                               trt_profile)
         return ort.InferenceSession(str(path), options, providers=chain)
 
     stream_error = None
@@ -198,7 +213,7 @@ def load(run: Run, precision: str, device: str = "auto", *, backend: str) -> Ort
     info = {"provider": used[0], "providers": used, "onnx": str(path), "file_size_mb": onnx_size_mb(path),
             "onnxruntime": ort.__version__, "input_type": session.get_inputs()[0].type}
     if backend == "onnxruntime-trt":
-        info["trt_cache"] = str(trt_cache)
+        info.update(trt_cache=str(trt_cache), trt_profile=trt_profile)
     if stream_error:
         info["compute_stream_error"] = stream_error
     return OrtEngine(session, backend, precision, target, info, compute_stream=stream)
