@@ -7,9 +7,10 @@ for each of:
 * "Latency" = H2D + GPU compute + D2H of one query: here ``Engine.run`` on a host array, timed host to host;
 * "GPU Compute Time" = the kernels only: here ``Engine.infer`` on a device-resident input. Where the engine
   enqueues on a CUDA stream it exposes (``Engine.compute_stream``: torch, torch-compile, tensorrt, and the ONNX
-  Runtime CUDA and TensorRT EPs, which are handed a stream of ours) this is, as in trtexec, the time between two CUDA events recorded on that stream around the
-  call (``compute_timer: "cuda-events"``). Otherwise it is host time around the call plus a synchronize
-  (``compute_timer: "host"``; on CPU there are no copies, so it equals the latency; both are reported anyway).
+  Runtime CUDA and TensorRT EPs, which are handed a stream of ours) this is, as in trtexec, the time between two
+  CUDA events recorded on that stream around the call (``compute_timer: "cuda-events"``). Otherwise it is host
+  time around the call plus a synchronize (``compute_timer: "host"``; on CPU there are no copies, so it equals
+  the latency; both are reported anyway).
   Like trtexec's, the event time includes gaps where the GPU waits for the host to enqueue, so a model whose
   launch overhead exceeds its kernels shows that overhead here (CUDA graphs remove it);
 * "Throughput" = queries / wall time: here images per second at batch B, ``B / median(batch-B run time)``.

@@ -98,9 +98,9 @@ class DeviceMemoryReader:
 
     def __init__(self, device: str, *, use_nvml: bool = True):
         self._close: Callable[[], None] = lambda: None
-        nvml = _nvml_reader(device) if use_nvml else None
-        if nvml is not None:
-            self.method, self.read = "nvml-process", nvml
+        nvml_read = _nvml_reader(device) if use_nvml else None
+        if nvml_read is not None:
+            self.method, self.read = "nvml-process", nvml_read
             return
         if tegrastats.executable() is not None:
             try:
