@@ -393,6 +393,20 @@ def test_dla_engines_are_fixed_shape_reduced_precision_files_of_their_own(run, t
     assert isinstance(result.exception, SegdeployError) and "DLA runs fp16 and int8 only" in str(result.exception)
 
 
+def test_engine_records_tell_jetson_modules_apart(monkeypatch):
+    from segdeploy import envinfo
+    from segdeploy.engines.trt_build import engine_is_stale, gpu_identity
+
+    monkeypatch.setattr(envinfo, "gpus", lambda: [{"name": "Orin", "compute_capability": "8.7", "memory_gb": 7.4}])
+    monkeypatch.setattr(envinfo, "jetson_info", lambda: {"model": "NVIDIA Jetson Orin Nano Developer Kit"})
+    nano = gpu_identity("cuda:0")
+    assert nano == {"name": "Orin (NVIDIA Jetson Orin Nano Developer Kit)", "compute_capability": "8.7"}
+    agx_record = {"onnx_sha256": "h", "tensorrt": "10.3.0", "gpu": {"name": "Orin (Jetson AGX Orin)"}}
+    assert "this GPU is Orin (NVIDIA Jetson Orin Nano" in engine_is_stale(agx_record, "h", "10.3.0", nano["name"])
+    monkeypatch.setattr(envinfo, "jetson_info", lambda: None)  # a datacenter GPU keeps its plain name
+    assert gpu_identity("cuda:0")["name"] == "Orin"
+
+
 def test_activation_bytes_prefers_the_v2_query():
     from types import SimpleNamespace
 

@@ -138,3 +138,29 @@ def test_nvml_energy_counter_gives_the_loop_average(monkeypatch):
     assert res["power_method"] == "nvml-energy"
     assert res["avg_power_w"] == pytest.approx(180.0, rel=0.02)  # not the 250 W the power reading says
     assert res["energy_j_per_image"] == pytest.approx(180.0 * (meter._t1 - meter._t0) / 50, rel=0.02)
+
+
+@pytest.mark.parametrize("backend,method,peak_mb", [("torch", "torch.cuda.max_memory_allocated", 300),
+                                                    ("torch-compile", "torch.cuda.max_memory_reserved", 700)])
+def test_torch_backends_read_the_right_allocator_counter(monkeypatch, backend, method, peak_mb):
+    """CUDA-graph replays (torch-compile on GPU) allocate from a private pool that only the reserved counter
+    sees; eager torch is measured by what it allocates."""
+    import torch
+
+    from segdeploy.bench import memory
+
+    mib = 2**20
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda d: 100 * mib)
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda d: 200 * mib)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda d: (1000 * mib, 2000 * mib))
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda d: None)
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda d: 300 * mib)
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda d: 700 * mib)
+    probe = memory.MemoryProbe("cuda")
+    with probe.track("cuda:0", backend):
+        pass
+    res = probe.result()
+    assert res["peak_memory_method"] == method and res["peak_memory_mb"] == pytest.approx(peak_mb)
+    assert res["peak_memory_delta_mb"] == pytest.approx(peak_mb - (100 if backend == "torch" else 200))
