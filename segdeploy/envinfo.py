@@ -136,13 +136,27 @@ def tensorrt_version() -> str | None:
     return tensorrt.__version__
 
 
+def _device_tree_model(root: Path) -> str | None:
+    model_file = root / "proc/device-tree/model"
+    return model_file.read_text(errors="replace").strip("\x00\n ") if model_file.is_file() else None
+
+
+def is_jetson(root: Path = Path("/")) -> bool:
+    model = _device_tree_model(root)
+    return (root / "etc/nv_tegra_release").is_file() or bool(model and "jetson" in model.lower())
+
+
+def jetson_model(root: Path = Path("/")) -> str | None:
+    """The Jetson module's name from the device tree (two file reads, no subprocess); None elsewhere."""
+    return _device_tree_model(root) if is_jetson(root) else None
+
+
 def jetson_info(root: Path = Path("/")) -> dict | None:
     """Jetson model, L4T release and nvpmodel power mode; None on other machines."""
-    model_file = root / "proc/device-tree/model"
-    release_file = root / "etc/nv_tegra_release"
-    model = model_file.read_text(errors="replace").strip("\x00\n ") if model_file.is_file() else None
-    if not release_file.is_file() and not (model and "jetson" in model.lower()):
+    if not is_jetson(root):
         return None
+    model = _device_tree_model(root)
+    release_file = root / "etc/nv_tegra_release"
     release = None
     if release_file.is_file():  # "# R36 (release), REVISION: 4.0, GCID: ..., BOARD: generic, ..."
         fields = release_file.read_text(errors="replace").lstrip("# ").split(",")

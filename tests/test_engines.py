@@ -398,12 +398,12 @@ def test_engine_records_tell_jetson_modules_apart(monkeypatch):
     from segdeploy.engines.trt_build import engine_is_stale, gpu_identity
 
     monkeypatch.setattr(envinfo, "gpus", lambda: [{"name": "Orin", "compute_capability": "8.7", "memory_gb": 7.4}])
-    monkeypatch.setattr(envinfo, "jetson_info", lambda: {"model": "NVIDIA Jetson Orin Nano Developer Kit"})
+    monkeypatch.setattr(envinfo, "jetson_model", lambda: "NVIDIA Jetson Orin Nano Developer Kit")
     nano = gpu_identity("cuda:0")
     assert nano == {"name": "Orin (NVIDIA Jetson Orin Nano Developer Kit)", "compute_capability": "8.7"}
     agx_record = {"onnx_sha256": "h", "tensorrt": "10.3.0", "gpu": {"name": "Orin (Jetson AGX Orin)"}}
     assert "this GPU is Orin (NVIDIA Jetson Orin Nano" in engine_is_stale(agx_record, "h", "10.3.0", nano["name"])
-    monkeypatch.setattr(envinfo, "jetson_info", lambda: None)  # a datacenter GPU keeps its plain name
+    monkeypatch.setattr(envinfo, "jetson_model", lambda: None)  # a datacenter GPU keeps its plain name
     assert gpu_identity("cuda:0")["name"] == "Orin"
 
 

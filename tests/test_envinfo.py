@@ -56,7 +56,7 @@ def test_a_failing_probe_becomes_null(monkeypatch):
 
 
 def test_jetson_files_are_parsed(tmp_path):
-    assert envinfo.jetson_info(tmp_path) is None  # not a Jetson
+    assert envinfo.jetson_info(tmp_path) is None and envinfo.jetson_model(tmp_path) is None  # not a Jetson
     (tmp_path / "proc/device-tree").mkdir(parents=True)
     (tmp_path / "proc/device-tree/model").write_bytes(b"NVIDIA Jetson AGX Orin Developer Kit\x00")
     (tmp_path / "etc").mkdir()
@@ -65,6 +65,7 @@ def test_jetson_files_are_parsed(tmp_path):
     info = envinfo.jetson_info(tmp_path)
     assert info["model"] == "NVIDIA Jetson AGX Orin Developer Kit"
     assert info["l4t"] == "R36.4.3"
+    assert envinfo.jetson_model(tmp_path) == info["model"]
 
 
 def test_import_is_light():

@@ -184,9 +184,9 @@ def load(run: Run, precision: str, device: str = "auto", *, backend: str) -> Ort
 
         trt_profile = trt_profile_options(onnx_input_name(path), profile_shapes(DEFAULT_BATCH, run.input_shape))
 
-    def session_on(stream):
-        chain = provider_chain(backend, cuda_index(target) or 0, trt_cache, stream.cuda_stream if stream else None,
-                               trt_profile)
+    def session_on(user_stream):
+        chain = provider_chain(backend, cuda_index(target) or 0, trt_cache,
+                               user_stream.cuda_stream if user_stream else None, trt_profile)
         return ort.InferenceSession(str(path), options, providers=chain)
 
     stream_error = None

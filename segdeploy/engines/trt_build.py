@@ -187,16 +187,16 @@ def import_tensorrt():
 
 def gpu_identity(device: str) -> dict:
     from segdeploy.engines import cuda_index
-    from segdeploy.envinfo import gpus, jetson_info
+    from segdeploy.envinfo import gpus, jetson_model
 
     index = cuda_index(device) or 0
     found = gpus()
     if index >= len(found):
         raise BackendUnavailable(f"tensorrt: no {device} (this machine has {len(found)} NVIDIA GPU(s))")
     identity = {k: found[index][k] for k in ("name", "compute_capability")}
-    jetson = jetson_info()
-    if jetson and jetson.get("model"):  # every Orin module calls its GPU "Orin": the module tells them apart
-        identity["name"] = f"{identity['name']} ({jetson['model']})"
+    module = jetson_model()
+    if module:  # every Orin module calls its GPU "Orin": the module tells them apart
+        identity["name"] = f"{identity['name']} ({module})"
     return identity
 
 
@@ -267,8 +267,9 @@ def build_engine(run: Run, precision: str, *, batch: str = DEFAULT_BATCH, worksp
     reason = missing_onnx_reason(run, precision)
     if reason:
         raise BackendUnavailable(reason)
-    if dla is not None and dla_problem(precision, batch):
-        raise SegdeployError(f"cannot build for DLA core {dla}: {dla_problem(precision, batch)}.")
+    problem = dla_problem(precision, batch) if dla is not None else None
+    if problem:
+        raise SegdeployError(f"cannot build for DLA core {dla}: {problem}.")
     import torch
 
     from segdeploy.engines import cuda_index
