@@ -125,16 +125,17 @@ class MemoryProbe:
 
     def __init__(self, requested_device: str = "auto", interval_s: float = 0.01):
         self.interval_s = interval_s
-        self.baseline_rss = _rss()
         self.device = "cpu"
         self.method = "psutil-rss"
-        self._rss_peak = self.baseline_rss
         self._gpu_reader: Callable[[], int] | None = None
         self._gpu_baseline: int | None = 0
         self._gpu_peak = 0
         self._gpu_baselines: dict[tuple[str, str], int] = {}  # (cuda:N, method) -> bytes before the engine
         if requested_device != "cpu":
             self._capture_gpu_baselines(requested_device)
+        # after the GPU baselines: a CUDA context they may have created is not the engine's host memory
+        self.baseline_rss = _rss()
+        self._rss_peak = self.baseline_rss
 
     def _capture_gpu_baselines(self, requested_device: str) -> None:
         import torch
@@ -149,7 +150,11 @@ class MemoryProbe:
         nvml_read = _nvml_reader(dev)  # before any CUDA context of ours exists
         if nvml_read is not None:
             self._gpu_baselines[dev, "nvml-process"] = nvml_read()
-        fallback = DeviceMemoryReader(dev, use_nvml=False)  # for when NVML turns out blind to this process
+        if nvml_read is not None and not torch.cuda.is_initialized():
+            # no device-wide baseline: cudaMemGetInfo would create a CUDA context a CPU engine never needs; if
+            # NVML then proves blind to this process (containers), the row gets a peak without a delta
+            return
+        fallback = DeviceMemoryReader(dev, use_nvml=False)
         try:
             self._gpu_baselines[dev, fallback.method] = fallback.read()
         finally:
