@@ -5,7 +5,7 @@
       model.json             metadata: model, classes, input size, normalisation, split, metrics, versions
       train_state.pt         resumable training state (last epoch), removed when training finishes
       history.jsonl          one line per epoch
-      onnx/model.<precision>.onnx + onnx/manifest.json     (segdeploy export)
+      onnx/model.<precision>.onnx + onnx/manifest.json     (segdeploy export; int8 also model.int8-cpu.onnx)
       engines/               TensorRT engines and their build records (segdeploy engines build)
 
 Every stage takes RUN_DIR, so a user can inspect, copy or delete any artifact with ordinary tools.
@@ -28,8 +28,10 @@ TRAIN_STATE = "train_state.pt"
 HISTORY = "history.jsonl"
 
 
-def onnx_path(run_dir: str | Path, precision: str) -> Path:
-    return Path(run_dir) / "onnx" / f"model.{precision}.onnx"
+def onnx_path(run_dir: str | Path, precision: str, form: str | None = None) -> Path:
+    """``onnx/model.<precision>.onnx``; with ``form``, a variant of that precision made for one kind of runtime
+    (``model.int8-cpu.onnx``: see segdeploy.export.quantize.INT8_FORMS)."""
+    return Path(run_dir) / "onnx" / f"model.{precision}{'-' + form if form else ''}.onnx"
 
 
 def manifest_path(run_dir: str | Path) -> Path:

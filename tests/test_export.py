@@ -63,7 +63,7 @@ def exported(tmp_path_factory):
 def test_cli_exits_0_and_prints_the_table(exported):
     _, _, result = exported
     assert result.exit_code == 0, result.output
-    for word in ("fp32", "fp16", "int8", "model.int8.onnx", "ok"):
+    for word in ("fp32", "fp16", "int8", "model.int8.onnx", "int8 (cpu)", "model.int8-cpu.onnx", "ok"):
         assert word in result.output
 
 
@@ -122,8 +122,12 @@ def test_int8_is_tensorrt_style_qdq(exported):
     assert entry["qdq"] == qdq_report(path)
     assert entry["qdq"]["quantize_linear"] > 0 and entry["qdq"]["dequantize_linear"] > 0
     assert entry["qdq"]["all_zero_points_zero"] and entry["qdq"]["per_channel_weights"] and entry["qdq"]["int8_only"]
+    assert entry["qdq"]["weight_storage"] == "int8"
     assert entry["calibration"]["method"] == "minmax" and entry["calibration"]["split"] == "train"
-    # direct look at the graph: every Conv kernel goes through a DQ with one int8 zero-point 0 per out channel
+    assert entry["form"] == "tensorrt" and entry["forms"]["tensorrt"]["file"] == "onnx/model.int8.onnx"
+    assert "tensorrt" in entry["forms"]["tensorrt"]["backends"]
+    # direct look at the graph: every Conv kernel is an int8 initializer read by a DQ alone (ModelOpt's --dq_only
+    # form), with one int8 zero-point 0 per output channel; no float kernel is left in the file
     model = onnx.load(str(path))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     producer = {o: n for n in model.graph.node for o in n.output}
@@ -132,10 +136,12 @@ def test_int8_is_tensorrt_style_qdq(exported):
     for conv in convs:
         dq = producer[conv.input[1]]
         assert dq.op_type == "DequantizeLinear"
-        kernel = inits[producer[dq.input[0]].input[0]]
+        kernel = inits[dq.input[0]]
         scale, zero_point = inits[dq.input[1]], inits[dq.input[2]]
+        assert kernel.dtype == np.int8 and kernel.ndim == 4 and np.abs(kernel.astype(int)).max() <= 127
         assert scale.shape == (kernel.shape[0],)
         assert zero_point.dtype == np.int8 and not zero_point.any()
+    assert not any(t.ndim == 4 and t.dtype == np.float32 for t in inits.values())
     assert entry["parity"]["argmax_agreement"] > 0.9
 
 
@@ -149,7 +155,7 @@ def test_qdq_report_catches_asymmetric_quantization(exported, tmp_path):
     quantize_static(str(onnx_path(run_dir, "fp32")), str(out), ArrayCalibrationReader(calib),
                     quant_format=QuantFormat.QDQ, activation_type=QuantType.QUInt8, weight_type=QuantType.QUInt8)
     report = qdq_report(out)
-    assert report["quantize_linear"] > 0
+    assert report["quantize_linear"] > 0 and report["weight_storage"] == "int8"
     assert not report["all_zero_points_zero"] and not report["int8_only"] and not report["per_channel_weights"]
 
 

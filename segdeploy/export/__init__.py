@@ -2,7 +2,8 @@
 
     RUN_DIR/onnx/model.fp32.onnx   dynamo export (legacy TorchScript exporter as fallback), dynamic batch
     RUN_DIR/onnx/model.fp16.onnx   onnxruntime.transformers.float16, float32 inputs/outputs kept
-    RUN_DIR/onnx/model.int8.onnx   TensorRT-style Q/DQ, calibrated on training images
+    RUN_DIR/onnx/model.int8.onnx   TensorRT-style Q/DQ (int8 weights, DQ only), calibrated on training images
+    RUN_DIR/onnx/model.int8-cpu.onnx   the same calibration in ONNX Runtime's CPU form (uint8 activations)
     RUN_DIR/onnx/manifest.json     files, hashes, exporter, parity vs PyTorch fp32, Q/DQ report
 
 A precision that fails becomes a manifest entry with ``status: "failed"`` and the reason; the others are
@@ -26,6 +27,24 @@ from segdeploy.fileio import atomic_write_json, read_json, sha256_file
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 MIN_OPSET = 17  # LayerNormalization is one op from 17; split LayerNorm overflows in TensorRT FP16
 
+# INT8 Q/DQ forms (how each is quantized: segdeploy.export.quantize.INT8_FORMS) and the backends that load each,
+# chosen by measurement (benchmarks/cpu_int8.py): TensorRT accepts only the symmetric int8 form; onnxruntime's CPU
+# kernels run the uint8-activation form faster (every Conv/MatMul fused); OpenVINO's CPU plugin runs both forms at
+# about the same speed but computes the symmetric int8 form far less exactly (SegFormer-B3: 69% of pixels keep
+# their fp32 class, against 96% for onnxruntime on the same file and for OpenVINO on the uint8 form). OpenVINO's
+# GPU/NPU plugins share its low-precision transformations and load the same form (not measured: no such device
+# here). A backend not listed loads the tensorrt form, model.int8.onnx.
+DEFAULT_INT8_FORM = "tensorrt"
+INT8_FORM_BACKENDS = {
+    "tensorrt": ("tensorrt", "onnxruntime-trt", "onnxruntime-cuda"),
+    "cpu": ("onnxruntime", "openvino", "openvino-gpu", "openvino-npu"),
+}
+
+
+def int8_form_for(backend: str) -> str:
+    """The INT8 form ``backend`` loads."""
+    return next((form for form, backends in INT8_FORM_BACKENDS.items() if backend in backends), DEFAULT_INT8_FORM)
+
 # public names that live in modules importing torch/onnx/onnxruntime, resolved on first access (PEP 562)
 _LAZY = {
     "export_onnx": "segdeploy.export.onnx_export",
@@ -35,7 +54,8 @@ _LAZY = {
     "quantize_int8": "segdeploy.export.quantize",
     "qdq_report": "segdeploy.export.quantize",
 }
-__all__ = ["EXPORT_PRECISIONS", "export_run", "load_images", "read_manifest", *_LAZY]
+__all__ = ["EXPORT_PRECISIONS", "INT8_FORM_BACKENDS", "export_run", "int8_form_for", "load_images",
+           "read_manifest", *_LAZY]
 
 
 class PrecisionFailed(Exception):
@@ -122,6 +142,48 @@ def _check_args(precisions: Iterable[str], calib_images: int, calib_method: str,
     return precisions
 
 
+def _int8_forms_entry(run, fp32_file: Path, calib_batch: np.ndarray, calib_method: str, forms: list[str],
+                      excluded: list[str], model, parity_batch: np.ndarray) -> dict:
+    """``forms`` of the int8 manifest entry: which file each INT8 form is in and which backends load it. The
+    ``tensorrt`` form is the entry itself (model.int8.onnx); every other form is quantized here with the same
+    calibration images and excluded nodes, and checked like any precision. A form that fails is recorded with
+    its reason; the backends that would load it fall back to the tensorrt form (and say so in their rows)."""
+    from segdeploy.export.onnx_export import describe_error, remove_onnx
+    from segdeploy.export.quantize import DEFAULT_FORM, INT8_FORMS, qdq_report, quantize_int8
+    from segdeploy.runs import onnx_path
+
+    record = {DEFAULT_FORM: {"file": onnx_path(run.dir, "int8").relative_to(run.dir).as_posix(),
+                             "backends": list(INT8_FORM_BACKENDS[DEFAULT_FORM])}}
+    for form in INT8_FORMS:
+        if form == DEFAULT_FORM:
+            continue
+        path = onnx_path(run.dir, "int8", form)
+        if form not in forms:
+            remove_onnx(path)  # a form from an earlier export would no longer match model.int8.onnx
+            continue
+        entry: dict = {"status": "ok", "backends": list(INT8_FORM_BACKENDS.get(form, ()))}
+        try:
+            info = quantize_int8(fp32_file, path, calib_batch, calib_method, nodes_to_exclude=excluded, form=form)
+            entry["form_description"] = info["form_description"]
+            entry["qdq"] = qdq_report(path)
+            entry.update(_file_entry(run.dir, path, model, parity_batch))
+        except Exception as e:  # the tensorrt form stands on its own
+            entry.update(status="failed", error=describe_error(e), file=None)
+            remove_onnx(path)
+        record[form] = entry
+    return record
+
+
+def _check_forms(forms: Iterable[str]) -> list[str]:
+    from segdeploy.export.quantize import DEFAULT_FORM, INT8_FORMS
+
+    forms = list(dict.fromkeys([DEFAULT_FORM, *forms]))
+    unknown = [f for f in forms if f not in INT8_FORMS]
+    if unknown:
+        raise SegdeployError(f"unknown INT8 form(s) {', '.join(unknown)}.", fix=f"use some of {', '.join(INT8_FORMS)}.")
+    return forms
+
+
 def _file_entry(run_dir: Path, path: Path, model, parity_images: np.ndarray) -> dict:
     from segdeploy.export.onnx_export import check_dynamic_batch, onnx_opset, parity
 
@@ -137,7 +199,8 @@ def _file_entry(run_dir: Path, path: Path, model, parity_images: np.ndarray) -> 
 
 def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISIONS, *, calib_images: int = 32,
                calib_method: str = "minmax", parity_images: int = 8, opset: int = 18, int8_auto: bool = False,
-               int8_target: float = 0.99, on_step: Callable[[str, str], None] | None = None) -> dict:
+               int8_target: float = 0.99, int8_forms: Iterable[str] = ("tensorrt", "cpu"),
+               on_step: Callable[[str, str], None] | None = None) -> dict:
     """Export ``run_dir``'s model to ONNX in ``precisions`` and write ``onnx/manifest.json``; returns it.
 
     Parity is measured on the first ``parity_images`` test images, INT8 calibration on a seeded choice of
@@ -145,13 +208,16 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
     precision. Entries of precisions not asked for are kept from an earlier manifest. ``int8_auto``: when INT8 Dice
     on validation images falls below ``int8_target`` x fp32 Dice, keep the most sensitive layers in floating point
     (:mod:`segdeploy.export.int8_auto`); the manifest's ``int8_auto`` entry says which and what each try gave.
+    ``int8_forms``: the INT8 Q/DQ forms to write (:data:`segdeploy.export.quantize.INT8_FORMS`; ``tensorrt`` is
+    model.int8.onnx and always written); the int8 entry's ``forms`` says which file each backend loads.
     """
     from segdeploy.export.onnx_export import ExportFailed, describe_error, export_onnx, remove_onnx
     from segdeploy.export.precision import convert_fp16
-    from segdeploy.export.quantize import qdq_report, quantize_int8
+    from segdeploy.export.quantize import DEFAULT_FORM, INT8_FORMS, qdq_report, quantize_int8
     from segdeploy.runs import load_run, manifest_path, onnx_path
 
     precisions = _check_args(precisions, calib_images, calib_method, parity_images, opset)
+    int8_forms = _check_forms(int8_forms)
     step = on_step or (lambda precision, what: None)
     run = load_run(run_dir)
     manifest = read_manifest(run.dir)  # read first: a corrupt manifest stops us before any work
@@ -202,10 +268,19 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
                         raise PrecisionFailed("the Q/DQ model has non-zero zero-points, which TensorRT rejects")
                 step(precision, "checking parity")
                 entry.update(_file_entry(run.dir, path, model, parity_batch))
+                if precision == "int8":
+                    step(precision, f"other forms: {', '.join(int8_forms[1:]) or 'none'}")
+                    excluded = (entry.get("int8_auto") or {}).get("excluded_nodes") or []
+                    entry["forms"] = _int8_forms_entry(run, fp32_file, calib_batch, calib_method, int8_forms,
+                                                       excluded, model, parity_batch)
             except Exception as e:  # one precision failing must not stop the others
                 reason = str(e) if isinstance(e, PrecisionFailed) else describe_error(e)
                 entry.update(status="failed", error=reason, file=None)
                 remove_onnx(path)  # a stale file must not be mistaken for this export
+                if precision == "int8":
+                    for form in INT8_FORMS:  # the other forms derive from the failed one
+                        if form != DEFAULT_FORM:
+                            remove_onnx(onnx_path(run.dir, "int8", form))
             entries[precision] = entry
             step(precision, "done")
 

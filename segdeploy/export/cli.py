@@ -25,6 +25,10 @@ def export(
     opset: int = typer.Option(18, "--opset", help="ONNX opset for the dynamo exporter (>= 17)."),
     int8_auto: bool = typer.Option(False, "--int8-auto", help="Keep the most sensitive layers out of INT8 until its "
                                                               "validation Dice is >= 99% of fp32."),
+    int8_forms: str = typer.Option("tensorrt,cpu", "--int8-forms",
+                                   help="INT8 Q/DQ forms: tensorrt (model.int8.onnx, always written: symmetric int8, "
+                                        "what TensorRT loads) and cpu (model.int8-cpu.onnx: uint8 activations, "
+                                        "what onnxruntime's CPU EP and OpenVINO load)."),
 ) -> None:
     """Export a trained run to ONNX (dynamic batch) and check every file against PyTorch fp32.
 
@@ -49,26 +53,34 @@ def export(
                 progress.update(task, description=f"{precision}: {step}")
 
         manifest = export_run(run_dir, wanted, calib_images=calib_images, calib_method=calib_method,
-                              parity_images=parity_images, opset=opset, int8_auto=int8_auto, on_step=on_step)
+                              parity_images=parity_images, opset=opset, int8_auto=int8_auto, on_step=on_step,
+                              int8_forms=[f.strip() for f in int8_forms.split(",") if f.strip()])
 
     entries = manifest["precisions"]
     table = Table(title=f"ONNX export of {manifest['model']} ({run_dir})")
     for column, justify in (("precision", "left"), ("file", "left"), ("MB", "right"), ("max |diff|", "right"),
                             ("argmax agree", "right"), ("status", "left")):
         table.add_column(column, justify=justify, no_wrap=column == "file")
+    rows = []
     for precision in wanted:
-        entry = entries[precision]
+        rows.append((precision, entries[precision]))
+        forms = entries[precision].get("forms") or {}
+        rows += [(f"{precision} ({form})", entry) for form, entry in forms.items() if "status" in entry]
+    for label, entry in rows:
         parity = entry.get("parity") or {}
         status = entry["status"]
         style = _STATUS_STYLE.get(status, "")
         file_name = Path(entry["file"]).name if entry.get("file") else "-"
-        table.add_row(precision, file_name, _fmt(entry.get("size_mb"), ".2f"),
+        table.add_row(label, file_name, _fmt(entry.get("size_mb"), ".2f"),
                       _fmt(parity.get("max_abs_diff"), ".2e"), _fmt(parity.get("argmax_agreement"), ".4f"),
                       f"[{style}]{status}[/]")
     console.print(table)
     failed = [p for p in wanted if entries[p]["status"] != "ok"]
     for precision in failed:
         console.print(f"[bold red]{precision} failed:[/] {entries[precision]['error']}", highlight=False)
+    for label, entry in rows:
+        if "(" in label and entry["status"] != "ok":  # a failed extra form: its backends load the tensorrt form
+            console.print(f"[yellow]{label} failed:[/] {entry['error']}", highlight=False)
     done = [entries[p] for p in wanted if entries[p]["status"] == "ok"]
     if done:
         console.print(f"{done[0]['exporter']} exporter, opset {done[0]['opset']}; parity vs PyTorch fp32 on "

@@ -1,13 +1,25 @@
-"""INT8 Q/DQ ONNX in the form TensorRT accepts, calibrated with ONNX Runtime's static quantizer.
+"""INT8 Q/DQ ONNX, calibrated with ONNX Runtime's static quantizer, in two forms (``INT8_FORMS``).
 
-TensorRT only takes symmetric INT8 Q/DQ (zero-point 0) with per-channel weight scales; quantize_static's
-defaults give asymmetric activations (non-zero zero-points), so the options below are set explicitly. They
-are the ones NVIDIA ModelOpt passes for its "TensorRT-guided" INT8 PTQ.
+``tensorrt`` (``onnx/model.int8.onnx``): symmetric int8 activations and per-channel int8 weights, every zero-point 0,
+which is the only Q/DQ TensorRT accepts (quantize_static's defaults give asymmetric activations). The options are
+the ones NVIDIA ModelOpt passes for its "TensorRT-guided" INT8 PTQ, except that weights are stored as int8
+initializers behind a DequantizeLinear alone (ModelOpt's ``--dq_only`` form, which TensorRT also accepts) rather
+than as float weights behind a QuantizeLinear -> DequantizeLinear pair: the file is a quarter of fp32 instead of
+as large, and the arithmetic is the same (ORT folds Q(W) into the same int8 constant).
+
+``cpu`` (``onnx/model.int8-cpu.onnx``): uint8 asymmetric activations, the same int8 per-channel weights; the form
+the CPU runtimes are built for. With int8 activations ORT's x86 graph optimizer leaves some Q/DQ groups unfused
+(on SegFormer-B3 31 of 200 MatMuls and 3 Convs run as DequantizeLinear + float op + QuantizeLinear); with uint8
+activations every Conv and MatMul becomes QLinearConv/QLinearMatMul (measured with
+``SessionOptions.optimized_model_filepath``, see benchmarks/cpu_int8.py). OpenVINO runs both forms at about the same
+speed but computes the int8-activation form much less exactly than onnxruntime does. TensorRT rejects this form
+(non-zero zero-points). Which backend loads which form: ``segdeploy.export.INT8_FORM_BACKENDS``.
 """
 
 from __future__ import annotations
 
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +30,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from segdeploy.errors import SegdeployError
+from segdeploy.export import DEFAULT_INT8_FORM as DEFAULT_FORM  # the form in model.int8.onnx
 from segdeploy.export.onnx_export import INPUT_NAME, describe_error
 from segdeploy.fileio import atomic_target, commit
 
@@ -28,16 +41,42 @@ TENSORRT_QDQ_OPTIONS = {
     "ActivationSymmetric": True,  # zero-point 0 for activations
     "WeightSymmetric": True,
     "QuantizeBias": False,  # TensorRT fuses float biases itself
-    "AddQDQPairToWeight": True,  # weights stay float behind a Q->DQ pair, the explicit-quantization form
+    "AddQDQPairToWeight": False,  # weights stored as int8 initializers behind a DequantizeLinear (--dq_only form)
     "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
     "ForceQuantizeNoInputCheck": True,
     "DedicatedQDQPair": False,
     "QDQDisableWeightAdjustForInt32Bias": True,
 }
 
+CPU_QDQ_OPTIONS = {
+    "ActivationSymmetric": False,  # uint8 with a zero-point: the u8 x s8 products x86 VNNI kernels compute
+    "WeightSymmetric": True,
+    "AddQDQPairToWeight": False,
+    "QDQOpTypePerChannelSupportToAxis": {"Conv": 0, "ConvTranspose": 1},
+}
+
+
+@dataclass(frozen=True)
+class Int8Form:
+    """How one Q/DQ layout of the INT8 model is quantized (which backends load it: export.INT8_FORM_BACKENDS)."""
+
+    name: str
+    activation_type: QuantType
+    extra_options: dict = field(hash=False)
+    description: str
+
+
+INT8_FORMS = {
+    "tensorrt": Int8Form("tensorrt", QuantType.QInt8, TENSORRT_QDQ_OPTIONS,
+                         "int8 symmetric activations, int8 symmetric per-channel weights stored as int8 (DQ only)"),
+    "cpu": Int8Form("cpu", QuantType.QUInt8, CPU_QDQ_OPTIONS,
+                    "uint8 asymmetric activations, int8 symmetric per-channel weights stored as int8 (DQ only)"),
+}
+
 
 # Q/DQ goes in front of the layers TensorRT runs in INT8 (the weighted ones); it fuses the elementwise ops
-# around them. Left to its defaults ORT also quantizes LayerNormalization's scale per-tensor.
+# around them. Left to its defaults ORT also quantizes LayerNormalization's scale per-tensor. The CPU form uses the
+# same selection: quantizing every op (ORT's default) was not faster on ORT and slower on OpenVINO.
 QUANTIZED_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
@@ -70,24 +109,28 @@ def preprocess_for_quantization(fp32_path: str | Path, out_path: Path) -> tuple[
 
 
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.ndarray,
-                  method: str = "minmax", nodes_to_exclude: list[str] | None = None) -> dict:
-    """Write a TensorRT-style INT8 Q/DQ model of ``fp32_path`` calibrated on ``calib_images``; the nodes named in
-    ``nodes_to_exclude`` (names in the pre-processed graph) stay in floating point."""
+                  method: str = "minmax", nodes_to_exclude: list[str] | None = None, form: str = DEFAULT_FORM) -> dict:
+    """Write an INT8 Q/DQ model of ``fp32_path`` in ``form`` (``INT8_FORMS``) calibrated on ``calib_images``; the
+    nodes named in ``nodes_to_exclude`` (names in the pre-processed graph) stay in floating point."""
+    if form not in INT8_FORMS:
+        raise SegdeployError(f"unknown INT8 form {form!r}.", fix=f"use one of {', '.join(INT8_FORMS)}.")
     if method not in CALIB_METHODS:
         raise SegdeployError(f"unknown calibration method {method!r}.", fix=f"use one of {', '.join(CALIB_METHODS)}.")
     if len(calib_images) == 0:
         raise SegdeployError("no calibration images.", fix="pass --calib-images N with N >= 1.")
     out_path = Path(out_path)
-    info: dict = {"calibration": {"method": method, "images": int(len(calib_images))}}
+    spec = INT8_FORMS[form]
+    info: dict = {"calibration": {"method": method, "images": int(len(calib_images))}, "form": form,
+                  "form_description": spec.description}
     with tempfile.TemporaryDirectory(prefix="segdeploy-int8-") as tmp:
         source, pre = preprocess_for_quantization(fp32_path, Path(tmp) / "preprocessed.onnx")
         info.update(pre)
         target = atomic_target(out_path)
         quantize_static(str(source), str(target), ArrayCalibrationReader(calib_images),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES),
-                        per_channel=True, activation_type=QuantType.QInt8,
+                        per_channel=True, activation_type=spec.activation_type,
                         weight_type=QuantType.QInt8, calibrate_method=CALIB_METHODS[method],
-                        nodes_to_exclude=list(nodes_to_exclude or []), extra_options=dict(TENSORRT_QDQ_OPTIONS))
+                        nodes_to_exclude=list(nodes_to_exclude or []), extra_options=dict(spec.extra_options))
         commit(target, out_path)
     if nodes_to_exclude:
         info["excluded_nodes"] = list(nodes_to_exclude)
@@ -105,18 +148,20 @@ def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
 
 
 def qdq_report(onnx_path: str | Path) -> dict:
-    """What TensorRT cares about in a Q/DQ model.
+    """What TensorRT (and a reader of file sizes) cares about in a Q/DQ model.
 
     ``all_zero_points_zero``: every Q/DQ zero-point is 0 (a missing zero-point counts as 0 but means uint8);
-    ``int8_only``: every zero-point is an explicit int8 tensor; ``per_channel_weights``: every quantized
-    weight (a QuantizeLinear whose input is an initializer) has a 1-D per-channel scale.
+    ``int8_only``: every zero-point is an explicit int8 tensor; ``quantized_weights``: weights behind Q/DQ, either
+    float initializers behind a QuantizeLinear -> DequantizeLinear pair or 8-bit initializers behind a
+    DequantizeLinear alone; ``weight_storage``: ``int8`` when all are stored as 8-bit integers (DQ only), ``float``
+    when all stay float, else ``mixed``; ``per_channel_weights``: every quantized weight has a 1-D scale.
     """
     model = onnx.load(str(onnx_path))
     constants = _constants(model)
     initializers = {t.name for t in model.graph.initializer}
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     zero_points_zero = int8_only = True
-    weight_scale_ndims = []
+    weight_scale_ndims, stored = [], set()
     for node in qdq:
         zero_point = constants.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if zero_point is None:
@@ -124,12 +169,21 @@ def qdq_report(onnx_path: str | Path) -> dict:
         else:
             int8_only &= zero_point.dtype == np.int8
             zero_points_zero &= bool(np.all(zero_point == 0))
-        if node.op_type == "QuantizeLinear" and node.input[0] in initializers:
-            weight_scale_ndims.append(constants[node.input[1]].ndim)
+        source = node.input[0]
+        if source not in initializers:
+            continue
+        if node.op_type == "QuantizeLinear":
+            stored.add("float")
+        elif constants[source].dtype in (np.int8, np.uint8):  # int32 initializers behind a DQ are biases
+            stored.add("int8")
+        else:
+            continue
+        weight_scale_ndims.append(constants[node.input[1]].ndim)
     return {
         "quantize_linear": sum(n.op_type == "QuantizeLinear" for n in qdq),
         "dequantize_linear": sum(n.op_type == "DequantizeLinear" for n in qdq),
         "quantized_weights": len(weight_scale_ndims),
+        "weight_storage": stored.pop() if len(stored) == 1 else ("mixed" if stored else None),
         "all_zero_points_zero": zero_points_zero,
         "per_channel_weights": bool(weight_scale_ndims) and all(d == 1 for d in weight_scale_ndims),
         "int8_only": int8_only and bool(qdq),
