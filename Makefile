@@ -23,7 +23,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: the CUDA build also runs on CPU; the CPU-only wheel breaks torchvision
 	$(PY) -m pip install -q -c constraints.txt torch torchvision
-	$(PY) -m pip install -q -c constraints.txt -e ".[$(ORT_EXTRA),test]"
+	# openvino: the third CPU runtime (59 MB wheel); pip install -e ".[cpu,test]" leaves it out
+	$(PY) -m pip install -q -c constraints.txt -e ".[$(ORT_EXTRA),openvino,test]"
 	touch $@
 
 install: $(VENV)/.installed

@@ -251,10 +251,10 @@ def fake_backends(monkeypatch):
     centers = _class_means(ds, [i for i in ds.ids if i not in test], 0.5, 0.5)
     real_load = engines.load_engine
 
-    def load(backend, run, precision, device="auto"):
+    def load(backend, run, precision, device="auto", **options):
         if backend in ("fake", "broken"):
             return NearestMeanEngine(centers, precision, backend)
-        return real_load(backend, run, precision, device)
+        return real_load(backend, run, precision, device, **options)
 
     monkeypatch.setattr(engines, "load_engine", load)
 

@@ -12,8 +12,9 @@ def bench(
     run_dirs: list[Path] = typer.Argument(..., help="Run directories (from `segdeploy train`, exported with "
                                                     "`segdeploy export` for the ONNX backends)."),
     data: str = typer.Option(..., "--data", help="Dataset folder or registered name, with the runs' classes."),
-    backends: str = typer.Option("torch,onnxruntime", help="Comma-separated: torch, onnxruntime, onnxruntime-cuda, "
-                                                          "onnxruntime-trt, tensorrt."),
+    backends: str = typer.Option("torch,onnxruntime", help="Comma-separated: torch, torch-compile, onnxruntime, "
+                                                          "onnxruntime-cuda, onnxruntime-trt, tensorrt, openvino, "
+                                                          "openvino-gpu, openvino-npu."),
     precisions: str = typer.Option("fp32,fp16,int8", help="Comma-separated: fp32, fp16, bf16, int8."),
     results: Path = typer.Option(..., "--results", help="JSON-lines file; rows are appended, finished ones skipped."),
     save_predictions: Optional[Path] = typer.Option(None, "--save-predictions",
@@ -29,6 +30,10 @@ def bench(
     duration: float = typer.Option(1.0, help="Minimum seconds per timed loop (trtexec: 3)."),
     min_iters: int = typer.Option(10, help="Minimum timed iterations per loop."),
     force: bool = typer.Option(False, help="Re-run configurations that already have a row in --results."),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1,
+                                          help="Host threads for the CPU runtimes (torch: set_num_threads, "
+                                               "onnxruntime: intra_op_num_threads, openvino: INFERENCE_NUM_THREADS); "
+                                               "default: each runtime's own. Recorded in each row."),
 ) -> None:
     """Accuracy (on the split, at original resolution) and deployment cost of every run x backend x precision."""
     from rich.console import Console
@@ -38,7 +43,7 @@ def bench(
 
     rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
                      save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
-                     duration_s=duration, min_iters=min_iters, force=force)
+                     duration_s=duration, min_iters=min_iters, force=force, threads=threads)
     console = Console()
     for table in render(rows):
         console.print(table)

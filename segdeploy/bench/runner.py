@@ -11,7 +11,7 @@ Per configuration, in this order:
    (``segdeploy.bench.latency``, ``segdeploy.bench.memory``).
 
 Each row is appended to the results file as soon as it is complete. Resuming: a configuration whose key
-``(dataset, run, backend, precision, device, batch, split, n_images)`` already has an ``ok`` or ``unavailable`` row
+``(dataset, run, backend, precision, device, batch, split, n_images, threads)`` already has an ``ok`` or ``unavailable`` row
 is not run again (its stored row is returned) unless ``force``; ``failed`` rows are retried. ``device`` in the key
 is the device asked for (``device_requested``, e.g. ``auto``); ``device`` in a row is where the engine actually
 ran. ``n_images`` keeps a ``--max-images`` smoke test from standing in for the full split.
@@ -46,7 +46,8 @@ def _as_list(value: str | Sequence[str]) -> list[str]:
 
 def config_key(row: dict) -> tuple:
     return (row.get("dataset"), row.get("run"), row.get("backend"), row.get("precision"),
-            row.get("device_requested"), row.get("batch"), row.get("split"), row.get("n_images"))
+            row.get("device_requested"), row.get("batch"), row.get("split"), row.get("n_images"),
+            row.get("threads"))  # TODO(issue8): ConfigKey
 
 
 @functools.cache  # probing versions and devices takes seconds and cannot change within one process
@@ -122,11 +123,12 @@ def _file_size_mb(engine, run) -> float | None:
     return round(path.stat().st_size / 1e6, 3) if path.is_file() else None
 
 
-def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predictions, timing, progress) -> dict:
+def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predictions, timing, progress,
+               threads=None) -> dict:
     from segdeploy.engines import load_engine
 
     probe = MemoryProbe(device)  # baseline before the engine exists
-    engine = load_engine(backend, run, precision, device)
+    engine = load_engine(backend, run, precision, device, threads=threads)
     label = f"{run.name} {backend} {precision}"
     task = progress.add_task(label, total=len(ids))
     try:
@@ -152,9 +154,10 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
               warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10, force: bool = False,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, threads: int | None = None) -> list[dict]:
     """Benchmark every run x backend x precision on ``data``'s ``split``; returns this suite's rows (stored
-    rows for configurations skipped on resume), appending new ones to ``results`` as they complete."""
+    rows for configurations skipped on resume), appending new ones to ``results`` as they complete. ``threads``:
+    host threads of the CPU runtimes (None: each runtime's default); each row's engine_info says what was used."""
     import segdeploy
     from segdeploy.data import open_dataset
     from segdeploy.runs import load_run
@@ -185,7 +188,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
             base = {"schema": SCHEMA, "dataset": ds.name, "data": str(data), "split": split,
                     "run": str(run.dir.resolve()), "run_name": run.name, "model": run.meta["model"],
                     "family": run.meta.get("family"), "device_requested": device, "batch": batch,
-                    "n_images": len(ids)}
+                    "n_images": len(ids), "threads": threads}
             cost = None
             for backend in backends:
                 for precision in precisions:
@@ -202,7 +205,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                     try:
                         row.update(_bench_one(backend, precision, run, ds, ids, batch=batch, device=device,
                                               save_predictions=save_predictions, timing=timing,
-                                              progress=bar))
+                                              progress=bar, threads=threads))
                     except BackendUnavailable as e:
                         row.update(status="unavailable", reason=str(e))
                     except Exception as e:  # noqa: BLE001 -- one broken configuration must not end the suite

@@ -2,7 +2,8 @@
 
 A backend is one module in this package exposing ``PRECISIONS``, ``check(precision, device, *, backend, run)``
 (the one-line reason it cannot run here, or None; cheap, no model loaded) and
-``load(run, precision, device, *, backend) -> Engine``. Heavy libraries (onnxruntime, tensorrt) are imported
+``load(run, precision, device, *, backend, threads=None) -> Engine`` (``threads``: host threads for the CPU
+runtimes, None for the runtime's default; the engine's ``info`` records what was used). Heavy libraries (onnxruntime, tensorrt) are imported
 inside those functions, so a missing one costs a one-line :class:`BackendUnavailable`, not an ImportError at
 start-up.
 """
@@ -28,6 +29,9 @@ BACKENDS: dict[str, str] = {
     "onnxruntime-cuda": "segdeploy.engines.ort_backend",  # CUDA execution provider
     "onnxruntime-trt": "segdeploy.engines.ort_backend",  # TensorRT execution provider
     "tensorrt": "segdeploy.engines.trt_backend",  # native TensorRT through polygraphy
+    "openvino": "segdeploy.engines.openvino_backend",  # OpenVINO on the CPU
+    "openvino-gpu": "segdeploy.engines.openvino_backend",  # OpenVINO on an Intel GPU, where OpenVINO lists one
+    "openvino-npu": "segdeploy.engines.openvino_backend",  # OpenVINO on an Intel NPU, where OpenVINO lists one
 }
 
 
@@ -73,8 +77,9 @@ def check_backend(backend: str, precision: str, device: str = "auto", run: Run |
     return _module(backend).check(precision, device, backend=backend, run=run)
 
 
-def load_engine(backend: str, run: Run, precision: str, device: str = "auto") -> Engine:
-    return _module(backend).load(run, precision, device, backend=backend)
+def load_engine(backend: str, run: Run, precision: str, device: str = "auto", *, threads: int | None = None) -> Engine:
+    # TODO(issue8): BaseEngine; threads travels as a keyword so that backends without host threads can ignore it
+    return _module(backend).load(run, precision, device, backend=backend, threads=threads)
 
 
 # --- helpers shared by the backends -------------------------------------------------------------------------
@@ -102,6 +107,28 @@ def missing_onnx_reason(run: Run, precision: str) -> str | None:
                 f"{precision} runs on the torch and torch-compile backends")
     return (f"no onnx/model.{precision}.onnx in {run.dir}; "
             f"run segdeploy export {run.dir} --precisions {precision}")
+
+
+def onnx_for_backend(run: Run, precision: str, backend: str) -> tuple[Path, dict]:
+    """The ONNX file ``backend`` loads for ``precision``, and what the row should say about it (``onnx_form``).
+
+    INT8 comes in forms made for different runtimes (segdeploy.export.INT8_FORM_BACKENDS). Where a backend's own
+    form was not exported (an older export, ``--int8-forms tensorrt``, or its quantization failed) the backend
+    loads model.int8.onnx and ``onnx_form_fallback`` says why, so the row cannot pass for the other form."""
+    from segdeploy.export import DEFAULT_INT8_FORM, int8_form_for
+    from segdeploy.runs import onnx_path
+
+    if precision != "int8":
+        return onnx_path(run.dir, precision), {}
+    form = int8_form_for(backend)
+    if form != DEFAULT_INT8_FORM:
+        path = onnx_path(run.dir, precision, form)
+        if path.is_file():
+            return path, {"onnx_form": form}
+        fallback = {"onnx_form": DEFAULT_INT8_FORM,
+                    "onnx_form_fallback": f"no {path.name} (made for {backend}); loaded the {DEFAULT_INT8_FORM} form"}
+        return onnx_path(run.dir, precision), fallback
+    return onnx_path(run.dir, precision), {"onnx_form": form}
 
 
 def onnx_files(path: Path) -> list[Path]:

@@ -1,7 +1,9 @@
 """ONNX Runtime on its CPU, CUDA and TensorRT execution providers.
 
 Precision lives in the ONNX file (``onnx/model.<precision>.onnx``): the TensorRT EP runs with its fp16/int8 flags
-off, which makes ONNX Runtime build strongly typed TensorRT networks that follow the file's types. A session
+off, which makes ONNX Runtime build strongly typed TensorRT networks that follow the file's types. INT8 on the CPU
+EP loads the form made for ONNX Runtime's CPU kernels (``model.int8-cpu.onnx``, uint8 activations) where it was
+exported; the CUDA and TensorRT EPs load the TensorRT form (``engines.onnx_for_backend``). A session
 whose requested provider failed to load (missing CUDA/cuDNN/TensorRT libraries) silently falls back to the CPU;
 that is reported as unavailable rather than benchmarked under the wrong name.
 """
@@ -12,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.engines import cuda_index, missing_onnx_reason, onnx_size_mb
+from segdeploy.engines import cuda_index, missing_onnx_reason, onnx_for_backend, onnx_size_mb
 from segdeploy.errors import BackendUnavailable, SegdeployError
-from segdeploy.runs import PRECISIONS, Run, onnx_path
+from segdeploy.runs import PRECISIONS, Run
 
 PROVIDERS = {
     "onnxruntime": "CPUExecutionProvider",
@@ -153,19 +155,21 @@ class OrtEngine:
         self.session = None
 
 
-def load(run: Run, precision: str, device: str = "auto", *, backend: str) -> OrtEngine:
+def load(run: Run, precision: str, device: str = "auto", *, backend: str, threads: int | None = None) -> OrtEngine:
     reason = check(precision, device, backend=backend, run=run)
     if reason:
         raise BackendUnavailable(reason)
     import onnxruntime as ort
 
-    path = onnx_path(run.dir, precision)
+    path, form_info = onnx_for_backend(run, precision, backend)
     target = resolve_device(device, backend)
     trt_cache = run.dir / TRT_CACHE_DIR
     if backend == "onnxruntime-trt":
         trt_cache.mkdir(parents=True, exist_ok=True)
     options = ort.SessionOptions()
     options.log_severity_level = 3  # provider fallbacks are detected below and reported as one line
+    if threads:
+        options.intra_op_num_threads = threads  # 0 (the default): one thread per physical core
     requested = PROVIDERS[backend]
     # onnxruntime raises one pybind exception type per status code, none derived from a common error class
     from onnxruntime.capi import onnxruntime_pybind11_state as status
@@ -210,8 +214,10 @@ def load(run: Run, precision: str, device: str = "auto", *, backend: str) -> Ort
     if used[0] != requested:
         raise BackendUnavailable(f"{backend}: {requested} failed to initialise and the session fell back to "
                                  f"{used[0]} (missing CUDA/cuDNN/TensorRT libraries?); check segdeploy env")
-    info = {"provider": used[0], "providers": used, "onnx": str(path), "file_size_mb": onnx_size_mb(path),
-            "onnxruntime": ort.__version__, "input_type": session.get_inputs()[0].type}
+    info = {"provider": used[0], "providers": used, "onnx": str(path), **form_info, "file_size_mb": onnx_size_mb(path),
+            "onnxruntime": ort.__version__, "input_type": session.get_inputs()[0].type,
+            # intra-op threads; None: onnxruntime's default (one per physical core), which it does not report
+            "threads": threads or None, "threads_requested": threads}
     if backend == "onnxruntime-trt":
         info.update(trt_cache=str(trt_cache), trt_profile=trt_profile)
     if stream_error:

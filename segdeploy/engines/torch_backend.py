@@ -65,8 +65,10 @@ def check(precision: str, device: str = "auto", *, backend: str = "torch", run: 
 
 
 class TorchEngine:
-    def __init__(self, model: torch.nn.Module, precision: str, device: str, info: dict, backend: str = "torch"):
+    def __init__(self, model: torch.nn.Module, precision: str, device: str, info: dict, backend: str = "torch",
+                 restore_threads: int | None = None):
         self.backend = backend
+        self._restore_threads = restore_threads  # the process's intra-op thread count before --threads set it
         self.model = model
         self.precision = precision
         self.device = device
@@ -99,9 +101,15 @@ class TorchEngine:
         self.model = None
         if self.device.startswith("cuda"):
             torch.cuda.empty_cache()
+        if self._restore_threads is not None:
+            torch.set_num_threads(self._restore_threads)
+            self._restore_threads = None
 
 
-def load(run: Run, precision: str, device: str = "auto", *, backend: str = "torch") -> TorchEngine:
+def load(run: Run, precision: str, device: str = "auto", *, backend: str = "torch",
+         threads: int | None = None) -> TorchEngine:
+    """``threads``: torch's intra-op threads (``torch.set_num_threads``, process-wide) while the engine is open;
+    the previous count is restored by ``close``."""
     reason = check(precision, device, backend=backend, run=run)
     if reason:
         raise BackendUnavailable(reason)
@@ -110,13 +118,18 @@ def load(run: Run, precision: str, device: str = "auto", *, backend: str = "torc
     if target.startswith("cuda"):
         model = model.to(memory_format=torch.channels_last)
     weights = run.dir / WEIGHTS
+    restore = None
+    if threads:  # last, so that a load that fails leaves the process's thread count alone
+        restore = torch.get_num_threads()
+        torch.set_num_threads(threads)
     info = {"torch": torch.__version__, "dtype": str(DTYPES[precision]).removeprefix("torch."),
             "weights": str(weights), "file_size_mb": round(weights.stat().st_size / 1e6, 3),
-            "memory_format": "channels_last" if target.startswith("cuda") else "contiguous"}
+            "memory_format": "channels_last" if target.startswith("cuda") else "contiguous",
+            "threads": torch.get_num_threads(), "threads_requested": threads}
     if target.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(target)
     if backend == "torch-compile":
         mode = "reduce-overhead" if target.startswith("cuda") else "default"
         model = torch.compile(model, mode=mode, dynamic=False)
         info["compile_mode"] = mode
-    return TorchEngine(model, precision, target, info, backend=backend)
+    return TorchEngine(model, precision, target, info, backend=backend, restore_threads=restore)

@@ -119,8 +119,10 @@ class TensorRTEngine:
         self._engine = None
 
 
-def load(run: Run, precision: str, device: str = "auto", *, backend: str = "tensorrt") -> TensorRTEngine:
-    """Load ``engines/model.<precision>.engine``, building it first (batch 1:8:32) when it is missing or stale."""
+def load(run: Run, precision: str, device: str = "auto", *, backend: str = "tensorrt",
+         threads: int | None = None) -> TensorRTEngine:
+    """Load ``engines/model.<precision>.engine``, building it first (batch 1:8:32) when it is missing or stale.
+    ``threads`` is accepted like every backend's and ignored: TensorRT computes on the GPU."""
     reason = check(precision, device, backend=backend, run=run)
     if reason:
         raise BackendUnavailable(reason)
