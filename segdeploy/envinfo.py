@@ -183,6 +183,7 @@ def environment() -> dict:
         "machine": uname.machine,
         "python": platform.python_version(),
         "cpu": _probe(cpu_model),
+        "cpu_isa": _probe(__import__("segdeploy.cpuinfo", fromlist=["cpu_isa"]).cpu_isa),  # int8/bf16 paths
         # the cores this process may use (a container's CPU set), which is what CPU latency depends on
         "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "ram_gb": _probe(ram_gb),

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 import segdeploy
 from segdeploy import envinfo
 
-KEYS = {"os", "platform", "machine", "python", "cpu", "cpu_cores", "ram_gb", "gpus", "nvidia_driver", "cuda",
+KEYS = {"os", "platform", "machine", "python", "cpu", "cpu_isa", "cpu_cores", "ram_gb", "gpus", "nvidia_driver", "cuda",
         "torch", "onnx", "onnxruntime", "tensorrt", "polygraphy", "segdeploy", "jetson"}
 
 
