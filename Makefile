@@ -8,7 +8,7 @@ SEG := $(VENV)/bin/segdeploy
 OUT ?= runs/demo
 RUNS ?= $(OUT)/unet-tiny $(OUT)/segformer-tiny
 DATA ?= synthetic
-BACKENDS ?= torch,onnxruntime
+BACKENDS ?= torch,onnxruntime,openvino
 PRECISIONS ?= fp32,fp16,int8
 RESULTS ?= $(OUT)/results.jsonl
 # every GPU backend and precision on one CUDA device; what a machine lacks becomes a row with its reason

@@ -36,6 +36,8 @@ def test_unreachable_target_excludes_more_layers_each_try(run_dir):
     # the excluded layers really run in floating point in the final file, the others do not
     int8_file = run_dir / "onnx" / "model.int8.onnx"
     assert set(auto["excluded_nodes"]) == _float_weighted_nodes(int8_file)
+    # the CPU form is quantized with the same layers kept in floating point
+    assert set(auto["excluded_nodes"]) == _float_weighted_nodes(run_dir / "onnx" / "model.int8-cpu.onnx")
     assert manifest["precisions"]["int8"]["qdq"]["all_zero_points_zero"]
 
 
