@@ -14,9 +14,10 @@ AVX512_BF16 or AMX, so an "fp32" row would measure bf16):
   bf16 is computed from the fp32 weights);
 * int8: model.int8-cpu.onnx (uint8 activations; OpenVINO's low-precision transformations turn its Q/DQ into int8
   convolutions and fully connected layers), hint f32 for the layers left in floating point. The TensorRT form
-  (model.int8.onnx, int8 activations) ran as fast but far less exactly (SegFormer-B3: 69% of pixels kept their fp32
-  class, 96% on the uint8 form, as with onnxruntime); it is loaded only where the CPU form was not exported, and
-  the row then says so (``onnx_form_fallback``).
+  (model.int8.onnx, int8 activations) ran about 12% faster on SegFormer-B3 but far less exactly (71% of pixels kept
+  their torch fp32 class, against 97% on the uint8 form and 96% for onnxruntime on either form:
+  benchmarks/cpu_int8.py); it is loaded only where the CPU form was not exported, and the row then says so
+  (``onnx_form_fallback``).
 
 ``PERFORMANCE_HINT`` is LATENCY (one stream, one synchronous infer request: what a batch-1 latency means, and what
 ``benchmark_app -hint latency`` measures); ``INFERENCE_NUM_THREADS`` is ``--threads`` on the CPU. The compiled

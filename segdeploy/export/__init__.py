@@ -29,9 +29,9 @@ MIN_OPSET = 17  # LayerNormalization is one op from 17; split LayerNorm overflow
 
 # INT8 Q/DQ forms (how each is quantized: segdeploy.export.quantize.INT8_FORMS) and the backends that load each,
 # chosen by measurement (benchmarks/cpu_int8.py): TensorRT accepts only the symmetric int8 form; onnxruntime's CPU
-# kernels run the uint8-activation form faster (every Conv/MatMul fused); OpenVINO's CPU plugin runs both forms at
-# about the same speed but computes the symmetric int8 form far less exactly (SegFormer-B3: 69% of pixels keep
-# their fp32 class, against 96% for onnxruntime on the same file and for OpenVINO on the uint8 form). OpenVINO's
+# kernels run the uint8-activation form faster (every Conv/MatMul fused); OpenVINO's CPU plugin runs the symmetric
+# int8 form a little faster but far less exactly (SegFormer-B3: 71% of pixels keep their fp32 class, against 96%
+# for onnxruntime on the same file and 97% for OpenVINO on the uint8 form). OpenVINO's
 # GPU/NPU plugins share its low-precision transformations and load the same form (not measured: no such device
 # here). A backend not listed loads the tensorrt form, model.int8.onnx.
 DEFAULT_INT8_FORM = "tensorrt"
