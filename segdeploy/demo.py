@@ -42,8 +42,7 @@ def demo(
     for name in [m.strip() for m in models.split(",") if m.strip()]:
         run_dir = out / name
         run_dirs.append(run_dir)
-        meta = read_meta(run_dir) if (run_dir / "model.json").is_file() else {}
-        if meta.get("complete"):
+        if (run_dir / "model.json").is_file() and read_meta(run_dir).complete:
             console.print(f"[dim]train {name}: done earlier ({run_dir})[/]")
         else:
             console.rule(f"train {name}")

@@ -263,11 +263,9 @@ def fake_backends(monkeypatch):
 def tiny_run(tmp_path_factory):
     """An untrained unet-tiny at 64 px whose meta matches the synthetic dataset (its predictions are arbitrary
     but not constant, which is all the backend comparisons need)."""
-    import torch
-
     from segdeploy.data import open_dataset
-    from segdeploy.models import create_model, model_info
-    from segdeploy.runs import save_checkpoint
+
+    from helpers import make_meta, make_run
 
     cache = tmp_path_factory.getbasetemp() / "cache"
     mp = pytest.MonkeyPatch()
@@ -276,15 +274,9 @@ def tiny_run(tmp_path_factory):
         ds = open_dataset("synthetic:24")
     finally:
         mp.undo()
-    torch.manual_seed(0)
-    model = create_model("unet-tiny", num_classes=ds.num_classes, in_chans=ds.in_chans, img_size=64)
-    run_dir = tmp_path_factory.mktemp("runs") / "unet-tiny-run"
-    meta = {"model": "unet-tiny", "family": model_info("unet-tiny").family, "num_classes": ds.num_classes,
-            "classes": ds.classes, "in_chans": ds.in_chans, "img_size": 64, "mean": [0.5] * ds.in_chans,
-            "std": [0.5] * ds.in_chans, "dataset": {"spec": "synthetic:24", "name": ds.name, "root": str(ds.root)},
-            "split": {"seed": 42, "k": 2, "fold": 0, "group_regex": None}}  # 4 cases: 1 test + 2 folds
-    save_checkpoint(run_dir, model, meta)
-    return run_dir
+    meta = make_meta(ds, spec="synthetic:24", img_size=64, std=[0.5] * ds.in_chans,
+                     split={"k": 2})  # 4 cases: 1 test + 2 folds
+    return make_run(tmp_path_factory.mktemp("runs") / "unet-tiny-run", meta)
 
 
 def _png_dice(pred_dir: Path, ds, ids: list[str]) -> float:
@@ -427,7 +419,7 @@ def test_run_bench_real_backends_match_a_direct_forward_pass(tiny_run, tmp_path,
         assert _png_dice(pred_dir, ds, ids) == pytest.approx(row["dice"], abs=1e-9)
         for i in ids:
             sample = ds.load(i)
-            x, letterbox = preprocess(sample.image, m["img_size"], m["mean"], m["std"])
+            x, letterbox = preprocess(sample.image, m.img_size, m.mean, m.std)
             with torch.inference_mode():
                 logits = model(torch.from_numpy(x)[None])[0].numpy()
             direct = restore(logits, letterbox).argmax(axis=0)

@@ -20,8 +20,9 @@ from segdeploy.engines.trt_build import (build_plan, engine_is_stale, make_recor
                                          precision_flags_removed, profile_record, profile_shapes,
                                          supports_strongly_typed)
 from segdeploy.errors import BackendUnavailable, SegdeployError
-from segdeploy.models import create_model
-from segdeploy.runs import load_run, onnx_path, save_checkpoint
+from segdeploy.runs import load_run, onnx_path
+
+from helpers import make_meta, make_run
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -31,12 +32,10 @@ IMG = 64
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """An untrained unet-tiny run with its fp32 ONNX (dynamic batch), exported here, not by segdeploy.export."""
-    run_dir = tmp_path_factory.mktemp("run")
-    torch.manual_seed(0)
-    model = create_model("unet-tiny", num_classes=3, in_chans=3, img_size=IMG).eval()
-    meta = {"model": "unet-tiny", "family": "specialized", "num_classes": 3, "classes": ["bg", "a", "b"],
-            "in_chans": 3, "img_size": IMG, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
-    save_checkpoint(run_dir, model, meta)
+    run_dir = make_run(tmp_path_factory.mktemp("run"), make_meta(num_classes=3, classes=["bg", "a", "b"],
+                                                                 in_chans=3, mean=[0.5] * 3, std=[0.25] * 3,
+                                                                 img_size=IMG))
+    model = load_run(run_dir).build_model()
     target = onnx_path(run_dir, "fp32")
     target.parent.mkdir(parents=True)
     torch.onnx.export(model, (torch.randn(2, 3, IMG, IMG),), str(target), dynamo=True, opset_version=18,

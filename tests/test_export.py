@@ -18,27 +18,17 @@ from segdeploy.export import export_run, read_manifest
 from segdeploy.export.onnx_export import export_onnx, ort_session, parity
 from segdeploy.export.quantize import ArrayCalibrationReader, qdq_report
 from segdeploy.fileio import sha256_file
-from segdeploy.models import create_model
-from segdeploy.runs import Run, load_run, manifest_path, onnx_path, save_checkpoint
+from segdeploy.runs import Run, load_run, manifest_path, onnx_path
+
+from helpers import make_meta, make_run
 
 SIZE = 64
 
 
-def _meta(model: str = "unet-tiny") -> dict:
-    # the synthetic set is grayscale with 4 classes in cases of 6 slices: 24 images = 4 patient groups, so
-    # one test group and k=3 folds over the other three
-    return {"model": model, "family": "specialized", "num_classes": 4,
-            "classes": ["background", "cavity", "wall", "lesion"], "in_chans": 1, "img_size": SIZE,
-            "mean": [0.5], "std": [0.25], "dataset": {"spec": "synthetic:24"},
-            "split": {"seed": 42, "k": 3, "fold": 0, "group_regex": None}}
-
-
 def _make_run(run_dir, model_name: str = "unet-tiny"):
-    meta = _meta(model_name)
-    torch.manual_seed(0)
-    model = create_model(model_name, num_classes=meta["num_classes"], in_chans=meta["in_chans"], img_size=SIZE)
-    save_checkpoint(run_dir, model, meta)
-    return run_dir
+    # the synthetic set is grayscale with 4 classes in cases of 6 slices: 24 images = 4 patient groups, so
+    # one test group and k=3 folds over the other three (make_meta's defaults)
+    return make_run(run_dir, make_meta(model=model_name, spec="synthetic:24", img_size=SIZE))
 
 
 def _cli():

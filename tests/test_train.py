@@ -46,7 +46,7 @@ def test_train_writes_checkpoint_metadata_and_history(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3]
     # the saved weights are the best epoch's: its recorded val Dice is the maximum of the history
     assert on_disk["val"]["dice"] == pytest.approx(max(h["val_dice"] for h in history))
-    assert meta["best_epoch"] == 1 + max(range(3), key=lambda i: history[i]["val_dice"])
+    assert meta.best_epoch == 1 + max(range(3), key=lambda i: history[i]["val_dice"])
     weights = load_file(str(run / "model.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
 
@@ -88,8 +88,8 @@ def test_resume_after_interruption_reproduces_uninterrupted_run(tmp_path, monkey
     state_file.write_bytes(saved)
     resumed = train_model(_cfg(tmp_path / "run", resume=True), progress=False)
 
-    assert resumed["epochs_run"] == reference["epochs_run"] == 3
-    assert resumed["val"]["dice"] == pytest.approx(reference["val"]["dice"], abs=1e-6)
+    assert resumed.epochs_run == reference.epochs_run == 3
+    assert resumed.val["dice"] == pytest.approx(reference.val["dice"], abs=1e-6)
     a = load_file(str(tmp_path / "ref" / "model.safetensors"))
     b = load_file(str(tmp_path / "run" / "model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5

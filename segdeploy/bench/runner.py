@@ -33,6 +33,7 @@ from segdeploy.bench.memory import MemoryProbe
 from segdeploy.bench.metrics import SegMetrics
 from segdeploy.errors import BackendUnavailable, SegdeployError
 from segdeploy.fileio import append_jsonl, atomic_write_bytes, iter_jsonl
+from segdeploy.records import RunMeta
 
 SCHEMA = "segdeploy.bench/1"
 SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-dataset evaluation
@@ -64,19 +65,19 @@ def _model_cost(run) -> dict:
     try:
         from segdeploy.models.profile import profile_model
 
-        prof = profile_model(model, run.meta["in_chans"], run.meta["img_size"])
+        prof = profile_model(model, run.meta.in_chans, run.meta.img_size)
     except Exception as e:  # noqa: BLE001 -- a model the FLOP counter cannot trace still gets benchmarked
         return {"params_m": count_params(model) / 1e6, "gmacs": None, "gflops": None,
                 "gflops_error": f"{type(e).__name__}: {e}"}
     return {k: prof.get(k) for k in ("params_m", "gmacs", "gflops")}
 
 
-def _batches(ds, ids: list[str], meta: dict, batch: int) -> Iterator[tuple[list, np.ndarray, list]]:
+def _batches(ds, ids: list[str], meta: RunMeta, batch: int) -> Iterator[tuple[list, np.ndarray, list]]:
     from segdeploy.data.transforms import preprocess
 
     for start in range(0, len(ids), batch):
         samples = [ds.load(i) for i in ids[start:start + batch]]
-        prepped = [preprocess(s.image, meta["img_size"], meta["mean"], meta["std"]) for s in samples]
+        prepped = [preprocess(s.image, meta.img_size, meta.mean, meta.std) for s in samples]
         yield samples, np.stack([x for x, _ in prepped]), [lm for _, lm in prepped]
 
 
@@ -93,7 +94,7 @@ def evaluate(engine, ds, ids: list[str], run, *, batch: int, save_dir: Path | No
     """Accuracy of ``engine`` on ``ids``; returns (metrics, a batch-1 input, a batch-B input) for timing."""
     from segdeploy.data.transforms import restore
 
-    metrics = SegMetrics(run.meta["num_classes"], run.meta.get("classes") or ds.classes)
+    metrics = SegMetrics(run.meta.num_classes, run.meta.classes or ds.classes)
     first_batch = None
     for samples, x, letterbox in _batches(ds, ids, run.meta, batch):
         if first_batch is None:
@@ -183,8 +184,8 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
         for run in runs:
             ids = run.split_ids(ds, split)[:max_images or None]
             base = {"schema": SCHEMA, "dataset": ds.name, "data": str(data), "split": split,
-                    "run": str(run.dir.resolve()), "run_name": run.name, "model": run.meta["model"],
-                    "family": run.meta.get("family"), "device_requested": device, "batch": batch,
+                    "run": str(run.dir.resolve()), "run_name": run.name, "model": run.meta.model,
+                    "family": run.meta.family, "device_requested": device, "batch": batch,
                     "n_images": len(ids)}
             cost = None
             for backend in backends:

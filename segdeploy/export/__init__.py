@@ -55,13 +55,13 @@ def load_images(run, split: str, n: int, *, seed: int | None = None) -> np.ndarr
     from segdeploy.data.transforms import preprocess
 
     meta = run.meta
-    if not (meta.get("dataset") or {}).get("spec"):
+    if not meta.dataset.spec:
         raise SegdeployError("the run's model.json names no dataset (dataset.spec): parity and calibration need "
                              "its images.", fix="add \"dataset\": {\"spec\": PATH_OR_NAME} to model.json.")
-    dataset = open_dataset(meta["dataset"]["spec"])
+    dataset = open_dataset(meta.dataset.spec)
     ids = run.split_ids(dataset, split)
     ids = sorted(random.Random(seed).sample(ids, min(n, len(ids)))) if seed is not None else ids[:n]
-    images = [preprocess(dataset.load(i).image, meta["img_size"], meta["mean"], meta["std"])[0] for i in ids]
+    images = [preprocess(dataset.load(i).image, meta.img_size, meta.mean, meta.std)[0] for i in ids]
     return np.stack(images).astype(np.float32, copy=False)
 
 
@@ -71,12 +71,12 @@ def load_pairs(run, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     from segdeploy.data.transforms import letterbox, normalize
 
     meta = run.meta
-    dataset = open_dataset(meta["dataset"]["spec"])
+    dataset = open_dataset(meta.dataset.spec)
     images, masks = [], []
     for i in run.split_ids(dataset, split)[:n]:
         sample = dataset.load(i)
-        chw, mask, _ = letterbox(sample.image, sample.mask, meta["img_size"])
-        images.append(normalize(chw, meta["mean"], meta["std"]))
+        chw, mask, _ = letterbox(sample.image, sample.mask, meta.img_size)
+        images.append(normalize(chw, meta.mean, meta.std))
         masks.append(mask)
     return np.stack(images).astype(np.float32, copy=False), np.stack(masks)
 
@@ -159,7 +159,7 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
     meta = run.meta
     step(precisions[0], "loading images")
     parity_batch = load_images(run, "test", parity_images)
-    calib_seed = int(meta.get("seed") or 0)  # the run's seed (a split.json split records none)
+    calib_seed = int(meta.seed or 0)  # the run's seed (a split.json split records none)
     calib_batch = load_images(run, "train", calib_images, seed=calib_seed) if "int8" in precisions else None
 
     entries: dict[str, dict] = {}
@@ -195,7 +195,7 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
                         step(precision, "checking INT8 accuracy on validation images (--int8-auto)")
                         val_images, val_masks = load_pairs(run, "val", max(calib_images, 16))
                         entry["int8_auto"] = keep_accuracy(fp32_file, path, calib_batch, val_images, val_masks,
-                                                           meta["num_classes"], method=calib_method,
+                                                           meta.num_classes, method=calib_method,
                                                            target=int8_target)
                     entry["qdq"] = qdq_report(path)
                     if not entry["qdq"]["all_zero_points_zero"]:
@@ -209,9 +209,9 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
             entries[precision] = entry
             step(precision, "done")
 
-    manifest.update({"model": meta["model"], "run": run.name, "created": _now(), **_versions(),
+    manifest.update({"model": meta.model, "run": run.name, "created": _now(), **_versions(),
                      "input": {"name": "input", "shape": ["batch", *run.input_shape], "dtype": "float32"},
-                     "output": {"name": "logits", "shape": ["batch", meta["num_classes"], *run.input_shape[1:]],
+                     "output": {"name": "logits", "shape": ["batch", meta.num_classes, *run.input_shape[1:]],
                                 "dtype": "float32"}})
     manifest["precisions"] = {**manifest.get("precisions", {}), **entries}
     atomic_write_json(manifest_path(run.dir), manifest)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +26,7 @@ from segdeploy import __version__
 from segdeploy.envinfo import has_native_bf16
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import append_jsonl, atomic_target, atomic_write_json, commit
+from segdeploy.records import DatasetRef, RunMeta, SplitRecord
 from segdeploy.runs import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
 from segdeploy.train.schedule import rex_factor
 
@@ -145,7 +146,7 @@ def _make_loaders(cfg: TrainConfig, ds, device: torch.device, mean, std):
     return train_loader, val_loader, split
 
 
-def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
+def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
     """Train ``cfg.model`` on ``cfg.data`` into ``cfg.out``; returns the run's metadata (model.json)."""
     from rich.console import Console
 
@@ -158,7 +159,7 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
     state = None
     if cfg.resume:
         if not state_file.is_file():
-            done = (out / "model.json").is_file() and read_meta(out).get("complete")
+            done = (out / "model.json").is_file() and read_meta(out).complete
             raise SegdeployError("nothing to resume: " + ("training already finished." if done else
                                  f"no {TRAIN_STATE}."), path=out,
                                  fix="drop --resume to start a new run in another --out folder.")
@@ -208,18 +209,18 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
         _set_rng_state(state["rng"])
         console.print(f"resuming {out} at epoch {start_epoch + 1}/{cfg.epochs} (best val Dice {best:.4f})")
 
-    meta = {
-        "model": cfg.model, "family": info.family, "run_name": out.name, "num_classes": ds.num_classes,
-        "classes": ds.classes, "in_chans": ds.in_chans, "img_size": cfg.img_size, "mean": mean, "std": std,
-        "fixed_size": info.fixed_size, "params_m": round(count_params(model) / 1e6, 4),
-        "dataset": {"spec": cfg.data, "name": ds.name, "root": str(ds.root), "n_images": len(ds.ids)},
-        "split": split, "seed": cfg.seed, "device": str(device),
-        "amp": amp_name,
-        "protocol": {"optimizer": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": "REX",
-                     "loss": "cross-entropy", "batch_size": cfg.batch_size, "augment_strength": cfg.augment,
-                     "early_stopping": {"metric": "val_dice", "patience": cfg.patience, "min_delta": cfg.min_delta}},
-        "config": cfg.for_record(), "versions": _versions(),
-    }
+    meta = RunMeta(
+        model=cfg.model, family=info.family, run_name=out.name, num_classes=ds.num_classes,
+        classes=list(ds.classes), in_chans=ds.in_chans, img_size=cfg.img_size, mean=mean, std=std,
+        fixed_size=info.fixed_size, params_m=round(count_params(model) / 1e6, 4),
+        dataset=DatasetRef(spec=cfg.data, name=ds.name, root=str(ds.root), n_images=len(ds.ids)),
+        split=SplitRecord.from_json(split), seed=cfg.seed, device=str(device),
+        amp=amp_name,
+        protocol={"optimizer": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": "REX",
+                  "loss": "cross-entropy", "batch_size": cfg.batch_size, "augment_strength": cfg.augment,
+                  "early_stopping": {"metric": "val_dice", "patience": cfg.patience, "min_delta": cfg.min_delta}},
+        config=cfg.for_record(), versions=_versions(),
+    )
     epoch = start_epoch - 1
     stopped_early = False
     t0 = time.perf_counter()
@@ -245,7 +246,8 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
             improved = val["dice"] is not None and val["dice"] > best + cfg.min_delta
             if improved:
                 best, best_epoch, stale = val["dice"], epoch, 0
-                meta.update(best_epoch=epoch + 1, epochs_run=epoch + 1, complete=False, val=_val_summary(val))
+                meta = replace(meta, best_epoch=epoch + 1, epochs_run=epoch + 1, complete=False,
+                               val=_val_summary(val))
                 save_checkpoint(out, model, meta)
             else:
                 stale += 1
@@ -263,10 +265,9 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
     if best_epoch < 0:  # no epoch ran (resume of a finished schedule) or val Dice never defined
         raise SegdeployError("training produced no checkpoint (validation Dice never improved from nothing).",
                              path=out, fix="check that the validation split has foreground pixels.")
-    meta = read_meta(out)
-    meta.update(epochs_run=epoch + 1, stopped_early=stopped_early, complete=True,
-                train_seconds=round(time.perf_counter() - t0, 1))
-    atomic_write_json(out / "model.json", meta)
+    meta = replace(read_meta(out), epochs_run=epoch + 1, stopped_early=stopped_early, complete=True,
+                   train_seconds=round(time.perf_counter() - t0, 1))
+    atomic_write_json(out / "model.json", meta.to_json())
     state_file.unlink(missing_ok=True)
     return meta
 

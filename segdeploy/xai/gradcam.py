@@ -170,19 +170,20 @@ def gradcam_run(run_dir: str | Path, data: str, out: str | Path, *, worst: int =
 
     run = load_run(run_dir)
     meta = run.meta
-    k, size, classes = meta["num_classes"], meta["img_size"], list(meta["classes"])
+    k, size = meta.num_classes, meta.img_size
     model = run.build_model()
     dataset = open_dataset(data)
     run.check_dataset(dataset)
+    classes = list(meta.classes or dataset.classes)
     ids = run.split_ids(dataset, split)[:max_images or None]
 
-    input_shape = (meta["in_chans"], size, size)
+    input_shape = meta.input_shape
     layer_name = layer or find_target_layer(model, input_shape, k)
     target_layer = resolve_layer(model, layer_name, input_shape)
 
     def prepared(sample_id: str):
         sample = dataset.load(sample_id)
-        x, letterbox = preprocess(sample.image, size, meta["mean"], meta["std"])
+        x, letterbox = preprocess(sample.image, size, meta.mean, meta.std)
         return sample, x, letterbox
 
     scores: dict[str, float] = {}
@@ -212,7 +213,7 @@ def gradcam_run(run_dir: str | Path, data: str, out: str | Path, *, worst: int =
         images.append({"id": sample_id, "dice": scores[sample_id], "selected_as": reason, "classes": per_class})
 
     summary = {
-        "run": str(run.dir), "run_name": run.name, "model": meta["model"], "data": data, "split": split,
+        "run": str(run.dir), "run_name": run.name, "model": meta.model, "data": data, "split": split,
         "layer": layer_name, "layer_chosen": "auto" if layer is None else "--layer", "target": TARGET,
         "n_scored": len(scores), "worst": worst, "random": random, "seed": seed,
         "overlay": {"colormap": "jet", "gt_outline": "white", "prediction_outline": "magenta"},
