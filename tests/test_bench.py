@@ -312,36 +312,37 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     kwargs = dict(split="test", batch=4, device="cpu", save_predictions=preds, progress=False, **FAST)
     rows = run_bench([tiny_run], "synthetic:24", "fake,nope,broken", "fp32,fp16", results, **kwargs)
 
-    status = {(r["backend"], r["precision"]): r["status"] for r in rows}
+    status = {(r.backend, r.precision): r.status for r in rows}
     assert status == {("fake", "fp32"): "ok", ("fake", "fp16"): "unavailable", ("nope", "fp32"): "unavailable",
                       ("nope", "fp16"): "unavailable", ("broken", "fp32"): "failed",
                       ("broken", "fp16"): "unavailable"}
-    by = {(r["backend"], r["precision"]): r for r in rows}
-    assert "unknown backend 'nope'" in by["nope", "fp32"]["reason"]
-    assert by["broken", "fp32"]["reason"] == "RuntimeError: kernel exploded"
+    by = {(r.backend, r.precision): r for r in rows}
+    assert "unknown backend 'nope'" in by["nope", "fp32"].reason
+    assert by["broken", "fp32"].reason == "RuntimeError: kernel exploded"
 
     ok = by["fake", "fp32"]
     ds = open_dataset("synthetic:24")
     ids = ds.split("test", seed=42, k=2, fold=0)
-    assert ok["n_images"] == len(ids) > 0 and ok["dataset"] == ds.name and ok["device"] == "cpu"
-    assert ok["engine_info"] == {"provider": "fake"} and ok["compute_timer"] == "host"
-    assert 0.03 < ok["dice"] < 0.9 and set(ok["dice_per_class"]) == set(ds.classes[1:])
-    assert ok["dice_per_image"] > 0 and ok["hd95"] > 0 and ok["precision_fg"] > 0 and ok["recall_fg"] > 0
-    assert set(ok["latency_ms"]) == {"mean", "p50", "p90", "p95", "p99", "min", "max", "n", "total_s"}
-    assert ok["latency_ms"]["n"] >= 3 and ok["compute_ms"]["n"] >= 3 and ok["throughput_ips"] > 0
-    assert ok["peak_memory_method"] in ("linux-vmhwm", "psutil-rss") and ok["peak_memory_mb"] > 0
-    assert ok["file_size_mb"] == pytest.approx((tiny_run / "model.safetensors").stat().st_size / 1e6, abs=1e-3)
-    assert ok["params_m"] > 0 and ok["schema"] == "segdeploy.bench/1" and "env" in ok
+    assert ok.n_images == len(ids) > 0 and ok.dataset == ds.name and ok.device == "cpu"
+    assert ok.engine_info == {"provider": "fake"} and ok.compute_timer == "host"
+    assert 0.03 < ok.dice < 0.9 and set(ok.dice_per_class) == set(ds.classes[1:])
+    assert ok.dice_per_image > 0 and ok.hd95 > 0 and ok.precision_fg > 0 and ok.recall_fg > 0
+    assert set(ok.latency_ms) == {"mean", "p50", "p90", "p95", "p99", "min", "max", "n", "total_s"}
+    assert ok.latency_ms["n"] >= 3 and ok.compute_ms["n"] >= 3 and ok.throughput_ips > 0
+    assert ok.peak_memory_method in ("linux-vmhwm", "psutil-rss") and ok.peak_memory_mb > 0
+    assert ok.file_size_mb == pytest.approx((tiny_run / "model.safetensors").stat().st_size / 1e6, abs=1e-3)
+    assert ok.params_m > 0 and ok.schema == "segdeploy.bench/2" and ok.env
 
     # the saved PNGs, scored independently, give the row's Dice
-    assert _png_dice(preds / tiny_run.name / "fake-fp32", ds, ids) == pytest.approx(ok["dice"], abs=1e-9)
+    assert _png_dice(preds / tiny_run.name / "fake-fp32", ds, ids) == pytest.approx(ok.dice, abs=1e-9)
 
     # every row is on disk; a second call reruns only the failed configuration
     assert len(read_jsonl(results)) == 6
     again = run_bench([tiny_run], "synthetic:24", "fake,nope,broken", "fp32,fp16", results, **kwargs)
     stored = read_jsonl(results)
     assert len(stored) == 7 and stored[-1]["backend"] == "broken" and stored[-1]["status"] == "failed"
-    assert [r for r in again if r["status"] != "failed"] == [r for r in stored[:6] if r["status"] != "failed"]
+    # resumed rows are the stored ones, read back field for field
+    assert [r.to_json() for r in again if r.status != "failed"] == [r for r in stored[:6] if r["status"] != "failed"]
     run_bench([tiny_run], "synthetic:24", "fake", "fp32", results, force=True, **kwargs)
     assert len(read_jsonl(results)) == 8
 
@@ -351,8 +352,10 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     for t in tables:
         console.print(t)
     text = console.export_text()
-    assert ds.name in text and "unet-tiny" in text and "+0.0000" in text
-    assert "unavailable" in text and "kernel exploded" in text and f"{ok['dice']:.4f}" in text
+    # no torch fp32 row in this suite: no ΔDice reference for the fake backend, in the row and in the table
+    assert ok.dice_vs_torch_fp32 is None and "+0.0000" not in text
+    assert ds.name in text and "unet-tiny" in text
+    assert "unavailable" in text and "kernel exploded" in text and f"{ok.dice:.4f}" in text
 
 
 def test_run_bench_rejects_a_dataset_with_other_classes(tiny_run, tmp_path, fake_backends):
@@ -405,18 +408,22 @@ def test_run_bench_real_backends_match_a_direct_forward_pass(tiny_run, tmp_path,
     preds = tmp_path / "preds"
     rows = run_bench([tiny_run], "synthetic:24", backends, "fp32,fp16", tmp_path / "r.jsonl", batch=2,
                      device="cpu", max_images=3, save_predictions=preds, progress=False, **FAST)
-    by = {(r["backend"], r["precision"]): r for r in rows}
-    assert by["torch", "fp16"]["status"] == "unavailable"
+    by = {(r.backend, r.precision): r for r in rows}
+    assert by["torch", "fp16"].status == "unavailable"
+    # ΔDice against the torch fp32 row, which is its own reference
+    torch_fp32 = by["torch", "fp32"]
+    assert torch_fp32.dice_vs_torch_fp32 == 0.0
+    assert by["onnxruntime", "fp32"].dice_vs_torch_fp32 == by["onnxruntime", "fp32"].dice - torch_fp32.dice
 
     ds = open_dataset("synthetic:24")
     ids = ds.split("test", seed=42, k=2)[:3]
     m = run.meta
     for backend in backends:
         row = by[backend, "fp32"]
-        assert row["status"] == "ok", row["reason"]
-        assert row["n_images"] == 3
+        assert row.status == "ok", row.reason
+        assert row.n_images == 3
         pred_dir = preds / tiny_run.name / f"{backend}-fp32"
-        assert _png_dice(pred_dir, ds, ids) == pytest.approx(row["dice"], abs=1e-9)
+        assert _png_dice(pred_dir, ds, ids) == pytest.approx(row.dice, abs=1e-9)
         for i in ids:
             sample = ds.load(i)
             x, letterbox = preprocess(sample.image, m.img_size, m.mean, m.std)

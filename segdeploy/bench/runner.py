@@ -10,8 +10,10 @@ Per configuration, in this order:
 3. latency (batch 1), compute time and throughput (batch B) with peak memory sampled during those loops
    (``segdeploy.bench.latency``, ``segdeploy.bench.memory``).
 
-Each row is appended to the results file as soon as it is complete. Resuming: a configuration whose key
-``(dataset, run, backend, precision, device, batch, split, n_images)`` already has an ``ok`` or ``unavailable`` row
+Each row (a ``segdeploy.records.BenchRow``) is appended to the results file as soon as it is complete; its
+``dice_vs_torch_fp32`` follows the one ΔDice rule, ``segdeploy.records.References``. Resuming: a configuration whose
+``ConfigKey`` ``(dataset, run, backend, precision, device, batch, split, n_images)`` already has an ``ok`` or
+``unavailable`` row
 is not run again (its stored row is returned) unless ``force``; ``failed`` rows are retried. ``device`` in the key
 is the device asked for (``device_requested``, e.g. ``auto``); ``device`` in a row is where the engine actually
 ran. ``n_images`` keeps a ``--max-images`` smoke test from standing in for the full split.
@@ -33,9 +35,9 @@ from segdeploy.bench.memory import MemoryProbe
 from segdeploy.bench.metrics import SegMetrics
 from segdeploy.errors import BackendUnavailable, SegdeployError
 from segdeploy.fileio import append_jsonl, atomic_write_bytes, iter_jsonl
-from segdeploy.records import RunMeta
+from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References, RunMeta
 
-SCHEMA = "segdeploy.bench/1"
+SCHEMA = BENCH_SCHEMA
 SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-dataset evaluation
 RESUMABLE = ("ok", "unavailable")
 
@@ -43,11 +45,6 @@ RESUMABLE = ("ok", "unavailable")
 def _as_list(value: str | Sequence[str]) -> list[str]:
     items = value.split(",") if isinstance(value, str) else list(value)
     return [s.strip() for s in items if s.strip()]
-
-
-def config_key(row: dict) -> tuple:
-    return (row.get("dataset"), row.get("run"), row.get("backend"), row.get("precision"),
-            row.get("device_requested"), row.get("batch"), row.get("split"), row.get("n_images"))
 
 
 @functools.cache  # probing versions and devices takes seconds and cannot change within one process
@@ -153,7 +150,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
               warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10, force: bool = False,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True) -> list[BenchRow]:
     """Benchmark every run x backend x precision on ``data``'s ``split``; returns this suite's rows (stored
     rows for configurations skipped on resume), appending new ones to ``results`` as they complete."""
     import segdeploy
@@ -171,10 +168,11 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
         run.check_dataset(ds)
 
     results = Path(results)
-    done = {} if force else {config_key(r): r for r in iter_jsonl(results) if r.get("status") in RESUMABLE}
+    stored = [BenchRow.from_json(r, path=results) for r in iter_jsonl(results)]
+    done = {} if force else {ConfigKey.of(r): r for r in stored if r.status in RESUMABLE}
     timing = dict(warmup_s=warmup_s, duration_s=duration_s, min_iters=min_iters)
     env = None
-    rows: list[dict] = []
+    rows: list[BenchRow] = []
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -183,23 +181,22 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     with bar:
         for run in runs:
             ids = run.split_ids(ds, split)[:max_images or None]
-            base = {"schema": SCHEMA, "dataset": ds.name, "data": str(data), "split": split,
-                    "run": str(run.dir.resolve()), "run_name": run.name, "model": run.meta.model,
-                    "family": run.meta.family, "device_requested": device, "batch": batch,
-                    "n_images": len(ids)}
+            base = dict(schema=SCHEMA, dataset=ds.name, data=str(data), split=split, run=str(run.dir.resolve()),
+                        run_name=run.name, model=run.meta.model, family=run.meta.family, device_requested=device,
+                        batch=batch, n_images=len(ids))
             cost = None
             for backend in backends:
                 for precision in precisions:
-                    key = config_key({**base, "backend": backend, "precision": precision})
+                    key = ConfigKey.of(BenchRow(**base, backend=backend, precision=precision))
                     if key in done:
                         rows.append(done[key])
                         continue
                     if cost is None:
                         cost = _model_cost(run)
                         env = env or _environment()
-                    row = {**base, "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                           "backend": backend, "precision": precision, "device": device, "status": "ok",
-                           "reason": None, **cost}
+                    row = BenchRow(**base, timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                   backend=backend, precision=precision, device=device, status="ok", reason=None)
+                    row.update(cost)
                     try:
                         row.update(_bench_one(backend, precision, run, ds, ids, batch=batch, device=device,
                                               save_predictions=save_predictions, timing=timing,
@@ -208,20 +205,10 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                         row.update(status="unavailable", reason=str(e))
                     except Exception as e:  # noqa: BLE001 -- one broken configuration must not end the suite
                         row.update(status="failed", reason=f"{type(e).__name__}: {e}")
-                    row.update(env=env, version=segdeploy.__version__,
-                               dice_vs_torch_fp32=_delta_vs_reference(row, [*rows, *done.values()]))
-                    append_jsonl(results, row)
+                    # the reference among the stored rows and this suite's, the latest last (None until the torch
+                    # fp32 row exists: list torch first in --backends to have it)
+                    delta = References([*stored, *rows, row]).delta(row)
+                    row.update(env=env, version=segdeploy.__version__, dice_vs_torch_fp32=delta)
+                    append_jsonl(results, row.to_json())
                     rows.append(row)
     return rows
-
-
-def _delta_vs_reference(row: dict, others: Sequence[dict]) -> float | None:
-    """This row's Dice minus the same run's PyTorch fp32 Dice on the same split (None if that row is not there:
-    list torch first in --backends to have it)."""
-    if row.get("status") != "ok" or row.get("dice") is None:
-        return None
-    for ref in others:
-        if (ref.get("run"), ref.get("split"), ref.get("n_images"), ref.get("backend"), ref.get("precision"),
-                ref.get("status")) == (row["run"], row["split"], row["n_images"], "torch", "fp32", "ok"):
-            return None if ref.get("dice") is None else row["dice"] - ref["dice"]
-    return None
