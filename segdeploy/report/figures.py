@@ -51,11 +51,13 @@ def to_jpeg(fig, dpi: int = 90) -> bytes:
     return buf.getvalue()
 
 
-def _label(ax, texts: list) -> None:
+def _label(ax, texts: list, x=None, y=None, objects=None) -> None:
+    """Move labels off each other, off the points (x, y) and off ``objects`` (e.g. the front line)."""
     if len(texts) > 1:
         from adjustText import adjust_text
 
-        adjust_text(texts, ax=ax, arrowprops=dict(arrowstyle="-", color="#777777", lw=0.5))
+        adjust_text(texts, x=x, y=y, objects=objects, ax=ax, expand=(1.1, 1.4), max_move=(20, 20),
+                    arrowprops=dict(arrowstyle="-", color="#777777", lw=0.5))
 
 
 def dice_figure(entries: Sequence[dict]):
@@ -143,10 +145,18 @@ def pareto_figure(points: Sequence[dict]):
     axes_used = [(k, label) for k, label in PARETO_AXES if any(p.get(k) for p in points)]
     cols = 2 if len(axes_used) > 1 else 1
     rows = (len(axes_used) + 1) // 2
-    fig, axs = plt.subplots(rows, cols, figsize=(7.2 * cols, 5.2 * rows), squeeze=False)
+    fig, axs = plt.subplots(rows, cols, figsize=(7.2 * cols, 6.0 * rows), squeeze=False)
     for ax in axs.ravel()[len(axes_used):]:
         ax.set_visible(False)
     measured_any = any(not p["published"] for p in points)
+    # a label names the backend and precision only where the figure has more than one of them
+    several_backends = len({p["backend"] for p in points}) > 1
+    several_precisions = len({p["precision"] for p in points}) > 1
+
+    def config(p: dict) -> str:
+        parts = [p["backend"]] * several_backends + [p["precision"]] * several_precisions
+        return " · " + " ".join(parts) if parts else ""
+
     for ax, (key, label) in zip(axs.ravel(), axes_used):
         pts = _merge_same_spot([p for p in points if p.get(key) and p.get("dice") is not None], key)
         basis = [p for p in pts if p["published"] != measured_any]
@@ -177,7 +187,7 @@ def pareto_figure(points: Sequence[dict]):
                                linewidth=0.5, alpha=alpha, zorder=3)
             front_mine = [p for p in mine if id(p) in on_front]
             for p in front_mine:  # front points say which backend and precision they are
-                texts.append(ax.text(p[key], p["dice"], f" {model} · {p['backend']} {p['precision']}",
+                texts.append(ax.text(p[key], p["dice"], f" {model}{config(p)}",
                                      fontsize=BASE_FONT - 2, va="center", color="#111111", zorder=5))
             if not front_mine:  # other models: one label at their most accurate configuration
                 best = max(mine, key=lambda p: (p["dice"], -p[key]))
@@ -188,7 +198,7 @@ def pareto_figure(points: Sequence[dict]):
         ax.set_xlabel(label + (", log scale" if ax.get_xscale() == "log" else ""))
         ax.set_ylabel("Dice")
         ax.grid(alpha=0.3, which="major")
-        _label(ax, texts)
+        _label(ax, texts, x=[p[key] for p in pts], y=[p["dice"] for p in pts])
     handles = _family_handles(plt, {p["family"] for p in points})
     handles += _precision_handles(plt, {p["precision"] for p in points})
     handles.append(plt.Line2D([], [], color="#333333", label="front" if measured_any else "front (published Dice)"))

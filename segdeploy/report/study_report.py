@@ -10,6 +10,7 @@ the environment card and every configuration that failed or could not run.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,7 +39,8 @@ def _lr(value) -> str:
 
 
 def _slug(*parts: str) -> str:
-    return "-".join("".join(c if c.isalnum() else "-" for c in str(p).lower()).strip("-") for p in parts)
+    """An HTML id from names: lower-case letters and digits joined by single dashes."""
+    return re.sub(r"[^a-z0-9]+", "-", "-".join(map(str, parts)).lower()).strip("-")
 
 
 def _published_by_model(summary: StudySummary) -> dict[tuple[str, str], float]:
@@ -50,12 +52,14 @@ def _answer_section(summary: StudySummary) -> Section:
     if not items:
         items = [("none", "No specialized-vs-general answer: the results need an ok row with a Dice for at least "
                           "one model of each family on a dataset (or, for a cost-only study, a published Dice).")]
-    blocks = [Answers(items, limitations(summary)),
-              Paragraph("Δ = best general − best specialized (mean test Dice over folds at each model's chosen "
-                        "learning rate). 95% CI: paired bootstrap over test images (BCa, ids resampled, micro Dice "
-                        "recomputed from the per-image confusion counts); p: two-sided Wilcoxon signed-rank test on "
-                        "per-image Dice. Speed and memory: the configuration both models ran where the winner is "
-                        "fastest among those keeping ≥ 99% of its fp32 Dice.", "note")]
+    blocks = [Answers(items, limitations(summary))]
+    if summary.comparisons:
+        blocks.append(Paragraph(
+            "Δ = best general − best specialized (mean test Dice over folds at each model's chosen learning rate). "
+            "95% CI: paired bootstrap over test images (BCa, ids resampled, micro Dice recomputed from the "
+            "per-image confusion counts); p: two-sided Wilcoxon signed-rank test on per-image Dice. Speed and "
+            "memory: the configuration both models ran where the winner is fastest among those keeping ≥ 99% of its "
+            "fp32 Dice.", "note"))
     return Section("answer", "The answer", blocks)
 
 
@@ -286,13 +290,14 @@ def build_document(summary: StudySummary, sources: Sequence[Path], cam_section: 
     subtitle = (f"{len(summary.rows)} result rows from {', '.join(str(s) for s in sources)}; {len(models)} models; "
                 f"datasets {', '.join(datasets)}; written "
                 f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC by segdeploy {segdeploy.__version__}.")
-    sections = [_answer_section(summary), _accuracy_section(summary, draw)]
+    measured = not summary.cost_only  # a cost-only study has no accuracy, guard, class, shift or lr to show
+    sections = [_answer_section(summary)] + [_accuracy_section(summary, draw)] * measured
     if draw:
-        sections += [_pareto_section(summary), _guard_section(summary)]
-    sections += [_per_class_section(summary, draw), _shift_section(summary)]
+        sections += [_pareto_section(summary)] + [_guard_section(summary)] * measured
+    sections += [_per_class_section(summary, draw), _shift_section(summary)] * measured
     if cam_section is not None:
         sections.append(cam_section)
-    sections += [_cost_section(summary), _lr_section(summary)]
+    sections += [_cost_section(summary)] + [_lr_section(summary)] * measured
     if (published := _published_section(summary)) is not None:
         sections.append(published)
     sections += [_env_section(summary), _failures_section(summary)]
