@@ -237,3 +237,28 @@ def test_plain_bench_rows_without_sidecars_still_report(tmp_path):
     answer = parse(out / "report.html").answers["answer-synthetic"]
     assert "Δ +0.030" in answer and "no per-image sidecars" in answer
     assert "tiny configurations" in (out / "report.md").read_text(encoding="utf-8")
+
+
+def test_montage_shows_a_class_that_has_a_map(tmp_path):
+    from PIL import Image
+
+    from segdeploy.report.cams import CamSet, montage_tiles
+
+    for name in ("big", "small"):
+        Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / f"a_1__{name}.png")
+    summary = {"images": [{"id": "a 1", "dice": 0.2, "selected_as": "worst", "classes": {
+        "big": {"cam_energy_in_gt": None, "gt_area_fraction": 0.5},  # predicted nowhere: an all-zero map
+        "small": {"cam_energy_in_gt": 0.25, "gt_area_fraction": 0.1}}}]}
+    (tile,) = montage_tiles(CamSet("d", "m", "general", None, tmp_path, summary))
+    assert "(small)" in tile[1] and "CAM in GT 25%" in tile[1] and tile[0].shape == (40, 50, 3)
+
+
+def test_montages_are_dropped_before_the_html_passes_the_size_limit(measured_report, monkeypatch, tmp_path):
+    from segdeploy.report import study_report
+    from segdeploy.report.build import write_report
+
+    study, _ = measured_report
+    monkeypatch.setattr(study_report, "MAX_HTML_BYTES", 100_000)
+    files = write_report([study], tmp_path / "small", n_resamples=200)
+    figures = parse(files.html).figures
+    assert figures and not any(f.startswith("fig-cam") for f in figures)

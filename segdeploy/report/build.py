@@ -50,7 +50,8 @@ def cam_section(folders: Sequence[Path], summary):
         tiles = montage_tiles(cam)
         if not tiles:
             continue
-        fig = figures.cam_montage(tiles, f"{cam.model} on {cam.dataset} (fold {cam.fold}): worst test images")
+        fold = f" (fold {cam.fold})" if cam.fold is not None else ""
+        fig = figures.cam_montage(tiles, f"{cam.model} on {cam.dataset}{fold}: worst test images")
         blocks.append(Figure(f"fig-cam-{cam.dataset}-{cam.model}".replace(" ", "-"),
                              f"{cam.dataset}, {cam.model}: where does the model look when it fails?",
                              f"Grad-CAM (layer {cam.summary.get('layer')}; white = ground truth, magenta = "

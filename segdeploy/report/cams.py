@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segdeploy.study.aggregate import fold_order
 from segdeploy.study.rows import StudyRow
 
 MAX_TILES = 4
@@ -23,7 +24,7 @@ class CamSet:
     dataset: str
     model: str
     family: str
-    fold: str | None
+    fold: str | None  # None for a plain bench run (no study fields)
     folder: Path
     summary: dict
 
@@ -56,8 +57,9 @@ def find_cams(folders: Iterable[Path], rows: Sequence[StudyRow], chosen_cells: s
                 continue
             key = (row.train_dataset, row.model)
             current = found.get(key)
-            if current is None or str(row.fold) < str(current.fold):
-                found[key] = CamSet(row.train_dataset, row.model, row.family, row.fold, path.parent, summary)
+            fold = row.fold if row.in_study else None
+            if current is None or fold_order(fold) < fold_order(current.fold):
+                found[key] = CamSet(row.train_dataset, row.model, row.family, fold, path.parent, summary)
     return [found[k] for k in sorted(found)], notes
 
 
@@ -71,7 +73,8 @@ def _thumbnail(path: Path) -> np.ndarray:
 
 
 def montage_tiles(cam: CamSet) -> list[tuple[np.ndarray, str]]:
-    """Up to ``MAX_TILES`` worst images, each shown for its largest ground-truth class."""
+    """Up to ``MAX_TILES`` worst images, each shown for its largest ground-truth class that has a map (a class the
+    model predicts nowhere in the image has an all-zero map: nothing to show)."""
     worst = sorted((im for im in cam.summary.get("images", []) if im.get("selected_as") == "worst"),
                    key=lambda im: (im.get("dice", 1.0), im.get("id")))[:MAX_TILES]
     tiles = []
@@ -79,7 +82,10 @@ def montage_tiles(cam: CamSet) -> list[tuple[np.ndarray, str]]:
         classes = im.get("classes") or {}
         if not classes:
             continue
-        name = max(classes, key=lambda c: classes[c].get("gt_area_fraction") or 0.0)
+        def shown(c):
+            share = classes[c].get("cam_energy_in_gt")
+            return (share is not None and bool(np.isfinite(share)), classes[c].get("gt_area_fraction") or 0.0)
+        name = max(classes, key=shown)
         path = cam.folder / f"{_safe_name(im['id'])}__{_safe_name(name)}.png"
         if not path.is_file():
             continue

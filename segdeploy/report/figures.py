@@ -43,7 +43,7 @@ def to_svg(fig) -> bytes:
     return buf.getvalue()
 
 
-def to_jpeg(fig, dpi: int = 90) -> bytes:
+def to_jpeg(fig, dpi: int = 100) -> bytes:
     plt = _plt()
     buf = io.BytesIO()
     fig.savefig(buf, format="jpeg", dpi=dpi, bbox_inches="tight", pil_kwargs={"quality": 80})
@@ -269,11 +269,11 @@ def per_class_figure(models: Sequence[tuple[str, str]], classes: Sequence[str], 
 def cam_montage(tiles: Sequence[tuple[np.ndarray, str]], title: str):
     """A row of Grad-CAM overlays (RGB arrays) with one caption each."""
     plt = _plt()
-    fig, axs = plt.subplots(1, len(tiles), figsize=(2.6 * len(tiles), 3.0), squeeze=False)
+    fig, axs = plt.subplots(1, len(tiles), figsize=(2.8 * len(tiles), 3.3), squeeze=False)
     for ax, (image, caption) in zip(axs[0], tiles):
         ax.imshow(image)
-        ax.set_title(caption, fontsize=BASE_FONT - 2)
+        ax.set_title(caption, fontsize=BASE_FONT)
         ax.axis("off")
-    fig.suptitle(title, fontsize=BASE_FONT)
+    fig.suptitle(title, fontsize=BASE_FONT + 1)
     fig.tight_layout()
     return fig

@@ -270,7 +270,8 @@ def _env_section(summary: StudySummary) -> Section:
 
 
 def _failures_section(summary: StudySummary) -> Section:
-    rows = [[r.model, r.target, _f(None) if r.fold is None else str(r.fold), _lr(r.lr), r.backend, r.precision,
+    rows = [[r.model, r.target, str(r.fold) if r.in_study and r.fold is not None else "-", _lr(r.lr), r.backend,
+             r.precision,
              r.device, r.status, r.reason or "-"] for r in summary.failures]
     block = (Table("tab-failures", f"{len(rows)} configurations did not produce a measurement",
                    ["model", "dataset", "fold", "lr", "backend", "precision", "device", "status", "reason"], rows)
@@ -297,7 +298,8 @@ def build_document(summary: StudySummary, sources: Sequence[Path], cam_section: 
     sections += [_per_class_section(summary, draw), _shift_section(summary)] * measured
     if cam_section is not None:
         sections.append(cam_section)
-    sections += [_cost_section(summary)] + [_lr_section(summary)] * measured
+    with_lr = measured and any(c.lr is not None or len(c.val_by_lr) > 1 for c in summary.choices.values())
+    sections += [_cost_section(summary)] + [_lr_section(summary)] * with_lr
     if (published := _published_section(summary)) is not None:
         sections.append(published)
     sections += [_env_section(summary), _failures_section(summary)]

@@ -30,7 +30,7 @@ ALL_DATASETS = "all datasets"
 SIDECAR_TOLERANCE = 1e-6  # a sidecar whose micro Dice differs from its row's by more is stale
 
 
-def _fold_order(fold: str | None):
+def fold_order(fold: str | None):
     text = "" if fold is None else str(fold)
     return (0, int(text), "") if text.isdigit() else (1, 0, text)
 
@@ -145,7 +145,7 @@ def model_accuracy(rows: Sequence[StudyRow], choices: dict, *, n_resamples: int 
             by_model[(dataset, model)].append(ref)
     out = []
     for (dataset, model), refs in sorted(by_model.items()):
-        refs.sort(key=lambda r: _fold_order(r.fold))
+        refs.sort(key=lambda r: fold_order(r.fold))
         mean, std = stats.mean_std([r.dice for r in refs])
         confusions, note = _fold_confusions(refs)
         ci = stats.dice_ci(confusions, n_resamples=n_resamples, seed=seed) if confusions is not None else None

@@ -44,7 +44,7 @@ class StudyRow:
     split: str | None = None
     batch: int | None = None
     n_images: int | None = None
-    fold: str | None = None  # as text, so "0" and 0 are one fold
+    fold: str | None = None  # as text, so "0" and 0 are one fold; the run's name for rows without study fields
     lr: float | None = None
     cell_id: str | None = None
     val_dice: float | None = None
@@ -68,6 +68,7 @@ class StudyRow:
     per_image: Path | None = None
     env: dict = field(default_factory=dict)
     source: str | None = None  # results file the row came from
+    in_study: bool = False  # the row has study fields (fold, lr) rather than a plain bench row
 
     @property
     def ok(self) -> bool:
@@ -130,6 +131,7 @@ def from_record(raw: dict, base_dir: Path | None = None, source: str | None = No
         memory_mb=_float(raw.get("peak_memory_delta_mb")), energy_j=_float(raw.get("energy_j_per_image")),
         file_size_mb=_float(raw.get("file_size_mb")), params_m=_float(raw.get("params_m")),
         gmacs=_float(raw.get("gmacs")), per_image=per_image, env=dict(raw.get("env") or {}), source=source,
+        in_study=bool(study),
     )
 
 

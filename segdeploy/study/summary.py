@@ -81,7 +81,8 @@ def deployment_consequence(costs: Sequence[CostEntry], dataset: str, winner: str
     text = f"at {precision} on {backend} ({device}) {winner} is {speed} (p50 {w.p50_ms:.3g} vs {l_.p50_ms:.3g} ms)"
     if w.memory_mb and l_.memory_mb:
         share = 1 - w.memory_mb / l_.memory_mb
-        text += f" and uses {abs(share):.0%} {'less' if share >= 0 else 'more'} memory"
+        text += (f" and uses {abs(share):.0%} {'less' if share >= 0 else 'more'} memory ({w.memory_mb:.3g} vs "
+                 f"{l_.memory_mb:.3g} MB)")
     text += f" than {loser}"
     if precision != "fp32" and w.passes_99 is None:
         text += f" ({precision} accuracy not measured)"
