@@ -17,7 +17,7 @@ GPU_RESULTS ?= $(OUT)/results-gpu.jsonl
 # onnxruntime-gpu where an NVIDIA driver answers, the CPU build elsewhere
 ORT_EXTRA := $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: install demo test train export engines bench bench-gpu cam check env clean
+.PHONY: install demo test train export engines bench bench-gpu cam check report env clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(SEG) demo --out $(OUT)
+	$(SEG) report $(OUT) --out $(OUT)/report
 
 test: install
 	$(PY) -m pytest -q
@@ -54,6 +55,9 @@ cam: install
 
 check: install
 	$(SEG) check $(RESULTS) --baseline results/baseline.json
+
+report: install
+	$(SEG) report $(OUT) --out $(OUT)/report
 
 env: install
 	$(SEG) env

@@ -48,7 +48,8 @@ def _register() -> None:
     from segdeploy.envinfo import env
     from segdeploy.export.cli import export
     from segdeploy.models.cli import app as models_app
-    from segdeploy.report.cli import check
+    from segdeploy.report.cli import check, report
+    from segdeploy.study.cli import app as study_app
     from segdeploy.train.cli import train
     from segdeploy.xai.cli import cam
 
@@ -60,6 +61,8 @@ def _register() -> None:
     app.command()(bench)
     app.command()(cam)
     app.command()(check)
+    app.command()(report)
+    app.add_typer(study_app, name="study")
     app.command()(env)
     app.command()(demo)
 

@@ -78,3 +78,19 @@ def check(
                       f"{unref}.")
         raise typer.Exit(code=1)
     console.print(f"[green]OK[/]: {n_configs} configurations checked, none failed; {n_new} new{unref}.")
+
+
+def report(
+    inputs: list[Path] = typer.Argument(..., help="study folder(s) holding results.jsonl, or results .jsonl files"),
+    out: Path = typer.Option(..., "--out", help="folder for report.html, report.md and summary.csv"),
+    published: str = typer.Option("auto", "--published", help="published Dice beside measured costs: auto, "
+                                  "borst2026, none, or a CSV path (model,dataset,dice,source)"),
+    resamples: int = typer.Option(2000, "--resamples", min=100, help="bootstrap resamples for the CIs"),
+    seed: int = typer.Option(0, "--seed", help="seed of the bootstrap and permutation draws"),
+) -> None:
+    """Write the study report: report.html (one offline file, figures inline), report.md and summary.csv."""
+    from segdeploy.report.build import write_report
+
+    files = write_report(inputs, out, published=published, n_resamples=resamples, seed=seed)
+    Console().print(f"wrote {files.html} ({files.html_bytes / 1e6:.2f} MB, {files.n_figures} figures), "
+                    f"{files.markdown} and {files.csv}")
