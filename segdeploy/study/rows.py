@@ -136,12 +136,12 @@ def from_record(raw: dict, base_dir: Path | None = None, source: str | None = No
 
 
 def _config_key(raw: dict) -> tuple:
-    # the bench runner's resume key (segdeploy.bench.runner.config_key) plus what tells rows without a run folder
+    # the bench runner's resume key (segdeploy.records.ConfigKey) plus what tells rows without a run folder
     # apart: the model, the scored target and the study cell
-    from segdeploy.bench.runner import config_key
+    from segdeploy.records import BenchRow, ConfigKey
 
     study = raw.get("study") or {}
-    return (*config_key(raw), raw.get("model"), raw.get("run_name"), raw.get("target"), study.get("fold"),
+    return (*ConfigKey.of(BenchRow.coerce(raw)), raw.get("model"), raw.get("run_name"), raw.get("target"), study.get("fold"),
             study.get("lr"), study.get("dataset"))
 
 
