@@ -25,7 +25,7 @@ from segdeploy.export.quantize import (QUANTIZED_OP_TYPES, ArrayCalibrationReade
 
 def onnx_dice(path: str | Path, images: np.ndarray, masks: np.ndarray, num_classes: int, batch: int = 8) -> float | None:
     """The study's Dice (micro over the images, mean over foreground classes) of an ONNX model in ORT CPU."""
-    from segdeploy.bench.metrics import SegMetrics
+    from segdeploy.evaluation.metrics import SegMetrics
     from segdeploy.export.onnx_export import INPUT_NAME, ort_session
 
     session = ort_session(path)

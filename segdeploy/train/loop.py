@@ -105,7 +105,7 @@ def _versions() -> dict:
 @torch.no_grad()
 def evaluate(model, loader, device, num_classes: int, class_names: list[str], amp_dtype=None) -> dict:
     """Validation Dice at the training resolution (letterboxed), the study's micro-averaged metric."""
-    from segdeploy.bench.metrics import SegMetrics
+    from segdeploy.evaluation.metrics import SegMetrics
 
     model.eval()
     metrics = SegMetrics(num_classes, class_names, compute_hd95=False)

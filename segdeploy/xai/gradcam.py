@@ -163,7 +163,7 @@ def gradcam_run(run_dir: str | Path, data: str, out: str | Path, *, worst: int =
     summary. ``max_images`` scores only the first that many split ids (quick looks at large sets)."""
     from rich.progress import track
 
-    from segdeploy.bench.metrics import confusion_matrix, image_dice
+    from segdeploy.evaluation.metrics import confusion_matrix, image_dice
     from segdeploy.data import open_dataset
     from segdeploy.data.transforms import preprocess, restore
     from segdeploy.runs import load_run
