@@ -25,12 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.evaluation.metrics import SegMetrics, confusion_scores
+from segdeploy.evaluation.metrics import SegMetrics, confusion_scores, image_dice
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays inside: compare fields, not records
 class Evaluation:
     """What :func:`evaluate` measured.
 
@@ -55,8 +55,6 @@ class Evaluation:
 
     def image_dice(self) -> np.ndarray:
         """(N,) float64: each image's mean foreground Dice (``metrics.image_dice``), in ``image_ids`` order."""
-        from segdeploy.evaluation.metrics import image_dice
-
         return np.array([image_dice(cm) for cm in self.confusion], dtype=np.float64)
 
 
