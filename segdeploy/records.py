@@ -208,7 +208,7 @@ class BenchRow(_JsonRecord):
     gflops_error: str | None = None
     provider: str | None = None
     file_size_mb: float | None = None
-    # accuracy (segdeploy.bench.metrics.SegMetrics.result)
+    # accuracy (segdeploy.evaluation.metrics.SegMetrics.result)
     dice: float | None = None
     dice_per_class: dict | None = None
     dice_per_image: float | None = None

@@ -310,7 +310,9 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
 
     results, preds = tmp_path / "results.jsonl", tmp_path / "preds"
     kwargs = dict(split="test", batch=4, device="cpu", save_predictions=preds, progress=False, **FAST)
-    rows = run_bench([tiny_run], "synthetic:24", "fake,nope,broken", "fp32,fp16", results, **kwargs)
+    evaluations = []
+    rows = run_bench([tiny_run], "synthetic:24", "fake,nope,broken", "fp32,fp16", results,
+                     on_evaluation=lambda row, ev: evaluations.append((row, ev)), **kwargs)
 
     status = {(r.backend, r.precision): r.status for r in rows}
     assert status == {("fake", "fp32"): "ok", ("fake", "fp16"): "unavailable", ("nope", "fp32"): "unavailable",
@@ -335,6 +337,17 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
 
     # the saved PNGs, scored independently, give the row's Dice
     assert _png_dice(preds / tiny_run.name / "fake-fp32", ds, ids) == pytest.approx(ok.dice, abs=1e-9)
+    # only the ok row hands out its evaluation: per-image confusions of the saved predictions, the row's Dice
+    from PIL import Image
+
+    from segdeploy.evaluation.metrics import confusion_matrix
+
+    [(ev_row, ev)] = evaluations
+    assert ev_row is ok and ev.image_ids == ids
+    for i, cm in zip(ids, ev.confusion):
+        saved = np.asarray(Image.open(preds / tiny_run.name / "fake-fp32" / f"{i}.png"))
+        np.testing.assert_array_equal(confusion_matrix(saved, ds.load(i).mask, ds.num_classes), cm)
+    assert ev.scores()["dice"] == ok.dice
 
     # every row is on disk; a second call reruns only the failed configuration
     assert len(read_jsonl(results)) == 6

@@ -15,7 +15,7 @@ from scipy import stats as sps
 sys.path.insert(0, str(Path(__file__).parent))
 from study_synth import SynthStudy  # noqa: E402
 
-from segdeploy.bench.metrics import SegMetrics  # noqa: E402
+from segdeploy.evaluation.metrics import SegMetrics  # noqa: E402
 from segdeploy.errors import SegdeployError  # noqa: E402
 from segdeploy.study import stats  # noqa: E402
 from segdeploy.study.aggregate import (ALL_DATASETS, family_comparison, model_accuracy,  # noqa: E402

@@ -49,6 +49,13 @@ def test_train_writes_checkpoint_metadata_and_history(tmp_path):
     assert meta.best_epoch == 1 + max(range(3), key=lambda i: history[i]["val_dice"])
     weights = load_file(str(run / "model.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
+    # the Dice that selected the checkpoint is the Dice bench reports for it on the same (validation) images
+    from segdeploy.bench.runner import run_bench
+
+    [row] = run_bench([run], "synthetic:36", "torch", "fp32", tmp_path / "results.jsonl", split="val",
+                      device="cpu", warmup_s=0.0, duration_s=0.0, min_iters=1, progress=False)
+    assert row["status"] == "ok" and row["n_images"] == on_disk["split"]["counts"]["val"]
+    assert row["dice"] == pytest.approx(on_disk["val"]["dice"], abs=1e-4)
 
 
 def test_existing_run_is_not_overwritten(tmp_path):
@@ -60,20 +67,20 @@ def test_existing_run_is_not_overwritten(tmp_path):
 def test_resume_after_interruption_reproduces_uninterrupted_run(tmp_path, monkeypatch):
     reference = train_model(_cfg(tmp_path / "ref"), progress=False)
 
-    real_evaluate = loop.evaluate
+    real_validate = loop.validate
     calls = {"n": 0}
 
     def crash_in_second_epoch(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
+        return real_validate(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "evaluate", crash_in_second_epoch)
+    monkeypatch.setattr(loop, "validate", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_model(_cfg(tmp_path / "run"), progress=False)
     assert (tmp_path / "run" / "train_state.pt").is_file()
-    monkeypatch.setattr(loop, "evaluate", real_evaluate)
+    monkeypatch.setattr(loop, "validate", real_validate)
 
     with pytest.raises(SegdeployError, match="different settings"):
         train_model(_cfg(tmp_path / "run", lr=5e-4, resume=True), progress=False)

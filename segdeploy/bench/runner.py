@@ -6,7 +6,8 @@ Per configuration, in this order:
    exception -> ``status: "failed"`` with ``"Type: message"``; the suite goes on either way);
 2. accuracy of the deployed engine on the split, measured, not assumed: each image is preprocessed with the run's
    own ``img_size``/``mean``/``std``, inferred in batches, its logits restored to the image's original size,
-   arg-maxed and scored there (``segdeploy.bench.metrics``); optionally saved as a class-index PNG;
+   arg-maxed and scored there (``segdeploy.evaluation.evaluate``, the path every stage uses); optionally saved as
+   a class-index PNG;
 3. latency (batch 1), compute time and throughput (batch B) with peak memory sampled during those loops
    (``segdeploy.bench.latency``, ``segdeploy.bench.memory``).
 
@@ -23,19 +24,16 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-
-import numpy as np
 
 from segdeploy.bench.latency import measure_engine
 from segdeploy.bench.memory import MemoryProbe
-from segdeploy.bench.metrics import SegMetrics
 from segdeploy.errors import BackendUnavailable, SegdeployError
-from segdeploy.fileio import append_jsonl, atomic_write_bytes, iter_jsonl
-from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References, RunMeta
+from segdeploy.evaluation.evaluate import Evaluation, evaluate
+from segdeploy.fileio import append_jsonl, iter_jsonl
+from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References
 
 SCHEMA = BENCH_SCHEMA
 SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-dataset evaluation
@@ -69,46 +67,6 @@ def _model_cost(run) -> dict:
     return {k: prof.get(k) for k in ("params_m", "gmacs", "gflops")}
 
 
-def _batches(ds, ids: list[str], meta: RunMeta, batch: int) -> Iterator[tuple[list, np.ndarray, list]]:
-    from segdeploy.data.transforms import preprocess
-
-    for start in range(0, len(ids), batch):
-        samples = [ds.load(i) for i in ids[start:start + batch]]
-        prepped = [preprocess(s.image, meta.img_size, meta.mean, meta.std) for s in samples]
-        yield samples, np.stack([x for x, _ in prepped]), [lm for _, lm in prepped]
-
-
-def _png_bytes(pred: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(pred).save(buf, format="PNG")  # 2-D uint8 -> mode L, one class index per pixel
-    return buf.getvalue()
-
-
-def evaluate(engine, ds, ids: list[str], run, *, batch: int, save_dir: Path | None = None,
-             on_batch=None) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Accuracy of ``engine`` on ``ids``; returns (metrics, a batch-1 input, a batch-B input) for timing."""
-    from segdeploy.data.transforms import restore
-
-    metrics = SegMetrics(run.meta.num_classes, run.meta.classes or ds.classes)
-    first_batch = None
-    for samples, x, letterbox in _batches(ds, ids, run.meta, batch):
-        if first_batch is None:
-            first_batch = x
-        logits = np.asarray(engine.run(x), dtype=np.float32)
-        for sample, lg, lm in zip(samples, logits, letterbox):
-            pred = restore(lg, lm).argmax(axis=0).astype(np.uint8)
-            metrics.update(pred, sample.mask)
-            if save_dir is not None:
-                atomic_write_bytes(save_dir / f"{sample.id}.png", _png_bytes(pred))
-        if on_batch is not None:
-            on_batch(len(samples))
-    # throughput needs a full batch even when the split is smaller than B: repeat images to fill it
-    batch_b = np.resize(first_batch, (batch, *first_batch.shape[1:])).astype(np.float32)
-    return metrics.result(), first_batch[:1].copy(), batch_b
-
-
 def _file_size_mb(engine, run) -> float | None:
     """The deployed artifact: what the engine reports, else the file it names, else (torch) the checkpoint."""
     if engine.info.get("file_size_mb") is not None:
@@ -120,7 +78,9 @@ def _file_size_mb(engine, run) -> float | None:
     return round(path.stat().st_size / 1e6, 3) if path.is_file() else None
 
 
-def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predictions, timing, progress) -> dict:
+def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predictions, timing,
+               progress) -> tuple[dict, Evaluation]:
+    """The row's measured fields, and the evaluation behind its accuracy fields (per-image confusions)."""
     from segdeploy.engines import load_engine
 
     probe = MemoryProbe(device)  # baseline before the engine exists
@@ -129,18 +89,20 @@ def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predicti
     task = progress.add_task(label, total=len(ids))
     try:
         save_dir = (Path(save_predictions) / run.name / f"{backend}-{precision}") if save_predictions else None
-        acc, batch_1, batch_b = evaluate(engine, ds, ids, run, batch=batch, save_dir=save_dir,
-                                         on_batch=lambda n: progress.advance(task, n))
+        meta = run.meta
+        result = evaluate(engine.run, ds, ids, img_size=meta.img_size, mean=meta.mean, std=meta.std,
+                          num_classes=meta.num_classes, class_names=meta.classes or ds.classes,
+                          batch=batch, save_dir=save_dir, on_batch=lambda n: progress.advance(task, n))
         progress.update(task, description=f"{label}: timing")
         # other processes competing for the cores distort CPU timings (threads stall at barriers): record the load
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         with probe.track(engine.device, backend):
-            speed = measure_engine(engine, batch_1, batch_b, **timing)
+            speed = measure_engine(engine, result.input_batch_1, result.input_batch_b, **timing)
         # engine_info: what the backend knows of itself (TensorRT: version, GPU, profile, activation memory;
         # ONNX Runtime: providers; torch: dtype, memory format, compile mode)
         return {"device": engine.device, "provider": engine.info.get("provider"),
-                "file_size_mb": _file_size_mb(engine, run), **acc, **speed, **probe.result(), "host_load_1m": load,
-                "engine_info": engine.info}
+                "file_size_mb": _file_size_mb(engine, run), **result.metrics, **speed, **probe.result(),
+                "host_load_1m": load, "engine_info": engine.info}, result
     finally:
         progress.remove_task(task)
         engine.close()
@@ -150,9 +112,13 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
               warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10, force: bool = False,
-              progress: bool = True) -> list[BenchRow]:
+              progress: bool = True,
+              on_evaluation: Callable[[BenchRow, Evaluation], None] | None = None) -> list[BenchRow]:
     """Benchmark every run x backend x precision on ``data``'s ``split``; returns this suite's rows (stored
-    rows for configurations skipped on resume), appending new ones to ``results`` as they complete."""
+    rows for configurations skipped on resume), appending new ones to ``results`` as they complete.
+
+    ``on_evaluation(row, evaluation)`` is called after each ``ok`` row is written, with the evaluation its
+    accuracy came from (per-image ids and confusion matrices, for statistics over images)."""
     import segdeploy
     from segdeploy.data import open_dataset
     from segdeploy.runs import load_run
@@ -197,10 +163,12 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                     row = BenchRow(**base, timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                                    backend=backend, precision=precision, device=device, status="ok", reason=None)
                     row.update(cost)
+                    evaluation = None
                     try:
-                        row.update(_bench_one(backend, precision, run, ds, ids, batch=batch, device=device,
-                                              save_predictions=save_predictions, timing=timing,
-                                              progress=bar))
+                        fields, evaluation = _bench_one(backend, precision, run, ds, ids, batch=batch,
+                                                        device=device, save_predictions=save_predictions,
+                                                        timing=timing, progress=bar)
+                        row.update(fields)
                     except BackendUnavailable as e:
                         row.update(status="unavailable", reason=str(e))
                     except Exception as e:  # noqa: BLE001 -- one broken configuration must not end the suite
@@ -211,4 +179,6 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                     row.update(env=env, version=segdeploy.__version__, dice_vs_torch_fp32=delta)
                     append_jsonl(results, row.to_json())
                     rows.append(row)
+                    if on_evaluation is not None and evaluation is not None:
+                        on_evaluation(row, evaluation)
     return rows

@@ -65,22 +65,6 @@ def load_images(run, split: str, n: int, *, seed: int | None = None) -> np.ndarr
     return np.stack(images).astype(np.float32, copy=False)
 
 
-def load_pairs(run, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """The first ``n`` images of ``split`` preprocessed (N, C, S, S) with their letterboxed masks (N, S, S)."""
-    from segdeploy.data import open_dataset
-    from segdeploy.data.transforms import letterbox, normalize
-
-    meta = run.meta
-    dataset = open_dataset(meta.dataset.spec)
-    images, masks = [], []
-    for i in run.split_ids(dataset, split)[:n]:
-        sample = dataset.load(i)
-        chw, mask, _ = letterbox(sample.image, sample.mask, meta.img_size)
-        images.append(normalize(chw, meta.mean, meta.std))
-        masks.append(mask)
-    return np.stack(images).astype(np.float32, copy=False), np.stack(masks)
-
-
 def read_manifest(run_dir: str | Path) -> dict:
     """The run's ``onnx/manifest.json``, or ``{}`` before the first export."""
     from segdeploy.runs import manifest_path
@@ -190,13 +174,16 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
                     entry.update(quantize_int8(fp32_file, path, calib_batch, calib_method))
                     entry["calibration"].update(split="train", seed=calib_seed)
                     if int8_auto:
+                        from segdeploy.data import open_dataset
                         from segdeploy.export.int8_auto import int8_auto as keep_accuracy
 
                         step(precision, "checking INT8 accuracy on validation images (--int8-auto)")
-                        val_images, val_masks = load_pairs(run, "val", max(calib_images, 16))
-                        entry["int8_auto"] = keep_accuracy(fp32_file, path, calib_batch, val_images, val_masks,
-                                                           meta.num_classes, method=calib_method,
-                                                           target=int8_target)
+                        dataset = open_dataset(meta.dataset.spec)
+                        val_ids = run.split_ids(dataset, "val")[:max(calib_images, 16)]
+                        entry["int8_auto"] = keep_accuracy(
+                            fp32_file, path, calib_batch, dataset, val_ids, img_size=meta.img_size,
+                            mean=meta.mean, std=meta.std, num_classes=meta.num_classes,
+                            method=calib_method, target=int8_target)
                     entry["qdq"] = qdq_report(path)
                     if not entry["qdq"]["all_zero_points_zero"]:
                         raise PrecisionFailed("the Q/DQ model has non-zero zero-points, which TensorRT rejects")

@@ -3,9 +3,9 @@
 Definitions (they change the numbers, so they are stated once here):
 
 * **micro scores**: per-image confusion matrices (rows = ground truth) are summed over the images, then Dice, IoU,
-  recall and precision are computed per class (``segdeploy.bench.metrics.per_class_scores``) and averaged over the
+  recall and precision are computed per class (``segdeploy.evaluation.metrics.per_class_scores``) and averaged over the
   foreground classes present (the reference study's mDSC, mIoU, mean recall, mean precision).
-* **per-image Dice**: ``segdeploy.bench.metrics.image_dice`` (an image with no foreground anywhere counts 1.0).
+* **per-image Dice**: ``segdeploy.evaluation.metrics.image_dice`` (an image with no foreground anywhere counts 1.0).
 * **folds**: a model's Dice is the mean over folds of each fold's micro Dice on its test images; the spread is
   the sample standard deviation (ddof=1; None with one fold).
 * **bootstrap over test images**: the unit resampled is an image id. The ids are the union over folds (with
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from segdeploy.bench.metrics import image_dice, per_class_scores
+from segdeploy.evaluation.metrics import image_dice, per_class_scores
 
 N_RESAMPLES = 2000
 CONFIDENCE = 0.95

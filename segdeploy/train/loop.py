@@ -103,21 +103,15 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
-@torch.no_grad()
-def evaluate(model, loader, device, num_classes: int, class_names: list[str], amp_dtype=None) -> dict:
-    """Validation Dice at the training resolution (letterboxed), the study's micro-averaged metric."""
-    from segdeploy.bench.metrics import SegMetrics
+def validate(model, dataset, ids: list[str], *, img_size: int, mean, std, batch_size: int, device,
+             amp_dtype=None) -> dict:
+    """Validation metrics for checkpoint selection: the one evaluation path (``segdeploy.evaluation``), so the
+    Dice that picks the checkpoint is the Dice ``bench`` reports, at each image's original resolution."""
+    from segdeploy.evaluation.evaluate import evaluate, torch_predictor
 
-    model.eval()
-    metrics = SegMetrics(num_classes, class_names, compute_hd95=False)
-    for images, masks in loader:
-        images = images.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(images)
-        preds = logits.argmax(1).cpu().numpy()
-        for p, g in zip(preds, masks.numpy()):
-            metrics.update(p, g)
-    return metrics.result()
+    return evaluate(torch_predictor(model, device, amp_dtype), dataset, ids, img_size=img_size, mean=mean, std=std,
+                    num_classes=dataset.num_classes, class_names=dataset.classes, batch=batch_size,
+                    compute_hd95=False).metrics
 
 
 def _make_loaders(cfg: TrainConfig, ds, device: torch.device, mean, std):
@@ -134,16 +128,14 @@ def _make_loaders(cfg: TrainConfig, ds, device: torch.device, mean, std):
                              path=ds.root, fix="add images, lower --k, or provide a split.json with train/val ids.")
     augment = TrainAugment(cfg.img_size, strength=cfg.augment) if cfg.augment > 0 else None
     train_set = TorchSegDataset(ds, train_ids, cfg.img_size, mean, std, augment=augment)
-    val_set = TorchSegDataset(ds, val_ids, cfg.img_size, mean, std, augment=None)
     workers = cfg.workers if cfg.workers is not None else (4 if device.type == "cuda" else 0)
     gen = torch.Generator().manual_seed(cfg.seed)
     pin = device.type == "cuda"
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_set) > cfg.batch_size,
                               num_workers=workers, generator=gen, pin_memory=pin, persistent_workers=workers > 0)
-    val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=workers, pin_memory=pin)
     split = ds.split_info(**split_kw)
     split["train_used"] = len(train_ids)
-    return train_loader, val_loader, split
+    return train_loader, val_ids, split
 
 
 def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
@@ -178,7 +170,7 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
     info = model_info(cfg.model)
     ds = open_dataset(cfg.data)
     mean, std = [0.5] * ds.in_chans, [0.5] * ds.in_chans  # the study's normalisation for every model
-    train_loader, val_loader, split = _make_loaders(cfg, ds, device, mean, std)
+    train_loader, val_ids, split = _make_loaders(cfg, ds, device, mean, std)
 
     model = create_model(cfg.model, num_classes=ds.num_classes, in_chans=ds.in_chans, img_size=cfg.img_size,
                          pretrained=cfg.pretrained, weights=cfg.weights).to(device)
@@ -242,7 +234,8 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
                 scheduler.step()
                 losses.append(loss.item())
                 bar.update(task, advance=1, info=f"epoch {epoch + 1} loss {np.mean(losses):.4f}")
-            val = evaluate(model, val_loader, device, ds.num_classes, ds.classes, amp_dtype)
+            val = validate(model, ds, val_ids, img_size=cfg.img_size, mean=mean, std=std,
+                           batch_size=cfg.batch_size, device=device, amp_dtype=amp_dtype)
             improved = val["dice"] is not None and val["dice"] > best + cfg.min_delta
             if improved:
                 best, best_epoch, stale = val["dice"], epoch, 0
