@@ -240,6 +240,8 @@ class BenchRow(_JsonRecord):
     env: dict | None = None
     version: str | None = None
     dice_vs_torch_fp32: float | None = None  # dice_delta() when the row was written
+    # per-image confusion counts (segdeploy.evaluation.per_image), relative to the results file's folder
+    per_image: str | None = None
     extra: dict = field(default_factory=dict)
 
     @classmethod

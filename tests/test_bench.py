@@ -348,6 +348,13 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
         saved = np.asarray(Image.open(preds / tiny_run.name / "fake-fp32" / f"{i}.png"))
         np.testing.assert_array_equal(confusion_matrix(saved, ds.load(i).mask, ds.num_classes), cm)
     assert ev.scores()["dice"] == ok.dice
+    # ... and the same counts are on disk beside the results, named by the row: Dice recomputed from them
+    from segdeploy.evaluation.metrics import confusion_scores
+    from segdeploy.evaluation.per_image import load_per_image
+
+    saved_ids, saved_cm = load_per_image(results.parent / ok.per_image)
+    assert saved_ids.tolist() == ids and confusion_scores(saved_cm)["dice"] == pytest.approx(ok.dice, abs=1e-12)
+    assert all(r.per_image is None for r in rows if r.status != "ok")
 
     # every row is on disk; a second call reruns only the failed configuration
     assert len(read_jsonl(results)) == 6

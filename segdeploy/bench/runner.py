@@ -12,10 +12,11 @@ Per configuration, in this order:
    (``segdeploy.bench.latency``, ``segdeploy.bench.memory``).
 
 Each row (a ``segdeploy.records.BenchRow``) is appended to the results file as soon as it is complete; its
-``dice_vs_torch_fp32`` follows the one ΔDice rule, ``segdeploy.records.References``. Resuming: a configuration whose
+``dice_vs_torch_fp32`` follows the one ΔDice rule, ``segdeploy.records.References``. An ``ok`` row's per-image
+confusion counts are written first, beside the results file, and the row names them in ``per_image``
+(``segdeploy.evaluation.per_image``). Resuming: a configuration whose
 ``ConfigKey`` ``(dataset, run, backend, precision, device, batch, split, n_images)`` already has an ``ok`` or
-``unavailable`` row
-is not run again (its stored row is returned) unless ``force``; ``failed`` rows are retried. ``device`` in the key
+``unavailable`` row is not run again (its stored row is returned) unless ``force``; ``failed`` rows are retried. ``device`` in the key
 is the device asked for (``device_requested``, e.g. ``auto``); ``device`` in a row is where the engine actually
 ran. ``n_images`` keeps a ``--max-images`` smoke test from standing in for the full split.
 """
@@ -32,6 +33,7 @@ from segdeploy.bench.latency import measure_engine
 from segdeploy.bench.memory import MemoryProbe
 from segdeploy.errors import BackendUnavailable, SegdeployError
 from segdeploy.evaluation.evaluate import Evaluation, evaluate
+from segdeploy.evaluation.per_image import save_per_image, sidecar_name
 from segdeploy.fileio import append_jsonl, iter_jsonl
 from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References
 
@@ -177,6 +179,9 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                     # fp32 row exists: list torch first in --backends to have it)
                     delta = References([*stored, *rows, row]).delta(row)
                     row.update(env=env, version=segdeploy.__version__, dice_vs_torch_fp32=delta)
+                    if evaluation is not None and row.status == "ok":
+                        row.per_image = sidecar_name(results, [*key, row.timestamp])
+                        save_per_image(results.parent / row.per_image, evaluation.image_ids, evaluation.confusion)
                     append_jsonl(results, row.to_json())
                     rows.append(row)
                     if on_evaluation is not None and evaluation is not None:

@@ -187,14 +187,7 @@ def load_per_image(row: StudyRow) -> PerImage | None:
     """The row's per-image confusion sidecar, or None when the row has none."""
     if row.per_image is None:
         return None
-    if not row.per_image.is_file():
-        raise SegdeployError("per-image sidecar named by a results row is missing.", path=row.per_image,
-                             fix="re-run that configuration, or drop its per_image field.")
-    with np.load(row.per_image, allow_pickle=False) as npz:
-        ids, confusion = npz["ids"].astype(str), npz["confusion"].astype(np.int64)
-    if confusion.ndim != 3 or confusion.shape[1] != confusion.shape[2] or len(ids) != len(confusion):
-        raise SegdeployError(f"ids {ids.shape} and confusion {confusion.shape} do not match (want (N,) and "
-                             "(N, K, K)).", path=row.per_image, fix="re-run that configuration.")
-    if len(set(ids.tolist())) != len(ids):
-        raise SegdeployError("image ids repeat.", path=row.per_image, fix="re-run that configuration.")
+    from segdeploy.evaluation.per_image import load_per_image as read_sidecar
+
+    ids, confusion = read_sidecar(row.per_image)
     return PerImage(ids, confusion)
