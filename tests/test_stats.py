@@ -206,15 +206,20 @@ def test_deployment_cost_delta_and_the_99_percent_rule():
     rows = []
     for fold, p50 in enumerate((10.0, 12.0, 11.0)):
         rows += [row("a", "d", fold, 1e-4, 0.800, **lat(p50 * 3)),
-                 row("a", "d", fold, 1e-4, 0.793, backend="onnxruntime", precision="int8", **lat(p50)),
+                 row("a", "d", fold, 1e-4, 0.793, backend="onnxruntime", precision="int8", **lat(p50),
+                     dice_vs_torch_fp32=0.793 - 0.800),  # as bench writes it (records.References)
                  row("b", "d", fold, 1e-4, 0.600, **lat(p50 * 3)),
-                 row("b", "d", fold, 1e-4, 0.590, backend="onnxruntime", precision="int8", **lat(p50))]
+                 row("b", "d", fold, 1e-4, 0.590, backend="onnxruntime", precision="int8", **lat(p50),
+                     dice_vs_torch_fp32=0.590 - 0.600),
+                 row("b", "d", fold, 1e-4, 0.500, backend="onnxruntime", precision="fp16", **lat(p50))]
     costs = {(c.model, c.backend, c.precision): c for c in deployment_cost(rows, select_lr(rows))}
     a8, b8 = costs[("a", "onnxruntime", "int8")], costs[("b", "onnxruntime", "int8")]
     assert a8.delta_dice == pytest.approx(-0.007) and a8.passes_99 is True  # 0.793 >= 0.99 * 0.8 = 0.792
     assert b8.delta_dice == pytest.approx(-0.010) and b8.passes_99 is False  # 0.590 < 0.594
     assert a8.p50_ms == pytest.approx(11.0) and a8.p99_ms == pytest.approx(22.0)  # medians over folds
     assert costs[("a", "torch", "fp32")].passes_99 is None
+    # a row bench wrote without a torch fp32 reference gets no ΔDice and no verdict: no second reference rule
+    assert costs[("b", "onnxruntime", "fp16")].delta_dice is None and costs[("b", "onnxruntime", "fp16")].passes_99 is None
 
 
 def test_shift_table_in_domain_out_of_domain_and_drop():

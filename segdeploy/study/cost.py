@@ -3,9 +3,10 @@
 * **cost**: ok in-domain rows of the chosen lr (``aggregate.select_lr``), grouped by scored dataset x device x
   model x backend x precision. Timings, memory, energy and sizes are the median over the group's rows (the folds
   are one architecture with different weights); Dice and ΔDice are means over folds.
-* **ΔDice vs fp32**: the row's ``dice_vs_torch_fp32`` (the bench's reference rule: the same run's torch fp32 row
-  on the same split and images), else the difference to that row found among the rows, else to the same
-  backend's fp32 row of the same cell. The **99% rule** (MLPerf Inference's medical target, also
+* **ΔDice vs fp32**: the row's ``dice_vs_torch_fp32``, written by bench under the one reference rule
+  (``segdeploy.records.References``: the same run's torch fp32 row on the same split, images and device kind); a
+  row without one has no ΔDice and no 99% verdict (shown as such, never compared against another fp32 row). The
+  **99% rule** (MLPerf Inference's medical target, also
   ``segdeploy check``'s): a lower precision passes when its mean Dice >= 0.99 x the mean fp32 reference Dice.
 * **shift**: per model and cross-dataset target, the in-domain test Dice (``ModelAccuracy``) against the mean
   over folds of the target's Dice (accuracy row of each cell on that target), and the drop (in - out); per family
@@ -72,13 +73,7 @@ def _reference_delta(row: StudyRow, cell_rows: Sequence[StudyRow]) -> float | No
         return None
     if (row.backend, row.precision) == ("torch", "fp32"):
         return 0.0
-    if row.dice_vs_torch_fp32 is not None:
-        return row.dice_vs_torch_fp32
-    same_images = [r for r in cell_rows if r.ok and r.dice is not None and r.precision == "fp32"
-                   and (r.split, r.n_images) == (row.split, row.n_images)]
-    ref = next((r for r in same_images if r.backend == "torch"),
-               next((r for r in same_images if r.backend == row.backend), None))
-    return None if ref is None else row.dice - ref.dice
+    return row.dice_vs_torch_fp32
 
 
 def deployment_cost(rows: Sequence[StudyRow], choices: dict) -> list[CostEntry]:

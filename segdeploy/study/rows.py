@@ -162,7 +162,7 @@ def load_rows(paths: Sequence[str | Path]) -> list[StudyRow]:
     """Rows of every results file (or study folder) in ``paths``; the latest row per configuration."""
     from segdeploy.fileio import iter_jsonl
 
-    latest: dict[tuple, StudyRow] = {}
+    latest: dict[tuple, tuple[dict, StudyRow]] = {}
     for path in results_files(paths):
         for raw in iter_jsonl(path):
             if not isinstance(raw, dict) or not raw.get("model") or not raw.get("backend"):
@@ -170,11 +170,19 @@ def load_rows(paths: Sequence[str | Path]) -> list[StudyRow]:
                                      fix="pass results written by `segdeploy bench` or `segdeploy study run`.")
             key = (str(path.resolve()), *_config_key(raw))
             latest.pop(key, None)  # re-insert: the order follows the latest rows
-            latest[key] = from_record(raw, path.parent, str(path))
+            latest[key] = raw, from_record(raw, path.parent, str(path))
     if not latest:
         raise SegdeployError("the results have no rows.", path=", ".join(map(str, paths)),
                              fix="run `segdeploy bench` or `segdeploy study run` first.")
-    return list(latest.values())
+    # rows written before their torch fp32 reference existed (or by older versions) get their ΔDice from the
+    # one reference rule over all rows loaded, never from another rule
+    from dataclasses import replace
+
+    from segdeploy.records import References
+
+    refs = References(raw for raw, _ in latest.values())
+    return [row if row.dice_vs_torch_fp32 is not None else replace(row, dice_vs_torch_fp32=refs.delta(raw))
+            for raw, row in latest.values()]
 
 
 @dataclass(frozen=True)
