@@ -31,17 +31,13 @@ import numpy as np
 from segdeploy.bench.latency import measure_engine
 from segdeploy.bench.memory import MemoryProbe
 from segdeploy.bench.metrics import SegMetrics
+from segdeploy.cli_util import comma_list
 from segdeploy.errors import BackendUnavailable, SegdeployError
 from segdeploy.fileio import append_jsonl, atomic_write_bytes, iter_jsonl
 
 SCHEMA = "segdeploy.bench/1"
 SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-dataset evaluation
 RESUMABLE = ("ok", "unavailable")
-
-
-def _as_list(value: str | Sequence[str]) -> list[str]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return [s.strip() for s in items if s.strip()]
 
 
 def config_key(row: dict) -> tuple:
@@ -163,7 +159,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
         raise SegdeployError(f"unknown split {split!r}.", fix=f"use one of {', '.join(SPLITS)}.")
     if batch < 1:
         raise SegdeployError(f"batch must be >= 1, got {batch}.", fix="pass --batch 1 or more.")
-    backends, precisions = _as_list(backends), _as_list(precisions)
+    backends, precisions = comma_list(backends), comma_list(precisions)
     ds = open_dataset(data)
     runs = [load_run(d) for d in run_dirs]
     for run in runs:  # fail before any work, not after the first model's hour

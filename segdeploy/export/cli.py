@@ -33,11 +33,12 @@ def export(
     """
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from segdeploy.cli_util import comma_list
     from segdeploy.export import export_run
     from segdeploy.runs import manifest_path
 
     console = Console()
-    wanted = list(dict.fromkeys(p.strip() for p in precisions.split(",") if p.strip()))
+    wanted = comma_list(precisions)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("export", total=len(wanted))
