@@ -235,23 +235,8 @@ def _class_means(ds, ids: list[str], mean: float, std: float) -> np.ndarray:
 
 @pytest.fixture
 def fake_backends(monkeypatch):
-    import copy
-
     import segdeploy.engines as engines
     from segdeploy.data import open_dataset
-    from segdeploy.runs import Run
-
-    # unet-tiny takes seconds to construct (torchvision initialises VGG's unused classifier); run_bench builds the
-    # model once for its cost and once per torch engine, so build each checkpoint once per test and copy it
-    built = {}
-    real_build = Run.build_model
-
-    def build_once(run):
-        if run.dir not in built:
-            built[run.dir] = real_build(run)
-        return copy.deepcopy(built[run.dir])
-
-    monkeypatch.setattr(Run, "build_model", build_once)
 
     ds = open_dataset("synthetic:24")
     test = set(ds.split("test", seed=42, k=2))
