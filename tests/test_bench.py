@@ -374,6 +374,11 @@ def test_run_bench_rejects_a_dataset_with_other_classes(tiny_run, tmp_path, fake
     (other / "meta.json").write_text(json.dumps({"classes": ["background", "organ"]}))
     with pytest.raises(SegdeployError, match=r"unet-tiny-run.*binary"):
         run_bench([tiny_run], str(other), "fake", "fp32", tmp_path / "r.jsonl", progress=False, **FAST)
+    # a misspelt device is a user error before any work, not a failed row per configuration
+    with pytest.raises(SegdeployError, match="unknown device 'gpu'"):
+        run_bench([tiny_run], "synthetic:24", "fake", "fp32", tmp_path / "r.jsonl", device="gpu", progress=False,
+                  **FAST)
+    assert not (tmp_path / "r.jsonl").exists()
 
 
 # the legacy exporter: fast, and independent of segdeploy.export, which has its own tests

@@ -32,6 +32,7 @@ from segdeploy.bench.latency import measure_engine
 from segdeploy.bench.memory import MemoryProbe
 from segdeploy.bench.metrics import SegMetrics
 from segdeploy.cli_util import comma_list
+from segdeploy.device import resolve_device
 from segdeploy.errors import BackendUnavailable, SegdeployError
 from segdeploy.fileio import append_jsonl, atomic_write_bytes, iter_jsonl
 
@@ -160,6 +161,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     if batch < 1:
         raise SegdeployError(f"batch must be >= 1, got {batch}.", fix="pass --batch 1 or more.")
     backends, precisions = comma_list(backends), comma_list(precisions)
+    resolve_device(device)  # a misspelt --device stops here, not as a failed row per configuration
     ds = open_dataset(data)
     runs = [load_run(d) for d in run_dirs]
     for run in runs:  # fail before any work, not after the first model's hour
