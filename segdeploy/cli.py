@@ -50,8 +50,10 @@ def _register() -> None:
     from segdeploy.models.cli import app as models_app
     from segdeploy.report.cli import check
     from segdeploy.train.cli import train
+    from segdeploy.verify import verify
     from segdeploy.xai.cli import cam
 
+    models_app.command()(verify)  # segdeploy models verify: above models, export and bench, so not in models/
     app.add_typer(data_app, name="data")
     app.add_typer(models_app, name="models")
     app.command()(train)

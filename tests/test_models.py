@@ -126,9 +126,9 @@ def test_models_cli_lists_measured_numbers(listed_models):
 
 
 def test_models_verify_passes_for_a_tiny_model():
-    from segdeploy.models.cli import app
+    from segdeploy.cli import app
 
-    result = CliRunner().invoke(app, ["verify", "unet-tiny", "--img-size", "64", "--format", "json"])
+    result = CliRunner().invoke(app, ["models", "verify", "unet-tiny", "--img-size", "64", "--format", "json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["status"] == "ok" and set(report["batches"]) == {"1", "3"}
@@ -138,7 +138,7 @@ def test_models_verify_passes_for_a_tiny_model():
 def test_models_verify_exits_1_on_mismatch(monkeypatch):
     """Export a model whose weights differ from the one compared: verify must catch it."""
     import segdeploy.export.onnx_export as onnx_export
-    from segdeploy.models.cli import app
+    from segdeploy.cli import app
 
     real_export = onnx_export.export_onnx
 
@@ -150,7 +150,7 @@ def test_models_verify_exits_1_on_mismatch(monkeypatch):
         return real_export(other, path, input_shape, opset)
 
     monkeypatch.setattr(onnx_export, "export_onnx", export_perturbed)
-    result = CliRunner().invoke(app, ["verify", "unet-tiny", "--img-size", "64", "--format", "json"])
+    result = CliRunner().invoke(app, ["models", "verify", "unet-tiny", "--img-size", "64", "--format", "json"])
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
     assert report["status"] == "mismatch"

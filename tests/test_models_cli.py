@@ -35,9 +35,9 @@ def _conv_macs(model: nn.Module, in_chans: int, size: int) -> int:
 
 
 def _invoke(*args: str):
-    from segdeploy.models.cli import app
+    from segdeploy.cli import app
 
-    return CliRunner().invoke(app, ["verify", *args])
+    return CliRunner().invoke(app, ["models", "verify", *args])
 
 
 def test_verify_all_tiny_reports_every_field(monkeypatch, tmp_path):

@@ -146,7 +146,8 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
     on validation images falls below ``int8_target`` x fp32 Dice, keep the most sensitive layers in floating point
     (:mod:`segdeploy.export.int8_auto`); the manifest's ``int8_auto`` entry says which and what each try gave.
     """
-    from segdeploy.export.onnx_export import ExportFailed, describe_error, export_onnx, remove_onnx
+    from segdeploy.errors import describe_error
+    from segdeploy.export.onnx_export import ExportFailed, export_onnx, remove_onnx
     from segdeploy.export.precision import convert_fp16
     from segdeploy.export.quantize import qdq_report, quantize_int8
     from segdeploy.runs import load_run, manifest_path, onnx_path
