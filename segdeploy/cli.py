@@ -45,7 +45,7 @@ def _register() -> None:
     from segdeploy.data.cli import app as data_app
     from segdeploy.demo import demo
     from segdeploy.engines.cli import app as engines_app
-    from segdeploy.envinfo import env
+    from segdeploy.env_cli import env
     from segdeploy.export.cli import export
     from segdeploy.models.cli import app as models_app
     from segdeploy.report.cli import check
