@@ -243,14 +243,14 @@ def test_corrupt_onnx_is_a_user_error(run):
         path.unlink()
 
 
-def test_trt_execution_provider_keeps_precision_in_the_file(tmp_path):
-    chain = ort_backend.provider_chain("onnxruntime-trt", 1, tmp_path / "cache")
-    assert [name for name, _ in chain] == ["TensorrtExecutionProvider", "CUDAExecutionProvider",
-                                           "CPUExecutionProvider"]
-    trt_options = chain[0][1]
-    assert trt_options["trt_fp16_enable"] is False and trt_options["trt_int8_enable"] is False
-    assert trt_options["trt_engine_cache_enable"] is True
-    assert trt_options["trt_engine_cache_path"] == str(tmp_path / "cache") and trt_options["device_id"] == 1
+@pytest.mark.parametrize("backend,providers", [
+    ("onnxruntime", ["CPUExecutionProvider"]),
+    ("onnxruntime-cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    ("onnxruntime-trt", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])])
+def test_provider_chain_falls_back_towards_the_cpu_on_the_asked_gpu(tmp_path, backend, providers):
+    chain = ort_backend.provider_chain(backend, 1, tmp_path / "cache")
+    assert [name for name, _ in chain] == providers  # unsupported nodes fall back, the CPU closes every chain
+    assert all(options["device_id"] == 1 for name, options in chain if name != "CPUExecutionProvider")
 
 
 def test_trt_execution_provider_gets_the_native_engines_profile(tmp_path):
