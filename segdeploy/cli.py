@@ -45,14 +45,16 @@ def _register() -> None:
     from segdeploy.data.cli import app as data_app
     from segdeploy.demo import demo
     from segdeploy.engines.cli import app as engines_app
-    from segdeploy.envinfo import env
+    from segdeploy.env_cli import env
     from segdeploy.export.cli import export
     from segdeploy.models.cli import app as models_app
     from segdeploy.report.cli import check, report
     from segdeploy.study.cli import app as study_app
     from segdeploy.train.cli import train
+    from segdeploy.verify import verify
     from segdeploy.xai.cli import cam
 
+    models_app.command()(verify)  # segdeploy models verify: above models, export and bench, so not in models/
     app.add_typer(data_app, name="data")
     app.add_typer(models_app, name="models")
     app.command()(train)

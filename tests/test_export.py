@@ -50,6 +50,7 @@ def exported(tmp_path_factory):
     return run_dir, read_manifest(run_dir), result
 
 
+@pytest.mark.slow  # exports every precision through the CLI
 def test_cli_exits_0_and_prints_the_table(exported):
     _, _, result = exported
     assert result.exit_code == 0, result.output
@@ -143,6 +144,7 @@ def test_qdq_report_catches_asymmetric_quantization(exported, tmp_path):
     assert not report["all_zero_points_zero"] and not report["int8_only"] and not report["per_channel_weights"]
 
 
+@pytest.mark.slow  # exports every precision again
 def test_failed_precision_is_reported_and_others_kept(exported, tmp_path, monkeypatch):
     import onnxruntime.transformers.float16 as ort_float16
 

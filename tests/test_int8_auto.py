@@ -9,6 +9,8 @@ from segdeploy.export import export_run
 from segdeploy.export.int8_auto import onnx_dice, sensitive_nodes
 from segdeploy.train import TrainConfig, train_model
 
+pytestmark = pytest.mark.slow  # trains a run, then exports and scores INT8 several times per test
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):

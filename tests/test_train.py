@@ -31,6 +31,7 @@ def _cfg(out, **kw):
     return TrainConfig(**base)
 
 
+@pytest.mark.slow  # trains for several epochs
 def test_train_writes_checkpoint_metadata_and_history(tmp_path):
     meta = train_model(_cfg(tmp_path / "run"), progress=False)
     run = tmp_path / "run"
@@ -64,6 +65,7 @@ def test_existing_run_is_not_overwritten(tmp_path):
         train_model(_cfg(tmp_path / "run", epochs=1), progress=False)
 
 
+@pytest.mark.slow  # trains the same run twice
 def test_resume_after_interruption_reproduces_uninterrupted_run(tmp_path, monkeypatch):
     reference = train_model(_cfg(tmp_path / "ref"), progress=False)
 

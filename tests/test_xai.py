@@ -141,6 +141,7 @@ def synthetic_run(tmp_path):  # function scope: the cache folder from conftest i
     return run_dir, dataset, transforms
 
 
+@pytest.mark.slow  # trains a run, then Grad-CAM over its test split
 def test_gradcam_run_end_to_end(synthetic_run, tmp_path):
     import cv2
     import typer

@@ -31,6 +31,8 @@ from pathlib import Path
 
 from segdeploy.bench.latency import measure_engine
 from segdeploy.bench.memory import MemoryProbe
+from segdeploy.cli_util import comma_list
+from segdeploy.device import resolve_device
 from segdeploy.errors import BackendUnavailable, SegdeployError
 from segdeploy.evaluation.evaluate import Evaluation, evaluate
 from segdeploy.evaluation.per_image import save_per_image, sidecar_name
@@ -42,9 +44,6 @@ SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-datase
 RESUMABLE = ("ok", "unavailable")
 
 
-def _as_list(value: str | Sequence[str]) -> list[str]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return [s.strip() for s in items if s.strip()]
 
 
 @functools.cache  # probing versions and devices takes seconds and cannot change within one process
@@ -129,7 +128,8 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
         raise SegdeployError(f"unknown split {split!r}.", fix=f"use one of {', '.join(SPLITS)}.")
     if batch < 1:
         raise SegdeployError(f"batch must be >= 1, got {batch}.", fix="pass --batch 1 or more.")
-    backends, precisions = _as_list(backends), _as_list(precisions)
+    backends, precisions = comma_list(backends), comma_list(precisions)
+    resolve_device(device)  # a misspelt --device stops here, not as a failed row per configuration
     ds = open_dataset(data)
     runs = [load_run(d) for d in run_dirs]
     for run in runs:  # fail before any work, not after the first model's hour

@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from segdeploy import __version__
+from segdeploy.device import missing_device_reason, resolve_device
 from segdeploy.envinfo import has_native_bf16
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import append_jsonl, atomic_target, atomic_write_json, commit
@@ -66,11 +67,13 @@ class TrainConfig:
         return d
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SegdeployError(f"--device {device} asked for, but torch sees no CUDA device.",
+def training_device(requested: str) -> torch.device:
+    """The device to train on, by the rule every stage uses (:mod:`segdeploy.device`); one that is not here is
+    an error, not a silent fallback."""
+    device = resolve_device(requested)
+    missing = missing_device_reason(device)
+    if missing:
+        raise SegdeployError(f"--device {requested}: {missing}.",
                              fix="use --device cpu (or auto), or install a CUDA build of torch on a GPU machine.")
     return torch.device(device)
 
@@ -166,7 +169,7 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
                              fix="pass --resume to continue it, or choose another --out folder.")
 
     _seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = training_device(cfg.device)
     info = model_info(cfg.model)
     ds = open_dataset(cfg.data)
     mean, std = [0.5] * ds.in_chans, [0.5] * ds.in_chans  # the study's normalisation for every model
