@@ -152,11 +152,13 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
               warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10, force: bool = False,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, class_map: str | None = None) -> list[dict]:
     """Benchmark every run x backend x precision on ``data``'s ``split``; returns this suite's rows (stored
-    rows for configurations skipped on resume), appending new ones to ``results`` as they complete."""
+    rows for configurations skipped on resume), appending new ones to ``results`` as they complete.
+    ``class_map`` maps ``data``'s labels onto the runs' classes (cross-dataset scoring)."""
     import segdeploy
     from segdeploy.data import open_dataset
+    from segdeploy.data.class_map import dataset_for_run
     from segdeploy.runs import load_run
 
     if split not in SPLITS:
@@ -166,8 +168,9 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     backends, precisions = _as_list(backends), _as_list(precisions)
     ds = open_dataset(data)
     runs = [load_run(d) for d in run_dirs]
+    views = {run.dir: dataset_for_run(ds, run.meta, class_map, run_name=run.name) for run in runs}
     for run in runs:  # fail before any work, not after the first model's hour
-        run.check_dataset(ds)
+        run.check_dataset(views[run.dir])
 
     results = Path(results)
     done = {} if force else {config_key(r): r for r in iter_jsonl(results) if r.get("status") in RESUMABLE}
@@ -181,11 +184,12 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                    transient=True, disable=not progress)
     with bar:
         for run in runs:
+            ds = views[run.dir]  # the dataset as this run sees it (class map applied)
             ids = run.split_ids(ds, split)[:max_images or None]
             base = {"schema": SCHEMA, "dataset": ds.name, "data": str(data), "split": split,
                     "run": str(run.dir.resolve()), "run_name": run.name, "model": run.meta["model"],
                     "family": run.meta.get("family"), "device_requested": device, "batch": batch,
-                    "n_images": len(ids)}
+                    "n_images": len(ids), "class_map": ds.class_map.record if ds.class_map else None}
             cost = None
             for backend in backends:
                 for precision in precisions:

@@ -102,11 +102,13 @@ class ClassMap:
                 taken[lab] = name
                 idx.append(lab)
             sources[name] = idx
-        first = taken.get(0, BACKGROUND)
-        if first not in sources:  # "background=0" implied
-            if BACKGROUND in sources:
-                raise SegdeployError(f"class map {self.text!r}: 'background' does not hold label 0.", path=path,
-                                     fix="add 0 to background's labels, or name label 0's class otherwise.")
+        if 0 in taken:
+            first = taken[0]
+        elif BACKGROUND in sources:
+            raise SegdeployError(f"class map {self.text!r}: 'background' does not hold label 0.", path=path,
+                                 fix="add 0 to background's labels, or name label 0's class otherwise.")
+        else:  # "background=0" implied
+            first = BACKGROUND
             sources = {first: [0], **sources}
         order = [first] + [n for n in sources if n != first]
         lut = np.zeros(256, np.uint8)  # every label the map does not name is background (index 0)
@@ -170,3 +172,10 @@ def dataset_for_run(dataset, run_meta: dict, class_map: str | Path | Mapping | N
     view = dataset.with_class_map(class_map)
     check_run_classes(run_name, run_meta.get("classes") or [], view)
     return view
+
+
+def class_map_record(dataset) -> dict:
+    """What a training run records under model.json ``dataset`` when a class map was applied (else nothing)."""
+    if dataset.class_map is None:
+        return {}
+    return {"class_map": dataset.class_map.record, "source_classes": dataset.class_map.source_classes}

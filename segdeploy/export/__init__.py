@@ -58,7 +58,7 @@ def load_images(run, split: str, n: int, *, seed: int | None = None) -> np.ndarr
     if not (meta.get("dataset") or {}).get("spec"):
         raise SegdeployError("the run's model.json names no dataset (dataset.spec): parity and calibration need "
                              "its images.", fix="add \"dataset\": {\"spec\": PATH_OR_NAME} to model.json.")
-    dataset = open_dataset(meta["dataset"]["spec"])
+    dataset = open_dataset(meta["dataset"]["spec"], class_map=meta["dataset"].get("class_map"))
     ids = run.split_ids(dataset, split)
     ids = sorted(random.Random(seed).sample(ids, min(n, len(ids)))) if seed is not None else ids[:n]
     images = [preprocess(dataset.load(i).image, meta["img_size"], meta["mean"], meta["std"])[0] for i in ids]
@@ -71,7 +71,7 @@ def load_pairs(run, split: str, n: int) -> tuple[np.ndarray, np.ndarray]:
     from segdeploy.data.transforms import letterbox, normalize
 
     meta = run.meta
-    dataset = open_dataset(meta["dataset"]["spec"])
+    dataset = open_dataset(meta["dataset"]["spec"], class_map=meta["dataset"].get("class_map"))
     images, masks = [], []
     for i in run.split_ids(dataset, split)[:n]:
         sample = dataset.load(i)

@@ -165,6 +165,7 @@ def gradcam_run(run_dir: str | Path, data: str, out: str | Path, *, worst: int =
 
     from segdeploy.bench.metrics import confusion_matrix, image_dice
     from segdeploy.data import open_dataset
+    from segdeploy.data.class_map import dataset_for_run
     from segdeploy.data.transforms import preprocess, restore
     from segdeploy.runs import load_run
 
@@ -172,7 +173,7 @@ def gradcam_run(run_dir: str | Path, data: str, out: str | Path, *, worst: int =
     meta = run.meta
     k, size, classes = meta["num_classes"], meta["img_size"], list(meta["classes"])
     model = run.build_model()
-    dataset = open_dataset(data)
+    dataset = dataset_for_run(open_dataset(data), meta, None, run_name=run.name)  # the run's class map, if any
     run.check_dataset(dataset)
     ids = run.split_ids(dataset, split)[:max_images or None]
 
