@@ -252,6 +252,8 @@ def dedupe(path: str = typer.Argument(..., help=PATH_HELP),
                                                             "PATH/dedupe.json)."),
            write_groups: bool = typer.Option(False, help="Also write PATH/groups.json so each duplicate set is one "
                                                          "group in future splits (changes k-fold splits)."),
+           group_regex: Optional[str] = typer.Option(None, help="Patient/case of an id (default: meta.json's), "
+                                                                "to count sets that span patients."),
            format: OutputFormat = typer.Option(OutputFormat.table, "--format", help="table or json.")) -> None:
     """Find exact and near-duplicate images in a dataset folder, and the groups and splits each set spans."""
     from segdeploy.data.dedupe import DEFAULT_THRESHOLD, REPORT_FILE, dedupe_dataset
@@ -260,7 +262,8 @@ def dedupe(path: str = typer.Argument(..., help=PATH_HELP),
     from segdeploy.fileio import atomic_write_json, dumps
 
     root, _ = _resolve(path)
-    result = dedupe_dataset(root, threshold=DEFAULT_THRESHOLD if threshold is None else threshold)
+    result = dedupe_dataset(root, threshold=DEFAULT_THRESHOLD if threshold is None else threshold,
+                            group_regex=group_regex)
     data = result.to_json()
     target = report or root / REPORT_FILE
     try:

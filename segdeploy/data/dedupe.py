@@ -151,16 +151,19 @@ def hash_images(ids: Sequence[str], load: Callable[[str], np.ndarray], *, worker
         return list(pool.map(lambda i: hash_image(i, load(i)), ids))
 
 
-def dedupe_dataset(path: str | Path, *, threshold: int = DEFAULT_THRESHOLD) -> DedupeReport:
-    """Duplicates in a dataset folder, with the groups (group_regex, groups.json) and splits each set spans."""
+def dedupe_dataset(path: str | Path, *, threshold: int = DEFAULT_THRESHOLD, group_regex: str | None = None
+                   ) -> DedupeReport:
+    """Duplicates in a dataset folder, with the groups (``group_regex`` or meta.json's, groups.json) and the
+    splits (split.json, else the default k-fold split) each set spans."""
     from segdeploy.data.folder import SegDataset, read_image_array
     from segdeploy.data.splits import group_of
 
     ds = SegDataset(path)
     hashes = hash_images(ds.ids, lambda i: read_image_array(ds.image_path(i), ds.in_chans))
-    groups = group_of(ds.ids, ds.group_regex, ds.groups)
+    regex = group_regex or ds.group_regex
+    groups = group_of(ds.ids, regex, ds.groups)
     try:
-        splits = {i: s for s in ("train", "val", "test") for i in ds.split(s)}
+        splits = {i: s for s in ("train", "val", "test") for i in ds.split(s, group_regex=regex)}
     except SegdeployError:
         splits = None
     return find_duplicates(hashes, threshold=threshold, groups=groups, splits=splits)
