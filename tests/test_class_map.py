@@ -92,6 +92,7 @@ def test_dataset_for_run_applies_the_recorded_map_and_refuses_other_classes(tmp_
 @pytest.mark.slow
 def test_train_records_the_map_and_bench_refuses_before_any_work(tmp_path):
     from segdeploy.bench.runner import run_bench
+    from segdeploy.fileio import read_jsonl
     from segdeploy.train import TrainConfig, train_model
 
     meta = train_model(TrainConfig(data="synthetic:24", model="unet-tiny", out=tmp_path / "run", epochs=1,
@@ -105,6 +106,11 @@ def test_train_records_the_map_and_bench_refuses_before_any_work(tmp_path):
                      warmup_s=0.0, duration_s=0.0, min_iters=1)
     assert rows[0]["status"] == "ok" and rows[0]["class_map"] == {"background": [0], "lesion": [3]}
     assert list(rows[0]["dice_per_class"]) == ["lesion"]  # scored on the mapped labels (foreground classes)
+    kw = dict(max_images=2, progress=False, warmup_s=0.0, duration_s=0.0, min_iters=1)
+    same = run_bench([tmp_path / "run"], "synthetic:24", "torch", "fp32", results, class_map="lesion=3", **kw)
+    assert same[0]["timestamp"] == rows[0]["timestamp"]  # the recorded map, given again: resumed, not re-run
+    wider = run_bench([tmp_path / "run"], "synthetic:24", "torch", "fp32", results, class_map="lesion=2,3", **kw)
+    assert wider[0]["class_map"] == {"background": [0], "lesion": [2, 3]} and len(read_jsonl(results)) == 2
     with pytest.raises(SegdeployError, match="predicts classes"):
         run_bench([tmp_path / "run"], "synthetic:24", "torch", "fp32", tmp_path / "never.jsonl",
                   class_map="wall=2", progress=False)

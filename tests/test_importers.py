@@ -259,3 +259,30 @@ def test_cli_import_prints_summary_and_check(tmp_path):
     assert open_dataset(tmp_path / "out").load("a0").mask.shape == (15, 20)
     again = CliRunner().invoke(app, ["import", "masks", str(src), str(tmp_path / "out")])
     assert again.exit_code != 0 and "--force" in str(again.exception or again.output)
+
+
+def test_ph2_per_case_folders_with_roi_files_listed(tmp_path):
+    root = tmp_path / "PH2Dataset" / "PH2 Dataset images"
+    truth = {}
+    for n in (2, 3):
+        case = root / f"IMD00{n}"
+        m = _blob_mask(48, 64, n)
+        truth[f"IMD00{n}"] = m
+        _save(case / f"IMD00{n}_Dermoscopic_Image" / f"IMD00{n}.bmp", _image_for(m, n))
+        _save(case / f"IMD00{n}_lesion" / f"IMD00{n}_lesion.bmp", m * 255)
+        _save(case / f"IMD00{n}_roi" / f"IMD00{n}_R1_Label4.bmp", m * 255)
+    (tmp_path / "PH2Dataset" / "PH2_dataset.txt").write_text("|| Name ||")
+    report = import_dataset("masks", tmp_path / "PH2Dataset", tmp_path / "ph2")
+    got = _masks_of(tmp_path / "ph2")
+    assert sorted(got) == sorted(truth) and all(np.array_equal(got[k], truth[k]) for k in truth)
+    assert sorted(Path(s.path).name for s in report.skipped) == ["IMD002_R1_Label4.bmp", "IMD003_R1_Label4.bmp"]
+
+
+def test_destination_inside_the_source_is_refused(tmp_path):
+    m = _blob_mask(20, 20, 0)
+    _save(tmp_path / "src" / "images" / "a.png", _image_for(m, 0))
+    _save(tmp_path / "src" / "masks" / "a.png", m)
+    for dest in (tmp_path / "src" / "out", tmp_path):
+        with pytest.raises(SegdeployError, match="contain one another"):
+            import_dataset("masks", tmp_path / "src", dest, ImportOptions(force=True))
+    assert sorted(p.name for p in (tmp_path / "src").iterdir()) == ["images", "masks"]

@@ -11,10 +11,10 @@ Per configuration, in this order:
    (``segdeploy.bench.latency``, ``segdeploy.bench.memory``).
 
 Each row is appended to the results file as soon as it is complete. Resuming: a configuration whose key
-``(dataset, run, backend, precision, device, batch, split, n_images)`` already has an ``ok`` or ``unavailable`` row
-is not run again (its stored row is returned) unless ``force``; ``failed`` rows are retried. ``device`` in the key
-is the device asked for (``device_requested``, e.g. ``auto``); ``device`` in a row is where the engine actually
-ran. ``n_images`` keeps a ``--max-images`` smoke test from standing in for the full split.
+``(dataset, run, backend, precision, device, batch, split, n_images, class_map)`` already has an ``ok`` or
+``unavailable`` row is not run again (its stored row is returned) unless ``force``; ``failed`` rows are retried.
+``device`` in the key is the device asked for (``device_requested``, e.g. ``auto``); ``device`` in a row is where
+the engine actually ran. ``n_images`` keeps a ``--max-images`` smoke test from standing in for the full split.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import io
+import json
 import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -46,7 +47,8 @@ def _as_list(value: str | Sequence[str]) -> list[str]:
 
 def config_key(row: dict) -> tuple:
     return (row.get("dataset"), row.get("run"), row.get("backend"), row.get("precision"),
-            row.get("device_requested"), row.get("batch"), row.get("split"), row.get("n_images"))
+            row.get("device_requested"), row.get("batch"), row.get("split"), row.get("n_images"),
+            json.dumps(row.get("class_map"), sort_keys=True))  # the same images under another class map differ
 
 
 @functools.cache  # probing versions and devices takes seconds and cannot change within one process

@@ -116,8 +116,9 @@ def find_duplicates(hashes: Sequence[ImageHash], *, threshold: int = DEFAULT_THR
         if first != j:
             rows.append(first), cols.append(j), dist.append(0)
     codes = np.array([h.phash for h in live], dtype=np.uint64)
-    for start in range(0, n, 1024):  # near pairs, a block of rows at a time to bound memory
-        block = np.bitwise_count(codes[start:start + 1024, None] ^ codes[None, :])
+    rows_per_block = max(1, min(1024, (1 << 23) // max(n, 1)))  # near pairs, blocks of <= 8M distances (8 MB)
+    for start in range(0, n, rows_per_block):
+        block = np.bitwise_count(codes[start:start + rows_per_block, None] ^ codes[None, :])
         a, b = np.nonzero(block <= threshold)
         keep = b > a + start
         rows += (a[keep] + start).tolist()

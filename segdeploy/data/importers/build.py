@@ -73,9 +73,10 @@ def import_dataset(fmt: str, src: str | Path, dest: str | Path, options: ImportO
     if dest.exists() and not opts.force:
         raise SegdeployError("destination exists; it is not overwritten.", path=dest,
                              fix="choose another DEST, or pass --force to replace it.")
-    if dest.resolve() == src.resolve() or dest.resolve() in src.resolve().parents:
-        raise SegdeployError("destination would contain or replace the source.", path=dest,
-                             fix="import into a folder outside the source.")
+    if dest.resolve() == src.resolve() or {dest.resolve(), src.resolve()} & {*dest.resolve().parents,
+                                                                             *src.resolve().parents}:
+        raise SegdeployError("destination and source contain one another.", path=dest,
+                             fix="import into a folder outside the source (and not around it).")
     dest.parent.mkdir(parents=True, exist_ok=True)
     work = dest.parent / f".{dest.name}.importing-{os.getpid()}"
     shutil.rmtree(work, ignore_errors=True)
