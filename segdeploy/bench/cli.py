@@ -29,6 +29,8 @@ def bench(
     duration: float = typer.Option(1.0, help="Minimum seconds per timed loop (trtexec: 3)."),
     min_iters: int = typer.Option(10, help="Minimum timed iterations per loop."),
     force: bool = typer.Option(False, help="Re-run configurations that already have a row in --results."),
+    class_map: Optional[str] = typer.Option(None, "--class-map", help="Map --data's labels onto the runs' classes, "
+                                            "e.g. 'polyp=1,2' (cross-dataset scoring; refused if the classes differ)."),
 ) -> None:
     """Accuracy (on the split, at original resolution) and deployment cost of every run x backend x precision."""
     from rich.console import Console
@@ -38,7 +40,7 @@ def bench(
 
     rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
                      save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
-                     duration_s=duration, min_iters=min_iters, force=force)
+                     duration_s=duration, min_iters=min_iters, force=force, class_map=class_map)
     console = Console()
     for table in render(rows):
         console.print(table)

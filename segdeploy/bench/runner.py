@@ -15,7 +15,7 @@ Each row (a ``segdeploy.records.BenchRow``) is appended to the results file as s
 ``dice_vs_torch_fp32`` follows the one ΔDice rule, ``segdeploy.records.References``. An ``ok`` row's per-image
 confusion counts are written first, beside the results file, and the row names them in ``per_image``
 (``segdeploy.evaluation.per_image``). Resuming: a configuration whose
-``ConfigKey`` ``(dataset, run, backend, precision, device, batch, split, n_images)`` already has an ``ok`` or
+``ConfigKey`` ``(dataset, run, backend, precision, device, batch, split, n_images, class_map)`` already has an ``ok`` or
 ``unavailable`` row is not run again (its stored row is returned) unless ``force``; ``failed`` rows are retried. ``device`` in the key
 is the device asked for (``device_requested``, e.g. ``auto``); ``device`` in a row is where the engine actually
 ran. ``n_images`` keeps a ``--max-images`` smoke test from standing in for the full split.
@@ -113,15 +113,17 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
               warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10, force: bool = False,
-              progress: bool = True,
+              progress: bool = True, class_map: str | None = None,
               on_evaluation: Callable[[BenchRow, Evaluation], None] | None = None) -> list[BenchRow]:
     """Benchmark every run x backend x precision on ``data``'s ``split``; returns this suite's rows (stored
     rows for configurations skipped on resume), appending new ones to ``results`` as they complete.
 
     ``on_evaluation(row, evaluation)`` is called after each ``ok`` row is written, with the evaluation its
-    accuracy came from (per-image ids and confusion matrices, for statistics over images)."""
+    accuracy came from (per-image ids and confusion matrices, for statistics over images). ``class_map`` maps
+    ``data``'s labels onto the runs' classes (cross-dataset scoring)."""
     import segdeploy
     from segdeploy.data import open_dataset
+    from segdeploy.data.class_map import dataset_for_run
     from segdeploy.runs import load_run
 
     if split not in SPLITS:
@@ -132,8 +134,9 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     resolve_device(device)  # a misspelt --device stops here, not as a failed row per configuration
     ds = open_dataset(data)
     runs = [load_run(d) for d in run_dirs]
+    views = {run.dir: dataset_for_run(ds, run.meta, class_map, run_name=run.name) for run in runs}
     for run in runs:  # fail before any work, not after the first model's hour
-        run.check_dataset(ds)
+        run.check_dataset(views[run.dir])
 
     results = Path(results)
     stored = [BenchRow.from_json(r, path=results) for r in iter_jsonl(results)]
@@ -148,10 +151,12 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                    transient=True, disable=not progress)
     with bar:
         for run in runs:
+            ds = views[run.dir]  # the dataset as this run sees it (class map applied)
             ids = run.split_ids(ds, split)[:max_images or None]
             base = dict(schema=SCHEMA, dataset=ds.name, data=str(data), split=split, run=str(run.dir.resolve()),
                         run_name=run.name, model=run.meta.model, family=run.meta.family, device_requested=device,
-                        batch=batch, n_images=len(ids))
+                        batch=batch, n_images=len(ids),
+                        class_map=ds.class_map.record if ds.class_map else None)
             cost = None
             for backend in backends:
                 for precision in precisions:

@@ -32,7 +32,8 @@ from segdeploy.runs import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
 from segdeploy.train.schedule import rex_factor
 
 # what must match between the original run and a --resume of it
-_RESUME_KEYS = ("data", "model", "img_size", "batch_size", "lr", "seed", "k", "fold", "group_regex", "augment")
+_RESUME_KEYS = ("data", "model", "img_size", "batch_size", "lr", "seed", "k", "fold", "group_regex", "augment",
+                "class_map")
 
 
 @dataclass
@@ -59,6 +60,7 @@ class TrainConfig:
     weights: str | None = None
     resume: bool = False
     max_train_images: int | None = None  # subset for smoke tests and demos
+    class_map: str | None = None  # merge/select classes: "polyp=1,2" or a JSON file (segdeploy.data.class_map)
     extra: dict = field(default_factory=dict)
 
     def for_record(self) -> dict:
@@ -146,6 +148,7 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
     from rich.console import Console
 
     from segdeploy.data import open_dataset
+    from segdeploy.data.class_map import class_map_record
     from segdeploy.models import count_params, create_model, model_info
 
     console = Console(stderr=True)
@@ -171,7 +174,7 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
     _seed_everything(cfg.seed)
     device = training_device(cfg.device)
     info = model_info(cfg.model)
-    ds = open_dataset(cfg.data)
+    ds = open_dataset(cfg.data, class_map=cfg.class_map)
     mean, std = [0.5] * ds.in_chans, [0.5] * ds.in_chans  # the study's normalisation for every model
     train_loader, val_ids, split = _make_loaders(cfg, ds, device, mean, std)
 
@@ -208,7 +211,8 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
         model=cfg.model, family=info.family, run_name=out.name, num_classes=ds.num_classes,
         classes=list(ds.classes), in_chans=ds.in_chans, img_size=cfg.img_size, mean=mean, std=std,
         fixed_size=info.fixed_size, params_m=round(count_params(model) / 1e6, 4),
-        dataset=DatasetRef(spec=cfg.data, name=ds.name, root=str(ds.root), n_images=len(ds.ids)),
+        dataset=DatasetRef(spec=cfg.data, name=ds.name, root=str(ds.root), n_images=len(ds.ids),
+                           **class_map_record(ds)),
         split=SplitRecord.from_json(split), seed=cfg.seed, device=str(device),
         amp=amp_name,
         protocol={"optimizer": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": "REX",
