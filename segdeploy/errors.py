@@ -6,6 +6,7 @@ must stand on its own: what is wrong, where, and what to do about it.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 
@@ -25,3 +26,17 @@ class SegdeployError(Exception):
 
 class BackendUnavailable(SegdeployError):
     """A backend/precision/device combination that cannot run here; bench turns it into a row."""
+
+
+class WriteFailed(SegdeployError):
+    """A file could not be written (disk full, read-only, no permission). The command stops: what was being
+    written is either complete on disk or absent, so re-running the same command continues."""
+
+
+class SegdeployWarning(UserWarning):
+    """Something a user should know that does not stop the command (the CLI prints it as one yellow line)."""
+
+
+def warn(message: str, *, path: str | Path | None = None) -> None:
+    text = f"{path}: {message}" if path is not None else message
+    warnings.warn(SegdeployWarning(text), stacklevel=2)

@@ -31,7 +31,7 @@ import numpy as np
 from segdeploy.bench.latency import measure_engine
 from segdeploy.bench.memory import MemoryProbe
 from segdeploy.bench.metrics import SegMetrics
-from segdeploy.errors import BackendUnavailable, SegdeployError
+from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed
 from segdeploy.fileio import append_jsonl, atomic_write_bytes, iter_jsonl
 
 SCHEMA = "segdeploy.bench/1"
@@ -205,6 +205,8 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                                               progress=bar))
                     except BackendUnavailable as e:
                         row.update(status="unavailable", reason=str(e))
+                    except WriteFailed:  # disk full or read-only: the next configurations would fail alike
+                        raise
                     except Exception as e:  # noqa: BLE001 -- one broken configuration must not end the suite
                         row.update(status="failed", reason=f"{type(e).__name__}: {e}")
                     row.update(env=env, version=segdeploy.__version__,
