@@ -33,7 +33,7 @@ def demo(
     from segdeploy.bench.table import render
     from segdeploy.export import export_run
     from segdeploy.fileio import read_json
-    from segdeploy.runs import manifest_path, read_meta
+    from segdeploy.runs import TRAIN_STATE, manifest_path, read_meta
     from segdeploy.train.loop import TrainConfig, train_model
 
     console = Console()
@@ -49,7 +49,7 @@ def demo(
             console.rule(f"train {name}")
             train_model(TrainConfig(data=data, model=name, out=run_dir, epochs=epochs, img_size=img_size,
                                     batch_size=8, lr=lr, augment=augment, device=device, patience=epochs,
-                                    resume=(run_dir / "train_state.pt").is_file()))
+                                    resume=(run_dir / TRAIN_STATE).is_file()))
         manifest = read_json(manifest_path(run_dir)) if manifest_path(run_dir).is_file() else {}
         todo = [p for p in wanted if manifest.get("precisions", {}).get(p, {}).get("status") != "ok"]
         if todo:

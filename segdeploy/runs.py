@@ -3,7 +3,8 @@
     RUN_DIR/
       model.safetensors      best weights (by validation Dice)
       model.json             metadata: model, classes, input size, normalisation, split, metrics, versions
-      train_state.pt         resumable training state (last epoch), removed when training finishes
+      train_state.safetensors  resumable training state (last epoch; tensors + JSON metadata, no pickle),
+                             removed when training finishes
       history.jsonl          one line per epoch
       onnx/model.<precision>.onnx + onnx/manifest.json     (segdeploy export)
       engines/               TensorRT engines and their build records (segdeploy engines build)
@@ -24,7 +25,8 @@ from segdeploy.fileio import atomic_target, atomic_write_json, commit, read_json
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 WEIGHTS = "model.safetensors"
 META = "model.json"
-TRAIN_STATE = "train_state.pt"
+TRAIN_STATE = "train_state.safetensors"
+LEGACY_TRAIN_STATE = "train_state.pt"  # a pickle: refused, never loaded
 HISTORY = "history.jsonl"
 
 
