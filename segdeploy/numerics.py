@@ -57,3 +57,10 @@ def require_finite_weights(tensors: Mapping[str, Any], path: str | Path, *, fix:
         raise NonFinite(f"the weights hold NaN or infinite values ({len(bad)} of {len(tensors)} tensors: {shown}): "
                         "the training diverged.", path=path,
                         fix=fix or "retrain with a lower --lr (segdeploy train ... --restart).")
+
+
+def require_finite_logits(logits: np.ndarray, engine) -> np.ndarray:
+    """Logits of ``engine`` (a segdeploy Engine), checked; the error names the backend, precision and file."""
+    info = getattr(engine, "info", None) or {}
+    source = next((info[k] for k in ("onnx", "engine", "weights", "file") if info.get(k)), None)
+    return require_finite(logits, f"{engine.backend} {engine.precision} logits", source)

@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_target, atomic_write_json, commit, read_json
+from segdeploy.numerics import require_finite_weights
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 WEIGHTS = "model.safetensors"
@@ -52,12 +53,22 @@ def save_checkpoint(run_dir: str | Path, model: nn.Module, meta: dict) -> Path:
     return run_dir / WEIGHTS
 
 
+# what every stage reads from model.json  TODO(issue8): RunMeta validates this
+REQUIRED_META = ("model", "num_classes", "classes", "in_chans", "img_size", "mean", "std")
+
+
 def read_meta(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     if not (run_dir / META).is_file():
         raise SegdeployError(f"not a run directory (no {META}).", path=run_dir,
                              fix=f"train one first: segdeploy train --data D --model NAME --out {run_dir}")
-    return read_json(run_dir / META)
+    meta = read_json(run_dir / META)
+    lacking = [k for k in REQUIRED_META if not isinstance(meta, dict) or meta.get(k) is None]
+    if lacking:
+        raise SegdeployError(f"lacks {', '.join(lacking)}.", path=run_dir / META,
+                             fix="restore the model.json that training wrote (or retrain); every stage needs "
+                                 f"{', '.join(REQUIRED_META)}.")
+    return meta
 
 
 @dataclass
@@ -111,7 +122,23 @@ class Run:
         weights = self.dir / WEIGHTS
         if not weights.is_file():
             raise SegdeployError("checkpoint weights are missing.", path=weights, fix="re-run segdeploy train.")
-        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+        try:
+            state = load_file(str(weights))
+        except Exception as e:  # noqa: BLE001 -- safetensors' own error type for a truncated header or data
+            raise SegdeployError(f"the checkpoint is truncated or not a safetensors file ({type(e).__name__}: "
+                                 f"{str(e)[:120]}).", path=weights,
+                                 fix="restore it from a copy, or retrain (segdeploy train ... --restart).") from e
+        require_finite_weights(state, weights)
+        expected = model.state_dict()
+        wrong = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items()
+                 if k in expected and v.shape != expected[k].shape]
+        if wrong:
+            k, got, want = wrong[0]
+            raise SegdeployError(f"the checkpoint does not fit {META} (num_classes {m['num_classes']}, in_chans "
+                                 f"{m['in_chans']}): {len(wrong)} tensors differ in shape, e.g. {k} is {list(got)} "
+                                 f"in {WEIGHTS}, {list(want)} in the model.", path=self.dir / META,
+                                 fix=f"restore the {META} written with these weights, or retrain.")
+        missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise SegdeployError(f"checkpoint does not match model {m['model']!r} (missing {len(missing)}, "
                                  f"unexpected {len(unexpected)} keys).", path=weights,

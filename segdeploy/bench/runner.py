@@ -33,6 +33,7 @@ from segdeploy.bench.memory import MemoryProbe
 from segdeploy.bench.metrics import SegMetrics
 from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed
 from segdeploy.fileio import append_jsonl, atomic_write_bytes, iter_jsonl
+from segdeploy.numerics import require_finite_logits
 
 SCHEMA = "segdeploy.bench/1"
 SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-dataset evaluation
@@ -42,6 +43,29 @@ RESUMABLE = ("ok", "unavailable")
 def _as_list(value: str | Sequence[str]) -> list[str]:
     items = value.split(",") if isinstance(value, str) else list(value)
     return [s.strip() for s in items if s.strip()]
+
+
+def check_choices(backends: Sequence[str], precisions: Sequence[str], max_images: int | None) -> None:
+    """Values that name no backend or precision are typing errors: refused before any work, not stored as rows."""
+    from segdeploy.engines import BACKENDS
+    from segdeploy.runs import PRECISIONS
+
+    for kind, given, known in (("backend", backends, BACKENDS), ("precision", precisions, PRECISIONS)):
+        unknown = [v for v in given if v not in known]
+        if unknown or not given:
+            raise SegdeployError(f"unknown {kind}(s) {', '.join(map(repr, unknown)) or '(none given)'}.",
+                                 fix=f"--{kind}s takes a comma-separated list of {', '.join(known)}.")
+    if max_images is not None and max_images < 1:
+        raise SegdeployError(f"--max-images {max_images}: must be at least 1.",
+                             fix="omit --max-images to score the whole split.")
+
+
+def warn_unfinished(run) -> None:
+    from segdeploy.errors import warn
+
+    if run.meta.get("complete") is False:
+        warn("the run is unfinished (model.json \"complete\": false: training stopped or is still going); its "
+             "rows are marked run_complete: false.", path=run.dir)
 
 
 def config_key(row: dict) -> tuple:
@@ -60,7 +84,10 @@ def _model_cost(run) -> dict:
     """params_m, gmacs and gflops (2 x gmacs) of the PyTorch model at batch 1 and the run's input size."""
     from segdeploy.models import count_params
 
-    model = run.build_model()
+    try:
+        model = run.build_model()
+    except SegdeployError as e:  # a damaged checkpoint stops the torch rows only; ONNX files do not need it
+        return {"params_m": None, "gmacs": None, "gflops": None, "gflops_error": str(e)}
     try:
         from segdeploy.models.profile import profile_model
 
@@ -98,7 +125,7 @@ def evaluate(engine, ds, ids: list[str], run, *, batch: int, save_dir: Path | No
     for samples, x, letterbox in _batches(ds, ids, run.meta, batch):
         if first_batch is None:
             first_batch = x
-        logits = np.asarray(engine.run(x), dtype=np.float32)
+        logits = require_finite_logits(np.asarray(engine.run(x), dtype=np.float32), engine)
         for sample, lg, lm in zip(samples, logits, letterbox):
             pred = restore(lg, lm).argmax(axis=0).astype(np.uint8)
             metrics.update(pred, sample.mask)
@@ -164,10 +191,12 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     if batch < 1:
         raise SegdeployError(f"batch must be >= 1, got {batch}.", fix="pass --batch 1 or more.")
     backends, precisions = _as_list(backends), _as_list(precisions)
+    check_choices(backends, precisions, max_images)
     ds = open_dataset(data)
     runs = [load_run(d) for d in run_dirs]
     for run in runs:  # fail before any work, not after the first model's hour
         run.check_dataset(ds)
+        warn_unfinished(run)
 
     results = Path(results)
     done = {} if force else {config_key(r): r for r in iter_jsonl(results) if r.get("status") in RESUMABLE}
@@ -185,7 +214,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
             base = {"schema": SCHEMA, "dataset": ds.name, "data": str(data), "split": split,
                     "run": str(run.dir.resolve()), "run_name": run.name, "model": run.meta["model"],
                     "family": run.meta.get("family"), "device_requested": device, "batch": batch,
-                    "n_images": len(ids)}
+                    "n_images": len(ids), "run_complete": run.meta.get("complete")}
             cost = None
             for backend in backends:
                 for precision in precisions:

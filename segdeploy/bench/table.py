@@ -58,7 +58,10 @@ def render(rows: Iterable[dict]) -> list[Table]:
         names_per_model: dict[str, set] = {}
         for r in group:
             names_per_model.setdefault(r.get("model"), set()).add(r.get("run"))
-        table = Table(title=_title(dataset, group), title_justify="left")
+        unfinished = any(r.get("run_complete") is False for r in group)
+        table = Table(title=_title(dataset, group), title_justify="left",
+                      caption="(unfinished): the run's training had not completed (model.json complete: false)"
+                      if unfinished else None, caption_justify="left")
         # one line per row: reasons are cut short (the full text is in the results file)
         for col in ("Model", "Family", "Backend", "Precision"):
             table.add_column(col, no_wrap=True, min_width=min(len(col), 9))
@@ -72,6 +75,8 @@ def render(rows: Iterable[dict]) -> list[Table]:
             model = str(r.get("model"))
             if len(names_per_model[r.get("model")]) > 1:
                 model += f" ({r.get('run_name')})"
+            if r.get("run_complete") is False:
+                model = f"[yellow]{escape(model)} (unfinished)[/]"
             ok = r.get("status") == "ok"
             lat = r.get("latency_ms") or {}
             delta = None

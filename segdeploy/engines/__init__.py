@@ -110,8 +110,17 @@ def onnx_files(path: Path) -> list[Path]:
     import onnx
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
+    from segdeploy.errors import SegdeployError
+
     model = onnx.load(str(path), load_external_data=False)
     locations = sorted({ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)})
+    folder = Path(path).resolve().parent
+    for loc in locations:
+        # onnxruntime refuses these too: a model file must not make a tool read (or hash) files elsewhere
+        if Path(loc).is_absolute() or folder not in (folder / loc).resolve().parents:
+            raise SegdeployError(f"external data location {loc!r} points outside the model's folder {folder}.",
+                                 path=path, fix="re-export the model (segdeploy export RUN); external data files "
+                                                "must lie beside the .onnx file.")
     return [Path(path)] + [Path(path).parent / loc for loc in locations]
 
 

@@ -159,6 +159,9 @@ def load(run: Run, precision: str, device: str = "auto", *, backend: str) -> Ort
         raise BackendUnavailable(reason)
     import onnxruntime as ort
 
+    from segdeploy.engines.integrity import verify_onnx
+
+    verify_onnx(run, precision)
     path = onnx_path(run.dir, precision)
     target = resolve_device(device, backend)
     trt_cache = run.dir / TRT_CACHE_DIR

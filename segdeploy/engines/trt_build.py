@@ -267,6 +267,9 @@ def build_engine(run: Run, precision: str, *, batch: str = DEFAULT_BATCH, worksp
     reason = missing_onnx_reason(run, precision)
     if reason:
         raise BackendUnavailable(reason)
+    from segdeploy.engines.integrity import verify_onnx
+
+    verify_onnx(run, precision)
     problem = dla_problem(precision, batch) if dla is not None else None
     if problem:
         raise SegdeployError(f"cannot build for DLA core {dla}: {problem}.")

@@ -24,6 +24,7 @@ Baseline file (``--write-baseline``, written atomically)::
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -79,7 +80,10 @@ def latest_rows(rows: list[dict]) -> dict[Key, dict]:
 
 
 def _usable(row: dict | None) -> bool:
-    return row is not None and row.get("status") == "ok" and row.get("dice") is not None
+    if row is None or row.get("status") != "ok":
+        return False
+    dice = row.get("dice")
+    return isinstance(dice, (int, float)) and math.isfinite(dice)
 
 
 def make_baseline(rows: list[dict], tolerance: float = DEFAULT_TOLERANCE) -> dict:
@@ -125,6 +129,9 @@ def load_baseline(path: str | Path) -> dict:
         lacking = [f for f in (*_KEY_FIELDS, "dice") if not isinstance(entry, dict) or f not in entry]
         if lacking or not isinstance(entry.get("dice"), (int, float)):
             raise SegdeployError(f"entry {i} lacks {', '.join(lacking) or 'a numeric dice'}.", path=path, fix=fix)
+        if not math.isfinite(entry["dice"]):  # NaN passes every comparison unnoticed
+            raise SegdeployError(f"entry {i} ({entry.get('model')} {entry.get('backend')} {entry.get('precision')}) "
+                                 f"has dice {entry['dice']}, not a number to compare with.", path=path, fix=fix)
     return baseline
 
 

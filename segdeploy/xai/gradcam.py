@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_write_bytes, atomic_write_json
+from segdeploy.numerics import require_finite
 
 CAM_JSON = "cam.json"
 TARGET = "sum of class-c logits over the pixels predicted as c (argmax); M3d-CAM analogue of 'logits above 0.5'"
@@ -141,7 +142,7 @@ def _safe_name(text: str) -> str:
 def _predict(model: nn.Module, x: np.ndarray, letterbox, restore) -> tuple[np.ndarray, np.ndarray]:
     """(restored logits K x H x W, predicted class map H x W) at original resolution."""
     with torch.no_grad():
-        logits = model(torch.from_numpy(x)[None])[0].numpy()
+        logits = require_finite(model(torch.from_numpy(x)[None])[0].numpy(), "the PyTorch model's logits")
     restored = restore(logits, letterbox)
     return restored, restored.argmax(0)
 

@@ -91,3 +91,35 @@ def fill_disk_after(monkeypatch, budget: int) -> None:
         return DiskFull(real, budget) if any(m in mode for m in "wa+") else real
 
     monkeypatch.setattr(fileio, "open", opener, raising=False)
+
+
+@pytest.fixture(scope="session")
+def exported_run(trained_run, tmp_path_factory) -> Path:
+    """The trained run with an fp32 ONNX export and its manifest."""
+    out = Path(shutil.copytree(trained_run, tmp_path_factory.mktemp("exported") / "unet-tiny"))
+    result = cli("export", out, "--precisions", "fp32", "--parity-images", "2")
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def exported_copy(exported_run, tmp_path) -> Path:
+    return Path(shutil.copytree(exported_run, tmp_path / "run"))
+
+
+def legacy_onnx(model, path: Path, input_shape) -> Path:
+    """``model`` exported by the TorchScript exporter (fast) to ``path``, dynamic batch, no manifest entry."""
+    import io
+    import warnings
+
+    import torch
+
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(model, torch.zeros(2, *input_shape), buf, dynamo=False, opset_version=17,
+                          input_names=["input"], output_names=["logits"],
+                          dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(buf.getvalue())
+    return path
