@@ -117,6 +117,25 @@ def commit(tmp: Path, path: str | Path) -> Path:
     return Path(path)
 
 
+def atomic_save_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> Path:
+    """``safetensors.torch.save_file`` through a temporary sibling; its I/O failures (reported as SafetensorError
+    with the OS error number in the text) become :class:`WriteFailed`."""
+    import re
+
+    from safetensors.torch import save_file
+
+    tmp = atomic_target(path)
+    try:
+        save_file(tensors, str(tmp), metadata=metadata)
+    except Exception as e:
+        Path(tmp).unlink(missing_ok=True)
+        code = re.search(r"os error (\d+)", str(e))
+        if code:
+            raise write_failed(path, OSError(int(code.group(1)), os.strerror(int(code.group(1))))) from e
+        raise
+    return commit(tmp, path)
+
+
 def read_json(path: str | Path) -> Any:
     from segdeploy.errors import SegdeployError
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch.nn as nn
 
 from segdeploy.errors import SegdeployError
-from segdeploy.fileio import atomic_target, atomic_write_json, commit, read_json
+from segdeploy.fileio import atomic_save_safetensors, atomic_write_json, read_json
 from segdeploy.numerics import require_finite_weights
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -42,13 +42,9 @@ def manifest_path(run_dir: str | Path) -> Path:
 def save_checkpoint(run_dir: str | Path, model: nn.Module, meta: dict) -> Path:
     """Weights as safetensors, metadata as JSON, each written atomically (weights first: the JSON is
     the marker of a complete checkpoint)."""
-    from safetensors.torch import save_file
-
     run_dir = Path(run_dir)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = atomic_target(run_dir / WEIGHTS)
-    save_file(state, str(tmp), metadata={"model": meta["model"]})
-    commit(tmp, run_dir / WEIGHTS)
+    atomic_save_safetensors(run_dir / WEIGHTS, state, {"model": meta["model"]})
     atomic_write_json(run_dir / META, meta)
     return run_dir / WEIGHTS
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from segdeploy import __version__
 from segdeploy.envinfo import has_native_bf16
-from segdeploy.errors import SegdeployError
+from segdeploy.errors import SegdeployError, WriteFailed
 from segdeploy.fileio import append_jsonl, atomic_write_json
 from segdeploy.numerics import nonfinite_tensors
 from segdeploy.runs import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
@@ -159,7 +159,13 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
     check_config(cfg)
     out = Path(cfg.out)
     with hold(out / ".segdeploy-train.lock", "train", out):
-        return _train_model(cfg, progress=progress)
+        try:
+            return _train_model(cfg, progress=progress)
+        except WriteFailed as e:  # disk full / read-only: say how to continue once it is fixed
+            how = ("continue with --resume (from the last saved epoch)" if (out / TRAIN_STATE).is_file()
+                   else "train again with --restart (no epoch's state was saved)")
+            raise WriteFailed(e.message, path=e.path, fix=f"free disk space (or fix the permissions), then {how}.") \
+                from e
 
 
 def _train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:

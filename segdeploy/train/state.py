@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from segdeploy.errors import SegdeployError
-from segdeploy.fileio import atomic_target, commit
+from segdeploy.fileio import atomic_save_safetensors
 from segdeploy.runs import HISTORY, LEGACY_TRAIN_STATE, META, TRAIN_STATE, WEIGHTS, read_meta
 
 SCHEMA = "segdeploy.train_state/1"
@@ -77,13 +77,9 @@ def _decode(obj: Any, tensors) -> Any:
 
 def save_train_state(path: Path, state: dict, run_id: str) -> None:
     """Write ``state`` (nested dicts/lists/tuples of tensors, arrays and plain values) atomically to ``path``."""
-    from safetensors.torch import save_file
-
     tensors: dict = {}
     doc = {"schema": SCHEMA, "run_id": run_id, "state": _encode(state, tensors, "state")}
-    tmp = atomic_target(path)
-    save_file(tensors, str(tmp), metadata={_KEY: json.dumps(doc)})
-    commit(tmp, path)
+    atomic_save_safetensors(path, tensors, {_KEY: json.dumps(doc)})
 
 
 def load_train_state(path: Path) -> tuple[dict, str]:

@@ -254,3 +254,22 @@ def test_second_bench_on_one_results_file_is_refused_then_kill_9(run_copy, tmp_p
     result = cli(*args)  # the lock died with the killed process
     assert result.exit_code == 0, result.output
     assert [r["status"] for r in read_jsonl(results)] == ["ok"]  # one row: the killed bench wrote none
+
+
+def test_require_finite_counts_what_is_not_finite():
+    from segdeploy.numerics import NonFinite, nonfinite_tensors, require_finite
+
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((2, 3, 8, 8)).astype(np.float32)
+    assert require_finite(logits, "torch fp32 logits") is logits
+    nan_at, inf_at = rng.choice(logits.size, 7, replace=False), rng.choice(logits.size, 3, replace=False)
+    logits.flat[nan_at] = np.nan
+    logits.flat[np.setdiff1d(inf_at, nan_at)] = np.inf
+    n_nan, n_inf = int(np.isnan(logits).sum()), int(np.isinf(logits).sum())
+    with pytest.raises(NonFinite, match=rf"{n_nan} NaN and {n_inf} infinite values \(of {logits.size}\)") as info:
+        require_finite(logits, "onnxruntime fp16 logits", "onnx/model.fp16.onnx")
+    assert str(info.value).startswith("onnx/model.fp16.onnx: onnxruntime fp16 logits")
+    assert require_finite(np.array([1, 2]), "class ids") is not None  # integers are always finite
+    tensors = {"a": torch.tensor([1.0, float("nan")]), "b": torch.ones(2), "c": torch.tensor([1, 2]),
+               "d": np.array([np.inf]), "e": torch.tensor([1.0], dtype=torch.float16)}
+    assert nonfinite_tensors(tensors) == ["a", "d"]

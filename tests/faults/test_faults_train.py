@@ -208,3 +208,29 @@ def test_second_train_into_one_folder_is_refused_then_kill_9_and_resume(tmp_path
     epochs = [json.loads(line)["epoch"] for line in history.read_text().splitlines()]
     assert epochs == list(range(1, done + 2))  # each epoch once: a line the killed run wrote twice is dropped
     assert json.loads((out / "model.json").read_text())["complete"] is True
+
+
+def test_disk_full_while_saving_the_training_state_says_how_to_go_on(tmp_path, monkeypatch):
+    """The disk fills up at the first training state (after the first checkpoint): one line, the checkpoint
+    kept, and the way out (--restart, since no state was saved) is the one that works."""
+    import safetensors.torch
+
+    real_save, saved = safetensors.torch.save_file, []
+
+    def full_after_first(tensors, filename, metadata=None):
+        if saved:
+            Path(filename).write_bytes(b"\0" * 100)  # what got written before the disk was full
+            raise Exception("Error while serializing: I/O error: No space left on device (os error 28)")
+        saved.append(filename)
+        return real_save(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_after_first)
+    out = tmp_path / "run"
+    result = cli("train", *TRAIN_ARGS, "--epochs", 2, "--out", out)
+    assert_one_line_error(result, names=out / "train_state", says="No space left on device")
+    assert "--restart" in result.output
+    assert not _state_files(out) and not list(out.glob(".*partial*"))  # no torn state left behind
+    assert all(torch.isfinite(t).all() for t in load_file(str(out / "model.safetensors")).values())
+    monkeypatch.undo()
+    result = cli("train", *TRAIN_ARGS, "--epochs", 1, "--out", out, "--restart")
+    assert result.exit_code == 0, result.output
