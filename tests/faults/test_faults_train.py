@@ -70,6 +70,7 @@ def test_resume_never_unpickles_a_state_file(run_copy, tmp_path):
     assert "--restart" in result.output
 
 
+@pytest.mark.slow  # two trainings
 def test_resume_refuses_a_state_file_from_another_run(tmp_path, monkeypatch):
     mine = _interrupted(tmp_path / "mine", monkeypatch)
     other = _interrupted(tmp_path / "other", monkeypatch)  # same settings, another run
