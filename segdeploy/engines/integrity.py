@@ -17,7 +17,8 @@ class StaleArtifact(SegdeployError):
 
 
 def verify_onnx(run, precision: str) -> None:
-    """Raise :class:`StaleArtifact` when ``onnx/model.<precision>.onnx`` is not the file its manifest entry describes."""
+    """Raise :class:`StaleArtifact` when ``onnx/model.<precision>.onnx`` is not the file its manifest entry
+    describes."""
     from segdeploy.engines.trt_build import onnx_digest
     from segdeploy.export import read_manifest
     from segdeploy.runs import manifest_path, onnx_path

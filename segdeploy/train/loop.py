@@ -228,8 +228,9 @@ def _train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
         console.print(f"resuming {out} at epoch {start_epoch + 1}/{cfg.epochs} (best val Dice {best:.4f})")
 
     meta = {
-        "model": cfg.model, "family": info.family, "run_name": out.name, "run_id": run_id, "num_classes": ds.num_classes,
-        "classes": ds.classes, "in_chans": ds.in_chans, "img_size": cfg.img_size, "mean": mean, "std": std,
+        "model": cfg.model, "family": info.family, "run_name": out.name, "run_id": run_id,
+        "num_classes": ds.num_classes, "classes": ds.classes, "in_chans": ds.in_chans, "img_size": cfg.img_size,
+        "mean": mean, "std": std,
         "fixed_size": info.fixed_size, "params_m": round(count_params(model) / 1e6, 4),
         "dataset": {"spec": cfg.data, "name": ds.name, "root": str(ds.root), "n_images": len(ds.ids)},
         "split": split, "seed": cfg.seed, "device": str(device),
@@ -253,15 +254,16 @@ def _train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
                 masks = masks.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     loss = F.cross_entropy(model(images), masks)
-                if not math.isfinite(loss.item()):  # stop before the step writes NaN into the weights
-                    raise diverged(out, epoch=epoch, step=step, loss=loss.item(), lr=cfg.lr, best_epoch=best_epoch,
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):  # stop before the step writes NaN into the weights
+                    raise diverged(out, epoch=epoch, step=step, loss=loss_value, lr=cfg.lr, best_epoch=best_epoch,
                                    best=best, saved_epoch=saved_epoch)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
-                losses.append(loss.item())
+                losses.append(loss_value)
                 bar.update(task, advance=1, info=f"epoch {epoch + 1} loss {np.mean(losses):.4f}")
             if nonfinite_tensors(model.state_dict()):  # a finite loss can still leave inf weights behind
                 raise diverged(out, epoch=epoch, step=step, loss=float("nan"), lr=cfg.lr, best_epoch=best_epoch,
