@@ -195,7 +195,7 @@ def test_second_train_into_one_folder_is_refused_then_kill_9_and_resume(tmp_path
     child = _segdeploy("train", *TRAIN_ARGS, "--epochs", 40, "--patience", 40, "--out", out)
     try:
         history = out / "history.jsonl"
-        _wait_for(lambda: history.is_file() and history.read_text().count("\n") >= 1, child, "the first epoch")
+        _wait_for(lambda: bool(_state_files(out)), child, "the first epoch's training state")
         result = cli("train", *TRAIN_ARGS, "--epochs", 40, "--patience", 40, "--out", out, "--resume")
         assert_one_line_error(result, names=out, says=f"in use by segdeploy train (pid {child.pid}")
     finally:
