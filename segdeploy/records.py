@@ -123,6 +123,7 @@ class RunMeta(_JsonRecord):
     model: str
     family: str | None = None
     run_name: str | None = None
+    run_id: str | None = None  # names this training run: a resume state from another run is refused
     num_classes: int
     classes: list[str] | None = None
     in_chans: int
@@ -253,6 +254,7 @@ class BenchRow(_JsonRecord):
     # per-image confusion counts (segdeploy.evaluation.per_image), relative to the results file's folder
     per_image: str | None = None
     class_map: dict | None = None  # the scored dataset's labels mapped onto the run's classes (cross-dataset)
+    run_complete: bool | None = None  # model.json "complete" when benchmarked: False marks an unfinished run
     extra: dict = field(default_factory=dict)
 
     @classmethod

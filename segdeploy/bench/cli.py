@@ -37,13 +37,20 @@ def bench(
 
     from segdeploy.bench.runner import run_bench
     from segdeploy.bench.table import render
+    from segdeploy.locks import hold
 
-    rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
-                     save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
-                     duration_s=duration, min_iters=min_iters, force=force, class_map=class_map)
+    # one bench per results file: two would run the same configurations and write each row twice
+    with hold(results.with_name(f".{results.name}.lock"), "bench", results):
+        rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
+                         save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
+                         duration_s=duration, min_iters=min_iters, force=force,
+                         class_map=class_map)
     console = Console()
     for table in render(rows):
         console.print(table)
     counts = {s: sum(r.status == s for r in rows) for s in ("ok", "unavailable", "failed")}
     console.print(f"{counts['ok']} ok, {counts['unavailable']} unavailable, {counts['failed']} failed -> {results}"
                   + (f"; predictions in {save_predictions}" if save_predictions else ""))
+    if rows and not counts["ok"]:
+        console.print("[bold red]no configuration ran[/]: every row is unavailable or failed (reasons above).")
+        raise typer.Exit(1)

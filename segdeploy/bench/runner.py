@@ -29,19 +29,45 @@ import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
+
 from segdeploy.bench.latency import measure_engine
 from segdeploy.bench.memory import MemoryProbe
 from segdeploy.cli_util import comma_list
 from segdeploy.device import resolve_device
-from segdeploy.errors import BackendUnavailable, SegdeployError
+from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed
 from segdeploy.evaluation.evaluate import Evaluation, evaluate
 from segdeploy.evaluation.per_image import save_per_image, sidecar_name
 from segdeploy.fileio import append_jsonl, iter_jsonl
 from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References
+from segdeploy.numerics import require_finite_logits
 
 SCHEMA = BENCH_SCHEMA
 SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-dataset evaluation
 RESUMABLE = ("ok", "unavailable")
+
+
+def check_choices(backends: Sequence[str], precisions: Sequence[str], max_images: int | None) -> None:
+    """Values that name no backend or precision are typing errors: refused before any work, not stored as rows."""
+    from segdeploy.engines import BACKENDS
+    from segdeploy.runs import PRECISIONS
+
+    for kind, given, known in (("backend", backends, BACKENDS), ("precision", precisions, PRECISIONS)):
+        unknown = [v for v in given if v not in known]
+        if unknown or not given:
+            raise SegdeployError(f"unknown {kind}(s) {', '.join(map(repr, unknown)) or '(none given)'}.",
+                                 fix=f"--{kind}s takes a comma-separated list of {', '.join(known)}.")
+    if max_images is not None and max_images < 1:
+        raise SegdeployError(f"--max-images {max_images}: must be at least 1.",
+                             fix="omit --max-images to score the whole split.")
+
+
+def warn_unfinished(run) -> None:
+    from segdeploy.errors import warn
+
+    if run.meta.complete is False:
+        warn("the run is unfinished (model.json \"complete\": false: training stopped or is still going); its "
+             "rows are marked run_complete: false.", path=run.dir)
 
 
 
@@ -57,7 +83,10 @@ def _model_cost(run) -> dict:
     """params_m, gmacs and gflops (2 x gmacs) of the PyTorch model at batch 1 and the run's input size."""
     from segdeploy.models import count_params
 
-    model = run.build_model()
+    try:
+        model = run.build_model()
+    except SegdeployError as e:  # a damaged checkpoint stops the torch rows only; ONNX files do not need it
+        return {"params_m": None, "gmacs": None, "gflops": None, "gflops_error": str(e)}
     try:
         from segdeploy.models.profile import profile_model
 
@@ -91,7 +120,11 @@ def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predicti
     try:
         save_dir = (Path(save_predictions) / run.name / f"{backend}-{precision}") if save_predictions else None
         meta = run.meta
-        result = evaluate(engine.run, ds, ids, img_size=meta.img_size, mean=meta.mean, std=meta.std,
+        # a NaN/inf logit is an engine that cannot be trusted (an fp16 overflow, NaN weights): a failed row
+        def predict(x):
+            return require_finite_logits(np.asarray(engine.run(x), dtype=np.float32), engine)
+
+        result = evaluate(predict, ds, ids, img_size=meta.img_size, mean=meta.mean, std=meta.std,
                           num_classes=meta.num_classes, class_names=meta.classes or ds.classes,
                           batch=batch, save_dir=save_dir, on_batch=lambda n: progress.advance(task, n))
         progress.update(task, description=f"{label}: timing")
@@ -132,11 +165,13 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
         raise SegdeployError(f"batch must be >= 1, got {batch}.", fix="pass --batch 1 or more.")
     backends, precisions = comma_list(backends), comma_list(precisions)
     resolve_device(device)  # a misspelt --device stops here, not as a failed row per configuration
+    check_choices(backends, precisions, max_images)
     ds = open_dataset(data)
     runs = [load_run(d) for d in run_dirs]
     views = {run.dir: dataset_for_run(ds, run.meta, class_map, run_name=run.name) for run in runs}
     for run in runs:  # fail before any work, not after the first model's hour
         run.check_dataset(views[run.dir])
+        warn_unfinished(run)
 
     results = Path(results)
     stored = [BenchRow.from_json(r, path=results) for r in iter_jsonl(results)]
@@ -156,7 +191,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
             base = dict(schema=SCHEMA, dataset=ds.name, data=str(data), split=split, run=str(run.dir.resolve()),
                         run_name=run.name, model=run.meta.model, family=run.meta.family, device_requested=device,
                         batch=batch, n_images=len(ids),
-                        class_map=ds.class_map.record if ds.class_map else None)
+                        class_map=ds.class_map.record if ds.class_map else None, run_complete=run.meta.complete)
             cost = None
             for backend in backends:
                 for precision in precisions:
@@ -178,6 +213,8 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                         row.update(fields)
                     except BackendUnavailable as e:
                         row.update(status="unavailable", reason=str(e))
+                    except WriteFailed:  # disk full or read-only: the next configurations would fail alike
+                        raise
                     except Exception as e:  # noqa: BLE001 -- one broken configuration must not end the suite
                         row.update(status="failed", reason=f"{type(e).__name__}: {e}")
                     # the reference among the stored rows and this suite's, the latest last (None until the torch

@@ -296,6 +296,12 @@ class SegDataset:
             raise SegdeployError(f"cannot read image ({e}).", path=path,
                                  fix=f"run `segdeploy data check {self.root}` and replace the file.") from e
         mask = self.load_mask(id)
+        top = int(mask.max()) if mask.size else 0
+        if top >= self.num_classes:  # would index past the logits: wrong scores or a crash in every consumer
+            raise SegdeployError(f"mask holds class index {top}, but the dataset has {self.num_classes} classes "
+                                 f"({', '.join(self.classes)}).", path=self._masks[id],
+                                 fix=f"correct the mask, or list every class in meta.json \"classes\" "
+                                     f"(segdeploy data check {self.root}).")
         if mask.shape != image.shape[:2]:
             raise SegdeployError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                                  f"{image.shape[1]}x{image.shape[0]} (WxH).", path=self._masks[id],

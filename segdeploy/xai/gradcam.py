@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_write_bytes, atomic_write_json
+from segdeploy.numerics import require_finite
 
 CAM_JSON = "cam.json"
 TARGET = "sum of class-c logits over the pixels predicted as c (argmax); M3d-CAM analogue of 'logits above 0.5'"
