@@ -117,8 +117,8 @@ class Run:
                  if k in expected and v.shape != expected[k].shape]
         if wrong:
             k, got, want = wrong[0]
-            raise SegdeployError(f"the checkpoint does not fit {META} (num_classes {m['num_classes']}, in_chans "
-                                 f"{m['in_chans']}): {len(wrong)} tensors differ in shape, e.g. {k} is {list(got)} "
+            raise SegdeployError(f"the checkpoint does not fit {META} (num_classes {m.num_classes}, in_chans "
+                                 f"{m.in_chans}): {len(wrong)} tensors differ in shape, e.g. {k} is {list(got)} "
                                  f"in {WEIGHTS}, {list(want)} in the model.", path=self.dir / META,
                                  fix=f"restore the {META} written with these weights, or retrain.")
         missing, unexpected = model.load_state_dict(state, strict=False)

@@ -76,18 +76,18 @@ def test_onnx_dice_equals_the_pytorch_models_dice(run_dir):
     run = load_run(run_dir)
     export_run(run_dir, ["fp32"], parity_images=2)
     meta = run.meta
-    dataset = open_dataset(meta["dataset"]["spec"])
+    dataset = open_dataset(meta.dataset.spec)
     ids = run.split_ids(dataset, "val")[:8]
     model = run.build_model()
     preds, masks = [], []
     for i in ids:
         sample = dataset.load(i)
-        x, letterbox = preprocess(sample.image, meta["img_size"], meta["mean"], meta["std"])
+        x, letterbox = preprocess(sample.image, meta.img_size, meta.mean, meta.std)
         with torch.no_grad():
             logits = model(torch.from_numpy(x)[None])[0].numpy()
         preds.append(restore(logits, letterbox).argmax(0).ravel())
         masks.append(sample.mask.ravel())
-    assert {m.size for m in masks} != {meta["img_size"] ** 2}  # scored at original sizes, not the network's
+    assert {m.size for m in masks} != {meta.img_size ** 2}  # scored at original sizes, not the network's
     pred, mask = np.concatenate(preds), np.concatenate(masks)
     per_class = []
     for c in range(1, 4):
@@ -95,6 +95,6 @@ def test_onnx_dice_equals_the_pytorch_models_dice(run_dir):
                                                  ((pred != c), (mask == c)))]
         if tp + fp + fn:
             per_class.append(2 * tp / (2 * tp + fp + fn))
-    dice = onnx_dice(run_dir / "onnx" / "model.fp32.onnx", dataset, ids, img_size=meta["img_size"],
-                     mean=meta["mean"], std=meta["std"], num_classes=4)
+    dice = onnx_dice(run_dir / "onnx" / "model.fp32.onnx", dataset, ids, img_size=meta.img_size,
+                     mean=meta.mean, std=meta.std, num_classes=4)
     assert dice == pytest.approx(np.mean(per_class), abs=1e-3)

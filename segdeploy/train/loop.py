@@ -31,7 +31,7 @@ from segdeploy.device import missing_device_reason, resolve_device
 from segdeploy.envinfo import has_native_bf16
 from segdeploy.errors import SegdeployError, WriteFailed
 from segdeploy.fileio import append_jsonl, atomic_write_json
-from segdeploy.numerics import nonfinite_tensors
+from segdeploy.numerics import NonFinite, nonfinite_tensors
 from segdeploy.records import DatasetRef, RunMeta, SplitRecord
 from segdeploy.runs import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
 from segdeploy.train.guard import check_config, check_input_size, diverged
@@ -267,8 +267,12 @@ def _train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
             if nonfinite_tensors(model.state_dict()):  # a finite loss can still leave inf weights behind
                 raise diverged(out, epoch=epoch, step=step, loss=float("nan"), lr=cfg.lr, best_epoch=best_epoch,
                                best=best, saved_epoch=saved_epoch)
-            val = validate(model, ds, val_ids, img_size=cfg.img_size, mean=mean, std=std,
-                           batch_size=cfg.batch_size, device=device, amp_dtype=amp_dtype)
+            try:
+                val = validate(model, ds, val_ids, img_size=cfg.img_size, mean=mean, std=std,
+                               batch_size=cfg.batch_size, device=device, amp_dtype=amp_dtype)
+            except NonFinite:  # finite but huge weights can still overflow the logits: the run diverged
+                raise diverged(out, epoch=epoch, step=step, loss=float("nan"), lr=cfg.lr, best_epoch=best_epoch,
+                               best=best, saved_epoch=saved_epoch) from None
             improved = val["dice"] is not None and val["dice"] > best + cfg.min_delta
             if improved:
                 best, best_epoch, stale = val["dice"], epoch, 0

@@ -161,7 +161,7 @@ def test_onnx_replaced_by_another_export_is_refused(exported_copy, tmp_path):
 
     run = load_run(exported_copy)
     torch.manual_seed(123)
-    other = create_model("unet-tiny", num_classes=run.meta["num_classes"], in_chans=run.meta["in_chans"],
+    other = create_model("unet-tiny", num_classes=run.meta.num_classes, in_chans=run.meta.in_chans,
                          img_size=64).eval()
     path = legacy_onnx(other, onnx_path(exported_copy, "fp32"), run.input_shape)
     results = tmp_path / "results.jsonl"

@@ -35,7 +35,7 @@ def _interrupted(out: Path, monkeypatch, epochs: int = 2) -> Path:
     """A run stopped by Ctrl-C in its second epoch: checkpoint and training state of epoch 1 on disk."""
     from segdeploy.train import loop
 
-    real, calls = loop.evaluate, {"n": 0}
+    real, calls = loop.validate, {"n": 0}
 
     def interrupt_second(*args, **kwargs):
         calls["n"] += 1
@@ -44,7 +44,7 @@ def _interrupted(out: Path, monkeypatch, epochs: int = 2) -> Path:
         return real(*args, **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(loop, "evaluate", interrupt_second)
+        m.setattr(loop, "validate", interrupt_second)
         assert cli("train", *TRAIN_ARGS, "--epochs", epochs, "--out", out).exit_code == 130
     assert _state_files(out)
     return out
@@ -125,7 +125,7 @@ def test_divergence_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):
 
     from segdeploy.train import loop
 
-    real_ce, real_eval, evaluated = F.cross_entropy, loop.evaluate, []
+    real_ce, real_eval, evaluated = F.cross_entropy, loop.validate, []
 
     def eval_and_count(*args, **kwargs):
         evaluated.append(1)
@@ -135,7 +135,7 @@ def test_divergence_keeps_the_last_finite_checkpoint(tmp_path, monkeypatch):
         loss = real_ce(*args, **kwargs)
         return loss * math.nan if evaluated else loss
 
-    monkeypatch.setattr(loop, "evaluate", eval_and_count)
+    monkeypatch.setattr(loop, "validate", eval_and_count)
     monkeypatch.setattr(loop.F, "cross_entropy", nan_after_first_epoch)
     out = tmp_path / "run"
     result = cli("train", *TRAIN_ARGS, "--epochs", 3, "--out", out)
