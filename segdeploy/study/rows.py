@@ -142,8 +142,8 @@ def _config_key(raw: dict) -> tuple:
     from segdeploy.records import BenchRow, ConfigKey
 
     study = raw.get("study") or {}
-    return (*ConfigKey.of(BenchRow.coerce(raw)).configuration(), raw.get("model"), raw.get("run_name"), raw.get("target"), study.get("fold"),
-            study.get("lr"), study.get("dataset"))
+    return (*ConfigKey.of(BenchRow.coerce(raw)).configuration(), raw.get("model"), raw.get("run_name"),
+            raw.get("target"), study.get("fold"), study.get("lr"), study.get("dataset"))
 
 
 def results_files(paths: Iterable[str | Path]) -> list[Path]:
