@@ -296,3 +296,32 @@ def test_config_key_carries_the_artifact_and_the_configuration_drops_it():
     assert ConfigKey.of(a) != ConfigKey.of(b)
     assert ConfigKey.of(a).configuration() == ConfigKey.of(b).configuration()
     assert ConfigKey.of(a).artifact == "aa"
+
+
+def test_tensorrt_artifact_is_the_build_record_of_todays_onnx(tmp_path):
+    """No TensorRT needed: the key of a tensorrt row is its engine's build record while that record was built
+    from the ONNX file on disk; a rebuild (new record) is a new artifact; an engine of another ONNX is none."""
+    from segdeploy.bench.artifacts import artifact_sha256
+    from segdeploy.engines.trt_build import engine_path, record_path
+    from segdeploy.fileio import sha256_file
+    from segdeploy.runs import Run, onnx_path
+
+    from helpers import make_meta
+
+    run = Run(dir=tmp_path, meta=make_meta())
+    assert artifact_sha256(run, "tensorrt", "fp16") is None  # nothing exported
+    onnx = onnx_path(tmp_path, "fp16")
+    onnx.parent.mkdir()
+    onnx.write_bytes(b"\x08\x07")  # ir_version 7, an empty but parseable ModelProto
+    assert artifact_sha256(run, "onnxruntime", "fp16") == sha256_file(onnx)
+    assert artifact_sha256(run, "tensorrt", "fp16") is None  # no engine yet: load() builds it
+    engine_path(tmp_path, "fp16").parent.mkdir()
+    engine_path(tmp_path, "fp16").write_bytes(b"engine")
+    record = {"onnx_sha256": sha256_file(onnx), "tensorrt": "10.3.0", "built_at": "2026-01-01T00:00:00+00:00"}
+    record_path(tmp_path, "fp16").write_text(json.dumps(record))
+    first = artifact_sha256(run, "tensorrt", "fp16")
+    assert first is not None and first != sha256_file(onnx)
+    record_path(tmp_path, "fp16").write_text(json.dumps({**record, "built_at": "2026-01-02T00:00:00+00:00"}))
+    assert artifact_sha256(run, "tensorrt", "fp16") not in (None, first)  # rebuilt: measured again
+    record_path(tmp_path, "fp16").write_text(json.dumps({**record, "onnx_sha256": "0" * 64}))
+    assert artifact_sha256(run, "tensorrt", "fp16") is None  # stale engine: load() rebuilds it first

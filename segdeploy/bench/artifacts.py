@@ -13,7 +13,7 @@ another calibration) the next ``bench`` must measure the new file, not return th
 
 None means no artifact exists (yet): the configuration is unavailable, or the backend is not one of these.
 Hashes are read from the files, not from the manifest, so a file replaced after export is not mistaken for the
-one measured. Each file is hashed once per process while its size and mtime stay the same.
+one measured. Each file is hashed once per process while its inode, size and times stay the same.
 """
 
 from __future__ import annotations
@@ -30,14 +30,16 @@ ONNX_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt")
 
 
 @functools.lru_cache(maxsize=256)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a rewritten file is hashed again
+def _sha256(path: str, identity: tuple) -> str:  # identity: a rewritten or replaced file is hashed again
     return sha256_file(path)
 
 
 def file_sha256(path: Path) -> str | None:
     try:
-        stat = path.stat()
-        return _sha256(str(path.resolve()), stat.st_size, stat.st_mtime_ns) if path.is_file() else None
+        st = path.stat()
+        # atomic writes replace the inode, so a re-export is a new identity even where mtimes are coarse
+        identity = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return _sha256(str(path.resolve()), identity) if path.is_file() else None
     except OSError:  # absent or unreadable: loading it reports why on the row
         return None
 
