@@ -94,7 +94,9 @@ class DatasetRef(_JsonRecord):
 @dataclass(kw_only=True)
 class SplitRecord(_JsonRecord):
     """How the run's splits were made (``SegDataset.split_info``): the arguments that reproduce them
-    (``seed, k, fold, group_regex``; None where a split.json decided), the method and the counts."""
+    (``seed, k, fold, group_regex``; None where a split.json decided), the method and the counts.
+    ``ids_sha256`` (split name -> sha256 of its id list, :func:`segdeploy.run_splits.ids_sha256`) seals the ids
+    recorded in the run's ``splits.json``; None in runs trained before ids were recorded."""
 
     method: str | None = None
     seed: int | None = None
@@ -104,6 +106,7 @@ class SplitRecord(_JsonRecord):
     test_fraction: float | None = None
     counts: dict | None = None
     train_used: int | None = None
+    ids_sha256: dict | None = None
     extra: dict = field(default_factory=dict)
 
     def split_args(self) -> dict:
@@ -255,6 +258,9 @@ class BenchRow(_JsonRecord):
     per_image: str | None = None
     class_map: dict | None = None  # the scored dataset's labels mapped onto the run's classes (cross-dataset)
     run_complete: bool | None = None  # model.json "complete" when benchmarked: False marks an unfinished run
+    # sha256 of what was measured (segdeploy.bench.artifacts): the checkpoint, the ONNX file or the TensorRT
+    # engine's build record; None in rows written before it was recorded, or where there is no artifact
+    artifact_sha256: str | None = None
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -296,8 +302,11 @@ class BenchRow(_JsonRecord):
 
 
 class ConfigKey(NamedTuple):
-    """What makes two bench configurations the same one (resume): the device is the one asked for, and the
-    number of images keeps a ``--max-images`` smoke test from standing in for the full split."""
+    """What makes two bench measurements the same one (resume): the device is the one asked for, the number of
+    images keeps a ``--max-images`` smoke test from standing in for the full split, and ``artifact`` (the row's
+    ``artifact_sha256``) is what was measured, so a re-exported ONNX file or a rebuilt engine is measured again.
+    :meth:`configuration` drops the artifact: the same configuration, whichever file it ran (the study keeps
+    the latest row of each)."""
 
     dataset: str | None
     run: str | None
@@ -308,12 +317,16 @@ class ConfigKey(NamedTuple):
     split: str | None
     n_images: int | None
     class_map: str | None = None  # canonical JSON: the same images under another class map are another config
+    artifact: str | None = None
 
     @classmethod
     def of(cls, row: BenchRow) -> ConfigKey:
         mapped = json.dumps(row.class_map, sort_keys=True) if row.class_map else None
         return cls(row.dataset, row.run, row.backend, row.precision, row.device_requested, row.batch, row.split,
-                   row.n_images, mapped)
+                   row.n_images, mapped, row.artifact_sha256)
+
+    def configuration(self) -> ConfigKey:
+        return self._replace(artifact=None)
 
 
 class CheckKey(NamedTuple):

@@ -6,6 +6,7 @@
       train_state.safetensors  resumable training state (last epoch; tensors + JSON metadata, no pickle),
                              removed when training finishes
       history.jsonl          one line per epoch
+      splits.json            the train/val/test ids, written before the first checkpoint (segdeploy.run_splits)
       onnx/model.<precision>.onnx + onnx/manifest.json     (segdeploy export)
       engines/               TensorRT engines and their build records (segdeploy engines build)
 
@@ -82,17 +83,13 @@ class Run:
                 f"{dataset.in_chans}-channel images.", path=self.dir,
                 fix="use each run with a dataset that has the same classes and channels as its training set.")
 
-    def split_ids(self, dataset, split: str) -> list[str]:
+    def split_ids(self, dataset, split: str, *, allow_missing: bool = False) -> list[str]:
         """Ids of ``split`` ("train", "val", "test" or "all") in ``dataset``. On the dataset the run was trained on,
-        the run's recorded split settings are used, so its test images are the ones it never saw."""
-        if split == "all":
-            return list(dataset.ids)
-        args = self.meta.split.split_args() if dataset.name in self.meta.dataset.names() else {}
-        ids = dataset.split(split, **args)
-        if not ids:
-            raise SegdeployError(f"split {split!r} of dataset {dataset.name} is empty.", path=dataset.root,
-                                 fix="choose another split, or check the dataset's split.json (segdeploy data info).")
-        return ids
+        the ids recorded at training time (``splits.json``), so its test images are the ones it never saw; a
+        missing test id refuses unless ``allow_missing`` (the rules: :mod:`segdeploy.run_splits`)."""
+        from segdeploy.run_splits import split_ids
+
+        return split_ids(self, dataset, split, allow_missing=allow_missing)
 
     def build_model(self) -> nn.Module:
         """The trained PyTorch model, on CPU, in eval mode."""

@@ -31,8 +31,11 @@ def test_model_json_of_the_first_format_loads_with_every_value():
     assert meta.split.split_args() == {k: raw["split"][k] for k in ("seed", "k", "fold", "group_regex")}
     assert meta.split.counts == raw["split"]["counts"] and meta.val["dice"] == raw["val"]["dice"]
     written = meta.to_json()
-    assert {k: written[k] for k in raw} == raw  # every stored value written back unchanged
-    assert RunMeta.from_json(written) == meta
+    # every stored value written back unchanged; fields this version added (split.ids_sha256) are null
+    split = written.pop("split")
+    assert {k: split[k] for k in raw["split"]} == raw["split"] and split["ids_sha256"] is None
+    assert {k: written[k] for k in raw if k != "split"} == {k: v for k, v in raw.items() if k != "split"}
+    assert RunMeta.from_json({**written, "split": split}) == meta
 
 
 def test_run_meta_keeps_unknown_keys_and_rejects_incomplete_files(tmp_path):
@@ -62,9 +65,12 @@ def test_bench_rows_of_today_load_round_trip_and_key_as_before():
         assert {k: written[k] for k in raw} == raw
         assert set(written) - set(raw) <= {f for f, v in written.items() if v is None}  # only absent = null
         assert BenchRow.from_json(written) == r
-        # the resume key names the fields the bare tuple held by position (rows of that version had no class map)
+        # the resume key names the fields the bare tuple held by position (rows of that version had no class map
+        # and no artifact)
         assert ConfigKey.of(r) == (*(raw.get(k) for k in ("dataset", "run", "backend", "precision",
-                                                          "device_requested", "batch", "split", "n_images")), None)
+                                                          "device_requested", "batch", "split", "n_images")), None,
+                                   None)
+        assert ConfigKey.of(r).artifact is None
     ok = rows[0]
     assert ok.ok and ok.latency_ms["p50"] == stored[0]["latency_ms"]["p50"] and ok.device_kind == "cpu"
     future = BenchRow.from_json({**stored[0], "schema": "segdeploy.bench/9", "dice_ci95": [0.1, 0.2]})

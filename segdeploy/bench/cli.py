@@ -31,6 +31,9 @@ def bench(
     force: bool = typer.Option(False, help="Re-run configurations that already have a row in --results."),
     class_map: Optional[str] = typer.Option(None, "--class-map", help="Map --data's labels onto the runs' classes, "
                                             "e.g. 'polyp=1,2' (cross-dataset scoring; refused if the classes differ)."),
+    allow_missing: bool = typer.Option(False, "--allow-missing",
+                                       help="When images of a run's recorded test split are gone from --data, score "
+                                            "the remaining ones (default: refuse)."),
 ) -> None:
     """Accuracy (on the split, at original resolution) and deployment cost of every run x backend x precision."""
     from rich.console import Console
@@ -44,7 +47,7 @@ def bench(
         rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
                          save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
                          duration_s=duration, min_iters=min_iters, force=force,
-                         class_map=class_map)
+                         class_map=class_map, allow_missing=allow_missing)
     console = Console()
     for table in render(rows):
         console.print(table)

@@ -14,11 +14,22 @@ Per configuration, in this order:
 Each row (a ``segdeploy.records.BenchRow``) is appended to the results file as soon as it is complete; its
 ``dice_vs_torch_fp32`` follows the one ΔDice rule, ``segdeploy.records.References``. An ``ok`` row's per-image
 confusion counts are written first, beside the results file, and the row names them in ``per_image``
-(``segdeploy.evaluation.per_image``). Resuming: a configuration whose
-``ConfigKey`` ``(dataset, run, backend, precision, device, batch, split, n_images, class_map)`` already has an ``ok`` or
-``unavailable`` row is not run again (its stored row is returned) unless ``force``; ``failed`` rows are retried. ``device`` in the key
-is the device asked for (``device_requested``, e.g. ``auto``); ``device`` in a row is where the engine actually
-ran. ``n_images`` keeps a ``--max-images`` smoke test from standing in for the full split.
+(``segdeploy.evaluation.per_image``).
+
+Images: on the dataset a run was trained on, the split is the run's recorded ids (``Run.split_ids``,
+``segdeploy.run_splits``): images the folder gained since training are never scored as test images, and a
+missing recorded test image refuses the run unless ``allow_missing``.
+
+Resuming: a configuration whose ``ConfigKey`` ``(dataset, run, backend, precision, device, batch, split, n_images,
+class_map, artifact)`` already has an ``ok`` row is not run again (its stored row is returned) unless ``force``.
+``artifact`` is the sha256 of what was measured (``segdeploy.bench.artifacts``: the checkpoint, the ONNX file, the
+TensorRT build record), so a re-exported or re-calibrated file is measured again; rows written before it was recorded
+have none and are measured again wherever the artifact is known. ``failed`` and ``unavailable`` configurations
+are always tried again: what made them unavailable (a missing ONNX file, an uninstalled package, no GPU) may have
+changed, and finding out costs a cheap check. When it is still unavailable for the same reason, the stored row
+is returned and nothing is appended. ``device`` in the key is the device asked for (``device_requested``, e.g.
+``auto``); ``device`` in a row is where the engine actually ran. ``n_images`` keeps a ``--max-images`` smoke test
+from standing in for the full split.
 """
 
 from __future__ import annotations
@@ -31,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segdeploy.bench.artifacts import artifact_sha256
 from segdeploy.bench.latency import measure_engine
 from segdeploy.bench.memory import MemoryProbe
 from segdeploy.cli_util import comma_list
@@ -44,7 +56,7 @@ from segdeploy.numerics import require_finite_logits
 
 SCHEMA = BENCH_SCHEMA
 SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-dataset evaluation
-RESUMABLE = ("ok", "unavailable")
+RESUMABLE = ("ok",)  # unavailable and failed configurations are tried again
 
 
 def check_choices(backends: Sequence[str], precisions: Sequence[str], max_images: int | None) -> None:
@@ -146,14 +158,15 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
               warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10, force: bool = False,
-              progress: bool = True, class_map: str | None = None,
+              allow_missing: bool = False, progress: bool = True, class_map: str | None = None,
               on_evaluation: Callable[[BenchRow, Evaluation], None] | None = None) -> list[BenchRow]:
     """Benchmark every run x backend x precision on ``data``'s ``split``; returns this suite's rows (stored
     rows for configurations skipped on resume), appending new ones to ``results`` as they complete.
 
     ``on_evaluation(row, evaluation)`` is called after each ``ok`` row is written, with the evaluation its
     accuracy came from (per-image ids and confusion matrices, for statistics over images). ``class_map`` maps
-    ``data``'s labels onto the runs' classes (cross-dataset scoring)."""
+    ``data``'s labels onto the runs' classes (cross-dataset scoring). ``allow_missing``: score what is left of a
+    run's recorded test split when images are gone (else refuse, see ``Run.split_ids``)."""
     import segdeploy
     from segdeploy.data import open_dataset
     from segdeploy.data.class_map import dataset_for_run
@@ -176,6 +189,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     results = Path(results)
     stored = [BenchRow.from_json(r, path=results) for r in iter_jsonl(results)]
     done = {} if force else {ConfigKey.of(r): r for r in stored if r.status in RESUMABLE}
+    unavailable = {} if force else {ConfigKey.of(r): r for r in stored if r.status == "unavailable"}
     timing = dict(warmup_s=warmup_s, duration_s=duration_s, min_iters=min_iters)
     env = None
     rows: list[BenchRow] = []
@@ -187,7 +201,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     with bar:
         for run in runs:
             ds = views[run.dir]  # the dataset as this run sees it (class map applied)
-            ids = run.split_ids(ds, split)[:max_images or None]
+            ids = run.split_ids(ds, split, allow_missing=allow_missing)[:max_images or None]
             base = dict(schema=SCHEMA, dataset=ds.name, data=str(data), split=split, run=str(run.dir.resolve()),
                         run_name=run.name, model=run.meta.model, family=run.meta.family, device_requested=device,
                         batch=batch, n_images=len(ids),
@@ -195,7 +209,9 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
             cost = None
             for backend in backends:
                 for precision in precisions:
-                    key = ConfigKey.of(BenchRow(**base, backend=backend, precision=precision))
+                    artifact = artifact_sha256(run, backend, precision)
+                    key = ConfigKey.of(BenchRow(**base, backend=backend, precision=precision,
+                                                artifact_sha256=artifact))
                     if key in done:
                         rows.append(done[key])
                         continue
@@ -217,6 +233,12 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                         raise
                     except Exception as e:  # noqa: BLE001 -- one broken configuration must not end the suite
                         row.update(status="failed", reason=f"{type(e).__name__}: {e}")
+                    # what ran: loading a tensorrt engine may have (re)built it
+                    row.update(artifact_sha256=artifact_sha256(run, backend, precision))
+                    before = unavailable.get(ConfigKey.of(row))
+                    if row.status == "unavailable" and before is not None and before.reason == row.reason:
+                        rows.append(before)  # still unavailable, for the same reason: the stored row stands
+                        continue
                     # the reference among the stored rows and this suite's, the latest last (None until the torch
                     # fp32 row exists: list torch first in --backends to have it)
                     delta = References([*stored, *rows, row]).delta(row)

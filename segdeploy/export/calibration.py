@@ -24,7 +24,9 @@ def load_images(run, split: str, n: int, *, seed: int | None = None) -> np.ndarr
         raise SegdeployError("the run's model.json names no dataset (dataset.spec): parity and calibration need "
                              "its images.", fix="add \"dataset\": {\"spec\": PATH_OR_NAME} to model.json.")
     dataset = open_dataset(meta.dataset.spec, class_map=meta.dataset.class_map)
-    ids = run.split_ids(dataset, split)
+    # the run's recorded ids (calibration: train only); parity is no accuracy claim, so test ids the folder lost
+    # since training only warn
+    ids = run.split_ids(dataset, split, allow_missing=True)
     ids = sorted(random.Random(seed).sample(ids, min(n, len(ids)))) if seed is not None else ids[:n]
     images = [preprocess(dataset.load(i).image, meta.img_size, meta.mean, meta.std)[0] for i in ids]
     return np.stack(images).astype(np.float32, copy=False)

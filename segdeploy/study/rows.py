@@ -136,13 +136,14 @@ def from_record(raw: dict, base_dir: Path | None = None, source: str | None = No
 
 
 def _config_key(raw: dict) -> tuple:
-    # the bench runner's resume key (segdeploy.records.ConfigKey) plus what tells rows without a run folder
-    # apart: the model, the scored target and the study cell
+    # the bench runner's configuration (segdeploy.records.ConfigKey without the artifact: a row measured on a
+    # re-exported file replaces the stale one) plus what tells rows without a run folder apart: the model, the
+    # scored target and the study cell
     from segdeploy.records import BenchRow, ConfigKey
 
     study = raw.get("study") or {}
-    return (*ConfigKey.of(BenchRow.coerce(raw)), raw.get("model"), raw.get("run_name"), raw.get("target"), study.get("fold"),
-            study.get("lr"), study.get("dataset"))
+    return (*ConfigKey.of(BenchRow.coerce(raw)).configuration(), raw.get("model"), raw.get("run_name"),
+            raw.get("target"), study.get("fold"), study.get("lr"), study.get("dataset"))
 
 
 def results_files(paths: Iterable[str | Path]) -> list[Path]:

@@ -33,6 +33,7 @@ from segdeploy.errors import SegdeployError, WriteFailed
 from segdeploy.fileio import append_jsonl, atomic_write_json
 from segdeploy.numerics import NonFinite, nonfinite_tensors
 from segdeploy.records import DatasetRef, RunMeta, SplitRecord
+from segdeploy.run_splits import record_splits
 from segdeploy.runs import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
 from segdeploy.train.guard import check_config, check_input_size, diverged
 from segdeploy.train.schedule import rex_factor
@@ -147,6 +148,9 @@ def _make_loaders(cfg: TrainConfig, ds, device: torch.device, mean, std):
                               num_workers=workers, generator=gen, pin_memory=pin, persistent_workers=workers > 0)
     split = ds.split_info(**split_kw)
     split["train_used"] = len(train_ids)
+    # the ids themselves are recorded (splits.json): a later change of the folder must not move test images
+    split["ids_sha256"] = record_splits(cfg.out, {s: ds.split(s, **split_kw) for s in ("train", "val", "test")},
+                                        dataset=ds.name, resume=cfg.resume)
     return train_loader, val_ids, split
 
 

@@ -21,6 +21,7 @@ import numpy as np
 
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_save_safetensors
+from segdeploy.run_splits import SPLITS_FILE
 from segdeploy.runs import HISTORY, LEGACY_TRAIN_STATE, META, TRAIN_STATE, WEIGHTS, read_meta
 
 SCHEMA = "segdeploy.train_state/1"
@@ -104,7 +105,7 @@ def load_train_state(path: Path) -> tuple[dict, str]:
 # --- the run folder: resume, restart, or refuse ---------------------------------------------------------------
 
 def _training_files(out: Path) -> list[Path]:
-    names = (WEIGHTS, META, TRAIN_STATE, LEGACY_TRAIN_STATE, HISTORY)
+    names = (WEIGHTS, META, TRAIN_STATE, LEGACY_TRAIN_STATE, HISTORY, SPLITS_FILE)
     files = [out / n for n in names if (out / n).exists()]
     files += [p for p in out.glob(".*") if ".partial" in p.name or p.name.endswith(".tmp")]
     return files + [out / d for d in _DERIVED_DIRS if (out / d).exists()]

@@ -150,10 +150,11 @@ def _select(scores: dict[str, float], worst: int, random: int, seed: int) -> lis
 
 def gradcam_run(run_dir: str | Path, data: str, out: str | Path, *, worst: int = 8, random: int = 4, seed: int = 0,
                 layer: str | None = None, split: str = "test", max_images: int | None = None,
-                show_progress: bool = False) -> dict:
+                allow_missing: bool = False, show_progress: bool = False) -> dict:
     """Score the ``split`` images of ``data`` with the run's model, write Grad-CAM overlays for the worst and
     a few random ones to ``out`` (``<id>__<class>.png``) and the energy summary to ``out/cam.json``; returns that
-    summary. ``max_images`` scores only the first that many split ids (quick looks at large sets)."""
+    summary. ``max_images`` scores only the first that many split ids (quick looks at large sets). On the run's
+    training dataset the split is the run's recorded ids; ``allow_missing``: see ``Run.split_ids``."""
     from rich.progress import Progress, track
 
     from segdeploy.data import open_dataset
@@ -169,7 +170,7 @@ def gradcam_run(run_dir: str | Path, data: str, out: str | Path, *, worst: int =
     dataset = dataset_for_run(open_dataset(data), meta, None, run_name=run.name)  # the run's class map, if any
     run.check_dataset(dataset)
     classes = list(meta.classes or dataset.classes)
-    ids = run.split_ids(dataset, split)[:max_images or None]
+    ids = run.split_ids(dataset, split, allow_missing=allow_missing)[:max_images or None]
 
     input_shape = meta.input_shape
     layer_name = layer or find_target_layer(model, input_shape, k)
