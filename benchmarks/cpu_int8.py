@@ -72,8 +72,17 @@ def engines(run, threads: int, tmp: Path) -> dict:
     import onnxruntime as ort
 
     from segdeploy.engines import load_engine, openvino_backend
-    from segdeploy.engines.ort_backend import OrtEngine
     from segdeploy.runs import onnx_path
+
+    class OrtSession:  # one given ONNX file on ORT's CPU EP, whichever form the backend itself would pick
+        def __init__(self, session):
+            self.session, self.info = session, {}
+
+        def run(self, x):
+            return self.session.run(None, {"input": x})[0]
+
+        def close(self):
+            self.session = None
 
     found = {"torch fp32": (load_engine("torch", run, "fp32", "cpu", threads=threads), {})}
     found["onnxruntime fp32"] = (load_engine("onnxruntime", run, "fp32", "cpu", threads=threads), {})
@@ -82,16 +91,16 @@ def engines(run, threads: int, tmp: Path) -> dict:
         options.intra_op_num_threads = threads
         options.log_severity_level = 3
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        found[f"onnxruntime int8 ({form} form)"] = (OrtEngine(session, "onnxruntime", "int8", "cpu", {}),
+        found[f"onnxruntime int8 ({form} form)"] = (OrtSession(session),
                                                     {"ort_conv_matmul": ort_kernels(path, tmp)})
     found["openvino fp32"] = (load_engine("openvino", run, "fp32", "cpu", threads=threads), {})
-    if openvino_backend.check("bf16", "cpu", backend="openvino") is None:
+    if openvino_backend.OpenVinoEngine.check("bf16", "cpu", backend="openvino") is None:
         found["openvino bf16"] = (load_engine("openvino", run, "bf16", "cpu", threads=threads), {})
     core = openvino_backend._core()
     for form, path in (("cpu", onnx_path(run.dir, "int8", "cpu")), ("tensorrt", onnx_path(run.dir, "int8"))):
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": threads}
-        engine = openvino_backend.OpenVinoEngine(core, core.read_model(str(path)), "CPU", config, "openvino", "int8",
-                                                 {})
+        engine = openvino_backend.OpenVinoEngine(run, "int8", "cpu", backend="openvino", threads=threads)
+        engine.compile_model(core, core.read_model(str(path)), config)
         layers = openvino_backend.weighted_layer_precisions(engine.compiled((1, *run.input_shape)))
         found[f"openvino int8 ({form} form)"] = (engine, {"ov_weighted_layers": layers})
     return found

@@ -30,26 +30,28 @@ def demo(
     from rich.console import Console
 
     from segdeploy.bench.runner import run_bench
+    from segdeploy.cli_util import comma_list
     from segdeploy.bench.table import render
     from segdeploy.export import export_run
     from segdeploy.fileio import read_json
-    from segdeploy.runs import manifest_path, read_meta
+    from segdeploy.runs import TRAIN_STATE, manifest_path, read_meta
     from segdeploy.train.loop import TrainConfig, train_model
 
     console = Console()
-    wanted = [p.strip() for p in precisions.split(",") if p.strip()]
+    wanted = comma_list(precisions)
     run_dirs = []
-    for name in [m.strip() for m in models.split(",") if m.strip()]:
+    for name in comma_list(models):
         run_dir = out / name
         run_dirs.append(run_dir)
-        meta = read_meta(run_dir) if (run_dir / "model.json").is_file() else {}
-        if meta.get("complete"):
+        if (run_dir / "model.json").is_file() and read_meta(run_dir).complete:
             console.print(f"[dim]train {name}: done earlier ({run_dir})[/]")
         else:
             console.rule(f"train {name}")
+            resume = (run_dir / TRAIN_STATE).is_file()
+            # an unfinished run without a state to resume (killed before its first epoch was saved) starts over
             train_model(TrainConfig(data=data, model=name, out=run_dir, epochs=epochs, img_size=img_size,
                                     batch_size=8, lr=lr, augment=augment, device=device, patience=epochs,
-                                    resume=(run_dir / "train_state.pt").is_file()))
+                                    resume=resume, restart=not resume and bool(meta)))
         manifest = read_json(manifest_path(run_dir)) if manifest_path(run_dir).is_file() else {}
         todo = [p for p in wanted if manifest.get("precisions", {}).get(p, {}).get("status") != "ok"]
         if todo:
@@ -60,7 +62,7 @@ def demo(
 
     results = out / "results.jsonl"
     console.rule("bench")
-    rows = run_bench(run_dirs, data, [b.strip() for b in backends.split(",")], wanted, results, device=device,
+    rows = run_bench(run_dirs, data, comma_list(backends), wanted, results, device=device,
                      duration_s=duration, save_predictions=out / "predictions")
     for table in render(rows):
         console.print(table)

@@ -13,7 +13,8 @@ import torch
 from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
 
 from segdeploy.engines import load_engine
-from segdeploy.export import INT8_FORM_BACKENDS, export_run, int8_form_for, load_pairs
+from segdeploy.data import open_dataset
+from segdeploy.export import INT8_FORM_BACKENDS, export_run, int8_form_for, load_images
 from segdeploy.export.int8_auto import onnx_dice
 from segdeploy.export.onnx_export import export_onnx, ort_session
 from segdeploy.export.quantize import (CALIB_METHODS, QUANTIZED_OP_TYPES, TENSORRT_QDQ_OPTIONS,
@@ -32,16 +33,22 @@ def trained(tmp_path_factory):
                             lr=2e-3, device="cpu", k=3), progress=False)
     manifest = export_run(out, ["fp32", "int8"], calib_images=8, parity_images=4)
     run = load_run(out)
-    images, masks = load_pairs(run, "val", 12)
-    return run, manifest, images, masks
+    return run, manifest, load_images(run, "val", 12), None
+
+
+def _dice(run, path) -> float | None:
+    """The study's Dice of an ONNX file on the run's first 12 validation images (the one evaluation path)."""
+    meta = run.meta
+    dataset = open_dataset(meta.dataset.spec)
+    ids = run.split_ids(dataset, "val")[:12]
+    return onnx_dice(path, dataset, ids, img_size=meta.img_size, mean=meta.mean, std=meta.std,
+                     num_classes=meta.num_classes)
 
 
 def _qdq_pair_file(run, path):
     """The INT8 file as this project wrote it before: float weights behind QuantizeLinear -> DequantizeLinear, the
     same calibration images and options otherwise."""
-    from segdeploy.export import load_images
-
-    calib = load_images(run, "train", 8, seed=int(run.meta.get("seed") or 0))
+    calib = load_images(run, "train", 8, seed=int(run.meta.seed or 0))
     source, _ = preprocess_for_quantization(onnx_path(run.dir, "fp32"), path.with_suffix(".pre.onnx"))
     quantize_static(str(source), str(path), ArrayCalibrationReader(calib), quant_format=QuantFormat.QDQ,
                     op_types_to_quantize=list(QUANTIZED_OP_TYPES), per_channel=True,
@@ -52,7 +59,7 @@ def _qdq_pair_file(run, path):
 
 
 def test_dq_only_int8_is_a_quarter_of_fp32_with_the_same_outputs_and_dice(trained, tmp_path):
-    run, manifest, images, masks = trained
+    run, manifest, images, _ = trained
     fp32, int8 = onnx_path(run.dir, "fp32"), onnx_path(run.dir, "int8")
     pair = _qdq_pair_file(run, tmp_path / "pair.onnx")
     assert qdq_report(pair)["weight_storage"] == "float" and qdq_report(int8)["weight_storage"] == "int8"
@@ -64,13 +71,12 @@ def test_dq_only_int8_is_a_quarter_of_fp32_with_the_same_outputs_and_dice(traine
     got = ort_session(int8).run(None, {"input": images})[0]
     ref = ort_session(pair).run(None, {"input": images})[0]
     assert np.abs(got - ref).max() <= 1e-5 * np.abs(ref).max()
-    num_classes = run.meta["num_classes"]
-    dice_dq, dice_pair = onnx_dice(int8, images, masks, num_classes), onnx_dice(pair, images, masks, num_classes)
+    dice_dq, dice_pair = _dice(run, int8), _dice(run, pair)
     assert dice_dq is not None and dice_dq == pytest.approx(dice_pair, abs=1e-9)
 
 
 def test_cpu_form_is_written_checked_and_keeps_dice(trained):
-    run, manifest, images, masks = trained
+    run, manifest, images, _ = trained
     entry = manifest["precisions"]["int8"]
     forms = entry["forms"]
     assert forms["tensorrt"]["file"] == entry["file"] == "onnx/model.int8.onnx"
@@ -90,14 +96,13 @@ def test_cpu_form_is_written_checked_and_keeps_dice(trained):
     assert cpu["parity"]["argmax_agreement"] > 0.95
     # accuracy against fp32 on validation images, for both forms: the same pixels and the same Dice (a few epochs
     # of training give a low Dice, so the check is absolute and per pixel rather than a ratio)
-    num_classes = run.meta["num_classes"]
     fp32_file = onnx_path(run.dir, "fp32")
-    fp32_dice = onnx_dice(fp32_file, images, masks, num_classes)
+    fp32_dice = _dice(run, fp32_file)
     fp32_pred = ort_session(fp32_file).run(None, {"input": images})[0].argmax(1)
     for form_path in (path, onnx_path(run.dir, "int8")):
         pred = ort_session(form_path).run(None, {"input": images})[0].argmax(1)
         assert (pred == fp32_pred).mean() > 0.97
-        assert onnx_dice(form_path, images, masks, num_classes) == pytest.approx(fp32_dice, abs=0.01)
+        assert _dice(run, form_path) == pytest.approx(fp32_dice, abs=0.01)
 
 
 def test_each_backend_loads_its_form_and_says_so(trained, tmp_path):
@@ -114,6 +119,23 @@ def test_each_backend_loads_its_form_and_says_so(trained, tmp_path):
     engine = load_engine("onnxruntime", copy, "int8", "cpu")
     assert engine.info["onnx_form"] == "tensorrt" and engine.info["onnx"].endswith("model.int8.onnx")
     assert "model.int8-cpu.onnx" in engine.info["onnx_form_fallback"]
+
+
+def test_a_replaced_cpu_form_is_refused_and_its_hash_keys_the_rows(trained, tmp_path):
+    """The CPU form has its own sha256 in the manifest: a file swapped in afterwards is not benchmarked, and the
+    resume key's artifact is the file the backend loads."""
+    from segdeploy.bench.artifacts import artifact_sha256, onnx_sha256
+    from segdeploy.engines.integrity import StaleArtifact
+
+    run, manifest, _, _ = trained
+    cpu_file = onnx_path(run.dir, "int8", "cpu")
+    assert manifest["precisions"]["int8"]["forms"]["cpu"]["sha256"] == onnx_sha256(cpu_file)
+    assert artifact_sha256(run, "onnxruntime", "int8") == artifact_sha256(run, "openvino", "int8") \
+        == onnx_sha256(cpu_file) != artifact_sha256(run, "onnxruntime-cuda", "int8") == onnx_sha256(onnx_path(run.dir, "int8"))
+    copy = load_run(shutil.copytree(run.dir, tmp_path / "run"))
+    shutil.copyfile(onnx_path(copy.dir, "int8"), onnx_path(copy.dir, "int8", "cpu"))  # the other form, unrecorded
+    with pytest.raises(StaleArtifact, match="sha256"):
+        load_engine("onnxruntime", copy, "int8", "cpu")
 
 
 def test_tensorrt_only_export_removes_a_stale_cpu_form(trained, tmp_path):

@@ -111,9 +111,9 @@ def test_static_shapes_compile_per_batch_size(run, batch):
     """The NPU path (static shapes only), exercised on the CPU: one compiled model per input shape."""
     dynamic = load_engine("openvino", run, "fp32", "cpu")
     core = openvino_backend._core()
-    static = openvino_backend.OpenVinoEngine(core, core.read_model(dynamic.info["onnx"]), "CPU",
-                                             {"INFERENCE_PRECISION_HINT": "f32"}, "openvino-npu", "fp32", {},
-                                             static_shapes=True)
+    static = openvino_backend.OpenVinoEngine(run, "fp32", "cpu", backend="openvino")
+    static.compile_model(core, core.read_model(dynamic.info["onnx"]), {"INFERENCE_PRECISION_HINT": "f32"},
+                         static_shapes=True)
     np.testing.assert_allclose(static.run(batch), dynamic.run(batch), atol=1e-5, rtol=0)
     np.testing.assert_allclose(static.run(batch[:1]), dynamic.run(batch[:1]), atol=1e-5, rtol=0)
     assert len(static._requests) == 2
@@ -158,15 +158,20 @@ def test_bench_measures_openvino_like_every_backend(run, tmp_path):
 
     rows = run_bench([run.dir], "synthetic:24", "onnxruntime,openvino", "fp32,int8", tmp_path / "r.jsonl",
                      batch=2, max_images=4, warmup_s=0.0, duration_s=0.05, min_iters=2, progress=False, threads=1)
-    by = {(r["backend"], r["precision"]): r for r in rows}
-    assert all(r["status"] == "ok" for r in rows), [r.get("reason") for r in rows]
-    assert all(r["threads"] == 1 and r["engine_info"]["threads"] == 1 for r in rows)
+    by = {(r.backend, r.precision): r for r in rows}
+    assert all(r.status == "ok" for r in rows), [r.reason for r in rows]
+    assert all(r.threads == 1 and r.engine_info["threads"] == 1 for r in rows)
     # accuracy is measured on the engine: the same fp32 file gives the same Dice on both runtimes
-    assert by["openvino", "fp32"]["dice"] == pytest.approx(by["onnxruntime", "fp32"]["dice"], abs=1e-3)
-    assert by["openvino", "int8"]["engine_info"]["onnx_form"] == "cpu"
-    assert by["onnxruntime", "int8"]["engine_info"]["onnx_form"] == "cpu"
-    assert by["openvino", "fp32"]["latency_ms"]["p50"] > 0 and by["openvino", "int8"]["throughput_ips"] > 0
+    assert by["openvino", "fp32"].dice == pytest.approx(by["onnxruntime", "fp32"].dice, abs=1e-3)
+    assert by["openvino", "int8"].engine_info["onnx_form"] == "cpu"
+    assert by["onnxruntime", "int8"].engine_info["onnx_form"] == "cpu"
+    assert by["openvino", "fp32"].latency_ms["p50"] > 0 and by["openvino", "int8"].throughput_ips > 0
     # --threads is part of the configuration: another thread count is another row, not a resumed one
     again = run_bench([run.dir], "synthetic:24", "openvino", "fp32", tmp_path / "r.jsonl", batch=2, max_images=4,
                       warmup_s=0.0, duration_s=0.05, min_iters=2, progress=False, threads=2)
-    assert again[0]["threads"] == 2 and again[0]["engine_info"]["threads"] == 2  # a resumed row would say 1
+    assert again[0].threads == 2 and again[0].engine_info["threads"] == 2  # a resumed row would say 1
+    # the same thread count again is the same configuration: resumed, nothing appended
+    lines = (tmp_path / "r.jsonl").read_text().count("\n")
+    resumed = run_bench([run.dir], "synthetic:24", "openvino", "fp32", tmp_path / "r.jsonl", batch=2, max_images=4,
+                        warmup_s=0.0, duration_s=0.05, min_iters=2, progress=False, threads=2)
+    assert resumed[0].timestamp == again[0].timestamp and (tmp_path / "r.jsonl").read_text().count("\n") == lines

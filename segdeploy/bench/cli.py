@@ -30,6 +30,11 @@ def bench(
     duration: float = typer.Option(1.0, help="Minimum seconds per timed loop (trtexec: 3)."),
     min_iters: int = typer.Option(10, help="Minimum timed iterations per loop."),
     force: bool = typer.Option(False, help="Re-run configurations that already have a row in --results."),
+    class_map: Optional[str] = typer.Option(None, "--class-map", help="Map --data's labels onto the runs' classes, "
+                                            "e.g. 'polyp=1,2' (cross-dataset scoring; refused if the classes differ)."),
+    allow_missing: bool = typer.Option(False, "--allow-missing",
+                                       help="When images of a run's recorded test split are gone from --data, score "
+                                            "the remaining ones (default: refuse)."),
     threads: Optional[int] = typer.Option(None, "--threads", min=1,
                                           help="Host threads for the CPU runtimes (torch: set_num_threads, "
                                                "onnxruntime: intra_op_num_threads, openvino: INFERENCE_NUM_THREADS); "
@@ -40,13 +45,20 @@ def bench(
 
     from segdeploy.bench.runner import run_bench
     from segdeploy.bench.table import render
+    from segdeploy.locks import hold
 
-    rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
-                     save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
-                     duration_s=duration, min_iters=min_iters, force=force, threads=threads)
+    # one bench per results file: two would run the same configurations and write each row twice
+    with hold(results.with_name(f".{results.name}.lock"), "bench", results):
+        rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
+                         save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
+                         duration_s=duration, min_iters=min_iters, force=force,
+                         class_map=class_map, allow_missing=allow_missing, threads=threads)
     console = Console()
     for table in render(rows):
         console.print(table)
-    counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "unavailable", "failed")}
+    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "unavailable", "failed")}
     console.print(f"{counts['ok']} ok, {counts['unavailable']} unavailable, {counts['failed']} failed -> {results}"
                   + (f"; predictions in {save_predictions}" if save_predictions else ""))
+    if rows and not counts["ok"]:
+        console.print("[bold red]no configuration ran[/]: every row is unavailable or failed (reasons above).")
+        raise typer.Exit(1)

@@ -32,8 +32,10 @@ from collections import Counter
 
 import numpy as np
 
+from segdeploy.device import CPU
 from segdeploy.engines import missing_onnx_reason, onnx_for_backend, onnx_size_mb
-from segdeploy.errors import BackendUnavailable, SegdeployError
+from segdeploy.engines.base import BaseEngine
+from segdeploy.errors import SegdeployError
 from segdeploy.runs import Run
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -60,85 +62,6 @@ def _device_listed(core, target: str) -> bool:
     return any(d.split(".")[0] == target for d in core.available_devices)
 
 
-def check(precision: str, device: str = "auto", *, backend: str, run: Run | None = None) -> str | None:
-    if backend not in BACKEND_DEVICES:
-        return f"{backend} is not an openvino backend ({', '.join(BACKEND_DEVICES)})"
-    if precision not in PRECISIONS:
-        return f"{backend} has no precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
-    target = BACKEND_DEVICES[backend]
-    if device not in ("auto", ROW_DEVICES[target]):
-        other = "; use openvino-gpu/openvino-npu for Intel accelerators" if target == "CPU" else \
-            "; use the openvino backend for the CPU"
-        return f"{backend} runs on OpenVINO's {target} device (--device {device} requested): use --device auto{other}"
-    try:
-        import openvino as ov
-    except ImportError:
-        return f"{backend}: openvino is not installed (pip install 'segdeploy[openvino]')"
-    core = _core()
-    if not _device_listed(core, target):
-        return (f"{backend}: OpenVINO {ov.__version__} lists no {target} device here "
-                f"(available: {', '.join(core.available_devices) or 'none'})")
-    if precision in CAPABILITY:
-        capabilities = list(core.get_property(target, "OPTIMIZATION_CAPABILITIES"))
-        if CAPABILITY[precision] not in capabilities:
-            return (f"{backend} {precision}: OpenVINO's {target} device does not list {CAPABILITY[precision]} in its "
-                    f"OPTIMIZATION_CAPABILITIES ({', '.join(capabilities)})")
-    if run is not None:
-        return missing_onnx_reason(run, ONNX_PRECISION[precision])
-    return None
-
-
-class OpenVinoEngine:
-    """One compiled model and its synchronous infer request. NPUs compile static shapes only: there a model is
-    compiled per input shape on first use (``static_shapes``)."""
-
-    compute_stream = None  # OpenVINO's CPU plugin returns finished results; there is no stream to time on
-
-    def __init__(self, core, model, target: str, config: dict, backend: str, precision: str, info: dict,
-                 static_shapes: bool = False):
-        self.backend = backend
-        self.precision = precision
-        self.device = ROW_DEVICES[target]
-        self.info = info
-        self._core, self._model, self._target, self._config = core, model, target, config
-        self._static = static_shapes
-        self._requests: dict = {}
-
-    def compiled(self, shape: tuple[int, ...] | None = None):
-        """The compiled model for ``shape`` (any shape unless ``static_shapes``), compiling on first use."""
-        key = tuple(shape) if self._static else None
-        if key not in self._requests:
-            model = self._model
-            if self._static:
-                model = model.clone()
-                model.reshape({0: list(key)})
-            compiled = self._core.compile_model(model, self._target, self._config)
-            self._requests[key] = (compiled, compiled.create_infer_request())
-        return self._requests[key][0]
-
-    def to_device(self, batch: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(batch, dtype=np.float32)
-
-    def infer(self, handle: np.ndarray):
-        self.compiled(handle.shape)
-        request = self._requests[tuple(handle.shape) if self._static else None][1]
-        # shared buffers: no copy in, and the output is a view of the request's tensor until the next call
-        return request.infer({0: handle}, share_inputs=True, share_outputs=True)[0]
-
-    def to_host(self, handle) -> np.ndarray:
-        return np.array(handle, dtype=np.float32, copy=True)
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.to_host(self.infer(self.to_device(batch)))
-
-    def synchronize(self) -> None:
-        pass  # infer() is synchronous
-
-    def close(self) -> None:
-        self._requests.clear()
-        self._model = None
-
-
 def _property(compiled, name: str):
     """A compiled model's property as JSON: element types as OpenVINO spells them (``f32``), lists as lists."""
     try:
@@ -162,39 +85,117 @@ def weighted_layer_precisions(compiled) -> dict[str, int]:
     return dict(counts)
 
 
-def load(run: Run, precision: str, device: str = "auto", *, backend: str, threads: int | None = None) -> OpenVinoEngine:
-    reason = check(precision, device, backend=backend, run=run)
-    if reason:
-        raise BackendUnavailable(reason)
-    import openvino as ov
+class OpenVinoEngine(BaseEngine):
+    """One compiled model and its synchronous infer request. NPUs compile static shapes only: there a model is
+    compiled per input shape on first use (``static_shapes``)."""
 
-    target = BACKEND_DEVICES[backend]
-    path, form_info = onnx_for_backend(run, ONNX_PRECISION[precision], backend)
-    config = {"PERFORMANCE_HINT": PERFORMANCE_HINT, "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision]}
-    if threads and target == "CPU":
-        config["INFERENCE_NUM_THREADS"] = int(threads)
-    core = _core()
-    static = target == "NPU"
-    try:
-        engine = OpenVinoEngine(core, core.read_model(str(path)), target, config, backend, precision, {},
-                                static_shapes=static)
-        compiled = engine.compiled((1, *run.input_shape))  # compile now: a failure is a load failure
-    except RuntimeError as e:
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        raise SegdeployError(f"OpenVINO cannot compile the model for {target}: {first_line}", path=path,
-                             fix=f"re-export it: segdeploy export {run.dir}") from e
-    engine.info = {
-        "openvino": ov.__version__, "ov_device": target,
-        "full_device_name": str(core.get_property(target, "FULL_DEVICE_NAME")),
-        "execution_devices": _property(compiled, "EXECUTION_DEVICES"),
-        "onnx": str(path), **form_info, "file_size_mb": onnx_size_mb(path),
-        "inference_precision": _property(compiled, "INFERENCE_PRECISION_HINT"),
-        "performance_hint": _property(compiled, "PERFORMANCE_HINT"),
-        "num_streams": _property(compiled, "NUM_STREAMS"),
-        "threads": _property(compiled, "INFERENCE_NUM_THREADS") if target == "CPU" else None,
-        "threads_requested": threads,
-        "cpu_pinning": _property(compiled, "ENABLE_CPU_PINNING") if target == "CPU" else None,
-        "static_shapes": static,
-        "weighted_layer_precisions": weighted_layer_precisions(compiled),
-    }
-    return engine
+    DEVICE_KINDS = (CPU,)  # segdeploy's device rule knows cpu and cuda; Intel GPUs/NPUs are named below
+
+    def __init__(self, run: Run, precision: str, device: str = "auto", *, backend: str, threads: int | None = None):
+        target = BACKEND_DEVICES.get(backend, "CPU")
+        # the row's own name for an Intel device (intel-gpu) is accepted like auto; anything else is the device rule's
+        super().__init__(run, precision, "auto" if device == ROW_DEVICES[target] else device, backend=backend,
+                         threads=threads)
+        self.requested_device = device
+        if device in ("auto", ROW_DEVICES[target]):  # the backend's own OpenVINO device
+            self.device = ROW_DEVICES[target]
+        self._target = target
+        self._static = target == "NPU"
+        self._requests: dict = {}
+        self._core = self._model = self._config = None
+
+    @classmethod
+    def check(cls, precision: str, device: str = "auto", *, backend: str, run: Run | None = None) -> str | None:
+        if backend not in BACKEND_DEVICES:
+            return f"{backend} is not an openvino backend ({', '.join(BACKEND_DEVICES)})"
+        if precision not in PRECISIONS:
+            return f"{backend} has no precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
+        target = BACKEND_DEVICES[backend]
+        if device not in ("auto", ROW_DEVICES[target]):
+            other = "; use openvino-gpu/openvino-npu for Intel accelerators" if target == "CPU" else \
+                "; use the openvino backend for the CPU"
+            return f"{backend} runs on OpenVINO's {target} device (--device {device} requested): use --device auto{other}"
+        try:
+            import openvino as ov
+        except ImportError:
+            return f"{backend}: openvino is not installed (pip install 'segdeploy[openvino]')"
+        core = _core()
+        if not _device_listed(core, target):
+            return (f"{backend}: OpenVINO {ov.__version__} lists no {target} device here "
+                    f"(available: {', '.join(core.available_devices) or 'none'})")
+        if precision in CAPABILITY:
+            capabilities = list(core.get_property(target, "OPTIMIZATION_CAPABILITIES"))
+            if CAPABILITY[precision] not in capabilities:
+                return (f"{backend} {precision}: OpenVINO's {target} device does not list {CAPABILITY[precision]} in "
+                        f"its OPTIMIZATION_CAPABILITIES ({', '.join(capabilities)})")
+        if run is not None:
+            return missing_onnx_reason(run, ONNX_PRECISION[precision])
+        return None
+
+    def load(self) -> None:
+        import openvino as ov
+
+        from segdeploy.engines.integrity import verify_onnx
+
+        run, target, threads = self.source, self._target, self.threads
+        onnx_precision = ONNX_PRECISION[self.precision]
+        path, form_info = onnx_for_backend(run, onnx_precision, self.backend)
+        verify_onnx(run, onnx_precision, form_info.get("onnx_form"))  # the file the manifest describes
+        config = {"PERFORMANCE_HINT": PERFORMANCE_HINT, "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[self.precision]}
+        if threads and target == "CPU":
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        core = _core()
+        try:
+            self.compile_model(core, core.read_model(str(path)), config)
+            compiled = self.compiled((1, *run.input_shape))  # compile now: a failure is a load failure
+        except RuntimeError as e:
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            raise SegdeployError(f"OpenVINO cannot compile the model for {target}: {first_line}", path=path,
+                                 fix=f"re-export it: segdeploy export {run.dir}") from e
+        self.info = {
+            "openvino": ov.__version__, "ov_device": target,
+            "full_device_name": str(core.get_property(target, "FULL_DEVICE_NAME")),
+            "execution_devices": _property(compiled, "EXECUTION_DEVICES"),
+            "onnx": str(path), **form_info, "file_size_mb": onnx_size_mb(path),
+            "inference_precision": _property(compiled, "INFERENCE_PRECISION_HINT"),
+            "performance_hint": _property(compiled, "PERFORMANCE_HINT"),
+            "num_streams": _property(compiled, "NUM_STREAMS"),
+            "threads": _property(compiled, "INFERENCE_NUM_THREADS") if target == "CPU" else None,
+            "threads_requested": threads,
+            "cpu_pinning": _property(compiled, "ENABLE_CPU_PINNING") if target == "CPU" else None,
+            "static_shapes": self._static,
+            "weighted_layer_precisions": weighted_layer_precisions(compiled),
+        }
+
+    def compile_model(self, core, model, config: dict, *, static_shapes: bool | None = None) -> None:
+        """Take ``model`` (an ``ov.Model``) to compile with ``config``, on first use of each input shape where
+        ``static_shapes`` (the NPU's rule; default: this engine's device's)."""
+        self._core, self._model, self._config = core, model, config
+        if static_shapes is not None:
+            self._static = static_shapes
+        self._requests = {}
+
+    def compiled(self, shape: tuple[int, ...] | None = None):
+        """The compiled model for ``shape`` (any shape unless ``static_shapes``), compiling on first use."""
+        key = tuple(shape) if self._static else None
+        if key not in self._requests:
+            model = self._model
+            if self._static:
+                model = model.clone()
+                model.reshape({0: list(key)})
+            compiled = self._core.compile_model(model, self._target, self._config)
+            self._requests[key] = (compiled, compiled.create_infer_request())
+        return self._requests[key][0]
+
+    def infer(self, handle: np.ndarray):
+        self.compiled(handle.shape)
+        request = self._requests[tuple(handle.shape) if self._static else None][1]
+        # shared buffers: no copy in, and the output is a view of the request's tensor until the next call
+        return request.infer({0: handle}, share_inputs=True, share_outputs=True)[0]
+
+    def to_host(self, handle) -> np.ndarray:
+        return np.array(handle, dtype=np.float32, copy=True)
+
+    def release(self) -> None:
+        self._requests.clear()
+        self._model = None

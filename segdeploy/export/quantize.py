@@ -29,13 +29,19 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
-from segdeploy.errors import SegdeployError
-from segdeploy.export import DEFAULT_INT8_FORM as DEFAULT_FORM  # the form in model.int8.onnx
-from segdeploy.export.onnx_export import INPUT_NAME, describe_error
+from segdeploy.errors import SegdeployError, describe_error
+from segdeploy.export.onnx_export import INPUT_NAME
+from segdeploy.export.pipeline import DEFAULT_INT8_FORM as DEFAULT_FORM  # the form in model.int8.onnx
 from segdeploy.fileio import atomic_target, commit
 
 CALIB_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}
+# histogram bins of the entropy calibrator. onnxruntime's defaults to 128 bins, as coarse as the 128 quantized
+# levels it compares against: the KL search then has one candidate threshold (the full range) and writes minmax's
+# scales exactly. 2048 is TensorRT's entropy calibrator's histogram. quantize_static passes no bin count to its
+# calibrator (its extra_options has no such key in onnxruntime 1.32), so these ranges are computed here and handed
+# over as its calibration cache. The percentile calibrator already defaults to 2048 bins.
+CALIB_NUM_BINS = {"entropy": 2048}
 
 TENSORRT_QDQ_OPTIONS = {
     "ActivationSymmetric": True,  # zero-point 0 for activations
@@ -108,6 +114,20 @@ def preprocess_for_quantization(fp32_path: str | Path, out_path: Path) -> tuple[
         return Path(fp32_path), {"preprocessed": False, "preprocess_error": describe_error(e)}
 
 
+def histogram_ranges(source: Path, calib_images: np.ndarray, method: str, cache_path: Path) -> Path:
+    """Activation ranges of ``source`` from onnxruntime's histogram calibrator for ``method`` with
+    ``CALIB_NUM_BINS`` bins, written where quantize_static reads a calibration cache."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    calibrator = create_calibrator(Path(source), list(QUANTIZED_OP_TYPES),
+                                   augmented_model_path=str(cache_path.with_name("augmented.onnx")),
+                                   calibrate_method=CALIB_METHODS[method],
+                                   extra_options={"num_bins": CALIB_NUM_BINS[method]})
+    calibrator.collect_data(ArrayCalibrationReader(calib_images))
+    save_tensors_data(calibrator.compute_data(), cache_path)
+    return cache_path
+
+
 def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.ndarray,
                   method: str = "minmax", nodes_to_exclude: list[str] | None = None, form: str = DEFAULT_FORM) -> dict:
     """Write an INT8 Q/DQ model of ``fp32_path`` in ``form`` (``INT8_FORMS``) calibrated on ``calib_images``; the
@@ -122,15 +142,22 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.
     spec = INT8_FORMS[form]
     info: dict = {"calibration": {"method": method, "images": int(len(calib_images))}, "form": form,
                   "form_description": spec.description}
+    if method in CALIB_NUM_BINS:
+        info["calibration"]["histogram_bins"] = CALIB_NUM_BINS[method]
     with tempfile.TemporaryDirectory(prefix="segdeploy-int8-") as tmp:
         source, pre = preprocess_for_quantization(fp32_path, Path(tmp) / "preprocessed.onnx")
         info.update(pre)
+        cache = {}
+        if method in CALIB_NUM_BINS:
+            cache["calibration_cache_path"] = str(
+                histogram_ranges(source, calib_images, method, Path(tmp) / "calibration.json"))
         target = atomic_target(out_path)
         quantize_static(str(source), str(target), ArrayCalibrationReader(calib_images),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES),
                         per_channel=True, activation_type=spec.activation_type,
                         weight_type=QuantType.QInt8, calibrate_method=CALIB_METHODS[method],
-                        nodes_to_exclude=list(nodes_to_exclude or []), extra_options=dict(spec.extra_options))
+                        nodes_to_exclude=list(nodes_to_exclude or []), extra_options=dict(spec.extra_options),
+                        **cache)
         commit(target, out_path)
     if nodes_to_exclude:
         info["excluded_nodes"] = list(nodes_to_exclude)

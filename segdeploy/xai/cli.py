@@ -22,13 +22,15 @@ def cam(
     seed: int = typer.Option(0, "--seed", help="seed of the random pick"),
     layer: str | None = typer.Option(None, "--layer", help="dotted module name; default: chosen like M3d-CAM"),
     split: str = typer.Option("test", "--split", help="split to score and draw from"),
+    allow_missing: bool = typer.Option(False, "--allow-missing", help="score the run's recorded test images that "
+                                       "are still in the dataset when some are missing (default: refuse)"),
 ) -> None:
     """Grad-CAM per foreground class from the PyTorch model, for the worst-N and a few random test images."""
     from segdeploy.xai.gradcam import CAM_JSON, gradcam_run
 
     console = Console()
     summary = gradcam_run(run_dir, data, out, worst=worst, random=random, seed=seed, layer=layer, split=split,
-                          show_progress=True)
+                          allow_missing=allow_missing, show_progress=True)
 
     names = list(summary["class_means"])
     images = Table(title=f"images drawn to {out} (<id>__<class>.png): CAM energy inside each class's ground truth")

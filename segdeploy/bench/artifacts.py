@@ -1,0 +1,94 @@
+"""What a bench configuration measures, as one sha256 (the row's ``artifact_sha256``, part of its resume key).
+
+A row is only as current as the file it measured: after ``segdeploy export ... --precisions int8`` (again, with
+another calibration) the next ``bench`` must measure the new file, not return the row of the old one. So:
+
+- ``torch``, ``torch-compile``: sha256 of ``model.safetensors`` (the checkpoint the module is built from);
+- ``onnxruntime*``, ``openvino*``: sha256 of the ONNX file the backend loads (``engines.onnx_for_backend``:
+  ``onnx/model.<precision>.onnx``, or for INT8 the form made for that backend, e.g. ``model.int8-cpu.onnx``) and
+  its external-data files
+  (``segdeploy.engines.trt_build.onnx_digest``; for a single file its plain sha256, as ``onnx/manifest.json``
+  records it);
+- ``tensorrt``: sha256 of the engine's build record ``engines/model.<precision>.json`` (it names the ONNX sha256,
+  TensorRT version, GPU, profile and build time), when that record was built from today's ONNX file; None before
+  the engine exists or when it is stale, as ``load`` then (re)builds it and the row records the new one.
+
+None means no artifact exists (yet): the configuration is unavailable, or the backend is not one of these.
+Hashes are read from the files, not from the manifest, so a file replaced after export is not mistaken for the
+one measured. Each file is hashed once per process while its inode, size and times stay the same.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+from segdeploy.fileio import sha256_file
+
+TORCH_BACKENDS = ("torch", "torch-compile")
+ONNX_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "openvino", "openvino-gpu", "openvino-npu")
+# the ONNX precision each openvino precision reads (bf16 is computed from the fp32 file)
+_ONNX_PRECISION = {"bf16": "fp32"}
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256(path: str, identity: tuple) -> str:  # identity: a rewritten or replaced file is hashed again
+    return sha256_file(path)
+
+
+def file_sha256(path: Path) -> str | None:
+    try:
+        st = path.stat()
+        # atomic writes replace the inode, so a re-export is a new identity even where mtimes are coarse
+        identity = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        return _sha256(str(path.resolve()), identity) if path.is_file() else None
+    except OSError:  # absent or unreadable: loading it reports why on the row
+        return None
+
+
+def onnx_sha256(path: Path) -> str | None:
+    """``onnx_digest`` with cached file hashes; None without the file, or for one ONNX cannot read."""
+    from segdeploy.engines import onnx_files
+
+    if not path.is_file():
+        return None
+    try:
+        files = onnx_files(path)
+    except Exception:  # noqa: BLE001 -- a corrupt or refused file: loading the engine reports it on a failed row
+        return None
+    if len(files) == 1:
+        return file_sha256(files[0])
+    digests = [(f.name, file_sha256(f)) for f in files]
+    if any(d is None for _, d in digests):
+        return None
+    return hashlib.sha256("".join(f"{name}:{d}\n" for name, d in digests).encode()).hexdigest()
+
+
+def artifact_sha256(run, backend: str, precision: str) -> str | None:
+    """The sha256 of what ``backend`` runs for ``run`` at ``precision`` (see the module docstring)."""
+    from segdeploy.runs import WEIGHTS, onnx_path
+
+    if backend in TORCH_BACKENDS:
+        return file_sha256(Path(run.dir) / WEIGHTS)
+    if backend in ONNX_BACKENDS:
+        from segdeploy.engines import onnx_for_backend
+
+        if backend.startswith("openvino"):
+            precision = _ONNX_PRECISION.get(precision, precision)
+        return onnx_sha256(onnx_for_backend(run, precision, backend)[0])
+    if backend == "tensorrt":
+        from segdeploy.engines.trt_build import engine_path, record_path
+
+        record, onnx = record_path(run.dir, precision), onnx_sha256(onnx_path(run.dir, precision))
+        if onnx is None or not (record.is_file() and engine_path(run.dir, precision).is_file()):
+            return None
+        try:
+            built = json.loads(record.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None  # a damaged record: load() rebuilds the engine
+        if not isinstance(built, dict) or built.get("onnx_sha256") != onnx:
+            return None  # built from another ONNX file: load() rebuilds it
+        return hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()
+    return None
