@@ -49,6 +49,7 @@ def _register() -> None:
     from segdeploy.export.cli import export
     from segdeploy.models.cli import app as models_app
     from segdeploy.report.cli import check
+    from segdeploy.study.cli import app as study_app
     from segdeploy.train.cli import train
     from segdeploy.xai.cli import cam
 
@@ -62,6 +63,7 @@ def _register() -> None:
     app.command()(check)
     app.command()(env)
     app.command()(demo)
+    app.add_typer(study_app, name="study")
 
 
 _register()
