@@ -15,6 +15,9 @@ Each row is appended to the results file as soon as it is complete. Resuming: a 
 is not run again (its stored row is returned) unless ``force``; ``failed`` rows are retried. ``device`` in the key
 is the device asked for (``device_requested``, e.g. ``auto``); ``device`` in a row is where the engine actually
 ran. ``n_images`` keeps a ``--max-images`` smoke test from standing in for the full split.
+
+``measure_accuracy=False`` (cost-only studies: random weights) skips step 2: no image is scored, the row's
+``dice`` is null with ``dice_status: "not measured"``, and timing runs on seeded random inputs of the run's shape.
 """
 
 from __future__ import annotations
@@ -122,7 +125,14 @@ def _file_size_mb(engine, run) -> float | None:
     return round(path.stat().st_size / 1e6, 3) if path.is_file() else None
 
 
-def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predictions, timing, progress) -> dict:
+def _random_inputs(run, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded normalised-scale inputs of the run's shape (batch 1, batch B) for timing without a dataset pass."""
+    batch_b = np.random.default_rng(0).standard_normal((batch, *run.input_shape), dtype=np.float32)
+    return batch_b[:1].copy(), batch_b
+
+
+def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predictions, timing, progress,
+               measure_accuracy: bool = True) -> dict:
     from segdeploy.engines import load_engine
 
     probe = MemoryProbe(device)  # baseline before the engine exists
@@ -131,8 +141,11 @@ def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predicti
     task = progress.add_task(label, total=len(ids))
     try:
         save_dir = (Path(save_predictions) / run.name / f"{backend}-{precision}") if save_predictions else None
-        acc, batch_1, batch_b = evaluate(engine, ds, ids, run, batch=batch, save_dir=save_dir,
-                                         on_batch=lambda n: progress.advance(task, n))
+        if measure_accuracy:
+            acc, batch_1, batch_b = evaluate(engine, ds, ids, run, batch=batch, save_dir=save_dir,
+                                             on_batch=lambda n: progress.advance(task, n))
+        else:
+            acc, (batch_1, batch_b) = {"dice": None, "dice_status": "not measured"}, _random_inputs(run, batch)
         progress.update(task, description=f"{label}: timing")
         # other processes competing for the cores distort CPU timings (threads stall at barriers): record the load
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -152,9 +165,10 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
               warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10, force: bool = False,
-              progress: bool = True) -> list[dict]:
+              progress: bool = True, measure_accuracy: bool = True) -> list[dict]:
     """Benchmark every run x backend x precision on ``data``'s ``split``; returns this suite's rows (stored
-    rows for configurations skipped on resume), appending new ones to ``results`` as they complete."""
+    rows for configurations skipped on resume), appending new ones to ``results`` as they complete.
+    ``measure_accuracy=False``: cost only (see the module docstring)."""
     import segdeploy
     from segdeploy.data import open_dataset
     from segdeploy.runs import load_run
@@ -181,7 +195,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                    transient=True, disable=not progress)
     with bar:
         for run in runs:
-            ids = run.split_ids(ds, split)[:max_images or None]
+            ids = run.split_ids(ds, split)[:max_images or None] if measure_accuracy else []
             base = {"schema": SCHEMA, "dataset": ds.name, "data": str(data), "split": split,
                     "run": str(run.dir.resolve()), "run_name": run.name, "model": run.meta["model"],
                     "family": run.meta.get("family"), "device_requested": device, "batch": batch,
@@ -202,7 +216,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                     try:
                         row.update(_bench_one(backend, precision, run, ds, ids, batch=batch, device=device,
                                               save_predictions=save_predictions, timing=timing,
-                                              progress=bar))
+                                              progress=bar, measure_accuracy=measure_accuracy))
                     except BackendUnavailable as e:
                         row.update(status="unavailable", reason=str(e))
                     except Exception as e:  # noqa: BLE001 -- one broken configuration must not end the suite
