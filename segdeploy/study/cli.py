@@ -40,8 +40,9 @@ def run(
     out: Path = typer.Option(..., "--out", help="Study folder: plan.json, results.jsonl, selection.json, cells/."),
     executor: str = typer.Option("local", help="local (in this process, one cell at a time) or ray "
                                                "(pip install segdeploy[cluster])."),
-    address: Optional[str] = typer.Option(None, help="Ray: auto (the cluster this machine joined with `ray start`) "
-                                                     "or ray://HOST:PORT; default: a local Ray instance."),
+    address: Optional[str] = typer.Option(None, help="Ray: auto (the cluster this machine joined with `ray start`), "
+                                                     "HEAD_IP:6379, or ray://HOST:10001 (Ray Client); default: a "
+                                                     "new local Ray instance."),
     force: bool = typer.Option(False, help="Re-plan a folder that holds another study (cells whose settings "
                                            "changed are redone, their old rows dropped)."),
 ) -> None:
