@@ -285,3 +285,16 @@ def test_live_view_shows_stage_epoch_and_eta(tmp_path):
     assert cells[3].cell_id not in text  # submitted, not started: queued
     # 8 - 3 finished = 5 cells left, 120 s per cell, 2 at once -> 300 s
     assert "ETA 5m00s" in text
+
+
+def test_a_second_driver_on_the_same_folder_is_refused(tmp_path):
+    from segdeploy.study.runner import _lock
+
+    held = _lock(tmp_path / "out")
+    try:
+        with pytest.raises(SegdeployError) as info:
+            _lock(tmp_path / "out")
+        assert "another `segdeploy study run`" in info.value.message
+    finally:
+        held.release()
+    _lock(tmp_path / "out").release()  # free again once the first driver is done

@@ -68,16 +68,41 @@ def _repair(study_dir: Path, config: StudyConfig, cells: list[Cell], stale: list
 def run_study(study: str | Path | StudyConfig, out: str | Path, *, executor: str = "local",
               address: str | None = None, force: bool = False, console=None) -> StudyRun:
     from rich.console import Console
-    from rich.live import Live
-
-    from segdeploy.study.executors import make_executor
-    from segdeploy.study.view import StudyView
 
     config = study if isinstance(study, StudyConfig) else load_study(study)
     console = console or Console()
     study_dir = Path(out).resolve()
     cells = expand(config)
     _check_datasets(config)
+    lock = _lock(study_dir)
+    try:
+        return _run(config, study_dir, cells, executor=executor, address=address, force=force, console=console)
+    finally:
+        lock.release()
+
+
+def _lock(study_dir: Path):
+    """One driver per study folder: a second one would interleave its rewrites of the results file with ours.
+    The lock is the operating system's (fcntl/msvcrt), so a killed driver never leaves it held."""
+    from filelock import FileLock, Timeout
+
+    study_dir.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(study_dir / ".driver.lock")
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise SegdeployError("another `segdeploy study run` is using this study folder.", path=study_dir,
+                             fix="wait for it to finish (or stop it); then run the same command again.") from None
+    return lock
+
+
+def _run(config: StudyConfig, study_dir: Path, cells: list[Cell], *, executor: str, address: str | None,
+         force: bool, console) -> StudyRun:
+    from rich.live import Live
+
+    from segdeploy.study.executors import make_executor
+    from segdeploy.study.view import StudyView
+
     stale = prepare(study_dir, config, cells, force=force)
     _repair(study_dir, config, cells, stale)
     results = study_dir / RESULTS
