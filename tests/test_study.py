@@ -6,7 +6,9 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from segdeploy.errors import SegdeployError
 from segdeploy.study.config import TEMPLATES, load_study, template_text
@@ -298,3 +300,21 @@ def test_a_second_driver_on_the_same_folder_is_refused(tmp_path):
     finally:
         held.release()
     _lock(tmp_path / "out").release()  # free again once the first driver is done
+
+
+def test_a_cross_target_with_other_classes_needs_a_class_map(tmp_path):
+    from segdeploy.study.runner import _check_datasets
+
+    target = tmp_path / "binary"
+    (target / "images").mkdir(parents=True)
+    (target / "masks").mkdir()
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(target / "images" / "a.png")
+    Image.fromarray(np.ones((8, 8), np.uint8)).save(target / "masks" / "a.png")
+    (target / "meta.json").write_text('{"classes": ["background", "lesion"]}')
+    path = study(tmp_path, BASE + f'[[cross]]\nsource = "synthetic:36"\ntarget = "{target}"\n')
+    with pytest.raises(SegdeployError) as info:
+        _check_datasets(load_study(path))
+    assert "`cross` target 'binary'" in info.value.message and "class_map" in info.value.fix
+    mapped = study(tmp_path, BASE + f'[[cross]]\nsource = "synthetic:36"\ntarget = "{target}"\n'
+                                    'class_map = "lesion=3"\n', "m.toml")
+    _check_datasets(load_study(mapped))  # with a class map it is bench's to apply (issue 11)

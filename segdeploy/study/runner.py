@@ -41,13 +41,23 @@ def _check_datasets(config: StudyConfig) -> None:
     from segdeploy.data import open_dataset
 
     specs = [("datasets", d) for d in config.datasets] + [("cross.target", c.target) for c in config.cross]
+    opened = {}
     for key, spec in specs:
         try:
-            open_dataset(spec)
+            opened[spec] = open_dataset(spec)
         except SegdeployError as e:
             where = f" ({e.path})" if e.path and e.path != spec else ""
             raise SegdeployError(f"`{key}` entry {spec!r}{where}: {e.message}", path=config.path,
                                  fix=e.fix or "correct the entry in the study file.") from None
+    for cross in config.cross:
+        source, target = opened[cross.source], opened[cross.target]
+        if not cross.class_map and (source.classes != target.classes or source.in_chans != target.in_chans):
+            raise SegdeployError(
+                f"`cross` target {cross.name!r} has classes {target.classes} ({target.in_chans}-channel images), its "
+                f"source {source.name!r} has {source.classes} ({source.in_chans}-channel): runs trained on the source "
+                "cannot be scored on it as they are.", path=config.path,
+                fix='add class_map = "NAME=i,j" to that [[cross]] table (the target\'s class NAME = the run\'s classes '
+                    "i and j), or choose a target with the same classes and channels.")
 
 
 def _repair(study_dir: Path, config: StudyConfig, cells: list[Cell], stale: list[str]) -> None:
