@@ -116,7 +116,7 @@ def load_study(path: str | Path) -> StudyConfig:
     except ValueError as e:  # tomllib.TOMLDecodeError; its message names line and column
         raise SegdeployError(f"not valid TOML: {e}.", path=path,
                              fix="correct the line named (compare with `segdeploy study init`'s template).") from e
-    return parse_study(data, path=path, default_name=path.stem)
+    return parse_study(data, path=path.resolve(), default_name=path.stem)
 
 
 # key -> (checker, example shown in the fix); a checker returns the normalised value or raises ValueError(problem)

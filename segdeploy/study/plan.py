@@ -131,6 +131,7 @@ def prepare(study_dir: str | Path, config: StudyConfig, cells: list[Cell], *, fo
     study_dir = Path(study_dir)
     plan_file = study_dir / PLAN
     stale: list[str] = []
+    old: dict = {}
     if plan_file.is_file():
         old = read_json(plan_file)
         diff = _first_difference(old.get("study"), config.as_dict())
@@ -146,11 +147,12 @@ def prepare(study_dir: str | Path, config: StudyConfig, cells: list[Cell], *, fo
     study_dir.mkdir(parents=True, exist_ok=True)
     if config.path:
         atomic_write_text(study_dir / "study.toml", Path(config.path).read_text(encoding="utf-8"))
-    atomic_write_json(plan_file, {
-        "schema": PLAN_SCHEMA, "study_file": config.path, "study": config.as_dict(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "n_cells": len(cells),
-        "cells": [{**asdict(c), "dir": f"{CELLS}/{c.cell_id}", "fingerprint": fingerprint(config, c)}
-                  for c in cells]})
+    plan = {"schema": PLAN_SCHEMA, "study_file": config.path, "study": config.as_dict(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "n_cells": len(cells),
+            "cells": [{**asdict(c), "dir": f"{CELLS}/{c.cell_id}", "fingerprint": fingerprint(config, c)}
+                      for c in cells]}
+    if {**plan, "created": None} != {**old, "created": None}:  # an unchanged plan keeps its file (and date)
+        atomic_write_json(plan_file, plan)
     return stale
 
 
