@@ -158,6 +158,12 @@ def _names(v: Any) -> tuple[str, ...]:
     return tuple(items)
 
 
+def _name(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"must be a non-empty string, got {v!r}")
+    return v.strip()
+
+
 def _lrs(v: Any) -> tuple[float, ...]:
     v = v if isinstance(v, list) else [v]
     values = tuple(_number()(x) for x in v)
@@ -172,8 +178,22 @@ def _device(v: Any) -> str:
     return v
 
 
+def _split(v: Any) -> str:
+    if v not in ("all", "train", "val", "test"):
+        raise ValueError(f"must be all, train, val or test, got {v!r}")
+    return v
+
+
+def _class_map(v: Any) -> str:
+    # TODO(issue11): once segdeploy/data/class_map.py lands, validate with its parser instead of this pattern
+    if not isinstance(v, str) or not _CLASS_MAP_RE.fullmatch(v):
+        raise ValueError(f"must read 'NAME=i,j' (the target's class NAME = the run's classes i and j; several "
+                         f"separated by ';'), got {v!r}")
+    return v.strip()
+
+
 _TOP: dict[str, tuple[Callable[[Any], Any], str]] = {
-    "name": (lambda v: _names(v)[0] if isinstance(v, str) else _names(v), 'name = "my-study"'),
+    "name": (_name, 'name = "my-study"'),
     "models": (_names, 'models = ["unet", "segformer-b3"] (see `segdeploy models`)'),
     "datasets": (_names, 'datasets = ["data/neopolyp", "synthetic"] (folders or registered names)'),
     "train": (_bool, "train = true (false: cost only, random weights)"),
@@ -202,26 +222,13 @@ _RESOURCES = {
     "max_retries": (_int(0), "max_retries = 3"),
 }
 _CROSS = {
-    "source": (lambda v: _names(v)[0] if isinstance(v, str) else _names(v), 'source = "data/neopolyp"'),
-    "target": (lambda v: _names(v)[0] if isinstance(v, str) else _names(v), 'target = "data/kvasir"'),
-    "name": (lambda v: _names(v)[0] if isinstance(v, str) else _names(v), 'name = "kvasir"'),
-    "class_map": (lambda v: _class_map(v), 'class_map = "polyp=1,2"'),
-    "split": (lambda v: v if v in ("all", "train", "val", "test") else _bad(f"must be all, train, val or test, "
-                                                                            f"got {v!r}"), 'split = "all"'),
+    "source": (_name, 'source = "data/neopolyp"'),
+    "target": (_name, 'target = "data/kvasir"'),
+    "name": (_name, 'name = "kvasir"'),
+    "class_map": (_class_map, 'class_map = "polyp=1,2"'),
+    "split": (_split, 'split = "all"'),
 }
 _TABLES = {"resources": _RESOURCES, "cross": _CROSS}
-
-
-def _bad(problem: str):
-    raise ValueError(problem)
-
-
-def _class_map(v: Any) -> str:
-    # TODO(issue11): once segdeploy/data/class_map.py lands, validate with its parser instead of this pattern
-    if not isinstance(v, str) or not _CLASS_MAP_RE.fullmatch(v):
-        raise ValueError(f"must read 'NAME=i,j' (the target's class NAME = the run's classes i and j; several "
-                         f"separated by ';'), got {v!r}")
-    return v.strip()
 
 
 def _unknown(key: str, known, where: str, path) -> SegdeployError:
