@@ -37,6 +37,7 @@ def test_cost_only_study_measures_cost_and_marks_dice_not_measured(tmp_path):
     assert len(rows) == 4 and not (out / SELECTION).exists()
     for row in rows:
         assert row["dice"] is None and row["dice_status"] == "not measured" and row["val_dice"] is None
+        assert row["per_image"] is None
         assert row["study"] == {"model": "unet-tiny", "dataset": "synthetic:36", "fold": None, "lr": None,
                                 "cell_id": cell.cell_id}
     ok = {(r["backend"], r["precision"]): r for r in rows if r["status"] == "ok"}

@@ -137,13 +137,19 @@ def test_rows_carry_the_study_fields(local):
         assert row["study"] == cell.study_field() and row["train_dataset"] == cell.dataset_name == "ph2-train"
         meta = json.loads((cell_dir(out, cell) / "model.json").read_text())
         assert row["val_dice"] == meta["val"]["dice"] and 0 <= row["val_dice"] <= 1
-        assert "per_image" in row  # TODO(issue8): an .npz path once evaluation returns per-image confusions
         if row["backend"] == "torch" and row["precision"] == "int8":
-            assert row["status"] == "unavailable"
+            assert row["status"] == "unavailable" and row["per_image"] is None
             continue
         assert row["status"] == "ok" and 0 <= row["dice"] <= 1
         expected = {"ph2-train": N_TRAIN // 5, "ph2-heldout": N_HELDOUT}[row["target"]]
         assert row["n_images"] == expected and row["split"] == ("test" if row["target"] == "ph2-train" else "all")
+        # the per-image confusions add up to the row's Dice (background excluded, micro over the images)
+        with np.load(out / row["per_image"]) as saved:
+            ids, confusion = saved["ids"], saved["confusion"]
+        assert confusion.shape == (expected, 2, 2) and confusion.dtype == np.int64 and len(set(ids)) == expected
+        total = confusion.sum(axis=0)
+        assert 2 * total[1, 1] / (2 * total[1, 1] + total[0, 1] + total[1, 0]) == pytest.approx(row["dice"], abs=1e-12)
+    assert not any((cell_dir(out, c) / "predictions").exists() for c in cells)  # PNGs gone once summarised
 
 
 def test_reported_lr_has_the_best_mean_validation_dice(local):

@@ -22,10 +22,12 @@ from pathlib import Path
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_write_json, atomic_write_text
 from segdeploy.study.config import CrossTarget, StudyConfig
-from segdeploy.study.plan import CELL_RECORD, STATUS, Cell, cell_dir, fingerprint, train_fingerprint
+from segdeploy.study.plan import (CELL_RECORD, STATUS, Cell, cell_dir, fingerprint, safe_name,
+                                  train_fingerprint)
 
 BENCH_FILE = "bench.jsonl"
 CAM_DIR = "cam"
+PREDICTIONS = "predictions"  # bench's class-index PNGs, kept only until the per-image file is written
 ONNX_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt")
 
 
@@ -76,7 +78,7 @@ def run_cell(config: StudyConfig, cell: Cell, study_dir: str | Path) -> CellOutc
             _export(config, folder)
         enter("bench")
         rows = [_tag(r, cell, val_dice, target=cell.dataset_name)
-                for r in _bench(config, folder, cell.dataset, "test")]
+                for r in _bench(config, folder, cell.dataset, "test", cell.dataset_name)]
         for cross in (c for c in config.cross if c.source == cell.dataset):
             enter(f"bench {cross.name}")
             rows += [_tag(r, cell, val_dice, target=cross.name) for r in _bench_cross(config, cell, folder, cross)]
@@ -98,12 +100,9 @@ def run_cell(config: StudyConfig, cell: Cell, study_dir: str | Path) -> CellOutc
 
 
 def _tag(row: dict, cell: Cell, val_dice: float | None, *, target: str) -> dict:
+    # per_image: set by _bench (segdeploy.study.per_image), None where nothing was scored
     return {**row, "study": cell.study_field(), "val_dice": val_dice, "train_dataset": cell.dataset_name,
-            "target": target,
-            # TODO(issue8): the single evaluation path returns per-image (N, K, K) confusions with the image ids;
-            # then bench writes them as an .npz beside its results and this becomes that file's path relative to
-            # the study folder (keys: ids, confusion)
-            "per_image": row.get("per_image")}
+            "target": target, "per_image": row.get("per_image")}
 
 
 def failed_row(config: StudyConfig, cell: Cell, stage: str, reason: str) -> dict:
@@ -176,14 +175,25 @@ def _export(config: StudyConfig, folder: Path) -> None:
         export_run(folder, todo)  # a precision that fails is a manifest entry; bench makes it a row
 
 
-def _bench(config: StudyConfig, folder: Path, data: str, split: str, **extra) -> list[dict]:
+def _bench(config: StudyConfig, folder: Path, data: str, split: str, target: str, **extra) -> list[dict]:
+    """Bench rows of the cell's run on ``data``; scored rows get their per-image confusions file."""
     from segdeploy.bench.runner import run_bench
+    from segdeploy.data import open_dataset
+    from segdeploy.runs import read_meta
+    from segdeploy.study import per_image
 
     if not config.train:
         extra["measure_accuracy"] = False
-    return run_bench([folder], data, config.backends, config.precisions, folder / BENCH_FILE, split=split,
+        return run_bench([folder], data, config.backends, config.precisions, folder / BENCH_FILE, split=split,
+                         batch=config.bench_batch, device=config.device, duration_s=config.duration,
+                         progress=False, **extra)
+    pred_root = folder / PREDICTIONS / safe_name(target)
+    rows = run_bench([folder], data, config.backends, config.precisions, folder / BENCH_FILE, split=split,
                      batch=config.bench_batch, device=config.device, duration_s=config.duration, progress=False,
-                     **extra)
+                     save_predictions=pred_root, **extra)
+    num_classes = read_meta(folder)["num_classes"]
+    per_image.attach(rows, folder, pred_root, safe_name(target), open_dataset(data), num_classes)
+    return rows
 
 
 def _bench_cross(config: StudyConfig, cell: Cell, folder: Path, cross: CrossTarget) -> list[dict]:
@@ -202,7 +212,7 @@ def _bench_cross(config: StudyConfig, cell: Cell, folder: Path, cross: CrossTarg
                      f"{cross.class_map!r} needs bench's class_map option (issue 11), not in this build"}]
         extra["class_map"] = cross.class_map
     try:
-        return _bench(config, folder, cross.target, cross.split, **extra)
+        return _bench(config, folder, cross.target, cross.split, cross.name, **extra)
     except SegdeployError as e:
         return [{**base, "status": "failed", "reason": str(e)}]
 

@@ -52,7 +52,7 @@ class Cell:
                 "cell_id": self.cell_id}
 
 
-def _safe(text: str) -> str:
+def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-")
 
 
@@ -64,11 +64,11 @@ def expand(config: StudyConfig) -> list[Cell]:
         name = dataset_key(spec)
         for model in config.models:
             if not config.train:
-                cells.append(Cell(f"{_safe(name)}--{model}--untrained", model, spec, name, None, None))
+                cells.append(Cell(f"{safe_name(name)}--{model}--untrained", model, spec, name, None, None))
                 continue
             for lr in config.lr:
                 for fold in config.folds:
-                    cells.append(Cell(f"{_safe(name)}--{model}--f{fold}--lr{lr:g}", model, spec, name, fold, lr))
+                    cells.append(Cell(f"{safe_name(name)}--{model}--f{fold}--lr{lr:g}", model, spec, name, fold, lr))
     return cells
 
 
@@ -158,8 +158,8 @@ def prepare(study_dir: str | Path, config: StudyConfig, cells: list[Cell], *, fo
 
 def _invalidate(study_dir: Path, config: StudyConfig, cells: list[Cell], old_plan: dict) -> list[str]:
     """After a forced re-plan: a cell whose training settings changed loses its folder; one whose bench settings
-    changed keeps its model and ONNX files but loses its bench rows and Grad-CAM; cells gone from the plan keep
-    their folders but their rows are dropped."""
+    changed keeps its model and ONNX files but loses its bench rows, per-image files and Grad-CAM; cells gone from
+    the plan keep their folders but their rows are dropped."""
     stale = []
     current = {c.cell_id: c for c in cells}
     for entry in old_plan.get("cells", []):
@@ -178,7 +178,8 @@ def _invalidate(study_dir: Path, config: StudyConfig, cells: list[Cell], old_pla
         if same_training:
             for name in (MARKER, "bench.jsonl"):
                 (folder / name).unlink(missing_ok=True)
-            shutil.rmtree(folder / "cam", ignore_errors=True)
+            for name in ("cam", "per_image", "predictions"):
+                shutil.rmtree(folder / name, ignore_errors=True)
         else:
             shutil.rmtree(folder, ignore_errors=True)
     return stale
