@@ -220,11 +220,17 @@ def test_rows_without_a_marker_are_dropped_at_start(tmp_path, monkeypatch):
 def test_ray_executor_without_ray_names_the_extra(tmp_path, monkeypatch):
     from segdeploy.study.executors import make_executor
 
+    from segdeploy.study.runner import run_study
+
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
     config = load_study(study(tmp_path))
     with pytest.raises(SegdeployError) as info:
         make_executor("ray", config, tmp_path)
     assert "segdeploy[cluster]" in info.value.fix
+    monkeypatch.setattr("importlib.util.find_spec", lambda name, *a: None if name == "ray" else object())
+    with pytest.raises(SegdeployError) as info:
+        run_study(config, tmp_path / "out", executor="ray")
+    assert "segdeploy[cluster]" in info.value.fix and not (tmp_path / "out").exists()  # refused before any work
 
 
 def test_cli_init_writes_a_loadable_file_and_refuses_to_overwrite(tmp_path):

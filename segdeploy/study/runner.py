@@ -79,6 +79,9 @@ def run_study(study: str | Path | StudyConfig, out: str | Path, *, executor: str
               address: str | None = None, force: bool = False, console=None) -> StudyRun:
     from rich.console import Console
 
+    from segdeploy.study.executors import check_executor
+
+    check_executor(executor, address)
     config = study if isinstance(study, StudyConfig) else load_study(study)
     console = console or Console()
     study_dir = Path(out).resolve()

@@ -29,6 +29,21 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
+def check_executor(name: str, address: str | None = None) -> None:
+    """Fail before any work when the executor cannot be used here (unknown name, Ray not installed)."""
+    import importlib.util
+
+    if name not in EXECUTORS:
+        raise SegdeployError(f"unknown executor {name!r}.", fix=f"use one of {', '.join(EXECUTORS)}.")
+    if name == "local" and address:
+        raise SegdeployError("--address is for --executor ray.", fix="drop --address, or add --executor ray.")
+    if name == "ray" and importlib.util.find_spec("ray") is None:
+        from segdeploy.study.executors.ray import EXTRA
+
+        raise SegdeployError("--executor ray needs Ray, which is not installed.",
+                             fix=f"{EXTRA} (or use --executor local).")
+
+
 def make_executor(name: str, config: StudyConfig, study_dir: str | Path, *, address: str | None = None) -> Executor:
     if name == "local":
         if address:
