@@ -17,7 +17,7 @@ GPU_RESULTS ?= $(OUT)/results-gpu.jsonl
 # onnxruntime-gpu where an NVIDIA driver answers, the CPU build elsewhere
 ORT_EXTRA := $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: install demo test train export engines bench bench-gpu cam check env clean
+.PHONY: install demo test test-fast train export engines bench bench-gpu cam check report env clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -30,9 +30,14 @@ install: $(VENV)/.installed
 
 demo: install
 	$(SEG) demo --out $(OUT)
+	$(SEG) report $(OUT) --out $(OUT)/report
 
+# everything (CI); test-fast leaves out the tests marked slow (> ~20 s each), for a developer's edit-test loop
 test: install
 	$(PY) -m pytest -q
+
+test-fast: install
+	$(PY) -m pytest -q -m "not slow"
 
 train: install
 	for m in unet-tiny segformer-tiny; do $(SEG) train --data $(DATA) --model $$m --out $(OUT)/$$m --epochs 20 --img-size 128 --lr 2e-3 --augment 0.5 || exit 1; done
@@ -54,6 +59,9 @@ cam: install
 
 check: install
 	$(SEG) check $(RESULTS) --baseline results/baseline.json
+
+report: install
+	$(SEG) report $(OUT) --out $(OUT)/report
 
 env: install
 	$(SEG) env

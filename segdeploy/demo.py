@@ -30,6 +30,7 @@ def demo(
     from rich.console import Console
 
     from segdeploy.bench.runner import run_bench
+    from segdeploy.cli_util import comma_list
     from segdeploy.bench.table import render
     from segdeploy.export import export_run
     from segdeploy.fileio import read_json
@@ -37,13 +38,12 @@ def demo(
     from segdeploy.train.loop import TrainConfig, train_model
 
     console = Console()
-    wanted = [p.strip() for p in precisions.split(",") if p.strip()]
+    wanted = comma_list(precisions)
     run_dirs = []
-    for name in [m.strip() for m in models.split(",") if m.strip()]:
+    for name in comma_list(models):
         run_dir = out / name
         run_dirs.append(run_dir)
-        meta = read_meta(run_dir) if (run_dir / "model.json").is_file() else {}
-        if meta.get("complete"):
+        if (run_dir / "model.json").is_file() and read_meta(run_dir).complete:
             console.print(f"[dim]train {name}: done earlier ({run_dir})[/]")
         else:
             console.rule(f"train {name}")
@@ -60,7 +60,7 @@ def demo(
 
     results = out / "results.jsonl"
     console.rule("bench")
-    rows = run_bench(run_dirs, data, [b.strip() for b in backends.split(",")], wanted, results, device=device,
+    rows = run_bench(run_dirs, data, comma_list(backends), wanted, results, device=device,
                      duration_s=duration, save_predictions=out / "predictions")
     for table in render(rows):
         console.print(table)

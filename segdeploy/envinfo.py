@@ -1,8 +1,9 @@
-"""What a result row needs to say about the machine it was measured on (``segdeploy env``).
+"""What a result row needs to say about the machine it was measured on: probes, and the typed record they fill
+(:class:`Environment`). The ``segdeploy env`` command that shows it is :mod:`segdeploy.env_cli`.
 
 Privacy: no hostname, user name, paths or serial numbers; only hardware models and software versions.
 Robustness: every probe is allowed to fail (a missing driver, a locked-down Jetson, no torch): its field is then
-null. Nothing heavy is imported at module import; ``environment()`` imports only what each field needs.
+null. Nothing heavy is imported at module import; ``probe_environment()`` imports only what each field needs.
 """
 
 from __future__ import annotations
@@ -13,11 +14,10 @@ import platform
 import re
 import shutil
 import subprocess
+from dataclasses import asdict, dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
-
-import typer
 
 
 def _probe(fn: Callable[[], Any]) -> Any:
@@ -171,61 +171,60 @@ def jetson_info(root: Path = Path("/")) -> dict | None:
     return {"model": model, "l4t": release, "power_mode": power_mode}
 
 
+@dataclass(frozen=True)
+class Environment:
+    """The machine and software a measurement ran on. Nested fields stay plain JSON (they are stored in every
+    results row as ``env``); ``None`` where a probe failed."""
+
+    os: str
+    platform: str
+    machine: str
+    python: str
+    cpu: str | None
+    cpu_cores: int  # the cores this process may use (a container's CPU set): what CPU latency depends on
+    ram_gb: float | None
+    gpus: list[dict] = field(default_factory=list)  # name, compute_capability, memory_gb
+    nvidia_driver: str | None = None
+    cuda: dict | None = None  # torch_cuda, available, cudnn
+    torch: dict | None = None  # version, cuda_build, debug, torchvision
+    onnx: str | None = None
+    onnxruntime: dict | None = None  # version, package, providers
+    tensorrt: str | None = None
+    polygraphy: str | None = None
+    segdeploy: str = ""
+    jetson: dict | None = None  # model, l4t, power_mode
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
 @functools.lru_cache(maxsize=1)
-def environment() -> dict:
-    """The machine and software a measurement ran on; JSON-serialisable, hostname-free, never raises."""
+def probe_environment() -> Environment:
+    """Every probe, once per process (versions and devices cannot change within one); never raises."""
     from segdeploy import __version__
 
     uname = platform.uname()
-    return {
-        "os": f"{uname.system} {uname.release}",
-        "platform": platform.platform(),
-        "machine": uname.machine,
-        "python": platform.python_version(),
-        "cpu": _probe(cpu_model),
-        # the cores this process may use (a container's CPU set), which is what CPU latency depends on
-        "cpu_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
-        "ram_gb": _probe(ram_gb),
-        "gpus": _probe(gpus) or [],
-        "nvidia_driver": _probe(nvidia_driver),
-        "cuda": _probe(cuda_info),
-        "torch": _probe(torch_info),
-        "onnx": _dist_version("onnx"),
-        "onnxruntime": _probe(onnxruntime_info),
-        "tensorrt": _probe(tensorrt_version),
-        "polygraphy": _dist_version("polygraphy"),
-        "segdeploy": __version__,
-        "jetson": _probe(jetson_info),
-    }
+    return Environment(
+        os=f"{uname.system} {uname.release}",
+        platform=platform.platform(),
+        machine=uname.machine,
+        python=platform.python_version(),
+        cpu=_probe(cpu_model),
+        cpu_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        ram_gb=_probe(ram_gb),
+        gpus=_probe(gpus) or [],
+        nvidia_driver=_probe(nvidia_driver),
+        cuda=_probe(cuda_info),
+        torch=_probe(torch_info),
+        onnx=_dist_version("onnx"),
+        onnxruntime=_probe(onnxruntime_info),
+        tensorrt=_probe(tensorrt_version),
+        polygraphy=_dist_version("polygraphy"),
+        segdeploy=__version__,
+        jetson=_probe(jetson_info),
+    )
 
 
-def _flatten(value: Any) -> str:
-    if value is None:
-        return "-"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_flatten(v)}" for k, v in value.items())
-    if isinstance(value, list):
-        return "; ".join(_flatten(v) for v in value) or "-"
-    return str(value)
-
-
-def env(format: str = typer.Option("table", "--format", help="table or json")) -> None:
-    """Show the machine and software versions that results are recorded with."""
-    from segdeploy.errors import SegdeployError
-    from segdeploy.fileio import dumps
-
-    if format not in ("table", "json"):
-        raise SegdeployError(f"unknown format {format!r}.", fix="use --format table or --format json.")
-    info = environment()
-    if format == "json":
-        typer.echo(dumps(info, indent=2))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="segdeploy environment", show_header=False)
-    table.add_column("field", style="bold")
-    table.add_column("value")
-    for key, value in info.items():
-        table.add_row(key, _flatten(value))
-    Console().print(table)
+def environment() -> dict:
+    """:func:`probe_environment` as the JSON object a results row stores (a fresh copy each call)."""
+    return probe_environment().to_dict()

@@ -1,12 +1,16 @@
 """User-facing errors: every one names the file at fault and the fix.
 
 The CLI catches :class:`SegdeployError` and prints it as one line (no traceback), so a message
-must stand on its own: what is wrong, where, and what to do about it.
+must stand on its own: what is wrong, where, and what to do about it. :func:`describe_error` is the one-line
+form of any other exception, for a row or manifest entry that records a failure and goes on.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class SegdeployError(Exception):
@@ -25,3 +29,19 @@ class SegdeployError(Exception):
 
 class BackendUnavailable(SegdeployError):
     """A backend/precision/device combination that cannot run here; bench turns it into a row."""
+
+
+def describe_error(exc: BaseException, limit: int = 400) -> str:
+    """One line for a manifest/table: the exception type plus the most specific message in its chain.
+
+    The dynamo exporter wraps the real cause ("No ONNX function found for aten.linalg_eig") in generic
+    ConversionErrors whose first line says only "Failed to convert"; the exception summary it prints names it.
+    """
+    text = _ANSI.sub("", str(exc))
+    summary = re.search(r"## Exception summary\s*\n\s*(.+)", text)
+    if summary:
+        line = summary.group(1)
+    else:
+        line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
+    line = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."

@@ -20,6 +20,7 @@ import torch.nn as nn
 
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_target, atomic_write_json, commit, read_json
+from segdeploy.records import RunMeta
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 WEIGHTS = "model.safetensors"
@@ -36,48 +37,48 @@ def manifest_path(run_dir: str | Path) -> Path:
     return Path(run_dir) / "onnx" / "manifest.json"
 
 
-def save_checkpoint(run_dir: str | Path, model: nn.Module, meta: dict) -> Path:
+def save_checkpoint(run_dir: str | Path, model: nn.Module, meta: RunMeta | dict) -> Path:
     """Weights as safetensors, metadata as JSON, each written atomically (weights first: the JSON is
-    the marker of a complete checkpoint)."""
+    the marker of a complete checkpoint). A dict ``meta`` is read as a ``RunMeta`` first, so it is checked."""
     from safetensors.torch import save_file
 
     run_dir = Path(run_dir)
+    meta = meta if isinstance(meta, RunMeta) else RunMeta.from_json(meta)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = atomic_target(run_dir / WEIGHTS)
-    save_file(state, str(tmp), metadata={"model": meta["model"]})
+    save_file(state, str(tmp), metadata={"model": meta.model})
     commit(tmp, run_dir / WEIGHTS)
-    atomic_write_json(run_dir / META, meta)
+    atomic_write_json(run_dir / META, meta.to_json())
     return run_dir / WEIGHTS
 
 
-def read_meta(run_dir: str | Path) -> dict:
+def read_meta(run_dir: str | Path) -> RunMeta:
     run_dir = Path(run_dir)
     if not (run_dir / META).is_file():
         raise SegdeployError(f"not a run directory (no {META}).", path=run_dir,
                              fix=f"train one first: segdeploy train --data D --model NAME --out {run_dir}")
-    return read_json(run_dir / META)
+    return RunMeta.from_json(read_json(run_dir / META), path=run_dir / META)
 
 
 @dataclass
 class Run:
     dir: Path
-    meta: dict
+    meta: RunMeta
 
     @property
     def name(self) -> str:
-        return self.meta.get("run_name") or self.dir.name
+        return self.meta.run_name or self.dir.name
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        s = self.meta["img_size"]
-        return (self.meta["in_chans"], s, s)
+        return self.meta.input_shape
 
     def check_dataset(self, dataset) -> None:
         """Raise when ``dataset`` cannot be scored by this run's model (other classes or channels)."""
         m = self.meta
-        if m["num_classes"] != dataset.num_classes or m["in_chans"] != dataset.in_chans:
+        if m.num_classes != dataset.num_classes or m.in_chans != dataset.in_chans:
             raise SegdeployError(
-                f"run {self.name} predicts {m['num_classes']} classes from {m['in_chans']}-channel images, dataset "
+                f"run {self.name} predicts {m.num_classes} classes from {m.in_chans}-channel images, dataset "
                 f"{dataset.name} has {dataset.num_classes} classes ({', '.join(dataset.classes)}) and "
                 f"{dataset.in_chans}-channel images.", path=self.dir,
                 fix="use each run with a dataset that has the same classes and channels as its training set.")
@@ -87,11 +88,7 @@ class Run:
         the run's recorded split settings are used, so its test images are the ones it never saw."""
         if split == "all":
             return list(dataset.ids)
-        args = {}
-        trained_on = self.meta.get("dataset") or {}
-        if dataset.name in (trained_on.get("name"), trained_on.get("spec")):
-            recorded = self.meta.get("split") or {}
-            args = {k: recorded[k] for k in ("seed", "k", "fold", "group_regex") if recorded.get(k) is not None}
+        args = self.meta.split.split_args() if dataset.name in self.meta.dataset.names() else {}
         ids = dataset.split(split, **args)
         if not ids:
             raise SegdeployError(f"split {split!r} of dataset {dataset.name} is empty.", path=dataset.root,
@@ -105,13 +102,13 @@ class Run:
         from segdeploy.models import create_model
 
         m = self.meta
-        model = create_model(m["model"], num_classes=m["num_classes"], in_chans=m["in_chans"], img_size=m["img_size"])
+        model = create_model(m.model, num_classes=m.num_classes, in_chans=m.in_chans, img_size=m.img_size)
         weights = self.dir / WEIGHTS
         if not weights.is_file():
             raise SegdeployError("checkpoint weights are missing.", path=weights, fix="re-run segdeploy train.")
         missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
         if missing or unexpected:
-            raise SegdeployError(f"checkpoint does not match model {m['model']!r} (missing {len(missing)}, "
+            raise SegdeployError(f"checkpoint does not match model {m.model!r} (missing {len(missing)}, "
                                  f"unexpected {len(unexpected)} keys).", path=weights,
                                  fix="the model code changed since training: retrain, or check out the version "
                                      f"recorded in {META}.")

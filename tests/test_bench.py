@@ -19,12 +19,19 @@ FAST = dict(warmup_s=0.0, duration_s=0.0, min_iters=3)
 # -- latency ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("n", [1, 7, 10, 37, 100, 1001])
-def test_trtexec_percentile_is_numpy_inverted_cdf(n):
-    # trtexec returns x[n - 1 - floor((1 - p) n)] = the ceil(p n)-th smallest: numpy's "inverted_cdf"
+@pytest.mark.parametrize("n", [1, 7, 10, 37, 100, 1000, 1001, 2000])
+def test_percentile_follows_trtexecs_exclusion_rule(n):
+    """trtexec excludes the top floor((1 - p) n) timings and returns the largest left; here that rule in exact
+    rational arithmetic, against the numpy-based implementation (p99.9 of 1000 runs is where floating point
+    would slip to the maximum)."""
+    from fractions import Fraction
+    from math import floor
+
     x = np.sort(np.random.default_rng(n).gamma(2.0, 3.0, size=n))
-    for p in (0, 50, 90, 95, 99, 100):
-        assert find_percentile(x, p) == np.percentile(x, p, method="inverted_cdf")
+    for p in ("0", "50", "90", "95", "99", "99.9", "100"):
+        exclude = floor((1 - Fraction(p) / 100) * n)
+        assert find_percentile(x, float(p)) == x[max(n - 1 - exclude, 0)], p
+    assert find_percentile(np.array([]), 50) == float("inf")
 
 
 def test_summarize_known_series():
@@ -228,23 +235,8 @@ def _class_means(ds, ids: list[str], mean: float, std: float) -> np.ndarray:
 
 @pytest.fixture
 def fake_backends(monkeypatch):
-    import copy
-
     import segdeploy.engines as engines
     from segdeploy.data import open_dataset
-    from segdeploy.runs import Run
-
-    # unet-tiny takes seconds to construct (torchvision initialises VGG's unused classifier); run_bench builds the
-    # model once for its cost and once per torch engine, so build each checkpoint once per test and copy it
-    built = {}
-    real_build = Run.build_model
-
-    def build_once(run):
-        if run.dir not in built:
-            built[run.dir] = real_build(run)
-        return copy.deepcopy(built[run.dir])
-
-    monkeypatch.setattr(Run, "build_model", build_once)
 
     ds = open_dataset("synthetic:24")
     test = set(ds.split("test", seed=42, k=2))
@@ -263,11 +255,9 @@ def fake_backends(monkeypatch):
 def tiny_run(tmp_path_factory):
     """An untrained unet-tiny at 64 px whose meta matches the synthetic dataset (its predictions are arbitrary
     but not constant, which is all the backend comparisons need)."""
-    import torch
-
     from segdeploy.data import open_dataset
-    from segdeploy.models import create_model, model_info
-    from segdeploy.runs import save_checkpoint
+
+    from helpers import make_meta, make_run
 
     cache = tmp_path_factory.getbasetemp() / "cache"
     mp = pytest.MonkeyPatch()
@@ -276,15 +266,9 @@ def tiny_run(tmp_path_factory):
         ds = open_dataset("synthetic:24")
     finally:
         mp.undo()
-    torch.manual_seed(0)
-    model = create_model("unet-tiny", num_classes=ds.num_classes, in_chans=ds.in_chans, img_size=64)
-    run_dir = tmp_path_factory.mktemp("runs") / "unet-tiny-run"
-    meta = {"model": "unet-tiny", "family": model_info("unet-tiny").family, "num_classes": ds.num_classes,
-            "classes": ds.classes, "in_chans": ds.in_chans, "img_size": 64, "mean": [0.5] * ds.in_chans,
-            "std": [0.5] * ds.in_chans, "dataset": {"spec": "synthetic:24", "name": ds.name, "root": str(ds.root)},
-            "split": {"seed": 42, "k": 2, "fold": 0, "group_regex": None}}  # 4 cases: 1 test + 2 folds
-    save_checkpoint(run_dir, model, meta)
-    return run_dir
+    meta = make_meta(ds, spec="synthetic:24", img_size=64, std=[0.5] * ds.in_chans,
+                     split={"k": 2})  # 4 cases: 1 test + 2 folds
+    return make_run(tmp_path_factory.mktemp("runs") / "unet-tiny-run", meta)
 
 
 def _png_dice(pred_dir: Path, ds, ids: list[str]) -> float:
@@ -318,38 +302,59 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
 
     results, preds = tmp_path / "results.jsonl", tmp_path / "preds"
     kwargs = dict(split="test", batch=4, device="cpu", save_predictions=preds, progress=False, **FAST)
-    rows = run_bench([tiny_run], "synthetic:24", "fake,nope,broken", "fp32,fp16", results, **kwargs)
+    evaluations = []
+    rows = run_bench([tiny_run], "synthetic:24", "fake,nope,broken", "fp32,fp16", results,
+                     on_evaluation=lambda row, ev: evaluations.append((row, ev)), **kwargs)
 
-    status = {(r["backend"], r["precision"]): r["status"] for r in rows}
+    status = {(r.backend, r.precision): r.status for r in rows}
     assert status == {("fake", "fp32"): "ok", ("fake", "fp16"): "unavailable", ("nope", "fp32"): "unavailable",
                       ("nope", "fp16"): "unavailable", ("broken", "fp32"): "failed",
                       ("broken", "fp16"): "unavailable"}
-    by = {(r["backend"], r["precision"]): r for r in rows}
-    assert "unknown backend 'nope'" in by["nope", "fp32"]["reason"]
-    assert by["broken", "fp32"]["reason"] == "RuntimeError: kernel exploded"
+    by = {(r.backend, r.precision): r for r in rows}
+    assert "unknown backend 'nope'" in by["nope", "fp32"].reason
+    assert by["broken", "fp32"].reason == "RuntimeError: kernel exploded"
 
     ok = by["fake", "fp32"]
     ds = open_dataset("synthetic:24")
     ids = ds.split("test", seed=42, k=2, fold=0)
-    assert ok["n_images"] == len(ids) > 0 and ok["dataset"] == ds.name and ok["device"] == "cpu"
-    assert ok["engine_info"] == {"provider": "fake"} and ok["compute_timer"] == "host"
-    assert 0.03 < ok["dice"] < 0.9 and set(ok["dice_per_class"]) == set(ds.classes[1:])
-    assert ok["dice_per_image"] > 0 and ok["hd95"] > 0 and ok["precision_fg"] > 0 and ok["recall_fg"] > 0
-    assert set(ok["latency_ms"]) == {"mean", "p50", "p90", "p95", "p99", "min", "max", "n", "total_s"}
-    assert ok["latency_ms"]["n"] >= 3 and ok["compute_ms"]["n"] >= 3 and ok["throughput_ips"] > 0
-    assert ok["peak_memory_method"] in ("linux-vmhwm", "psutil-rss") and ok["peak_memory_mb"] > 0
-    assert ok["file_size_mb"] == pytest.approx((tiny_run / "model.safetensors").stat().st_size / 1e6, abs=1e-3)
-    assert ok["params_m"] > 0 and ok["schema"] == "segdeploy.bench/1" and "env" in ok
+    assert ok.n_images == len(ids) > 0 and ok.dataset == ds.name and ok.device == "cpu"
+    assert ok.engine_info == {"provider": "fake"} and ok.compute_timer == "host"
+    assert 0.03 < ok.dice < 0.9 and set(ok.dice_per_class) == set(ds.classes[1:])
+    assert ok.dice_per_image > 0 and ok.hd95 > 0 and ok.precision_fg > 0 and ok.recall_fg > 0
+    assert set(ok.latency_ms) == {"mean", "p50", "p90", "p95", "p99", "min", "max", "n", "total_s"}
+    assert ok.latency_ms["n"] >= 3 and ok.compute_ms["n"] >= 3 and ok.throughput_ips > 0
+    assert ok.peak_memory_method in ("linux-vmhwm", "psutil-rss") and ok.peak_memory_mb > 0
+    assert ok.file_size_mb == pytest.approx((tiny_run / "model.safetensors").stat().st_size / 1e6, abs=1e-3)
+    assert ok.params_m > 0 and ok.schema == "segdeploy.bench/2" and ok.env
 
     # the saved PNGs, scored independently, give the row's Dice
-    assert _png_dice(preds / tiny_run.name / "fake-fp32", ds, ids) == pytest.approx(ok["dice"], abs=1e-9)
+    assert _png_dice(preds / tiny_run.name / "fake-fp32", ds, ids) == pytest.approx(ok.dice, abs=1e-9)
+    # only the ok row hands out its evaluation: per-image confusions of the saved predictions, the row's Dice
+    from PIL import Image
+
+    from segdeploy.evaluation.metrics import confusion_matrix
+
+    [(ev_row, ev)] = evaluations
+    assert ev_row is ok and ev.image_ids == ids
+    for i, cm in zip(ids, ev.confusion):
+        saved = np.asarray(Image.open(preds / tiny_run.name / "fake-fp32" / f"{i}.png"))
+        np.testing.assert_array_equal(confusion_matrix(saved, ds.load(i).mask, ds.num_classes), cm)
+    assert ev.scores()["dice"] == ok.dice
+    # ... and the same counts are on disk beside the results, named by the row: Dice recomputed from them
+    from segdeploy.evaluation.metrics import confusion_scores
+    from segdeploy.evaluation.per_image import load_per_image
+
+    saved_ids, saved_cm = load_per_image(results.parent / ok.per_image)
+    assert saved_ids.tolist() == ids and confusion_scores(saved_cm)["dice"] == pytest.approx(ok.dice, abs=1e-12)
+    assert all(r.per_image is None for r in rows if r.status != "ok")
 
     # every row is on disk; a second call reruns only the failed configuration
     assert len(read_jsonl(results)) == 6
     again = run_bench([tiny_run], "synthetic:24", "fake,nope,broken", "fp32,fp16", results, **kwargs)
     stored = read_jsonl(results)
     assert len(stored) == 7 and stored[-1]["backend"] == "broken" and stored[-1]["status"] == "failed"
-    assert [r for r in again if r["status"] != "failed"] == [r for r in stored[:6] if r["status"] != "failed"]
+    # resumed rows are the stored ones, read back field for field
+    assert [r.to_json() for r in again if r.status != "failed"] == [r for r in stored[:6] if r["status"] != "failed"]
     run_bench([tiny_run], "synthetic:24", "fake", "fp32", results, force=True, **kwargs)
     assert len(read_jsonl(results)) == 8
 
@@ -359,8 +364,10 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     for t in tables:
         console.print(t)
     text = console.export_text()
-    assert ds.name in text and "unet-tiny" in text and "+0.0000" in text
-    assert "unavailable" in text and "kernel exploded" in text and f"{ok['dice']:.4f}" in text
+    # no torch fp32 row in this suite: no ΔDice reference for the fake backend, in the row and in the table
+    assert ok.dice_vs_torch_fp32 is None and "+0.0000" not in text
+    assert ds.name in text and "unet-tiny" in text
+    assert "unavailable" in text and "kernel exploded" in text and f"{ok.dice:.4f}" in text
 
 
 def test_run_bench_rejects_a_dataset_with_other_classes(tiny_run, tmp_path, fake_backends):
@@ -382,6 +389,11 @@ def test_run_bench_rejects_a_dataset_with_other_classes(tiny_run, tmp_path, fake
     (other / "meta.json").write_text(json.dumps({"classes": ["background", "organ"]}))
     with pytest.raises(SegdeployError, match=r"unet-tiny-run.*binary"):
         run_bench([tiny_run], str(other), "fake", "fp32", tmp_path / "r.jsonl", progress=False, **FAST)
+    # a misspelt device is a user error before any work, not a failed row per configuration
+    with pytest.raises(SegdeployError, match="unknown device 'gpu'"):
+        run_bench([tiny_run], "synthetic:24", "fake", "fp32", tmp_path / "r.jsonl", device="gpu", progress=False,
+                  **FAST)
+    assert not (tmp_path / "r.jsonl").exists()
 
 
 # the legacy exporter: fast, and independent of segdeploy.export, which has its own tests
@@ -413,21 +425,25 @@ def test_run_bench_real_backends_match_a_direct_forward_pass(tiny_run, tmp_path,
     preds = tmp_path / "preds"
     rows = run_bench([tiny_run], "synthetic:24", backends, "fp32,fp16", tmp_path / "r.jsonl", batch=2,
                      device="cpu", max_images=3, save_predictions=preds, progress=False, **FAST)
-    by = {(r["backend"], r["precision"]): r for r in rows}
-    assert by["torch", "fp16"]["status"] == "unavailable"
+    by = {(r.backend, r.precision): r for r in rows}
+    assert by["torch", "fp16"].status == "unavailable"
+    # ΔDice against the torch fp32 row, which is its own reference
+    torch_fp32 = by["torch", "fp32"]
+    assert torch_fp32.dice_vs_torch_fp32 == 0.0
+    assert by["onnxruntime", "fp32"].dice_vs_torch_fp32 == by["onnxruntime", "fp32"].dice - torch_fp32.dice
 
     ds = open_dataset("synthetic:24")
     ids = ds.split("test", seed=42, k=2)[:3]
     m = run.meta
     for backend in backends:
         row = by[backend, "fp32"]
-        assert row["status"] == "ok", row["reason"]
-        assert row["n_images"] == 3
+        assert row.status == "ok", row.reason
+        assert row.n_images == 3
         pred_dir = preds / tiny_run.name / f"{backend}-fp32"
-        assert _png_dice(pred_dir, ds, ids) == pytest.approx(row["dice"], abs=1e-9)
+        assert _png_dice(pred_dir, ds, ids) == pytest.approx(row.dice, abs=1e-9)
         for i in ids:
             sample = ds.load(i)
-            x, letterbox = preprocess(sample.image, m["img_size"], m["mean"], m["std"])
+            x, letterbox = preprocess(sample.image, m.img_size, m.mean, m.std)
             with torch.inference_mode():
                 logits = model(torch.from_numpy(x)[None])[0].numpy()
             direct = restore(logits, letterbox).argmax(axis=0)

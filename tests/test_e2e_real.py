@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from segdeploy.cli import app
 
+pytestmark = pytest.mark.slow  # minutes: trains, exports and benchmarks real models (make test-fast skips it)
 runner = CliRunner()
 
 

@@ -16,12 +16,13 @@ from typer.testing import CliRunner
 from segdeploy.engines import check_backend, load_engine, onnx_files
 from segdeploy.engines import ort_backend
 from segdeploy.engines.cli import app
+from segdeploy.engines.profiles import profile_record, profile_shapes
 from segdeploy.engines.trt_build import (build_plan, engine_is_stale, make_record, parse_version,
-                                         precision_flags_removed, profile_record, profile_shapes,
-                                         supports_strongly_typed)
+                                         precision_flags_removed, supports_strongly_typed)
 from segdeploy.errors import BackendUnavailable, SegdeployError
-from segdeploy.models import create_model
-from segdeploy.runs import load_run, onnx_path, save_checkpoint
+from segdeploy.runs import load_run, onnx_path
+
+from helpers import make_meta, make_run
 
 HAS_CUDA = torch.cuda.is_available()
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -31,12 +32,10 @@ IMG = 64
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     """An untrained unet-tiny run with its fp32 ONNX (dynamic batch), exported here, not by segdeploy.export."""
-    run_dir = tmp_path_factory.mktemp("run")
-    torch.manual_seed(0)
-    model = create_model("unet-tiny", num_classes=3, in_chans=3, img_size=IMG).eval()
-    meta = {"model": "unet-tiny", "family": "specialized", "num_classes": 3, "classes": ["bg", "a", "b"],
-            "in_chans": 3, "img_size": IMG, "mean": [0.5, 0.5, 0.5], "std": [0.25, 0.25, 0.25]}
-    save_checkpoint(run_dir, model, meta)
+    run_dir = make_run(tmp_path_factory.mktemp("run"), make_meta(num_classes=3, classes=["bg", "a", "b"],
+                                                                 in_chans=3, mean=[0.5] * 3, std=[0.25] * 3,
+                                                                 img_size=IMG))
+    model = load_run(run_dir).build_model()
     target = onnx_path(run_dir, "fp32")
     target.parent.mkdir(parents=True)
     torch.onnx.export(model, (torch.randn(2, 3, IMG, IMG),), str(target), dynamo=True, opset_version=18,
@@ -115,7 +114,7 @@ def test_torch_half_precision_needs_cuda(run):
         message = _one_line_unavailable("torch", run, precision)
         assert message == (f"torch {precision} needs CUDA (this machine has none); "
                            f"on CPU use onnxruntime --precisions {precision}")
-    assert "needs CUDA" in _one_line_unavailable("torch", run, "fp32", "cuda")
+    assert "torch sees no CUDA GPU" in _one_line_unavailable("torch", run, "fp32", "cuda")
 
 
 def test_missing_onnx_names_the_export_command(run):
@@ -127,21 +126,22 @@ def test_missing_onnx_names_the_export_command(run):
 def test_torch_cuda_checks_native_bf16_and_triton(run, monkeypatch, major, triton):
     """A fake CUDA machine: bf16 only on sm80+ (T4/V100 merely emulate it), torch-compile only with triton."""
     from segdeploy.engines import torch_backend
+    from segdeploy.engines.torch_backend import TorchEngine
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda d: types.SimpleNamespace(major=major))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda d: f"sm{major}0 GPU")
     monkeypatch.setattr(torch_backend, "has_triton", lambda: triton)
-    bf16 = torch_backend.check("bf16", "cuda", backend="torch", run=run)
+    bf16 = TorchEngine.check("bf16", "cuda", backend="torch", run=run)
     assert (bf16 is None) == (major >= 8)
     if major < 8:
         assert "only emulates" in bf16 and "use fp16" in bf16
-    compiled = torch_backend.check("fp16", "cuda:0", backend="torch-compile", run=run)
+    compiled = TorchEngine.check("fp16", "cuda:0", backend="torch-compile", run=run)
     assert (compiled is None) == triton
     if not triton:
         assert "needs triton" in compiled
-    assert torch_backend.check("fp16", "cuda", backend="torch", run=run) is None
+    assert TorchEngine.check("fp16", "cuda", backend="torch", run=run) is None
 
 
 def test_bf16_on_an_onnx_backend_points_to_torch(run):
@@ -242,19 +242,17 @@ def test_corrupt_onnx_is_a_user_error(run):
         path.unlink()
 
 
-def test_trt_execution_provider_keeps_precision_in_the_file(tmp_path):
-    chain = ort_backend.provider_chain("onnxruntime-trt", 1, tmp_path / "cache")
-    assert [name for name, _ in chain] == ["TensorrtExecutionProvider", "CUDAExecutionProvider",
-                                           "CPUExecutionProvider"]
-    trt_options = chain[0][1]
-    assert trt_options["trt_fp16_enable"] is False and trt_options["trt_int8_enable"] is False
-    assert trt_options["trt_engine_cache_enable"] is True
-    assert trt_options["trt_engine_cache_path"] == str(tmp_path / "cache") and trt_options["device_id"] == 1
+@pytest.mark.parametrize("backend,providers", [
+    ("onnxruntime", ["CPUExecutionProvider"]),
+    ("onnxruntime-cuda", ["CUDAExecutionProvider", "CPUExecutionProvider"]),
+    ("onnxruntime-trt", ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"])])
+def test_provider_chain_falls_back_towards_the_cpu_on_the_asked_gpu(tmp_path, backend, providers):
+    chain = ort_backend.provider_chain(backend, 1, tmp_path / "cache")
+    assert [name for name, _ in chain] == providers  # unsupported nodes fall back, the CPU closes every chain
+    assert all(options["device_id"] == 1 for name, options in chain if name != "CPUExecutionProvider")
 
 
 def test_trt_execution_provider_gets_the_native_engines_profile(tmp_path):
-    from segdeploy.engines.trt_build import profile_shapes
-
     profile = ort_backend.trt_profile_options("input", profile_shapes("1:8:32", (3, 256, 256)))
     assert profile == {"trt_profile_min_shapes": "input:1x3x256x256", "trt_profile_opt_shapes": "input:8x3x256x256",
                        "trt_profile_max_shapes": "input:32x3x256x256"}
@@ -424,10 +422,162 @@ def test_activation_bytes_prefers_the_v2_query():
     assert activation_bytes(fake_trt(None), b"") is None
 
 
-def test_torch_compile_backend_is_registered_and_checked():
-    from segdeploy.engines import BACKENDS, check_backend
-
-    assert BACKENDS["torch-compile"] == BACKENDS["torch"]
+def test_torch_compile_backend_is_checked():
     reason = check_backend("torch-compile", "fp16", "cpu")
     assert reason and reason.startswith("torch-compile fp16") and "\n" not in reason
     assert check_backend("torch-compile", "fp32", "cpu") is None
+
+
+# --- the shared engine base -----------------------------------------------------------------------------------
+
+def _scaling_engine_class():
+    """A toy backend that fills in only check, load, infer and release; BaseEngine supplies the rest."""
+    from segdeploy.engines.base import BaseEngine
+
+    class ScalingEngine(BaseEngine):
+        DEVICE_KINDS = ("cpu",)
+        loads = 0
+
+        @classmethod
+        def check(cls, precision, device="auto", *, backend, run=None):
+            return None if precision == "fp32" else f"{backend} has no {precision}"
+
+        def load(self):
+            type(self).loads += 1
+            self.scale = np.float32(3)
+            self.info = {"scale": 3}
+
+        def infer(self, handle):
+            return handle * self.scale
+
+        def release(self):
+            self.scale = None
+
+    return ScalingEngine
+
+
+def test_base_engine_checks_then_loads_and_releases_on_exit(batch):
+    engine_class = _scaling_engine_class()
+    engine = engine_class(None, "fp32", backend="scaling")
+    assert not engine.is_active and engine.device == "cpu" and engine.loads == 0  # constructing loads nothing
+    with engine as active:
+        assert active is engine and engine.is_active and engine.info == {"scale": 3}
+        np.testing.assert_array_equal(engine.run(batch.astype(np.float64)), batch * 3)
+        assert engine.run(batch).dtype == np.float32
+        engine.activate()  # already active: not loaded twice
+    assert engine.loads == 1 and not engine.is_active and engine.scale is None
+
+    refused = engine_class(None, "fp16", backend="scaling")
+    with pytest.raises(BackendUnavailable, match="scaling has no fp16"):
+        refused.activate()
+    assert not refused.is_active and engine_class.loads == 1  # the check failed before anything was loaded
+    refused.close()  # closing an engine that never loaded is harmless
+
+
+# --- TensorRTEngine at the binding level, with a fake tensorrt module ------------------------------------------
+
+def _fake_trt_engine(outputs=("logits",), classes=2, profile=((1, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8)),
+                     enqueue_ok=True):
+    """A deserialised engine as TensorRT 10 shows it: named I/O tensors with a mode and a type, one optimization
+    profile, and an execution context that computes logits[:, k] = (k + 1) * image[:, 0] by reading and writing
+    the buffers at the addresses it was given, the output shape following the input shape it was set to."""
+    import ctypes
+
+    dtypes = {"input": ("HALF", np.float16), **{name: ("FLOAT", np.float32) for name in outputs}}
+
+    class Context:
+        def __init__(self):
+            self.shapes, self.addresses, self.streams = {}, {}, []
+
+        def set_input_shape(self, name, shape):
+            assert name == "input"
+            self.shapes[name] = tuple(shape)
+
+        def get_tensor_shape(self, name):
+            b, _, h, w = self.shapes["input"]
+            return (b, classes, h, w)
+
+        def set_tensor_address(self, name, address):
+            self.addresses[name] = address
+
+        def buffer(self, name, shape):
+            dtype = dtypes[name][1]
+            size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+            return np.frombuffer((ctypes.c_char * size).from_address(self.addresses[name]), dtype).reshape(shape)
+
+        def execute_async_v3(self, stream_handle):
+            self.streams.append(stream_handle)
+            if not enqueue_ok:
+                return False
+            image = self.buffer("input", self.shapes["input"]).astype(np.float32)
+            out = self.buffer(outputs[0], self.get_tensor_shape(outputs[0]))
+            out[:] = np.stack([(k + 1) * image[:, 0] for k in range(classes)], axis=1)
+            return True
+
+    names = ["input", *outputs]
+    engine = types.SimpleNamespace(
+        num_io_tensors=len(names), get_tensor_name=lambda i: names[i],
+        get_tensor_mode=lambda name: "INPUT" if name == "input" else "OUTPUT",
+        get_tensor_dtype=lambda name: dtypes[name][0],
+        get_tensor_profile_shape=lambda name, index: profile)
+    engine.context = Context()
+    engine.create_execution_context = lambda: engine.context
+    return engine
+
+
+@pytest.fixture
+def fake_tensorrt(monkeypatch):
+    """``tensorrt`` as the engine code imports it; TensorRT types map to torch dtypes as polygraphy maps them;
+    CPU tensors stand in for device buffers, so torch's stream context is a no-op."""
+    import contextlib
+    import sys
+
+    from segdeploy.engines import trt_backend
+
+    module = types.ModuleType("tensorrt")
+    module.TensorIOMode = types.SimpleNamespace(INPUT="INPUT", OUTPUT="OUTPUT")
+    monkeypatch.setitem(sys.modules, "tensorrt", module)
+    monkeypatch.setattr(trt_backend, "_torch_dtype", {"HALF": torch.float16, "FLOAT": torch.float32}.__getitem__)
+    monkeypatch.setattr(torch.cuda, "stream", lambda stream: contextlib.nullcontext())
+
+    def bound(trt_engine):
+        engine = trt_backend.TensorRTEngine(None, "fp16", "cuda", backend="tensorrt")
+        engine.device = "cpu"
+        engine.info = {"engine": "model.fp16.engine"}
+        engine.bind(trt_engine, types.SimpleNamespace(cuda_stream=0x7F00, synchronize=lambda: None))
+        return engine
+
+    return bound
+
+
+def test_tensorrt_engine_binds_one_input_and_one_output(fake_tensorrt):
+    trt_engine = _fake_trt_engine()
+    engine = fake_tensorrt(trt_engine)
+    batch = np.random.default_rng(1).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    handle = engine.to_device(batch)
+    assert handle.dtype == torch.float16  # cast to the engine's input type
+    out = engine.infer(handle)
+    context = trt_engine.context
+    assert context.shapes["input"] == (3, 3, 8, 8)  # the dynamic batch set from the handle
+    assert tuple(out.shape) == (3, 2, 8, 8) and out.dtype == torch.float32
+    assert context.addresses == {"input": handle.data_ptr(), "logits": out.data_ptr()}
+    assert context.streams == [0x7F00]  # enqueued on the engine's own stream
+    expected = np.stack([batch[:, 0].astype(np.float16).astype(np.float32) * k for k in (1, 2)], axis=1)
+    np.testing.assert_array_equal(engine.to_host(out), expected)
+    np.testing.assert_array_equal(engine.run(batch[:1]), expected[:1])  # another batch size, same bindings
+    assert engine.compute_stream.cuda_stream == 0x7F00
+
+
+def test_tensorrt_engine_refuses_what_it_cannot_bind(fake_tensorrt):
+    with pytest.raises(SegdeployError, match="1 inputs and 2 outputs") as excinfo:
+        fake_tensorrt(_fake_trt_engine(outputs=("logits", "aux")))
+    assert "auxiliary heads" in str(excinfo.value)
+
+    engine = fake_tensorrt(_fake_trt_engine(profile=((2, 3, 8, 8), (4, 3, 8, 8), (8, 3, 8, 8))))
+    for size in (1, 9):  # the profile's batch range is the engine's own, not a record's
+        with pytest.raises(SegdeployError, match=r"batch %d is outside the engine's profile 2\.\.8" % size):
+            engine.to_device(np.zeros((size, 3, 8, 8), np.float32))
+
+    failing = fake_tensorrt(_fake_trt_engine(enqueue_ok=False))
+    with pytest.raises(SegdeployError, match="failed to enqueue"):
+        failing.run(np.zeros((2, 3, 8, 8), np.float32))

@@ -37,8 +37,12 @@ def test_environment_fields_and_json():
         assert hostname not in text
 
 
-def test_environment_is_cached():
-    assert envinfo.environment() is envinfo.environment()
+def test_environment_is_probed_once_and_handed_out_as_copies():
+    record = envinfo.probe_environment()
+    assert envinfo.probe_environment() is record and isinstance(record, envinfo.Environment)
+    row_env = envinfo.environment()
+    row_env["cpu"] = "edited by a caller"
+    assert envinfo.environment()["cpu"] == record.cpu  # a caller's edit does not reach the next row
 
 
 def test_a_failing_probe_becomes_null(monkeypatch):
@@ -47,12 +51,13 @@ def test_a_failing_probe_becomes_null(monkeypatch):
 
     monkeypatch.setattr(envinfo, "cpu_model", broken)
     monkeypatch.setattr(envinfo, "gpus", broken)
-    envinfo.environment.cache_clear()
+    envinfo.probe_environment.cache_clear()
     try:
-        info = envinfo.environment()
-        assert info["cpu"] is None and info["gpus"] == []
+        record = envinfo.probe_environment()
+        assert record.cpu is None and record.gpus == []
+        assert record.python == ".".join(map(str, sys.version_info[:3]))  # the other probes still ran
     finally:
-        envinfo.environment.cache_clear()
+        envinfo.probe_environment.cache_clear()
 
 
 def test_jetson_files_are_parsed(tmp_path):
@@ -69,8 +74,8 @@ def test_jetson_files_are_parsed(tmp_path):
 
 
 def test_import_is_light():
-    code = "import sys, segdeploy.envinfo, segdeploy.engines.cli; print(sorted({'torch', 'onnxruntime', " \
-           "'tensorrt', 'onnx'} & set(sys.modules)))"
+    code = "import sys, segdeploy.envinfo, segdeploy.env_cli, segdeploy.engines.cli; print(sorted({'torch', " \
+           "'onnxruntime', 'tensorrt', 'onnx'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -90,8 +95,10 @@ def test_env_command_json_and_table():
 def _app():
     import typer
 
+    from segdeploy.env_cli import env
+
     app = typer.Typer()
-    app.command()(envinfo.env)
+    app.command()(env)
     return app
 
 

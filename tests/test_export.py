@@ -18,27 +18,17 @@ from segdeploy.export import export_run, read_manifest
 from segdeploy.export.onnx_export import export_onnx, ort_session, parity
 from segdeploy.export.quantize import ArrayCalibrationReader, qdq_report
 from segdeploy.fileio import sha256_file
-from segdeploy.models import create_model
-from segdeploy.runs import Run, load_run, manifest_path, onnx_path, save_checkpoint
+from segdeploy.runs import Run, load_run, manifest_path, onnx_path
+
+from helpers import make_meta, make_run
 
 SIZE = 64
 
 
-def _meta(model: str = "unet-tiny") -> dict:
-    # the synthetic set is grayscale with 4 classes in cases of 6 slices: 24 images = 4 patient groups, so
-    # one test group and k=3 folds over the other three
-    return {"model": model, "family": "specialized", "num_classes": 4,
-            "classes": ["background", "cavity", "wall", "lesion"], "in_chans": 1, "img_size": SIZE,
-            "mean": [0.5], "std": [0.25], "dataset": {"spec": "synthetic:24"},
-            "split": {"seed": 42, "k": 3, "fold": 0, "group_regex": None}}
-
-
 def _make_run(run_dir, model_name: str = "unet-tiny"):
-    meta = _meta(model_name)
-    torch.manual_seed(0)
-    model = create_model(model_name, num_classes=meta["num_classes"], in_chans=meta["in_chans"], img_size=SIZE)
-    save_checkpoint(run_dir, model, meta)
-    return run_dir
+    # the synthetic set is grayscale with 4 classes in cases of 6 slices: 24 images = 4 patient groups, so
+    # one test group and k=3 folds over the other three (make_meta's defaults)
+    return make_run(run_dir, make_meta(model=model_name, spec="synthetic:24", img_size=SIZE))
 
 
 def _cli():
@@ -60,6 +50,7 @@ def exported(tmp_path_factory):
     return run_dir, read_manifest(run_dir), result
 
 
+@pytest.mark.slow  # exports every precision through the CLI
 def test_cli_exits_0_and_prints_the_table(exported):
     _, _, result = exported
     assert result.exit_code == 0, result.output
@@ -153,6 +144,7 @@ def test_qdq_report_catches_asymmetric_quantization(exported, tmp_path):
     assert not report["all_zero_points_zero"] and not report["int8_only"] and not report["per_channel_weights"]
 
 
+@pytest.mark.slow  # exports every precision again
 def test_failed_precision_is_reported_and_others_kept(exported, tmp_path, monkeypatch):
     import onnxruntime.transformers.float16 as ort_float16
 

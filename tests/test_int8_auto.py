@@ -9,6 +9,8 @@ from segdeploy.export import export_run
 from segdeploy.export.int8_auto import onnx_dice, sensitive_nodes
 from segdeploy.train import TrainConfig, train_model
 
+pytestmark = pytest.mark.slow  # trains a run, then exports and scores INT8 several times per test
+
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
@@ -62,24 +64,37 @@ def test_sensitivity_ranks_existing_quantized_nodes(run_dir):
 
 
 def test_onnx_dice_equals_the_pytorch_models_dice(run_dir):
-    """The Dice --int8-auto compares against, computed a second way: the PyTorch model and per-class overlap."""
+    """The Dice --int8-auto compares against, computed a second way: the PyTorch model and per-class overlap at
+    each validation image's original resolution."""
     import numpy as np
     import torch
 
-    from segdeploy.export import load_pairs
+    from segdeploy.data import open_dataset
+    from segdeploy.data.transforms import preprocess, restore
     from segdeploy.runs import load_run
 
     run = load_run(run_dir)
     export_run(run_dir, ["fp32"], parity_images=2)
-    images, masks = load_pairs(run, "val", 8)
-    assert images.shape[0] == masks.shape[0] == 8 and masks.shape[1:] == images.shape[2:]
-    with torch.no_grad():
-        pred = run.build_model()(torch.from_numpy(images)).argmax(1).numpy()
+    meta = run.meta
+    dataset = open_dataset(meta["dataset"]["spec"])
+    ids = run.split_ids(dataset, "val")[:8]
+    model = run.build_model()
+    preds, masks = [], []
+    for i in ids:
+        sample = dataset.load(i)
+        x, letterbox = preprocess(sample.image, meta["img_size"], meta["mean"], meta["std"])
+        with torch.no_grad():
+            logits = model(torch.from_numpy(x)[None])[0].numpy()
+        preds.append(restore(logits, letterbox).argmax(0).ravel())
+        masks.append(sample.mask.ravel())
+    assert {m.size for m in masks} != {meta["img_size"] ** 2}  # scored at original sizes, not the network's
+    pred, mask = np.concatenate(preds), np.concatenate(masks)
     per_class = []
     for c in range(1, 4):
-        tp, fp, fn = [np.sum(a & b) for a, b in (((pred == c), (masks == c)), ((pred == c), (masks != c)),
-                                                 ((pred != c), (masks == c)))]
+        tp, fp, fn = [np.sum(a & b) for a, b in (((pred == c), (mask == c)), ((pred == c), (mask != c)),
+                                                 ((pred != c), (mask == c)))]
         if tp + fp + fn:
             per_class.append(2 * tp / (2 * tp + fp + fn))
-    assert onnx_dice(run_dir / "onnx" / "model.fp32.onnx", images, masks, 4) == pytest.approx(np.mean(per_class),
-                                                                                              abs=1e-3)
+    dice = onnx_dice(run_dir / "onnx" / "model.fp32.onnx", dataset, ids, img_size=meta["img_size"],
+                     mean=meta["mean"], std=meta["std"], num_classes=4)
+    assert dice == pytest.approx(np.mean(per_class), abs=1e-3)

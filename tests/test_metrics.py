@@ -1,4 +1,4 @@
-"""segdeploy.bench.metrics: Dice/IoU/HD95 checked against independent computations and hand-worked cases."""
+"""segdeploy.evaluation.metrics: Dice/IoU/HD95 checked against independent computations and hand-worked cases."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cdist
 
-from segdeploy.bench.metrics import SegMetrics, confusion_matrix, hd95
+from segdeploy.evaluation.metrics import SegMetrics, confusion_matrix, hd95
 
 
 def _blobby_masks(rng: np.random.Generator, shape: tuple[int, int], k: int) -> np.ndarray:

@@ -49,7 +49,8 @@ def test_gradients_reach_every_parameter(name):
     assert not zero, f"zero gradient for {zero[:5]}"
 
 
-@pytest.mark.parametrize("name", TINY)
+# unet-tiny in the fast suite; every other model's export (seconds to a minute each) is marked slow
+@pytest.mark.parametrize("name", [n if n == "unet-tiny" else pytest.param(n, marks=pytest.mark.slow) for n in TINY])
 def test_onnx_export_parity_at_two_batch_sizes(name, tmp_path):
     torch.manual_seed(0)
     model = create_model(name, num_classes=3, in_chans=3, img_size=64).eval()
@@ -78,6 +79,7 @@ def listed_models() -> dict[str, dict]:
 
 
 # a documented gap between a faithful build and the study's figure (ModelInfo.params_gap) must really be a gap
+@pytest.mark.slow  # builds every full-size model (listed_models)
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(reason=model_info(n).params_gap, strict=True))
                                   if model_info(n).params_gap else n for n in FULL])
 def test_declared_params_match_built_model(name, listed_models):
@@ -114,6 +116,7 @@ def test_profile_falls_back_to_a_real_forward():
     assert next(model.parameters()).device.type == "cpu"  # the caller's model is left alone
 
 
+@pytest.mark.slow  # builds every full-size model (listed_models)
 def test_models_cli_lists_measured_numbers(listed_models):
     assert set(listed_models) == set(list_models())
     for name in TINY:  # the listed count is the built model's
@@ -125,10 +128,11 @@ def test_models_cli_lists_measured_numbers(listed_models):
     assert listed_models["segformer-b3"]["gmacs"] == pytest.approx(79, rel=0.1)
 
 
+@pytest.mark.slow  # export + parity + timing; test_models_cli covers the rows
 def test_models_verify_passes_for_a_tiny_model():
-    from segdeploy.models.cli import app
+    from segdeploy.cli import app
 
-    result = CliRunner().invoke(app, ["verify", "unet-tiny", "--img-size", "64", "--format", "json"])
+    result = CliRunner().invoke(app, ["models", "verify", "unet-tiny", "--img-size", "64", "--format", "json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["status"] == "ok" and set(report["batches"]) == {"1", "3"}
@@ -138,7 +142,7 @@ def test_models_verify_passes_for_a_tiny_model():
 def test_models_verify_exits_1_on_mismatch(monkeypatch):
     """Export a model whose weights differ from the one compared: verify must catch it."""
     import segdeploy.export.onnx_export as onnx_export
-    from segdeploy.models.cli import app
+    from segdeploy.cli import app
 
     real_export = onnx_export.export_onnx
 
@@ -150,7 +154,7 @@ def test_models_verify_exits_1_on_mismatch(monkeypatch):
         return real_export(other, path, input_shape, opset)
 
     monkeypatch.setattr(onnx_export, "export_onnx", export_perturbed)
-    result = CliRunner().invoke(app, ["verify", "unet-tiny", "--img-size", "64", "--format", "json"])
+    result = CliRunner().invoke(app, ["models", "verify", "unet-tiny", "--img-size", "64", "--format", "json"])
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
     assert report["status"] == "mismatch"

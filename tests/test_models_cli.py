@@ -35,11 +35,12 @@ def _conv_macs(model: nn.Module, in_chans: int, size: int) -> int:
 
 
 def _invoke(*args: str):
-    from segdeploy.models.cli import app
+    from segdeploy.cli import app
 
-    return CliRunner().invoke(app, ["verify", *args])
+    return CliRunner().invoke(app, ["models", "verify", *args])
 
 
+@pytest.mark.slow  # exports and times two models
 def test_verify_all_tiny_reports_every_field(monkeypatch, tmp_path):
     # a fixed slice of the registry (it grows while families are added); --tiny must drop the full "unet"
     monkeypatch.setattr(models, "list_models", lambda family=None: ["nnunet-plain-tiny", "unet", "unet-tiny"])
@@ -69,6 +70,7 @@ def test_verify_all_tiny_reports_every_field(monkeypatch, tmp_path):
         assert lat["n"] >= 5 and 0 < lat["min"] <= lat["p50"] <= lat["p90"] <= lat["max"]
 
 
+@pytest.mark.slow  # exports and times two models
 def test_failures_become_rows_and_exit_1(monkeypatch, tmp_path):
     """A model that cannot be built is a failed row; a wrong declared size is a mismatch; the next model still
     runs; the table says so; the exit code is 1."""

@@ -15,6 +15,7 @@ def test_pretrained_tags_exist_in_timm():
         assert timm.models.get_pretrained_cfg(tag) is not None, tag
 
 
+@pytest.mark.slow  # builds the full Swin-T encoder
 def test_swin_tiny_state_maps_onto_stages_and_patch_merging():
     torch.manual_seed(0)
     swin = timm.create_model("swin_tiny_patch4_window7_224").state_dict()  # random stand-in, offline

@@ -26,6 +26,7 @@ def test_antialias_resize_matches_torch_interpolate(n_in, n_out):
         assert (plain - expected).abs().max() > 0.1
 
 
+@pytest.mark.slow  # a full-width MISSFormer export
 def test_resizing_missformer_exports_without_antialiased_resize(tmp_path):
     """The resize-in/out path (what `missformer` does at 512) exports as MatMuls and matches ONNX Runtime."""
     from segdeploy.export.onnx_export import export_onnx, parity

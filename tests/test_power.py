@@ -12,6 +12,16 @@ import pytest
 from segdeploy.bench.power import PowerMeter, rapl_packages
 
 
+class FakeClock:
+    """Seconds that pass only when the test says so: timings that do not depend on how busy the machine is."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def _fake_rapl(root, energies_uj, max_uj=2**32):
     for i, e in enumerate(energies_uj):
         zone = root / f"intel-rapl:{i}"
@@ -27,15 +37,15 @@ def _fake_rapl(root, energies_uj, max_uj=2**32):
 def test_rapl_energy_over_the_loop_and_counter_wrap(tmp_path):
     root = _fake_rapl(tmp_path / "powercap", [1_000_000, 2_000_000])
     assert [p.name for p in rapl_packages(root)] == ["intel-rapl:0", "intel-rapl:1"]
-    with PowerMeter("cpu", rapl_root=root) as meter:
-        # 3 J on package 0 and 1 J on package 1 while the "loop" runs
+    clock = FakeClock()
+    with PowerMeter("cpu", rapl_root=root, clock=clock) as meter:
+        # 3 J on package 0 and 1 J on package 1 while the half-second "loop" runs
         (root / "intel-rapl:0" / "energy_uj").write_text("4000000\n")
         (root / "intel-rapl:1" / "energy_uj").write_text("3000000\n")
-        time.sleep(0.05)
+        clock.now += 0.5
     res = meter.result(images=8)
-    seconds = meter._t1 - meter._t0
     assert res["power_method"] == "rapl"
-    assert res["avg_power_w"] == pytest.approx(4.0 / seconds)
+    assert res["avg_power_w"] == pytest.approx(8.0)
     assert res["energy_j_per_image"] == pytest.approx(4.0 / 8)
 
     wrap_root = _fake_rapl(tmp_path / "wrap", [9_000_000], max_uj=10_000_000)
@@ -78,13 +88,20 @@ def fake_nvml(monkeypatch, *, uuid_lookup: bool = True):
     return fake
 
 
+def _until_sampled(meter: PowerMeter, n: int, timeout_s: float = 30.0) -> None:
+    # the sampling thread may be scheduled late on a busy machine: wait for its samples, not a fixed time
+    deadline = time.monotonic() + timeout_s
+    while len(meter._samples) < n and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
 @pytest.mark.parametrize("uuid_lookup", [True, False], ids=["by-uuid", "by-pci-address"])
 def test_nvml_finds_the_gpu_cuda_means_not_nvml_index(monkeypatch, uuid_lookup):
     from segdeploy.bench import memory
 
     fake_nvml(monkeypatch, uuid_lookup=uuid_lookup)
     with PowerMeter("cuda:0", interval_s=0.01) as meter:
-        time.sleep(0.05)
+        _until_sampled(meter, 1)
     assert meter.result(images=1)["avg_power_w"] == pytest.approx(250.0)
     read = memory._nvml_reader("cuda:0")
     assert read is not None and read() == 3 * 2**30  # this process only, on the right GPU
@@ -93,7 +110,7 @@ def test_nvml_finds_the_gpu_cuda_means_not_nvml_index(monkeypatch, uuid_lookup):
 def test_nvml_samples_board_power(monkeypatch):
     fake_nvml(monkeypatch)
     with PowerMeter("cuda:0", interval_s=0.01) as meter:
-        time.sleep(0.1)
+        _until_sampled(meter, 2)
     res = meter.result(images=10)
     assert res["power_method"] == "nvml" and res["power_samples"] >= 2
     assert res["avg_power_w"] == pytest.approx(250.0)
@@ -133,16 +150,19 @@ def test_memory_falls_back_when_nvml_cannot_see_this_process(monkeypatch, cuda_i
 
 
 def test_nvml_energy_counter_gives_the_loop_average(monkeypatch):
-    """Volta+ GPUs: the millijoule counter read at both ends, not the 1-second-averaged power reading."""
+    """Volta+ GPUs: the millijoule counter read at both ends of the loop, not the 1-second-averaged power reading.
+    The counter runs on the meter's own clock, so energy and time come from the same window; a window computed
+    wrongly (a counter read outside the loop, seconds from another clock) gives another figure."""
     fake = fake_nvml(monkeypatch)
-    start = time.perf_counter()
-    fake.nvmlDeviceGetTotalEnergyConsumption = lambda handle: int(180_000 * (time.perf_counter() - start)) + 10**9
-    with PowerMeter("cuda:0") as meter:
-        time.sleep(0.2)
+    clock = FakeClock()
+    fake.nvmlDeviceGetTotalEnergyConsumption = lambda handle: int(180_000 * clock.now) + 10**9  # 180 W, in mJ
+    with PowerMeter("cuda:0", clock=clock) as meter:
+        clock.now += 2.5  # the timed loop
+    clock.now += 7.0  # after the loop: must not count
     res = meter.result(images=50)
     assert res["power_method"] == "nvml-energy"
-    assert res["avg_power_w"] == pytest.approx(180.0, rel=0.02)  # not the 250 W the power reading says
-    assert res["energy_j_per_image"] == pytest.approx(180.0 * (meter._t1 - meter._t0) / 50, rel=0.02)
+    assert res["avg_power_w"] == pytest.approx(180.0, rel=1e-9)  # not the 250 W the power reading says
+    assert res["energy_j_per_image"] == pytest.approx(180.0 * 2.5 / 50, rel=1e-9)
 
 
 @pytest.mark.parametrize("backend,method,peak_mb", [("torch", "torch.cuda.max_memory_allocated", 300),

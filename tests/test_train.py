@@ -31,6 +31,7 @@ def _cfg(out, **kw):
     return TrainConfig(**base)
 
 
+@pytest.mark.slow  # trains for several epochs
 def test_train_writes_checkpoint_metadata_and_history(tmp_path):
     meta = train_model(_cfg(tmp_path / "run"), progress=False)
     run = tmp_path / "run"
@@ -46,9 +47,16 @@ def test_train_writes_checkpoint_metadata_and_history(tmp_path):
     assert [h["epoch"] for h in history] == [1, 2, 3]
     # the saved weights are the best epoch's: its recorded val Dice is the maximum of the history
     assert on_disk["val"]["dice"] == pytest.approx(max(h["val_dice"] for h in history))
-    assert meta["best_epoch"] == 1 + max(range(3), key=lambda i: history[i]["val_dice"])
+    assert meta.best_epoch == 1 + max(range(3), key=lambda i: history[i]["val_dice"])
     weights = load_file(str(run / "model.safetensors"))
     assert all(torch.isfinite(w).all() for w in weights.values())
+    # the Dice that selected the checkpoint is the Dice bench reports for it on the same (validation) images
+    from segdeploy.bench.runner import run_bench
+
+    [row] = run_bench([run], "synthetic:36", "torch", "fp32", tmp_path / "results.jsonl", split="val",
+                      device="cpu", warmup_s=0.0, duration_s=0.0, min_iters=1, progress=False)
+    assert row["status"] == "ok" and row["n_images"] == on_disk["split"]["counts"]["val"]
+    assert row["dice"] == pytest.approx(on_disk["val"]["dice"], abs=1e-4)
 
 
 def test_existing_run_is_not_overwritten(tmp_path):
@@ -57,23 +65,24 @@ def test_existing_run_is_not_overwritten(tmp_path):
         train_model(_cfg(tmp_path / "run", epochs=1), progress=False)
 
 
+@pytest.mark.slow  # trains the same run twice
 def test_resume_after_interruption_reproduces_uninterrupted_run(tmp_path, monkeypatch):
     reference = train_model(_cfg(tmp_path / "ref"), progress=False)
 
-    real_evaluate = loop.evaluate
+    real_validate = loop.validate
     calls = {"n": 0}
 
     def crash_in_second_epoch(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 2:
             raise KeyboardInterrupt
-        return real_evaluate(*args, **kwargs)
+        return real_validate(*args, **kwargs)
 
-    monkeypatch.setattr(loop, "evaluate", crash_in_second_epoch)
+    monkeypatch.setattr(loop, "validate", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_model(_cfg(tmp_path / "run"), progress=False)
     assert (tmp_path / "run" / "train_state.pt").is_file()
-    monkeypatch.setattr(loop, "evaluate", real_evaluate)
+    monkeypatch.setattr(loop, "validate", real_validate)
 
     with pytest.raises(SegdeployError, match="different settings"):
         train_model(_cfg(tmp_path / "run", lr=5e-4, resume=True), progress=False)
@@ -88,8 +97,8 @@ def test_resume_after_interruption_reproduces_uninterrupted_run(tmp_path, monkey
     state_file.write_bytes(saved)
     resumed = train_model(_cfg(tmp_path / "run", resume=True), progress=False)
 
-    assert resumed["epochs_run"] == reference["epochs_run"] == 3
-    assert resumed["val"]["dice"] == pytest.approx(reference["val"]["dice"], abs=1e-6)
+    assert resumed.epochs_run == reference.epochs_run == 3
+    assert resumed.val["dice"] == pytest.approx(reference.val["dice"], abs=1e-6)
     a = load_file(str(tmp_path / "ref" / "model.safetensors"))
     b = load_file(str(tmp_path / "run" / "model.safetensors"))
     assert max((a[k] - b[k]).abs().max().item() for k in a) < 1e-5

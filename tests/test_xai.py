@@ -132,21 +132,16 @@ def synthetic_run(tmp_path):  # function scope: the cache folder from conftest i
     from segdeploy.data import transforms
     from segdeploy.data import open_dataset
     from segdeploy.data.synthetic import GROUP_REGEX
-    from segdeploy.runs import save_checkpoint
+
+    from helpers import make_meta, make_run
 
     dataset = open_dataset("synthetic:24")
-    torch.manual_seed(0)
-    model = create_model("unet-tiny", num_classes=dataset.num_classes, in_chans=dataset.in_chans, img_size=SIZE)
-    meta = {"model": "unet-tiny", "family": "specialized", "num_classes": dataset.num_classes,
-            "classes": list(dataset.classes), "in_chans": dataset.in_chans, "img_size": SIZE,
-            "mean": [0.5] * dataset.in_chans, "std": [0.25] * dataset.in_chans,
-            "dataset": {"spec": "synthetic:24", "name": dataset.name, "root": str(dataset.root)},
-            "split": {"seed": 42, "k": 3, "fold": 0, "group_regex": GROUP_REGEX}}  # 4 cases
-    run_dir = tmp_path / "run"
-    save_checkpoint(run_dir, model.eval(), meta)
+    meta = make_meta(dataset, spec="synthetic:24", img_size=SIZE, split={"group_regex": GROUP_REGEX})  # 4 cases
+    run_dir = make_run(tmp_path / "run", meta)
     return run_dir, dataset, transforms
 
 
+@pytest.mark.slow  # trains a run, then Grad-CAM over its test split
 def test_gradcam_run_end_to_end(synthetic_run, tmp_path):
     import cv2
     import typer

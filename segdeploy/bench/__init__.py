@@ -1,6 +1,6 @@
 """Accuracy and deployment cost of exported models.
 
-``metrics`` (Dice/IoU/HD95 at original resolution), ``latency`` (trtexec-style timing), ``memory`` (peak memory),
+``latency`` (trtexec-style timing), ``memory`` (peak memory),
 ``runner.run_bench`` (one JSON line per run x backend x precision, resumable), ``table.render`` (rich tables).
 Submodules are imported where used so that ``segdeploy --help`` does not load scipy.
 """

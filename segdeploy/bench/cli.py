@@ -42,6 +42,6 @@ def bench(
     console = Console()
     for table in render(rows):
         console.print(table)
-    counts = {s: sum(r.get("status") == s for r in rows) for s in ("ok", "unavailable", "failed")}
+    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "unavailable", "failed")}
     console.print(f"{counts['ok']} ok, {counts['unavailable']} unavailable, {counts['failed']} failed -> {results}"
                   + (f"; predictions in {save_predictions}" if save_predictions else ""))

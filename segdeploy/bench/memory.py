@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from segdeploy.bench import nvml, tegrastats
+from segdeploy.device import cuda_index, resolve_device
 
 MIB = 1024 * 1024
 _STATUS = Path("/proc/self/status")
@@ -83,7 +84,7 @@ def _nvml_reader(device: str) -> Callable[[], int] | None:
 def _mem_get_info_reader(device: str) -> Callable[[], int]:
     import torch
 
-    index = nvml.device_index(device)
+    index = cuda_index(device)
 
     def read() -> int:
         free, total = torch.cuda.mem_get_info(index)
@@ -142,9 +143,9 @@ class MemoryProbe:
 
         if not torch.cuda.is_available():
             return
-        # "auto" and "cuda" land on cuda:0 in every backend; only that device is touched (mem_get_info creates
-        # a CUDA context, which on a shared server should not appear on every GPU)
-        dev = f"cuda:{nvml.device_index(requested_device)}"
+        # where "auto" lands on a GPU (segdeploy.device); only that device is touched (mem_get_info creates a CUDA
+        # context, which on a shared server should not appear on every GPU)
+        dev = resolve_device(requested_device)
         self._gpu_baselines[dev, "torch.cuda.max_memory_allocated"] = torch.cuda.memory_allocated(dev)
         self._gpu_baselines[dev, "torch.cuda.max_memory_reserved"] = torch.cuda.memory_reserved(dev)
         nvml_read = _nvml_reader(dev)  # before any CUDA context of ours exists
@@ -169,7 +170,7 @@ class MemoryProbe:
         if device.startswith("cuda"):
             import torch
 
-            dev = f"cuda:{nvml.device_index(device)}"
+            dev = resolve_device(device)
             if backend in ("torch", "torch-compile"):
                 # CUDA-graph replays (torch-compile on GPU) reuse a private pool without allocating, so only the
                 # reserved memory shows their activations
@@ -214,7 +215,7 @@ class MemoryProbe:
                 import torch
 
                 peak = getattr(torch.cuda, self.method.removeprefix("torch.cuda."))
-                self._gpu_peak = peak(f"cuda:{nvml.device_index(device)}")
+                self._gpu_peak = peak(resolve_device(device))
 
     def _sample_once(self, rss: bool) -> None:
         if rss:

@@ -7,9 +7,7 @@ so the GPU is matched by its UUID, which both report, with its PCI address as a 
 
 from __future__ import annotations
 
-
-def device_index(device: str) -> int:
-    return int(device.split(":", 1)[1]) if ":" in device else 0
+from segdeploy.device import cuda_index
 
 
 def pci_bus_id(props) -> str:
@@ -18,10 +16,11 @@ def pci_bus_id(props) -> str:
 
 
 def device_handle(pynvml, device: str):
-    """NVML handle for torch's ``device``; raises whatever NVML raises when it cannot find or query it."""
+    """NVML handle for torch's ``device`` (``cuda`` or ``cuda:N``); raises whatever NVML raises when it cannot find
+    or query it."""
     import torch
 
-    props = torch.cuda.get_device_properties(device_index(device))
+    props = torch.cuda.get_device_properties(cuda_index(device))
     try:
         return pynvml.nvmlDeviceGetHandleByUUID(f"GPU-{props.uuid}")
     except Exception:  # noqa: BLE001 -- an NVML without this UUID form (MIG, old drivers): try the PCI address

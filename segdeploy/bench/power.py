@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from segdeploy.bench import nvml, tegrastats
@@ -51,10 +52,13 @@ def _rapl_energy_j(zones: list[Path]) -> tuple[float, float]:
 
 
 class PowerMeter:
-    """``with PowerMeter(device) as meter: <timed loop>``; then ``meter.result(images)``."""
+    """``with PowerMeter(device) as meter: <timed loop>``; then ``meter.result(images)``. ``clock``: seconds, the
+    loop's time base (energy counters are divided by the time between their two reads on it)."""
 
-    def __init__(self, device: str, interval_s: float = 0.05, *, rapl_root: Path = RAPL_ROOT):
+    def __init__(self, device: str, interval_s: float = 0.05, *, rapl_root: Path = RAPL_ROOT,
+                 clock: Callable[[], float] = time.perf_counter):
         self.device = device
+        self._clock = clock
         self.interval_s = interval_s
         self.rapl_root = rapl_root
         self.method: str | None = None
@@ -134,11 +138,11 @@ class PowerMeter:
             started = self._start_rapl()
         if started and self._thread is not None:
             self._thread.start()
-        self._t0 = time.perf_counter()
+        self._t0 = self._clock()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._t1 = time.perf_counter()
+        self._t1 = self._clock()
         self._stop.set()
         if self.method == "tegrastats":
             self._tegrastats.stop()

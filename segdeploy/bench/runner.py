@@ -6,13 +6,17 @@ Per configuration, in this order:
    exception -> ``status: "failed"`` with ``"Type: message"``; the suite goes on either way);
 2. accuracy of the deployed engine on the split, measured, not assumed: each image is preprocessed with the run's
    own ``img_size``/``mean``/``std``, inferred in batches, its logits restored to the image's original size,
-   arg-maxed and scored there (``segdeploy.bench.metrics``); optionally saved as a class-index PNG;
+   arg-maxed and scored there (``segdeploy.evaluation.evaluate``, the path every stage uses); optionally saved as
+   a class-index PNG;
 3. latency (batch 1), compute time and throughput (batch B) with peak memory sampled during those loops
    (``segdeploy.bench.latency``, ``segdeploy.bench.memory``).
 
-Each row is appended to the results file as soon as it is complete. Resuming: a configuration whose key
-``(dataset, run, backend, precision, device, batch, split, n_images)`` already has an ``ok`` or ``unavailable`` row
-is not run again (its stored row is returned) unless ``force``; ``failed`` rows are retried. ``device`` in the key
+Each row (a ``segdeploy.records.BenchRow``) is appended to the results file as soon as it is complete; its
+``dice_vs_torch_fp32`` follows the one ΔDice rule, ``segdeploy.records.References``. An ``ok`` row's per-image
+confusion counts are written first, beside the results file, and the row names them in ``per_image``
+(``segdeploy.evaluation.per_image``). Resuming: a configuration whose
+``ConfigKey`` ``(dataset, run, backend, precision, device, batch, split, n_images)`` already has an ``ok`` or
+``unavailable`` row is not run again (its stored row is returned) unless ``force``; ``failed`` rows are retried. ``device`` in the key
 is the device asked for (``device_requested``, e.g. ``auto``); ``device`` in a row is where the engine actually
 ran. ``n_images`` keeps a ``--max-images`` smoke test from standing in for the full split.
 
@@ -24,32 +28,27 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import io
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from segdeploy.bench.latency import measure_engine
 from segdeploy.bench.memory import MemoryProbe
-from segdeploy.bench.metrics import SegMetrics
+from segdeploy.cli_util import comma_list
+from segdeploy.device import resolve_device
 from segdeploy.errors import BackendUnavailable, SegdeployError
-from segdeploy.fileio import append_jsonl, atomic_write_bytes, iter_jsonl
+from segdeploy.evaluation.evaluate import Evaluation, evaluate
+from segdeploy.evaluation.per_image import save_per_image, sidecar_name
+from segdeploy.fileio import append_jsonl, iter_jsonl
+from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References
 
-SCHEMA = "segdeploy.bench/1"
+SCHEMA = BENCH_SCHEMA
 SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-dataset evaluation
 RESUMABLE = ("ok", "unavailable")
 
 
-def _as_list(value: str | Sequence[str]) -> list[str]:
-    items = value.split(",") if isinstance(value, str) else list(value)
-    return [s.strip() for s in items if s.strip()]
-
-
-def config_key(row: dict) -> tuple:
-    return (row.get("dataset"), row.get("run"), row.get("backend"), row.get("precision"),
-            row.get("device_requested"), row.get("batch"), row.get("split"), row.get("n_images"))
 
 
 @functools.cache  # probing versions and devices takes seconds and cannot change within one process
@@ -67,51 +66,11 @@ def _model_cost(run) -> dict:
     try:
         from segdeploy.models.profile import profile_model
 
-        prof = profile_model(model, run.meta["in_chans"], run.meta["img_size"])
+        prof = profile_model(model, run.meta.in_chans, run.meta.img_size)
     except Exception as e:  # noqa: BLE001 -- a model the FLOP counter cannot trace still gets benchmarked
         return {"params_m": count_params(model) / 1e6, "gmacs": None, "gflops": None,
                 "gflops_error": f"{type(e).__name__}: {e}"}
     return {k: prof.get(k) for k in ("params_m", "gmacs", "gflops")}
-
-
-def _batches(ds, ids: list[str], meta: dict, batch: int) -> Iterator[tuple[list, np.ndarray, list]]:
-    from segdeploy.data.transforms import preprocess
-
-    for start in range(0, len(ids), batch):
-        samples = [ds.load(i) for i in ids[start:start + batch]]
-        prepped = [preprocess(s.image, meta["img_size"], meta["mean"], meta["std"]) for s in samples]
-        yield samples, np.stack([x for x, _ in prepped]), [lm for _, lm in prepped]
-
-
-def _png_bytes(pred: np.ndarray) -> bytes:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(pred).save(buf, format="PNG")  # 2-D uint8 -> mode L, one class index per pixel
-    return buf.getvalue()
-
-
-def evaluate(engine, ds, ids: list[str], run, *, batch: int, save_dir: Path | None = None,
-             on_batch=None) -> tuple[dict, np.ndarray, np.ndarray]:
-    """Accuracy of ``engine`` on ``ids``; returns (metrics, a batch-1 input, a batch-B input) for timing."""
-    from segdeploy.data.transforms import restore
-
-    metrics = SegMetrics(run.meta["num_classes"], run.meta.get("classes") or ds.classes)
-    first_batch = None
-    for samples, x, letterbox in _batches(ds, ids, run.meta, batch):
-        if first_batch is None:
-            first_batch = x
-        logits = np.asarray(engine.run(x), dtype=np.float32)
-        for sample, lg, lm in zip(samples, logits, letterbox):
-            pred = restore(lg, lm).argmax(axis=0).astype(np.uint8)
-            metrics.update(pred, sample.mask)
-            if save_dir is not None:
-                atomic_write_bytes(save_dir / f"{sample.id}.png", _png_bytes(pred))
-        if on_batch is not None:
-            on_batch(len(samples))
-    # throughput needs a full batch even when the split is smaller than B: repeat images to fill it
-    batch_b = np.resize(first_batch, (batch, *first_batch.shape[1:])).astype(np.float32)
-    return metrics.result(), first_batch[:1].copy(), batch_b
 
 
 def _file_size_mb(engine, run) -> float | None:
@@ -131,8 +90,10 @@ def _random_inputs(run, batch: int) -> tuple[np.ndarray, np.ndarray]:
     return batch_b[:1].copy(), batch_b
 
 
-def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predictions, timing, progress,
-               measure_accuracy: bool = True) -> dict:
+def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predictions, timing,
+               progress, measure_accuracy: bool = True) -> tuple[dict, Evaluation | None]:
+    """The row's measured fields, and the evaluation behind its accuracy fields (per-image confusions; None when
+    accuracy is not measured)."""
     from segdeploy.engines import load_engine
 
     probe = MemoryProbe(device)  # baseline before the engine exists
@@ -141,11 +102,15 @@ def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predicti
     task = progress.add_task(label, total=len(ids))
     try:
         save_dir = (Path(save_predictions) / run.name / f"{backend}-{precision}") if save_predictions else None
+        meta = run.meta
         if measure_accuracy:
-            acc, batch_1, batch_b = evaluate(engine, ds, ids, run, batch=batch, save_dir=save_dir,
-                                             on_batch=lambda n: progress.advance(task, n))
+            result = evaluate(engine.run, ds, ids, img_size=meta.img_size, mean=meta.mean, std=meta.std,
+                              num_classes=meta.num_classes, class_names=meta.classes or ds.classes,
+                              batch=batch, save_dir=save_dir, on_batch=lambda n: progress.advance(task, n))
+            accuracy, (batch_1, batch_b) = result.metrics, (result.input_batch_1, result.input_batch_b)
         else:
-            acc, (batch_1, batch_b) = {"dice": None, "dice_status": "not measured"}, _random_inputs(run, batch)
+            result, accuracy = None, {"dice": None, "dice_status": "not measured"}
+            batch_1, batch_b = _random_inputs(run, batch)
         progress.update(task, description=f"{label}: timing")
         # other processes competing for the cores distort CPU timings (threads stall at barriers): record the load
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
@@ -154,8 +119,8 @@ def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predicti
         # engine_info: what the backend knows of itself (TensorRT: version, GPU, profile, activation memory;
         # ONNX Runtime: providers; torch: dtype, memory format, compile mode)
         return {"device": engine.device, "provider": engine.info.get("provider"),
-                "file_size_mb": _file_size_mb(engine, run), **acc, **speed, **probe.result(), "host_load_1m": load,
-                "engine_info": engine.info}
+                "file_size_mb": _file_size_mb(engine, run), **accuracy, **speed, **probe.result(),
+                "host_load_1m": load, "engine_info": engine.info}, result
     finally:
         progress.remove_task(task)
         engine.close()
@@ -165,10 +130,14 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
               warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10, force: bool = False,
-              progress: bool = True, measure_accuracy: bool = True) -> list[dict]:
+              progress: bool = True, measure_accuracy: bool = True,
+              on_evaluation: Callable[[BenchRow, Evaluation], None] | None = None) -> list[BenchRow]:
     """Benchmark every run x backend x precision on ``data``'s ``split``; returns this suite's rows (stored
     rows for configurations skipped on resume), appending new ones to ``results`` as they complete.
-    ``measure_accuracy=False``: cost only (see the module docstring)."""
+    ``measure_accuracy=False``: cost only (see the module docstring).
+
+    ``on_evaluation(row, evaluation)`` is called after each ``ok`` row is written, with the evaluation its
+    accuracy came from (per-image ids and confusion matrices, for statistics over images)."""
     import segdeploy
     from segdeploy.data import open_dataset
     from segdeploy.runs import load_run
@@ -177,17 +146,19 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
         raise SegdeployError(f"unknown split {split!r}.", fix=f"use one of {', '.join(SPLITS)}.")
     if batch < 1:
         raise SegdeployError(f"batch must be >= 1, got {batch}.", fix="pass --batch 1 or more.")
-    backends, precisions = _as_list(backends), _as_list(precisions)
+    backends, precisions = comma_list(backends), comma_list(precisions)
+    resolve_device(device)  # a misspelt --device stops here, not as a failed row per configuration
     ds = open_dataset(data)
     runs = [load_run(d) for d in run_dirs]
     for run in runs:  # fail before any work, not after the first model's hour
         run.check_dataset(ds)
 
     results = Path(results)
-    done = {} if force else {config_key(r): r for r in iter_jsonl(results) if r.get("status") in RESUMABLE}
+    stored = [BenchRow.from_json(r, path=results) for r in iter_jsonl(results)]
+    done = {} if force else {ConfigKey.of(r): r for r in stored if r.status in RESUMABLE}
     timing = dict(warmup_s=warmup_s, duration_s=duration_s, min_iters=min_iters)
     env = None
-    rows: list[dict] = []
+    rows: list[BenchRow] = []
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -196,45 +167,42 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     with bar:
         for run in runs:
             ids = run.split_ids(ds, split)[:max_images or None] if measure_accuracy else []
-            base = {"schema": SCHEMA, "dataset": ds.name, "data": str(data), "split": split,
-                    "run": str(run.dir.resolve()), "run_name": run.name, "model": run.meta["model"],
-                    "family": run.meta.get("family"), "device_requested": device, "batch": batch,
-                    "n_images": len(ids)}
+            base = dict(schema=SCHEMA, dataset=ds.name, data=str(data), split=split, run=str(run.dir.resolve()),
+                        run_name=run.name, model=run.meta.model, family=run.meta.family, device_requested=device,
+                        batch=batch, n_images=len(ids))
             cost = None
             for backend in backends:
                 for precision in precisions:
-                    key = config_key({**base, "backend": backend, "precision": precision})
+                    key = ConfigKey.of(BenchRow(**base, backend=backend, precision=precision))
                     if key in done:
                         rows.append(done[key])
                         continue
                     if cost is None:
                         cost = _model_cost(run)
                         env = env or _environment()
-                    row = {**base, "timestamp": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                           "backend": backend, "precision": precision, "device": device, "status": "ok",
-                           "reason": None, **cost}
+                    row = BenchRow(**base, timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                                   backend=backend, precision=precision, device=device, status="ok", reason=None)
+                    row.update(cost)
+                    evaluation = None
                     try:
-                        row.update(_bench_one(backend, precision, run, ds, ids, batch=batch, device=device,
-                                              save_predictions=save_predictions, timing=timing,
-                                              progress=bar, measure_accuracy=measure_accuracy))
+                        fields, evaluation = _bench_one(backend, precision, run, ds, ids, batch=batch,
+                                                        device=device, save_predictions=save_predictions,
+                                                        timing=timing, progress=bar,
+                                                        measure_accuracy=measure_accuracy)
+                        row.update(fields)
                     except BackendUnavailable as e:
                         row.update(status="unavailable", reason=str(e))
                     except Exception as e:  # noqa: BLE001 -- one broken configuration must not end the suite
                         row.update(status="failed", reason=f"{type(e).__name__}: {e}")
-                    row.update(env=env, version=segdeploy.__version__,
-                               dice_vs_torch_fp32=_delta_vs_reference(row, [*rows, *done.values()]))
-                    append_jsonl(results, row)
+                    # the reference among the stored rows and this suite's, the latest last (None until the torch
+                    # fp32 row exists: list torch first in --backends to have it)
+                    delta = References([*stored, *rows, row]).delta(row)
+                    row.update(env=env, version=segdeploy.__version__, dice_vs_torch_fp32=delta)
+                    if evaluation is not None and row.status == "ok":
+                        row.per_image = sidecar_name(results, [*key, row.timestamp])
+                        save_per_image(results.parent / row.per_image, evaluation.image_ids, evaluation.confusion)
+                    append_jsonl(results, row.to_json())
                     rows.append(row)
+                    if on_evaluation is not None and evaluation is not None:
+                        on_evaluation(row, evaluation)
     return rows
-
-
-def _delta_vs_reference(row: dict, others: Sequence[dict]) -> float | None:
-    """This row's Dice minus the same run's PyTorch fp32 Dice on the same split (None if that row is not there:
-    list torch first in --backends to have it)."""
-    if row.get("status") != "ok" or row.get("dice") is None:
-        return None
-    for ref in others:
-        if (ref.get("run"), ref.get("split"), ref.get("n_images"), ref.get("backend"), ref.get("precision"),
-                ref.get("status")) == (row["run"], row["split"], row["n_images"], "torch", "fp32", "ok"):
-            return None if ref.get("dice") is None else row["dice"] - ref["dice"]
-    return None

@@ -1,10 +1,10 @@
 """One interface for every inference backend: ``load_engine(backend, run, precision, device).run(batch)``.
 
-A backend is one module in this package exposing ``PRECISIONS``, ``check(precision, device, *, backend, run)``
-(the one-line reason it cannot run here, or None; cheap, no model loaded) and
-``load(run, precision, device, *, backend) -> Engine``. Heavy libraries (onnxruntime, tensorrt) are imported
-inside those functions, so a missing one costs a one-line :class:`BackendUnavailable`, not an ImportError at
-start-up.
+A backend is one module in this package with one :class:`segdeploy.engines.base.BaseEngine` subclass: its
+``check`` says in one line why a configuration cannot run here (cheap, no model loaded), ``load`` loads it,
+``infer`` computes. Heavy libraries (onnxruntime, tensorrt) are imported inside those methods, so a missing one
+costs a one-line :class:`BackendUnavailable`, not an ImportError at start-up. What a device name means is
+:mod:`segdeploy.device`.
 """
 
 from __future__ import annotations
@@ -18,77 +18,62 @@ from segdeploy.errors import BackendUnavailable
 if TYPE_CHECKING:  # segdeploy.runs imports torch; `segdeploy engines --help` should not
     import numpy as np
 
+    from segdeploy.engines.base import BaseEngine
     from segdeploy.runs import Run
 
-# backend name -> module implementing it
+# backend name -> "module:EngineClass" implementing it (one registry; the module is imported on first use)
 BACKENDS: dict[str, str] = {
-    "torch": "segdeploy.engines.torch_backend",
-    "torch-compile": "segdeploy.engines.torch_backend",  # torch.compile (inductor; CUDA graphs on GPU)
-    "onnxruntime": "segdeploy.engines.ort_backend",  # CPU execution provider
-    "onnxruntime-cuda": "segdeploy.engines.ort_backend",  # CUDA execution provider
-    "onnxruntime-trt": "segdeploy.engines.ort_backend",  # TensorRT execution provider
-    "tensorrt": "segdeploy.engines.trt_backend",  # native TensorRT through polygraphy
+    "torch": "segdeploy.engines.torch_backend:TorchEngine",
+    "torch-compile": "segdeploy.engines.torch_backend:TorchEngine",  # torch.compile (inductor; CUDA graphs on GPU)
+    "onnxruntime": "segdeploy.engines.ort_backend:OrtEngine",  # CPU execution provider
+    "onnxruntime-cuda": "segdeploy.engines.ort_backend:OrtEngine",  # CUDA execution provider
+    "onnxruntime-trt": "segdeploy.engines.ort_backend:OrtEngine",  # TensorRT execution provider
+    "tensorrt": "segdeploy.engines.trt_backend:TensorRTEngine",  # native TensorRT through polygraphy
 }
 
 
 class Engine(Protocol):
-    """A loaded model on one backend. ``run(x) == to_host(infer(to_device(x)))``; the split form lets a
-    benchmark time GPU compute (``infer`` + ``synchronize``) apart from end-to-end latency (``run``)."""
+    """What bench and latency use of an engine (see :class:`~segdeploy.engines.base.BaseEngine`, which every
+    backend subclasses, for the meaning of each member); a test double need only have these."""
 
     backend: str
     precision: str
     device: str  # "cpu" or "cuda:N"
-    info: dict  # what the row should carry: provider, onnx, file_size_mb, engine, ...
-    # the torch.cuda.Stream that ``infer`` enqueues on, or None (CPU, or a runtime that picks its own streams):
-    # where there is one, GPU compute time is taken from CUDA events on it (segdeploy.bench.latency)
+    info: dict
     compute_stream: Any
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        """(B, C, H, W) float32 normalised host array -> (B, K, H, W) float32 logits on the host."""
+    def run(self, batch: np.ndarray) -> np.ndarray: ...
 
-    def to_device(self, batch: np.ndarray) -> Any:
-        """Copy a host batch to where ``infer`` reads it (cast to the model's input type); returns a handle."""
+    def to_device(self, batch: np.ndarray) -> Any: ...
 
-    def infer(self, handle: Any) -> Any:
-        """Compute only: inputs already resident, outputs stay on the device. May return before the device has
-        finished; call ``synchronize`` before reading a clock."""
+    def infer(self, handle: Any) -> Any: ...
 
-    def to_host(self, handle: Any) -> np.ndarray:
-        """Device output -> float32 host array (waits for the computation)."""
+    def to_host(self, handle: Any) -> np.ndarray: ...
 
     def synchronize(self) -> None: ...
 
     def close(self) -> None: ...
 
 
-def _module(backend: str):
+def engine_class(backend: str) -> type[BaseEngine]:
     if backend not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {backend!r}.", fix=f"choose from {', '.join(BACKENDS)}.")
-    return importlib.import_module(BACKENDS[backend])
+    module, name = BACKENDS[backend].split(":")
+    return getattr(importlib.import_module(module), name)
 
 
 def check_backend(backend: str, precision: str, device: str = "auto", run: Run | None = None) -> str | None:
     """Why ``backend``/``precision`` cannot run on ``device`` here (one line), or None. With ``run`` the
     run's artifacts (ONNX file) are checked too."""
-    return _module(backend).check(precision, device, backend=backend, run=run)
+    return engine_class(backend).check(precision, device, backend=backend, run=run)
 
 
-def load_engine(backend: str, run: Run, precision: str, device: str = "auto") -> Engine:
-    return _module(backend).load(run, precision, device, backend=backend)
+def load_engine(backend: str, run: Run, precision: str, device: str = "auto") -> BaseEngine:
+    """The engine, checked and loaded (``activate``d); ``close()`` it, or use it as a context manager."""
+    return engine_class(backend)(run, precision, device, backend=backend).activate()
 
 
 # --- helpers shared by the backends -------------------------------------------------------------------------
-
-def cuda_index(device: str) -> int | None:
-    """"cpu" -> None, "cuda"/"cuda:N" -> N; anything else is a caller error."""
-    if device == "cpu":
-        return None
-    if device == "cuda":
-        return 0
-    if device.startswith("cuda:") and device[5:].isdigit():
-        return int(device[5:])
-    raise BackendUnavailable(f"unknown device {device!r}.", fix="use auto, cpu, cuda or cuda:N.")
-
 
 def missing_onnx_reason(run: Run, precision: str) -> str | None:
     """The one-line reason when the ONNX file an ONNX backend needs has not been exported."""

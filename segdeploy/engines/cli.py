@@ -40,7 +40,7 @@ def build(
     precisions: str = typer.Option("fp32,fp16,int8", "--precisions", help="comma-separated ONNX precisions"),
     batch: str = typer.Option("1:8:32", "--batch", help="optimization profile MIN:OPT:MAX batch sizes"),
     workspace: Optional[int] = typer.Option(None, "--workspace", min=1, help="builder workspace limit in MiB"),
-    device: str = typer.Option("cuda:0", "--device", help="GPU to build for"),
+    device: str = typer.Option("cuda:0", "--device", help="GPU to build for: cuda or cuda:N (auto: cuda:0)"),
     force: bool = typer.Option(False, "--force", help="rebuild even when the engine is up to date"),
     dla: Optional[int] = typer.Option(None, "--dla", min=0,
                                       help="build for this Jetson DLA core (GPU fallback on; fp16/int8 and one "
@@ -50,13 +50,15 @@ def build(
     from rich.console import Console
     from rich.table import Table
 
-    from segdeploy.engines import trt_backend
-    from segdeploy.engines.trt_build import build_engine, engine_path, profile_shapes
+    from segdeploy.cli_util import comma_list
+    from segdeploy.engines.profiles import profile_shapes
+    from segdeploy.engines.trt_backend import TensorRTEngine
+    from segdeploy.engines.trt_build import build_engine, engine_path
     from segdeploy.errors import BackendUnavailable, SegdeployError
     from segdeploy.runs import PRECISIONS, load_run
 
     run = load_run(run_dir)
-    wanted = [p.strip() for p in precisions.split(",") if p.strip()]
+    wanted = comma_list(precisions)
     unknown = [p for p in wanted if p not in PRECISIONS]
     if unknown or not wanted:
         raise SegdeployError(f"unknown precision(s) {', '.join(unknown) or '(none given)'}.",
@@ -70,7 +72,7 @@ def build(
             raise SegdeployError(f"cannot build for DLA core {dla}: {problems[0]}.")
     # check everything first: one missing ONNX should not surface after the other engines took minutes
     for precision in wanted:
-        reason = trt_backend.check(precision, device, run=run)
+        reason = TensorRTEngine.check(precision, device, backend="tensorrt", run=run)
         if reason:
             raise BackendUnavailable(reason)
     table = Table(title=f"TensorRT engines in {run.dir / 'engines'}")

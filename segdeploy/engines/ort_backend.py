@@ -12,7 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.engines import cuda_index, missing_onnx_reason, onnx_size_mb
+from segdeploy.device import CPU, CUDA, cuda_index, resolve_device
+from segdeploy.engines import missing_onnx_reason, onnx_size_mb
+from segdeploy.engines.base import BaseEngine
+from segdeploy.engines.profiles import DEFAULT_BATCH, onnx_input_name, profile_shapes
 from segdeploy.errors import BackendUnavailable, SegdeployError
 from segdeploy.runs import PRECISIONS, Run, onnx_path
 
@@ -28,38 +31,6 @@ _INSTALL_HINT = {
 # ONNX tensor type -> numpy dtype of the host array fed to / read from the session
 _NUMPY_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
 TRT_CACHE_DIR = Path("engines") / "ort-trt-cache"
-
-
-def resolve_device(device: str, backend: str) -> str:
-    if device == "auto":
-        return "cpu" if backend == "onnxruntime" else "cuda:0"
-    index = cuda_index(device)
-    return "cpu" if index is None else f"cuda:{index}"
-
-
-def check(precision: str, device: str = "auto", *, backend: str, run: Run | None = None) -> str | None:
-    if backend not in PROVIDERS:
-        return f"{backend} is not an onnxruntime backend ({', '.join(PROVIDERS)})"
-    if precision not in PRECISIONS:
-        return f"{backend} has no precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
-    target = resolve_device(device, backend)
-    if backend == "onnxruntime" and target != "cpu":
-        return f"onnxruntime runs on the CPU execution provider ({target} requested); use onnxruntime-cuda"
-    if backend != "onnxruntime" and target == "cpu":
-        return f"{backend} runs on a CUDA GPU (device cpu requested); use onnxruntime for the CPU"
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return f"{backend}: onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)"
-    provider = PROVIDERS[backend]
-    # AzureExecutionProvider (remote inference, in every CPU wheel) says nothing about local hardware
-    available = [p for p in ort.get_available_providers() if p != "AzureExecutionProvider"]
-    if provider not in available:
-        return (f"{backend}: {provider} not available (installed onnxruntime {ort.__version__} offers "
-                f"{', '.join(available)}); {_INSTALL_HINT[provider]}")
-    if run is not None:
-        return missing_onnx_reason(run, precision)
-    return None
 
 
 def trt_profile_options(input_name: str, shapes) -> dict:
@@ -102,22 +73,108 @@ def provider_chain(backend: str, device_id: int, trt_cache: Path, compute_stream
     return [cpu]
 
 
-class OrtEngine:
-    def __init__(self, session, backend: str, precision: str, device: str, info: dict, compute_stream=None):
+
+
+def _session_load_errors():
+    # onnxruntime raises one pybind exception type per status code, none derived from a common error class
+    from onnxruntime.capi import onnxruntime_pybind11_state as status
+
+    return (status.Fail, status.InvalidArgument, status.NoSuchFile, status.InvalidProtobuf, status.InvalidGraph,
+            status.NotImplemented, status.EPFail, status.RuntimeException), status.NotImplemented
+
+
+class OrtEngine(BaseEngine):
+    @classmethod
+    def device_kinds(cls, backend: str) -> tuple[str, ...]:
+        return (CPU,) if backend == "onnxruntime" else (CUDA,)
+
+    @classmethod
+    def check(cls, precision: str, device: str = "auto", *, backend: str, run: Run | None = None) -> str | None:
+        if backend not in PROVIDERS:
+            return f"{backend} is not an onnxruntime backend ({', '.join(PROVIDERS)})"
+        if precision not in PRECISIONS:
+            return f"{backend} has no precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
+        target = resolve_device(device, cls.device_kinds(backend))
+        if backend == "onnxruntime" and target != CPU:
+            return f"onnxruntime runs on the CPU execution provider ({target} requested); use onnxruntime-cuda"
+        if backend != "onnxruntime" and target == CPU:
+            return f"{backend} runs on a CUDA GPU (device cpu requested); use onnxruntime for the CPU"
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            return f"{backend}: onnxruntime is not installed (pip install onnxruntime, or onnxruntime-gpu for CUDA)"
+        provider = PROVIDERS[backend]
+        # AzureExecutionProvider (remote inference, in every CPU wheel) says nothing about local hardware
+        available = [p for p in ort.get_available_providers() if p != "AzureExecutionProvider"]
+        if provider not in available:
+            return (f"{backend}: {provider} not available (installed onnxruntime {ort.__version__} offers "
+                    f"{', '.join(available)}); {_INSTALL_HINT[provider]}")
+        if run is not None:
+            return missing_onnx_reason(run, precision)
+        return None
+
+    def load(self) -> None:
         import onnxruntime as ort
 
+        run, backend, precision, target = self.source, self.backend, self.precision, self.device
+        path = onnx_path(run.dir, precision)
+        trt_cache = run.dir / TRT_CACHE_DIR
+        if backend == "onnxruntime-trt":
+            trt_cache.mkdir(parents=True, exist_ok=True)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # provider fallbacks are detected below and reported as one line
+        requested = PROVIDERS[backend]
+        load_errors, not_implemented = _session_load_errors()
+        stream = None
+        if backend in ("onnxruntime-cuda", "onnxruntime-trt"):  # a stream of our own, for CUDA events to time on
+            import torch
+
+            stream = torch.cuda.Stream(target) if torch.cuda.is_available() else None
+
+        trt_profile = None
+        if backend == "onnxruntime-trt":
+            trt_profile = trt_profile_options(onnx_input_name(path), profile_shapes(DEFAULT_BATCH, run.input_shape))
+
+        def session_on(user_stream):
+            chain = provider_chain(backend, cuda_index(target) or 0, trt_cache,
+                                   user_stream.cuda_stream if user_stream else None, trt_profile)
+            return ort.InferenceSession(str(path), options, providers=chain)
+
+        stream_error = None
+        try:
+            try:
+                session = session_on(stream)
+            except load_errors as e:
+                if stream is None:
+                    raise
+                # an onnxruntime that rejects the stream option still runs the model, timed on the host instead
+                stream, stream_error = None, f"{type(e).__name__}: {str(e).strip()[:200]}"
+                session = session_on(None)
+        except load_errors as e:
+            first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
+            if isinstance(e, not_implemented):
+                raise BackendUnavailable(f"{backend} {precision}: {requested} lacks a kernel this model needs "
+                                         f"({first_line})") from e
+            raise SegdeployError(f"onnxruntime cannot load the model: {first_line}", path=path,
+                                 fix=f"re-export it: segdeploy export {run.dir} --precisions {precision}") from e
+        used = session.get_providers()
+        if used[0] != requested:
+            raise BackendUnavailable(f"{backend}: {requested} failed to initialise and the session fell back to "
+                                     f"{used[0]} (missing CUDA/cuDNN/TensorRT libraries?); check segdeploy env")
+        self.info = {"provider": used[0], "providers": used, "onnx": str(path), "file_size_mb": onnx_size_mb(path),
+                     "onnxruntime": ort.__version__, "input_type": session.get_inputs()[0].type}
+        if backend == "onnxruntime-trt":
+            self.info.update(trt_cache=str(trt_cache), trt_profile=trt_profile)
+        if stream_error:
+            self.info["compute_stream_error"] = stream_error
         self._ort = ort
         self.session = session
-        self.backend = backend
-        self.precision = precision
-        self.device = device
-        self.info = info
         self._input = session.get_inputs()[0]
         self._output = session.get_outputs()[0]
         self._input_dtype = _NUMPY_TYPES.get(self._input.type, np.float32)
-        self._device_id = cuda_index(device)
+        self._device_id = cuda_index(target)
         self._binding = None
-        self.compute_stream = compute_stream
+        self.compute_stream = stream
 
     def to_device(self, batch: np.ndarray):
         x = np.ascontiguousarray(batch, dtype=self._input_dtype)
@@ -140,80 +197,11 @@ class OrtEngine:
         host = handle if isinstance(handle, np.ndarray) else handle.numpy()
         return np.asarray(host, dtype=np.float32)
 
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        return self.to_host(self.infer(self.to_device(batch)))
-
     def synchronize(self) -> None:
         # CPU sessions return finished results; on CUDA, wait for the outputs of the last bound run
         if self._binding is not None:
             self._binding.synchronize_outputs()
 
-    def close(self) -> None:
+    def release(self) -> None:
         self._binding = None
         self.session = None
-
-
-def load(run: Run, precision: str, device: str = "auto", *, backend: str) -> OrtEngine:
-    reason = check(precision, device, backend=backend, run=run)
-    if reason:
-        raise BackendUnavailable(reason)
-    import onnxruntime as ort
-
-    path = onnx_path(run.dir, precision)
-    target = resolve_device(device, backend)
-    trt_cache = run.dir / TRT_CACHE_DIR
-    if backend == "onnxruntime-trt":
-        trt_cache.mkdir(parents=True, exist_ok=True)
-    options = ort.SessionOptions()
-    options.log_severity_level = 3  # provider fallbacks are detected below and reported as one line
-    requested = PROVIDERS[backend]
-    # onnxruntime raises one pybind exception type per status code, none derived from a common error class
-    from onnxruntime.capi import onnxruntime_pybind11_state as status
-
-    load_errors = (status.Fail, status.InvalidArgument, status.NoSuchFile, status.InvalidProtobuf,
-                   status.InvalidGraph, status.NotImplemented, status.EPFail, status.RuntimeException)
-    stream = None
-    if backend in ("onnxruntime-cuda", "onnxruntime-trt"):  # a stream of our own, for CUDA events to time on
-        import torch
-
-        stream = torch.cuda.Stream(target) if torch.cuda.is_available() else None
-
-    trt_profile = None
-    if backend == "onnxruntime-trt":
-        from segdeploy.engines.trt_build import DEFAULT_BATCH, onnx_input_name, profile_shapes
-
-        trt_profile = trt_profile_options(onnx_input_name(path), profile_shapes(DEFAULT_BATCH, run.input_shape))
-
-    def session_on(user_stream):
-        chain = provider_chain(backend, cuda_index(target) or 0, trt_cache,
-                               user_stream.cuda_stream if user_stream else None, trt_profile)
-        return ort.InferenceSession(str(path), options, providers=chain)
-
-    stream_error = None
-    try:
-        try:
-            session = session_on(stream)
-        except load_errors as e:
-            if stream is None:
-                raise
-            # an onnxruntime that rejects the stream option still runs the model, timed on the host instead
-            stream, stream_error = None, f"{type(e).__name__}: {str(e).strip()[:200]}"
-            session = session_on(None)
-    except load_errors as e:
-        first_line = (str(e).strip().splitlines() or [type(e).__name__])[0][:300]
-        if isinstance(e, status.NotImplemented):
-            raise BackendUnavailable(f"{backend} {precision}: {requested} lacks a kernel this model needs "
-                                     f"({first_line})") from e
-        raise SegdeployError(f"onnxruntime cannot load the model: {first_line}", path=path,
-                             fix=f"re-export it: segdeploy export {run.dir} --precisions {precision}") from e
-    used = session.get_providers()
-    if used[0] != requested:
-        raise BackendUnavailable(f"{backend}: {requested} failed to initialise and the session fell back to "
-                                 f"{used[0]} (missing CUDA/cuDNN/TensorRT libraries?); check segdeploy env")
-    info = {"provider": used[0], "providers": used, "onnx": str(path), "file_size_mb": onnx_size_mb(path),
-            "onnxruntime": ort.__version__, "input_type": session.get_inputs()[0].type}
-    if backend == "onnxruntime-trt":
-        info.update(trt_cache=str(trt_cache), trt_profile=trt_profile)
-    if stream_error:
-        info["compute_stream_error"] = stream_error
-    return OrtEngine(session, backend, precision, target, info, compute_stream=stream)

@@ -19,11 +19,12 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+from segdeploy.device import CUDA, cuda_device, cuda_index, resolve_device
+from segdeploy.engines.profiles import DEFAULT_BATCH, onnx_input_name, profile_record, profile_shapes
 from segdeploy.errors import BackendUnavailable, SegdeployError
 from segdeploy.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
 from segdeploy.runs import Run, onnx_path
 
-DEFAULT_BATCH = "1:8:32"
 STRONGLY_TYPED_SINCE = (10, 0)  # NetworkDefinitionCreationFlag.STRONGLY_TYPED in every 10.x, Jetson's 10.3 too
 FLAGS_REMOVED_SINCE = (11, 0)  # BuilderFlag FP16/INT8/BF16/FP8 no longer exist; networks are always strongly typed
 BF16_SINCE = (9, 0)
@@ -31,29 +32,12 @@ BF16_SINCE = (9, 0)
 
 # --- pure logic ----------------------------------------------------------------------------------------------
 
-def profile_shapes(spec: str, input_shape: tuple[int, int, int]) -> tuple[tuple[int, ...], ...]:
-    """"1:8:32" -> ((1,C,S,S), (8,C,S,S), (32,C,S,S)): the min/opt/max input shapes of the profile. A single
-    number builds a fixed-batch engine."""
-    parts = spec.split(":")
-    fix = "use --batch MIN:OPT:MAX with 1 <= MIN <= OPT <= MAX, e.g. 1:8:32 (or one number for a fixed batch)."
-    if len(parts) == 1:
-        parts = parts * 3
-    if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-        raise SegdeployError(f"batch spec {spec!r} is not MIN:OPT:MAX.", fix=fix)
-    low, opt, high = (int(p) for p in parts)
-    if not 1 <= low <= opt <= high:
-        raise SegdeployError(f"batch spec {spec!r} must satisfy 1 <= MIN <= OPT <= MAX.", fix=fix)
-    return tuple((b, *input_shape) for b in (low, opt, high))
-
-
 def parse_version(text: str) -> tuple[int, ...]:
-    """"10.3.0.30" -> (10, 3, 0, 30); stops at the first non-numeric part ("11.4.0.post1" -> (11, 4, 0))."""
-    numbers = []
-    for part in text.split("."):
-        if not part.isdigit():
-            break
-        numbers.append(int(part))
-    return tuple(numbers)
+    """"10.3.0.30" -> (10, 3, 0, 30), "11.4.0.post1" -> (11, 4, 0): the release numbers of a PEP 440 version,
+    which is what the feature gates below compare (a pre-release of 10.0 already has strong typing)."""
+    from packaging.version import Version
+
+    return Version(text).release
 
 
 def supports_strongly_typed(version: tuple[int, ...]) -> bool:
@@ -72,11 +56,6 @@ def build_plan(precision: str, version: tuple[int, ...]) -> dict:
     # (TensorRT < 9 has no bf16 at all; trt_backend.check reports that before a build is tried)
     flags = {"fp16": {"fp16": True}, "bf16": {"bf16": True}, "int8": {"int8": True}}.get(precision, {})
     return {"strongly_typed": False, "flags": flags}
-
-
-def profile_record(input_name: str, spec: str, shapes: tuple[tuple[int, ...], ...]) -> dict:
-    low, opt, high = shapes
-    return {"input": input_name, "batch": spec, "min": list(low), "opt": list(opt), "max": list(high)}
 
 
 def make_record(*, precision: str, onnx_file: Path, onnx_sha256: str, trt_version: str, gpu: dict, profile: dict,
@@ -186,7 +165,6 @@ def import_tensorrt():
 
 
 def gpu_identity(device: str) -> dict:
-    from segdeploy.engines import cuda_index
     from segdeploy.envinfo import gpus, jetson_model
 
     index = cuda_index(device) or 0
@@ -198,14 +176,6 @@ def gpu_identity(device: str) -> dict:
     if module:  # every Orin module calls its GPU "Orin": the module tells them apart
         identity["name"] = f"{identity['name']} ({module})"
     return identity
-
-
-def onnx_input_name(path: Path) -> str:
-    import onnx
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    initializers = {t.name for t in graph.initializer}
-    return next(i.name for i in graph.input if i.name not in initializers)
 
 
 def fresh_record(run: Run, precision: str, device: str, *, profile: dict | None = None,
@@ -258,24 +228,27 @@ def build_engine(run: Run, precision: str, *, batch: str = DEFAULT_BATCH, worksp
     """Build (or reuse) ``engines/model.<precision>.engine``; returns its record and what happened. ``dla``: build
     for that Jetson DLA core with GPU fallback (DLA runs fp16/int8 only)."""
     trt = import_tensorrt()
-    from polygraphy.backend.trt import (CreateConfig, PostprocessConfig, Profile, engine_bytes_from_network,
-                                        network_from_onnx_path)
-    from polygraphy.exception import PolygraphyException
-
     from segdeploy.engines import missing_onnx_reason
 
+    device = resolve_device(device, (CUDA,))
     reason = missing_onnx_reason(run, precision)
     if reason:
         raise BackendUnavailable(reason)
     problem = dla_problem(precision, batch) if dla is not None else None
     if problem:
         raise SegdeployError(f"cannot build for DLA core {dla}: {problem}.")
-    import torch
-
-    from segdeploy.engines import cuda_index
-
     # TensorRT builds for, and deserialises on, the current CUDA device (trtexec sets it from --device too)
-    torch.cuda.set_device(cuda_index(device) or 0)
+    with cuda_device(device):
+        return _build_on_current_device(trt, run, precision, batch=batch, workspace_mib=workspace_mib,
+                                        device=device, force=force, dla=dla)
+
+
+def _build_on_current_device(trt, run: Run, precision: str, *, batch: str, workspace_mib: int | None, device: str,
+                             force: bool, dla: int | None) -> tuple[dict, str]:
+    from polygraphy.backend.trt import (CreateConfig, PostprocessConfig, Profile, engine_bytes_from_network,
+                                        network_from_onnx_path)
+    from polygraphy.exception import PolygraphyException
+
     source = onnx_path(run.dir, precision)
     shapes = profile_shapes(batch, run.input_shape)
     input_name = onnx_input_name(source)

@@ -11,10 +11,6 @@ from rich.table import Table
 _STATUS_STYLE = {"ok": "green", "failed": "bold red"}
 
 
-def _fmt(value, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
 def export(
     run_dir: Path = typer.Argument(..., help="Run directory written by `segdeploy train`."),
     precisions: str = typer.Option("fp32,fp16,int8", "--precisions", "-p",
@@ -33,11 +29,12 @@ def export(
     """
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+    from segdeploy.cli_util import comma_list, fmt_num
     from segdeploy.export import export_run
     from segdeploy.runs import manifest_path
 
     console = Console()
-    wanted = list(dict.fromkeys(p.strip() for p in precisions.split(",") if p.strip()))
+    wanted = comma_list(precisions)
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
                   console=console, transient=True) as progress:
         task = progress.add_task("export", total=len(wanted))
@@ -62,8 +59,8 @@ def export(
         status = entry["status"]
         style = _STATUS_STYLE.get(status, "")
         file_name = Path(entry["file"]).name if entry.get("file") else "-"
-        table.add_row(precision, file_name, _fmt(entry.get("size_mb"), ".2f"),
-                      _fmt(parity.get("max_abs_diff"), ".2e"), _fmt(parity.get("argmax_agreement"), ".4f"),
+        table.add_row(precision, file_name, fmt_num(entry.get("size_mb"), ".2f"),
+                      fmt_num(parity.get("max_abs_diff"), ".2e"), fmt_num(parity.get("argmax_agreement"), ".4f"),
                       f"[{style}]{status}[/]")
     console.print(table)
     failed = [p for p in wanted if entries[p]["status"] != "ok"]

@@ -7,13 +7,14 @@ ONNX model's Dice, the most quantization-sensitive layers are kept in floating p
 Sensitivity comes from ONNX Runtime's ``qdq_loss_debug``: the fp32 and the Q/DQ model are run with every
 intermediate tensor exposed, and for each quantized activation the signal-to-quantization-noise ratio (SQNR, dB) of
 quantizing it is computed; the weighted layers (Conv, MatMul, ...) that consume the lowest-SQNR activations are the
-most sensitive. Dice is measured at the network's input resolution on letterboxed validation masks, the same way
-training selects its checkpoint.
+most sensitive. Dice is measured by the one evaluation path (``segdeploy.evaluation.evaluate``) on validation
+images at their original resolution, the same way training selects its checkpoint and ``bench`` reports accuracy.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +24,16 @@ from segdeploy.export.quantize import (QUANTIZED_OP_TYPES, ArrayCalibrationReade
                                        quantize_int8)
 
 
-def onnx_dice(path: str | Path, images: np.ndarray, masks: np.ndarray, num_classes: int, batch: int = 8) -> float | None:
-    """The study's Dice (micro over the images, mean over foreground classes) of an ONNX model in ORT CPU."""
-    from segdeploy.bench.metrics import SegMetrics
+def onnx_dice(path: str | Path, dataset, ids: Sequence[str], *, img_size: int, mean: Sequence[float],
+              std: Sequence[float], num_classes: int, batch: int = 8) -> float | None:
+    """The study's Dice (micro over the images, mean over foreground classes) of an ONNX model in ORT CPU on
+    ``ids`` of ``dataset``, through the one evaluation path."""
+    from segdeploy.evaluation.evaluate import evaluate
     from segdeploy.export.onnx_export import INPUT_NAME, ort_session
 
     session = ort_session(path)
-    metrics = SegMetrics(num_classes, compute_hd95=False)
-    for start in range(0, len(images), batch):
-        logits = session.run(None, {INPUT_NAME: images[start:start + batch]})[0]
-        for pred, gt in zip(logits.argmax(1), masks[start:start + batch]):
-            metrics.update(pred, gt)
-    return metrics.result()["dice"]
+    return evaluate(lambda x: session.run(None, {INPUT_NAME: x})[0], dataset, ids, img_size=img_size, mean=mean,
+                    std=std, num_classes=num_classes, batch=batch, compute_hd95=False).metrics["dice"]
 
 
 def sensitive_nodes(fp32_path: str | Path, int8_path: str | Path, calib_images: np.ndarray) -> list[tuple[str, float]]:
@@ -68,15 +67,20 @@ def sensitive_nodes(fp32_path: str | Path, int8_path: str | Path, calib_images: 
     return list(ranked.items())
 
 
-def int8_auto(fp32_path: Path, int8_path: Path, calib_images: np.ndarray, val_images: np.ndarray,
-              val_masks: np.ndarray, num_classes: int, *, method: str = "minmax", target: float = 0.99) -> dict:
-    """Re-quantize ``int8_path`` with sensitive layers excluded until its Dice >= ``target`` x fp32 Dice.
+def int8_auto(fp32_path: Path, int8_path: Path, calib_images: np.ndarray, dataset, val_ids: Sequence[str], *,
+              img_size: int, mean: Sequence[float], std: Sequence[float], num_classes: int, method: str = "minmax",
+              target: float = 0.99) -> dict:
+    """Re-quantize ``int8_path`` with sensitive layers excluded until its Dice on ``val_ids`` of ``dataset`` >=
+    ``target`` x fp32 Dice.
 
     Returns the record for the manifest: fp32 and int8 Dice, every attempt, the excluded nodes, whether the target
     was met. ``int8_path`` holds the last attempt's model (the first that met the target, if any did)."""
-    fp32_dice = onnx_dice(fp32_path, val_images, val_masks, num_classes)
-    dice = onnx_dice(int8_path, val_images, val_masks, num_classes)
-    record = {"target": target, "val_images": int(len(val_images)), "fp32_dice": fp32_dice,
+    def dice_of(path: Path) -> float | None:
+        return onnx_dice(path, dataset, val_ids, img_size=img_size, mean=mean, std=std, num_classes=num_classes)
+
+    fp32_dice = dice_of(fp32_path)
+    dice = dice_of(int8_path)
+    record = {"target": target, "val_images": len(val_ids), "fp32_dice": fp32_dice,
               "attempts": [{"excluded": 0, "dice": dice}], "excluded_nodes": [], "met": None}
     if fp32_dice is None or dice is None:  # no foreground in the validation images: nothing to compare
         return record
@@ -89,7 +93,7 @@ def int8_auto(fp32_path: Path, int8_path: Path, calib_images: np.ndarray, val_im
     while k <= max(1, len(ranked) // 2):
         excluded = [name for name, _ in ranked[:k]]
         quantize_int8(fp32_path, int8_path, calib_images, method, nodes_to_exclude=excluded)
-        dice = onnx_dice(int8_path, val_images, val_masks, num_classes)
+        dice = dice_of(int8_path)
         record["attempts"].append({"excluded": k, "dice": dice})
         record["excluded_nodes"] = excluded
         if dice is not None and dice >= target * fp32_dice:

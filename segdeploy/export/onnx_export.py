@@ -7,14 +7,13 @@ Every exported file has one float32 input ``input`` (B, C, S, S) and one float32
 from __future__ import annotations
 
 import io
-import re
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 import numpy as np
 
-from segdeploy.errors import SegdeployError
+from segdeploy.errors import SegdeployError, describe_error
 from segdeploy.fileio import atomic_target, commit
 
 if TYPE_CHECKING:
@@ -28,27 +27,10 @@ LEGACY_OPSET = 17  # the TorchScript exporter's best-tested opset; >= 17 keeps L
 _PROTOBUF_LIMIT = 2**31 - 1  # a .onnx protobuf cannot exceed 2 GB: larger weights go to a .onnx.data file
 _DUMMY_BATCH = 2  # a batch-1 dummy lets dynamo bake batch 1 into reshapes (SegFormer)
 _CHECK_BATCHES = (1, 3)  # run through the file to prove the batch axis is dynamic
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class ExportFailed(SegdeployError):
     """Neither exporter produced a valid ONNX file with a dynamic batch axis."""
-
-
-def describe_error(exc: BaseException, limit: int = 400) -> str:
-    """One line for a manifest/table: the exception type plus the most specific message in its chain.
-
-    The dynamo exporter wraps the real cause ("No ONNX function found for aten.linalg_eig") in generic
-    ConversionErrors whose first line says only "Failed to convert"; the exception summary it prints names it.
-    """
-    text = _ANSI.sub("", str(exc))
-    summary = re.search(r"## Exception summary\s*\n\s*(.+)", text)
-    if summary:
-        line = summary.group(1)
-    else:
-        line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    line = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def save_onnx(model_proto: "onnx.ModelProto", path: str | Path) -> Path:

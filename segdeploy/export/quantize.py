@@ -18,7 +18,8 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 from segdeploy.errors import SegdeployError
-from segdeploy.export.onnx_export import INPUT_NAME, describe_error
+from segdeploy.errors import describe_error
+from segdeploy.export.onnx_export import INPUT_NAME
 from segdeploy.fileio import atomic_target, commit
 
 CALIB_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

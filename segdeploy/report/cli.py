@@ -25,9 +25,12 @@ def check(
         None, "--tolerance", min=0.0, help="allowed Dice drop in points (default: the baseline's value, else 1.0)"),
     write_baseline: bool = typer.Option(False, "--write-baseline",
                                         help="write --baseline from RESULTS (latest ok row per configuration)"),
+    strict: bool = typer.Option(False, "--strict", help="fail a non-fp32 row that has no torch fp32 reference "
+                                                        "(same run, split, images and device kind) for the 99% rule"),
 ) -> None:
     """Accuracy regression gate: compare RESULTS with a baseline and with each model's fp32 Dice."""
     from segdeploy.fileio import atomic_write_json
+    from segdeploy.records import CheckKey
     from segdeploy.report.check import DEFAULT_TOLERANCE, check_results, load_baseline, load_results, make_baseline
 
     console = Console()
@@ -40,33 +43,54 @@ def check(
                       f"tolerance {data['tolerance_dice_points']:g} Dice points")
         return
 
-    findings = check_results(rows, load_baseline(baseline), tolerance)
+    findings = check_results(rows, load_baseline(baseline), tolerance, strict=strict)
     # a field with one value across all configurations goes to the title, leaving room for the rest
-    fields = ("dataset", "model", "backend", "precision", "device", "split")
-    values = {name: {f.key[i] for f in findings} for i, name in enumerate(fields)}
-    varying = [i for i, name in enumerate(fields) if len(values[name]) > 1]
-    common = ", ".join(f"{name} {next(iter(values[name]))}" for name in fields if len(values[name]) == 1)
+    fields = CheckKey._fields
+    label = {"device_kind": "device"}
+    values = {name: {getattr(f.key, name) for f in findings} for name in fields}
+    varying = [name for name in fields if len(values[name]) > 1]
+    common = ", ".join(f"{label.get(name, name)} {next(iter(values[name]))}" for name in fields
+                       if len(values[name]) == 1)
     table = Table(title=f"accuracy check of {results} against {baseline}" + (f" ({common})" if common else ""),
                   title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("status", no_wrap=True)
-    for i in varying:
-        table.add_column(fields[i])
+    for name in varying:
+        table.add_column(label.get(name, name))
     for name in ("dice", "ref", "Δ pts"):
         table.add_column(name, justify="right", no_wrap=True)
     table.add_column("rule")
     for f in findings:
         rule = f.rule + (f": {f.reason}" if f.reason else "")
-        style = "bold red" if f.failed else ("cyan" if f.status == "new" else None)
-        table.add_row(f.status, *(str(f.key[i]) for i in varying), _points(f.dice), _points(f.reference),
+        style = "bold red" if f.failed else {"new": "cyan", "no fp32 ref": "yellow"}.get(f.status)
+        table.add_row(f.status, *(str(getattr(f.key, name)) for name in varying), _points(f.dice), _points(f.reference),
                       _points(f.delta_points, signed=True), rule, style=style)
     console.print(table)
 
     failed = Counter(f.status for f in findings if f.failed)
     n_configs = len({f.key for f in findings})
     n_new = sum(f.status == "new" for f in findings)
+    n_unref = sum(f.status == "no fp32 ref" and not f.failed for f in findings)
+    unref = f"; {n_unref} without a torch fp32 reference (--strict fails them)" if n_unref else ""
     if failed:
         detail = ", ".join(f"{n} {status}" for status, n in failed.items())
         n_bad = len({f.key for f in findings if f.failed})
-        console.print(f"[bold red]FAIL[/]: {n_bad} of {n_configs} configurations failed ({detail}); {n_new} new.")
+        console.print(f"[bold red]FAIL[/]: {n_bad} of {n_configs} configurations failed ({detail}); {n_new} new"
+                      f"{unref}.")
         raise typer.Exit(code=1)
-    console.print(f"[green]OK[/]: {n_configs} configurations checked, none failed; {n_new} new.")
+    console.print(f"[green]OK[/]: {n_configs} configurations checked, none failed; {n_new} new{unref}.")
+
+
+def report(
+    inputs: list[Path] = typer.Argument(..., help="study folder(s) holding results.jsonl, or results .jsonl files"),
+    out: Path = typer.Option(..., "--out", help="folder for report.html, report.md and summary.csv"),
+    published: str = typer.Option("auto", "--published", help="published Dice beside measured costs: auto, "
+                                  "borst2026, none, or a CSV path (model,dataset,dice,source)"),
+    resamples: int = typer.Option(2000, "--resamples", min=100, help="bootstrap resamples for the CIs"),
+    seed: int = typer.Option(0, "--seed", help="seed of the bootstrap and permutation draws"),
+) -> None:
+    """Write the study report: report.html (one offline file, figures inline), report.md and summary.csv."""
+    from segdeploy.report.build import write_report
+
+    files = write_report(inputs, out, published=published, n_resamples=resamples, seed=seed)
+    Console().print(f"wrote {files.html} ({files.html_bytes / 1e6:.2f} MB, {files.n_figures} figures), "
+                    f"{files.markdown} and {files.csv}")

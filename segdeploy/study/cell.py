@@ -22,12 +22,10 @@ from pathlib import Path
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_write_json, atomic_write_text
 from segdeploy.study.config import CrossTarget, StudyConfig
-from segdeploy.study.plan import (CELL_RECORD, STATUS, Cell, cell_dir, fingerprint, safe_name,
-                                  train_fingerprint)
+from segdeploy.study.plan import CELL_RECORD, STATUS, Cell, cell_dir, fingerprint, train_fingerprint
 
 BENCH_FILE = "bench.jsonl"
 CAM_DIR = "cam"
-PREDICTIONS = "predictions"  # bench's class-index PNGs, kept only until the per-image file is written
 ONNX_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt")
 
 
@@ -72,13 +70,13 @@ def run_cell(config: StudyConfig, cell: Cell, study_dir: str | Path) -> CellOutc
         _limit_threads(config.resources.num_cpus)
         enter("train" if config.train else "init")
         meta = _train(config, cell, folder) if config.train else _init_untrained(config, cell, folder)
-        val_dice = (meta.get("val") or {}).get("dice") if config.train else None
+        val_dice = (meta.val or {}).get("dice") if config.train else None
         if any(b in ONNX_BACKENDS for b in config.backends):
             enter("export")
             _export(config, folder)
         enter("bench")
         rows = [_tag(r, cell, val_dice, target=cell.dataset_name)
-                for r in _bench(config, folder, cell.dataset, "test", cell.dataset_name)]
+                for r in _bench(config, folder, cell.dataset, "test")]
         for cross in (c for c in config.cross if c.source == cell.dataset):
             enter(f"bench {cross.name}")
             rows += [_tag(r, cell, val_dice, target=cross.name) for r in _bench_cross(config, cell, folder, cross)]
@@ -100,7 +98,6 @@ def run_cell(config: StudyConfig, cell: Cell, study_dir: str | Path) -> CellOutc
 
 
 def _tag(row: dict, cell: Cell, val_dice: float | None, *, target: str) -> dict:
-    # per_image: set by _bench (segdeploy.study.per_image), None where nothing was scored
     return {**row, "study": cell.study_field(), "val_dice": val_dice, "train_dataset": cell.dataset_name,
             "target": target, "per_image": row.get("per_image")}
 
@@ -117,13 +114,14 @@ def failed_row(config: StudyConfig, cell: Cell, stage: str, reason: str) -> dict
     return row
 
 
-def _train(config: StudyConfig, cell: Cell, folder: Path) -> dict:
+def _train(config: StudyConfig, cell: Cell, folder: Path):
+    """The cell's trained run (a ``RunMeta``): trained here, continued from its last epoch, or found complete."""
     from segdeploy.runs import HISTORY, META, TRAIN_STATE, WEIGHTS, read_meta
     from segdeploy.train.loop import TrainConfig, train_model
 
     if (folder / META).is_file():
         meta = read_meta(folder)
-        if meta.get("complete"):
+        if meta.complete:
             return meta
     resume = (folder / TRAIN_STATE).is_file()
     if not resume:
@@ -137,7 +135,7 @@ def _train(config: StudyConfig, cell: Cell, folder: Path) -> dict:
     return train_model(cfg, progress=False)
 
 
-def _init_untrained(config: StudyConfig, cell: Cell, folder: Path) -> dict:
+def _init_untrained(config: StudyConfig, cell: Cell, folder: Path):
     """Cost only: the registered model from a seeded random initialisation, saved as a run (model.json says
     ``trained: false``) so export and bench treat it like any other."""
     import torch
@@ -146,13 +144,13 @@ def _init_untrained(config: StudyConfig, cell: Cell, folder: Path) -> dict:
     from segdeploy.models import count_params, create_model, model_info
     from segdeploy.runs import META, read_meta, save_checkpoint
 
-    if (folder / META).is_file() and read_meta(folder).get("complete"):
+    if (folder / META).is_file() and read_meta(folder).complete:
         return read_meta(folder)
     torch.manual_seed(config.seed)
     ds = open_dataset(cell.dataset)
     info = model_info(cell.model)
     model = create_model(cell.model, num_classes=ds.num_classes, in_chans=ds.in_chans, img_size=config.img_size)
-    # TODO(issue8): build a typed RunMeta here once segdeploy/records.py lands
+    # a dict is validated as a RunMeta by save_checkpoint; "trained" and "init" are kept in its extra keys
     meta = {"model": cell.model, "family": info.family, "run_name": folder.name, "num_classes": ds.num_classes,
             "classes": ds.classes, "in_chans": ds.in_chans, "img_size": config.img_size,
             "mean": [0.5] * ds.in_chans, "std": [0.5] * ds.in_chans, "fixed_size": info.fixed_size,
@@ -162,7 +160,7 @@ def _init_untrained(config: StudyConfig, cell: Cell, folder: Path) -> dict:
             "amp": None, "trained": False, "init": f"random, torch.manual_seed({config.seed})", "val": None,
             "complete": True}
     save_checkpoint(folder, model, meta)
-    return meta
+    return read_meta(folder)
 
 
 def _export(config: StudyConfig, folder: Path) -> None:
@@ -175,24 +173,19 @@ def _export(config: StudyConfig, folder: Path) -> None:
         export_run(folder, todo)  # a precision that fails is a manifest entry; bench makes it a row
 
 
-def _bench(config: StudyConfig, folder: Path, data: str, split: str, target: str, **extra) -> list[dict]:
-    """Bench rows of the cell's run on ``data``; scored rows get their per-image confusions file."""
+def _bench(config: StudyConfig, folder: Path, data: str, split: str, **extra) -> list[dict]:
+    """Bench rows of the cell's run on ``data`` as JSON objects. Bench writes each scored row's per-image
+    confusions beside the cell's bench.jsonl; ``per_image`` is re-based here to the study folder."""
     from segdeploy.bench.runner import run_bench
-    from segdeploy.data import open_dataset
-    from segdeploy.runs import read_meta
-    from segdeploy.study import per_image
 
     if not config.train:
         extra["measure_accuracy"] = False
-        return run_bench([folder], data, config.backends, config.precisions, folder / BENCH_FILE, split=split,
-                         batch=config.bench_batch, device=config.device, duration_s=config.duration,
-                         progress=False, **extra)
-    pred_root = folder / PREDICTIONS / safe_name(target)
-    rows = run_bench([folder], data, config.backends, config.precisions, folder / BENCH_FILE, split=split,
-                     batch=config.bench_batch, device=config.device, duration_s=config.duration, progress=False,
-                     save_predictions=pred_root, **extra)
-    num_classes = read_meta(folder)["num_classes"]
-    per_image.attach(rows, folder, pred_root, safe_name(target), open_dataset(data), num_classes)
+    rows = [r.to_json() for r in run_bench([folder], data, config.backends, config.precisions, folder / BENCH_FILE,
+                                           split=split, batch=config.bench_batch, device=config.device,
+                                           duration_s=config.duration, progress=False, **extra)]
+    for row in rows:
+        if row.get("per_image"):
+            row["per_image"] = f"{folder.parent.name}/{folder.name}/{row['per_image']}"
     return rows
 
 
@@ -212,7 +205,7 @@ def _bench_cross(config: StudyConfig, cell: Cell, folder: Path, cross: CrossTarg
                      f"{cross.class_map!r} needs bench's class_map option (issue 11), not in this build"}]
         extra["class_map"] = cross.class_map
     try:
-        return _bench(config, folder, cross.target, cross.split, cross.name, **extra)
+        return _bench(config, folder, cross.target, cross.split, **extra)
     except SegdeployError as e:
         return [{**base, "status": "failed", "reason": str(e)}]
 

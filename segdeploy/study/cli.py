@@ -1,63 +1,35 @@
-"""``segdeploy study init`` and ``segdeploy study run``."""
+"""``segdeploy study``: the study grid's commands. ``summarize`` is here; ``init`` and ``run`` are registered on
+the same ``app`` by their own module."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
-app = typer.Typer(no_args_is_help=True, help="A grid of models x datasets x folds x learning rates: plan, run, "
-                                             "resume (locally or on Ray).")
+app = typer.Typer(no_args_is_help=True, help="Run a study grid and summarise it (specialized vs general).")
+
+PUBLISHED_HELP = ("published Dice to show beside measured costs: auto (a published.csv in the study folder, else "
+                  "the shipped reference-study table), borst2026, none, or a CSV path (model,dataset,dice,source)")
 
 
 @app.command()
-def init(
-    path: Path = typer.Argument(Path("study.toml"), help="Study file to write."),
-    template: str = typer.Option("demo", help="demo (tiny models, synthetic data, minutes on a CPU), reference "
-                                              "(the reference study's grid, for a GPU), cost (full-size models, "
-                                              "random weights, cost only)."),
-    force: bool = typer.Option(False, help="Overwrite an existing file."),
+def summarize(
+    inputs: list[Path] = typer.Argument(..., help="study folder(s) holding results.jsonl, or results .jsonl files"),
+    published: str = typer.Option("auto", "--published", help=PUBLISHED_HELP),
+    resamples: int = typer.Option(2000, "--resamples", min=100, help="bootstrap resamples for the CIs"),
+    seed: int = typer.Option(0, "--seed", help="seed of the bootstrap and permutation draws"),
 ) -> None:
-    """Write a commented study file from a template."""
+    """Print the study's answer and tables: Dice over folds with 95% bootstrap CIs, best general vs best
+    specialized (paired CI, Wilcoxon and permutation p), ranks, cost per configuration, shift, lr choice, failures."""
     from rich.console import Console
 
-    from segdeploy.errors import SegdeployError
-    from segdeploy.fileio import atomic_write_text
-    from segdeploy.study.config import template_text
+    from segdeploy.report.build import resolve_published
+    from segdeploy.report.console import print_document
+    from segdeploy.report.study_report import build_document
+    from segdeploy.study.rows import load_rows, results_files
+    from segdeploy.study.summary import summarize as compute
 
-    text = template_text(template)
-    if path.exists() and not force:
-        raise SegdeployError("the file exists.", path=path, fix="choose another path, or pass --force.")
-    atomic_write_text(path, text)
-    Console().print(f"wrote {path} (template {template}); edit it, then: segdeploy study run {path} --out DIR",
-                    highlight=False)
-
-
-@app.command()
-def run(
-    study: Path = typer.Argument(..., help="Study file (TOML, see `segdeploy study init`)."),
-    out: Path = typer.Option(..., "--out", help="Study folder: plan.json, results.jsonl, selection.json, cells/."),
-    executor: str = typer.Option("local", help="local (in this process, one cell at a time) or ray "
-                                               "(pip install segdeploy[cluster])."),
-    address: Optional[str] = typer.Option(None, help="Ray: auto (the cluster this machine joined with `ray start`), "
-                                                     "HEAD_IP:6379, or ray://HOST:10001 (Ray Client); default: a "
-                                                     "new local Ray instance."),
-    force: bool = typer.Option(False, help="Re-plan a folder that holds another study (cells whose settings "
-                                           "changed are redone, their old rows dropped)."),
-) -> None:
-    """Train, export, benchmark (and explain) every cell; resumable: run the same command again to continue."""
-    from rich.console import Console
-
-    from segdeploy.study.runner import run_study
-
-    console = Console()
-    result = run_study(study, out, executor=executor, address=address, force=force, console=console)
-    ran = result.ok + result.failed
-    colour = "red" if result.failed else "green"
-    console.print(f"[bold {colour}]{result.n_cells} cells[/]: {result.done_before} done earlier, {result.ok} ok and "
-                  f"{result.failed} failed in this run ({result.seconds:.0f} s for {ran}) -> {result.results}",
-                  highlight=False)
-    if (result.study_dir / "selection.json").is_file():
-        console.print(f"learning-rate selection (best mean validation Dice): {result.study_dir / 'selection.json'}",
-                      highlight=False)
+    rows = load_rows(inputs)
+    summary = compute(rows, resolve_published(published, inputs), n_resamples=resamples, seed=seed)
+    print_document(Console(), build_document(summary, results_files(inputs), draw=False))

@@ -178,7 +178,7 @@ def _invalidate(study_dir: Path, config: StudyConfig, cells: list[Cell], old_pla
         if same_training:
             for name in (MARKER, "bench.jsonl"):
                 (folder / name).unlink(missing_ok=True)
-            for name in ("cam", "per_image", "predictions"):
+            for name in ("cam", "bench.per_image"):  # bench's per-image sidecars live beside its bench.jsonl
                 shutil.rmtree(folder / name, ignore_errors=True)
         else:
             shutil.rmtree(folder, ignore_errors=True)

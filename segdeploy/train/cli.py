@@ -42,6 +42,6 @@ def train(
                       group_regex=group_regex, augment=augment, workers=workers, amp=amp, pretrained=pretrained,
                       weights=weights, resume=resume, max_train_images=max_train_images)
     meta = train_model(cfg)
-    val = meta.get("val", {})
+    val = meta.val or {}
     Console().print(f"[bold green]trained[/] {model}: best val Dice {val.get('dice', float('nan')):.4f} at epoch "
-                    f"{meta['best_epoch']}/{meta['epochs_run']} ({meta['train_seconds']} s) -> {out}/model.safetensors")
+                    f"{meta.best_epoch}/{meta.epochs_run} ({meta.train_seconds} s) -> {out}/model.safetensors")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -23,9 +23,11 @@ import torch
 import torch.nn.functional as F
 
 from segdeploy import __version__
+from segdeploy.device import missing_device_reason, resolve_device
 from segdeploy.envinfo import has_native_bf16
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import append_jsonl, atomic_target, atomic_write_json, commit
+from segdeploy.records import DatasetRef, RunMeta, SplitRecord
 from segdeploy.runs import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
 from segdeploy.train.schedule import rex_factor
 
@@ -65,11 +67,13 @@ class TrainConfig:
         return d
 
 
-def resolve_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise SegdeployError(f"--device {device} asked for, but torch sees no CUDA device.",
+def training_device(requested: str) -> torch.device:
+    """The device to train on, by the rule every stage uses (:mod:`segdeploy.device`); one that is not here is
+    an error, not a silent fallback."""
+    device = resolve_device(requested)
+    missing = missing_device_reason(device)
+    if missing:
+        raise SegdeployError(f"--device {requested}: {missing}.",
                              fix="use --device cpu (or auto), or install a CUDA build of torch on a GPU machine.")
     return torch.device(device)
 
@@ -102,21 +106,15 @@ def _versions() -> dict:
             "python": platform.python_version()}
 
 
-@torch.no_grad()
-def evaluate(model, loader, device, num_classes: int, class_names: list[str], amp_dtype=None) -> dict:
-    """Validation Dice at the training resolution (letterboxed), the study's micro-averaged metric."""
-    from segdeploy.bench.metrics import SegMetrics
+def validate(model, dataset, ids: list[str], *, img_size: int, mean, std, batch_size: int, device,
+             amp_dtype=None) -> dict:
+    """Validation metrics for checkpoint selection: the one evaluation path (``segdeploy.evaluation``), so the
+    Dice that picks the checkpoint is the Dice ``bench`` reports, at each image's original resolution."""
+    from segdeploy.evaluation.evaluate import evaluate, torch_predictor
 
-    model.eval()
-    metrics = SegMetrics(num_classes, class_names, compute_hd95=False)
-    for images, masks in loader:
-        images = images.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            logits = model(images)
-        preds = logits.argmax(1).cpu().numpy()
-        for p, g in zip(preds, masks.numpy()):
-            metrics.update(p, g)
-    return metrics.result()
+    return evaluate(torch_predictor(model, device, amp_dtype), dataset, ids, img_size=img_size, mean=mean, std=std,
+                    num_classes=dataset.num_classes, class_names=dataset.classes, batch=batch_size,
+                    compute_hd95=False).metrics
 
 
 def _make_loaders(cfg: TrainConfig, ds, device: torch.device, mean, std):
@@ -133,19 +131,17 @@ def _make_loaders(cfg: TrainConfig, ds, device: torch.device, mean, std):
                              path=ds.root, fix="add images, lower --k, or provide a split.json with train/val ids.")
     augment = TrainAugment(cfg.img_size, strength=cfg.augment) if cfg.augment > 0 else None
     train_set = TorchSegDataset(ds, train_ids, cfg.img_size, mean, std, augment=augment)
-    val_set = TorchSegDataset(ds, val_ids, cfg.img_size, mean, std, augment=None)
     workers = cfg.workers if cfg.workers is not None else (4 if device.type == "cuda" else 0)
     gen = torch.Generator().manual_seed(cfg.seed)
     pin = device.type == "cuda"
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, drop_last=len(train_set) > cfg.batch_size,
                               num_workers=workers, generator=gen, pin_memory=pin, persistent_workers=workers > 0)
-    val_loader = DataLoader(val_set, batch_size=cfg.batch_size, shuffle=False, num_workers=workers, pin_memory=pin)
     split = ds.split_info(**split_kw)
     split["train_used"] = len(train_ids)
-    return train_loader, val_loader, split
+    return train_loader, val_ids, split
 
 
-def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
+def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
     """Train ``cfg.model`` on ``cfg.data`` into ``cfg.out``; returns the run's metadata (model.json)."""
     from rich.console import Console
 
@@ -158,7 +154,7 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
     state = None
     if cfg.resume:
         if not state_file.is_file():
-            done = (out / "model.json").is_file() and read_meta(out).get("complete")
+            done = (out / "model.json").is_file() and read_meta(out).complete
             raise SegdeployError("nothing to resume: " + ("training already finished." if done else
                                  f"no {TRAIN_STATE}."), path=out,
                                  fix="drop --resume to start a new run in another --out folder.")
@@ -173,11 +169,11 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
                              fix="pass --resume to continue it, or choose another --out folder.")
 
     _seed_everything(cfg.seed)
-    device = resolve_device(cfg.device)
+    device = training_device(cfg.device)
     info = model_info(cfg.model)
     ds = open_dataset(cfg.data)
     mean, std = [0.5] * ds.in_chans, [0.5] * ds.in_chans  # the study's normalisation for every model
-    train_loader, val_loader, split = _make_loaders(cfg, ds, device, mean, std)
+    train_loader, val_ids, split = _make_loaders(cfg, ds, device, mean, std)
 
     model = create_model(cfg.model, num_classes=ds.num_classes, in_chans=ds.in_chans, img_size=cfg.img_size,
                          pretrained=cfg.pretrained, weights=cfg.weights).to(device)
@@ -208,18 +204,18 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
         _set_rng_state(state["rng"])
         console.print(f"resuming {out} at epoch {start_epoch + 1}/{cfg.epochs} (best val Dice {best:.4f})")
 
-    meta = {
-        "model": cfg.model, "family": info.family, "run_name": out.name, "num_classes": ds.num_classes,
-        "classes": ds.classes, "in_chans": ds.in_chans, "img_size": cfg.img_size, "mean": mean, "std": std,
-        "fixed_size": info.fixed_size, "params_m": round(count_params(model) / 1e6, 4),
-        "dataset": {"spec": cfg.data, "name": ds.name, "root": str(ds.root), "n_images": len(ds.ids)},
-        "split": split, "seed": cfg.seed, "device": str(device),
-        "amp": amp_name,
-        "protocol": {"optimizer": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": "REX",
-                     "loss": "cross-entropy", "batch_size": cfg.batch_size, "augment_strength": cfg.augment,
-                     "early_stopping": {"metric": "val_dice", "patience": cfg.patience, "min_delta": cfg.min_delta}},
-        "config": cfg.for_record(), "versions": _versions(),
-    }
+    meta = RunMeta(
+        model=cfg.model, family=info.family, run_name=out.name, num_classes=ds.num_classes,
+        classes=list(ds.classes), in_chans=ds.in_chans, img_size=cfg.img_size, mean=mean, std=std,
+        fixed_size=info.fixed_size, params_m=round(count_params(model) / 1e6, 4),
+        dataset=DatasetRef(spec=cfg.data, name=ds.name, root=str(ds.root), n_images=len(ds.ids)),
+        split=SplitRecord.from_json(split), seed=cfg.seed, device=str(device),
+        amp=amp_name,
+        protocol={"optimizer": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": "REX",
+                  "loss": "cross-entropy", "batch_size": cfg.batch_size, "augment_strength": cfg.augment,
+                  "early_stopping": {"metric": "val_dice", "patience": cfg.patience, "min_delta": cfg.min_delta}},
+        config=cfg.for_record(), versions=_versions(),
+    )
     epoch = start_epoch - 1
     stopped_early = False
     t0 = time.perf_counter()
@@ -241,11 +237,13 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
                 scheduler.step()
                 losses.append(loss.item())
                 bar.update(task, advance=1, info=f"epoch {epoch + 1} loss {np.mean(losses):.4f}")
-            val = evaluate(model, val_loader, device, ds.num_classes, ds.classes, amp_dtype)
+            val = validate(model, ds, val_ids, img_size=cfg.img_size, mean=mean, std=std,
+                           batch_size=cfg.batch_size, device=device, amp_dtype=amp_dtype)
             improved = val["dice"] is not None and val["dice"] > best + cfg.min_delta
             if improved:
                 best, best_epoch, stale = val["dice"], epoch, 0
-                meta.update(best_epoch=epoch + 1, epochs_run=epoch + 1, complete=False, val=_val_summary(val))
+                meta = replace(meta, best_epoch=epoch + 1, epochs_run=epoch + 1, complete=False,
+                               val=_val_summary(val))
                 save_checkpoint(out, model, meta)
             else:
                 stale += 1
@@ -263,10 +261,9 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
     if best_epoch < 0:  # no epoch ran (resume of a finished schedule) or val Dice never defined
         raise SegdeployError("training produced no checkpoint (validation Dice never improved from nothing).",
                              path=out, fix="check that the validation split has foreground pixels.")
-    meta = read_meta(out)
-    meta.update(epochs_run=epoch + 1, stopped_early=stopped_early, complete=True,
-                train_seconds=round(time.perf_counter() - t0, 1))
-    atomic_write_json(out / "model.json", meta)
+    meta = replace(read_meta(out), epochs_run=epoch + 1, stopped_early=stopped_early, complete=True,
+                   train_seconds=round(time.perf_counter() - t0, 1))
+    atomic_write_json(out / "model.json", meta.to_json())
     state_file.unlink(missing_ok=True)
     return meta
 

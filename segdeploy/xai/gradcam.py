@@ -138,14 +138,6 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^\w.-]+", "_", str(text))
 
 
-def _predict(model: nn.Module, x: np.ndarray, letterbox, restore) -> tuple[np.ndarray, np.ndarray]:
-    """(restored logits K x H x W, predicted class map H x W) at original resolution."""
-    with torch.no_grad():
-        logits = model(torch.from_numpy(x)[None])[0].numpy()
-    restored = restore(logits, letterbox)
-    return restored, restored.argmax(0)
-
-
 def _select(scores: dict[str, float], worst: int, random: int, seed: int) -> list[tuple[str, str]]:
     """(id, "worst" | "random"): the ``worst`` lowest-Dice ids (ties by id), then ``random`` seeded others."""
     ranked = sorted(scores, key=lambda i: (scores[i], i))
@@ -161,42 +153,46 @@ def gradcam_run(run_dir: str | Path, data: str, out: str | Path, *, worst: int =
     """Score the ``split`` images of ``data`` with the run's model, write Grad-CAM overlays for the worst and
     a few random ones to ``out`` (``<id>__<class>.png``) and the energy summary to ``out/cam.json``; returns that
     summary. ``max_images`` scores only the first that many split ids (quick looks at large sets)."""
-    from rich.progress import track
+    from rich.progress import Progress, track
 
-    from segdeploy.bench.metrics import confusion_matrix, image_dice
     from segdeploy.data import open_dataset
     from segdeploy.data.transforms import preprocess, restore
+    from segdeploy.evaluation.evaluate import evaluate, torch_predictor
     from segdeploy.runs import load_run
 
     run = load_run(run_dir)
     meta = run.meta
-    k, size, classes = meta["num_classes"], meta["img_size"], list(meta["classes"])
+    k, size = meta.num_classes, meta.img_size
     model = run.build_model()
     dataset = open_dataset(data)
     run.check_dataset(dataset)
+    classes = list(meta.classes or dataset.classes)
     ids = run.split_ids(dataset, split)[:max_images or None]
 
-    input_shape = (meta["in_chans"], size, size)
+    input_shape = meta.input_shape
     layer_name = layer or find_target_layer(model, input_shape, k)
     target_layer = resolve_layer(model, layer_name, input_shape)
 
-    def prepared(sample_id: str):
-        sample = dataset.load(sample_id)
-        x, letterbox = preprocess(sample.image, size, meta["mean"], meta["std"])
-        return sample, x, letterbox
-
-    scores: dict[str, float] = {}
-    for sample_id in track(ids, description="scoring", disable=not show_progress, transient=True):
-        sample, x, letterbox = prepared(sample_id)
-        _, pred = _predict(model, x, letterbox, restore)
-        scores[sample_id] = image_dice(confusion_matrix(pred, sample.mask, k))
+    # the images are ranked by the Dice bench would report for them: the one evaluation path, per image
+    geometry = dict(img_size=size, mean=meta.mean, std=meta.std, num_classes=k, class_names=classes,
+                    compute_hd95=False)
+    predict = torch_predictor(model, "cpu")
+    with Progress(disable=not show_progress, transient=True) as bar:
+        task = bar.add_task("scoring", total=len(ids))
+        scored = evaluate(predict, dataset, ids, batch=8, on_batch=lambda n: bar.advance(task, n), **geometry)
+    scores = dict(zip(scored.image_ids, scored.image_dice().tolist()))
+    selection = _select(scores, worst, random, seed)
+    predictions: dict[str, np.ndarray] = {}  # the chosen images' predictions, for their outlines
+    if selection:
+        evaluate(predict, dataset, [i for i, _ in selection], batch=8,
+                 on_image=lambda i, pred: predictions.__setitem__(i, pred), **geometry)
 
     out = Path(out)
     images, written = [], []
-    for sample_id, reason in track(_select(scores, worst, random, seed), description="Grad-CAM",
-                                   disable=not show_progress, transient=True):
-        sample, x, letterbox = prepared(sample_id)
-        _, pred = _predict(model, x, letterbox, restore)
+    for sample_id, reason in track(selection, description="Grad-CAM", disable=not show_progress, transient=True):
+        sample = dataset.load(sample_id)
+        x, letterbox = preprocess(sample.image, size, meta.mean, meta.std)
+        pred = predictions[sample_id]
         cams = np.clip(restore(class_cams(model, x[None], target_layer), letterbox), 0.0, 1.0)
         per_class = {}
         for c in range(1, k):
@@ -212,7 +208,7 @@ def gradcam_run(run_dir: str | Path, data: str, out: str | Path, *, worst: int =
         images.append({"id": sample_id, "dice": scores[sample_id], "selected_as": reason, "classes": per_class})
 
     summary = {
-        "run": str(run.dir), "run_name": run.name, "model": meta["model"], "data": data, "split": split,
+        "run": str(run.dir), "run_name": run.name, "model": meta.model, "data": data, "split": split,
         "layer": layer_name, "layer_chosen": "auto" if layer is None else "--layer", "target": TARGET,
         "n_scored": len(scores), "worst": worst, "random": random, "seed": seed,
         "overlay": {"colormap": "jet", "gt_outline": "white", "prediction_outline": "magenta"},

@@ -130,22 +130,43 @@ class SegMetrics:
         return cm
 
     def result(self) -> dict:
-        scores = per_class_scores(self.cm)
-        fg = self.class_names[1:]
-        per_class = {key: dict(zip(fg, values[1:])) for key, values in scores.items()}
-        hd_all = [d for per in self.hd95_values[1:] for d in per]
-        out = {
-            "n_images": len(self.image_dice),
-            "dice": _mean(scores["dice"][1:]),
-            "dice_per_class": per_class["dice"],
-            "dice_per_image": float(np.mean(self.image_dice)) if self.image_dice else None,
-            "iou": _mean(scores["iou"][1:]),
-            "iou_per_class": per_class["iou"],
-            "precision_fg": _mean(scores["precision"][1:]),
-            "recall_fg": _mean(scores["recall"][1:]),
-        }
+        out = _split_scores(self.cm, self.image_dice, self.class_names)
         if self.compute_hd95:
+            fg = self.class_names[1:]
+            hd_all = [d for per in self.hd95_values[1:] for d in per]
             out["hd95"] = float(np.mean(hd_all)) if hd_all else None
             out["hd95_per_class"] = {name: _mean(self.hd95_values[c]) for c, name in enumerate(fg, 1)}
             out["hd95_excluded"] = self.hd95_excluded
         return out
+
+
+def _split_scores(cm: np.ndarray, per_image_dice: Sequence[float], class_names: Sequence[str]) -> dict:
+    scores = per_class_scores(cm)
+    fg = list(class_names)[1:]
+    per_class = {key: dict(zip(fg, values[1:])) for key, values in scores.items()}
+    return {
+        "n_images": len(per_image_dice),
+        "dice": _mean(scores["dice"][1:]),
+        "dice_per_class": per_class["dice"],
+        "dice_per_image": float(np.mean(per_image_dice)) if len(per_image_dice) else None,
+        "iou": _mean(scores["iou"][1:]),
+        "iou_per_class": per_class["iou"],
+        "precision_fg": _mean(scores["precision"][1:]),
+        "recall_fg": _mean(scores["recall"][1:]),
+    }
+
+
+def confusion_scores(confusion: np.ndarray, class_names: Sequence[str] | None = None) -> dict:
+    """The overlap part of :meth:`SegMetrics.result` (everything but HD95) recomputed from per-image confusion
+    matrices ``(N, K, K)`` (rows = ground truth): micro scores from their sum, ``dice_per_image`` from each.
+
+    Any subset or resample of the images (a bootstrap over images, one patient's slices) is scored by indexing
+    the first axis, without running a model again."""
+    confusion = np.asarray(confusion)
+    if confusion.ndim != 3 or confusion.shape[1] != confusion.shape[2]:
+        raise ValueError(f"expected per-image confusion matrices (N, K, K), got {confusion.shape}")
+    k = confusion.shape[1]
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    if len(names) != k:
+        raise ValueError(f"{len(names)} class names for {k} classes")
+    return _split_scores(confusion.sum(axis=0, dtype=np.int64), [image_dice(cm) for cm in confusion], names)

@@ -1,0 +1,372 @@
+"""Typed records shared by every stage: a run's metadata (``model.json``), a results row (one JSON line of
+``segdeploy bench``), the keys that identify a configuration, and the one ΔDice reference rule.
+
+Both records read every file written by earlier versions (``from_json``) and write the current format
+(``to_json``). A file's ``schema`` says which format it is; a ``model.json`` without one is the first format
+(``segdeploy.run/1``). Keys this version does not know are kept in ``extra`` and written back unchanged, so what a
+later version recorded is not dropped. This module imports nothing heavy: every layer may depend on it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from segdeploy.errors import SegdeployError
+
+RUN_SCHEMA = "segdeploy.run/1"
+BENCH_SCHEMA = "segdeploy.bench/2"
+# bench/1 -> bench/2: dice_vs_torch_fp32 follows reference_row() (also the same dataset and device kind; the
+# torch fp32 row itself gets 0.0), and every field is written, null where nothing was measured
+BENCH_SCHEMAS = ("segdeploy.bench/1", BENCH_SCHEMA)
+
+REFERENCE_BACKEND, REFERENCE_PRECISION = "torch", "fp32"
+_GPU_BACKENDS = {"onnxruntime-cuda", "onnxruntime-trt", "tensorrt"}
+
+
+def _known(cls) -> list[str]:
+    return [f.name for f in fields(cls) if f.name != "extra"]
+
+
+def _split_known(cls, data: Mapping) -> tuple[dict, dict]:
+    names = set(_known(cls))
+    return ({k: v for k, v in data.items() if k in names}, {k: v for k, v in data.items() if k not in names})
+
+
+def _dump(record) -> dict:
+    """Known fields in declaration order (nested records as their JSON), then the unknown keys kept on reading."""
+    out = {}
+    for name in _known(type(record)):
+        value = getattr(record, name)
+        out[name] = value.to_json() if hasattr(value, "to_json") else value
+    out.update({k: v for k, v in record.extra.items() if k not in out})
+    return out
+
+
+class _JsonRecord:
+    """A dataclass read from and written to a JSON object: known fields by name, the other keys in ``extra``."""
+
+    @classmethod
+    def from_json(cls, data: Mapping | None):
+        known, extra = _split_known(cls, data or {})
+        return cls(**known, extra=extra)
+
+    def to_json(self) -> dict:
+        return _dump(self)
+
+
+def _expect_mapping(data, what: str, path, fix: str) -> Mapping:
+    if not isinstance(data, Mapping):
+        raise SegdeployError(f"{what} is not a JSON object.", path=path, fix=fix)
+    return data
+
+
+# -- run metadata (model.json) -------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class DatasetRef(_JsonRecord):
+    """The dataset a run was trained on: ``spec`` as given to ``--data``, its ``name`` and ``root`` folder."""
+
+    spec: str | None = None
+    name: str | None = None
+    root: str | None = None
+    n_images: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def names(self) -> set[str]:
+        return {n for n in (self.name, self.spec) if n}
+
+
+@dataclass(kw_only=True)
+class SplitRecord(_JsonRecord):
+    """How the run's splits were made (``SegDataset.split_info``): the arguments that reproduce them
+    (``seed, k, fold, group_regex``; None where a split.json decided), the method and the counts."""
+
+    method: str | None = None
+    seed: int | None = None
+    k: int | None = None
+    fold: int | None = None
+    group_regex: str | None = None
+    test_fraction: float | None = None
+    counts: dict | None = None
+    train_used: int | None = None
+    extra: dict = field(default_factory=dict)
+
+    def split_args(self) -> dict:
+        """Keyword arguments of ``SegDataset.split`` that give the recorded split (only those recorded)."""
+        return {k: getattr(self, k) for k in ("seed", "k", "fold", "group_regex") if getattr(self, k) is not None}
+
+
+_RUN_REQUIRED = ("model", "num_classes", "in_chans", "img_size", "mean", "std")
+
+
+@dataclass(kw_only=True)
+class RunMeta(_JsonRecord):
+    """``model.json``: what the checkpoint is (model, classes, input, normalisation), what it was trained on
+    (dataset, split) and how (protocol, config, versions), and how training went (epochs, ``val``, ``complete``)."""
+
+    schema: str = RUN_SCHEMA
+    model: str
+    family: str | None = None
+    run_name: str | None = None
+    num_classes: int
+    classes: list[str] | None = None
+    in_chans: int
+    img_size: int
+    mean: list[float]
+    std: list[float]
+    fixed_size: int | None = None
+    params_m: float | None = None
+    dataset: DatasetRef = field(default_factory=DatasetRef)
+    split: SplitRecord = field(default_factory=SplitRecord)
+    seed: int | None = None
+    device: str | None = None  # where it was trained
+    amp: str | None = None  # bfloat16 / float16 / None
+    protocol: dict | None = None
+    config: dict | None = None  # TrainConfig.for_record()
+    versions: dict | None = None
+    best_epoch: int | None = None
+    epochs_run: int | None = None
+    complete: bool = False  # False while training, or when it was interrupted
+    stopped_early: bool | None = None
+    train_seconds: float | None = None
+    val: dict | None = None  # validation metrics of the best epoch
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping, path: str | Path | None = None) -> RunMeta:
+        data = _expect_mapping(data, "model.json", path, fix="re-run segdeploy train.")
+        schema = data.get("schema") or RUN_SCHEMA  # files without a schema are the first format
+        if not str(schema).startswith("segdeploy.run/"):
+            raise SegdeployError(f"not a run metadata file (schema {schema!r}).", path=path,
+                                 fix="pass a run directory written by `segdeploy train`.")
+        lacking = [k for k in _RUN_REQUIRED if data.get(k) is None]
+        if lacking:
+            raise SegdeployError(f"model.json lacks {', '.join(lacking)}.", path=path,
+                                 fix="re-run segdeploy train, or add the fields to model.json.")
+        known, extra = _split_known(cls, data)
+        known.update(schema=schema, dataset=DatasetRef.from_json(known.get("dataset")),
+                     split=SplitRecord.from_json(known.get("split")))
+        known["complete"] = bool(known.get("complete"))
+        return cls(**known, extra=extra)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.in_chans, self.img_size, self.img_size)
+
+
+# -- results rows --------------------------------------------------------------------------------------------
+
+
+def device_kind(device: str | None, backend: str | None = None) -> str:
+    """``cpu`` or ``cuda`` from a row's device (``cpu``, ``cuda:0``, ...), never the GPU's name; GPU-only backends
+    are ``cuda``. Anything else (``auto`` in a row that failed before a device was chosen) is returned as is."""
+    text = (device or "").lower()
+    if text.startswith(("cuda", "gpu")) or backend in _GPU_BACKENDS:
+        return "cuda"
+    return "cpu" if text.startswith("cpu") or not text else text
+
+
+def split_text(split) -> str | None:
+    """A row's split as comparable text (a name, or its parameters as sorted JSON)."""
+    return split if split is None or isinstance(split, str) else json.dumps(split, sort_keys=True)
+
+
+@dataclass(kw_only=True)
+class BenchRow(_JsonRecord):
+    """One configuration (run x backend x precision on a dataset split) as ``segdeploy bench`` writes it.
+    ``status`` is ``ok``, ``unavailable`` or ``failed`` (with ``reason``); measured fields are None otherwise.
+    ``device`` is where the engine ran, ``device_requested`` what was asked for. Timing dicts are
+    ``segdeploy.bench.latency.summarize`` output (``mean, p50, p90, p95, p99, min, max, n, total_s``, in ms)."""
+
+    schema: str = BENCH_SCHEMA
+    # what was run
+    dataset: str | None = None
+    data: str | None = None  # the --data spec
+    split: str | None = None
+    run: str | None = None  # resolved run directory
+    run_name: str | None = None
+    model: str | None = None
+    family: str | None = None
+    device_requested: str | None = None
+    batch: int | None = None
+    n_images: int | None = None
+    timestamp: str | None = None
+    backend: str | None = None
+    precision: str | None = None
+    device: str | None = None
+    status: str | None = None
+    reason: str | None = None
+    # the model and the artifact
+    params_m: float | None = None
+    gmacs: float | None = None
+    gflops: float | None = None
+    gflops_error: str | None = None
+    provider: str | None = None
+    file_size_mb: float | None = None
+    # accuracy (segdeploy.evaluation.metrics.SegMetrics.result)
+    dice: float | None = None
+    dice_per_class: dict | None = None
+    dice_per_image: float | None = None
+    iou: float | None = None
+    iou_per_class: dict | None = None
+    precision_fg: float | None = None
+    recall_fg: float | None = None
+    hd95: float | None = None
+    hd95_per_class: dict | None = None
+    hd95_excluded: int | None = None
+    # speed and energy (segdeploy.bench.latency.measure_engine, segdeploy.bench.power)
+    latency_ms: dict | None = None
+    compute_ms: dict | None = None
+    compute_timer: str | None = None
+    batch_latency_ms: dict | None = None
+    throughput_ips: float | None = None
+    avg_power_w: float | None = None
+    energy_j_per_image: float | None = None
+    power_method: str | None = None
+    power_samples: int | None = None
+    power_reason: str | None = None
+    # memory (segdeploy.bench.memory.MemoryProbe)
+    peak_memory_mb: float | None = None
+    peak_memory_delta_mb: float | None = None
+    peak_memory_method: str | None = None
+    host_peak_rss_mb: float | None = None
+    host_load_1m: float | None = None
+    engine_info: dict | None = None
+    env: dict | None = None
+    version: str | None = None
+    dice_vs_torch_fp32: float | None = None  # dice_delta() when the row was written
+    # per-image confusion counts (segdeploy.evaluation.per_image), relative to the results file's folder
+    per_image: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, data: Mapping, path: str | Path | None = None) -> BenchRow:
+        data = _expect_mapping(data, "a results row", path, fix="pass a results file written by `segdeploy bench`.")
+        schema = data.get("schema") or BENCH_SCHEMAS[0]
+        known, extra = _split_known(cls, data)
+        return cls(**{**known, "schema": schema}, extra=extra)
+
+    @classmethod
+    def coerce(cls, row: BenchRow | Mapping) -> BenchRow:
+        return row if isinstance(row, BenchRow) else cls.from_json(row)
+
+    def update(self, values: Mapping[str, Any] = (), **more) -> None:
+        """Set fields from a producer's dict (metrics, timings, memory); keys without a field go to ``extra``."""
+        names = set(_known(type(self)))
+        for key, value in {**dict(values), **more}.items():
+            if key in names:
+                setattr(self, key, value)
+            else:
+                self.extra[key] = value
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def has_dice(self) -> bool:
+        """An ok row with a Dice: the only kind that is compared with anything."""
+        return self.status == "ok" and self.dice is not None
+
+    @property
+    def dataset_name(self) -> str | None:
+        return self.dataset or self.data
+
+    @property
+    def device_kind(self) -> str:
+        return device_kind(self.device, self.backend)
+
+
+class ConfigKey(NamedTuple):
+    """What makes two bench configurations the same one (resume): the device is the one asked for, and the
+    number of images keeps a ``--max-images`` smoke test from standing in for the full split."""
+
+    dataset: str | None
+    run: str | None
+    backend: str | None
+    precision: str | None
+    device_requested: str | None
+    batch: int | None
+    split: str | None
+    n_images: int | None
+
+    @classmethod
+    def of(cls, row: BenchRow) -> ConfigKey:
+        return cls(row.dataset, row.run, row.backend, row.precision, row.device_requested, row.batch, row.split,
+                   row.n_images)
+
+
+class CheckKey(NamedTuple):
+    """What ``segdeploy check`` compares across machines and runs: the device kind, never the GPU's name, and
+    the model, not the run directory."""
+
+    dataset: str | None
+    model: str | None
+    backend: str | None
+    precision: str | None
+    device_kind: str
+    split: str | None
+
+    @classmethod
+    def of(cls, row: BenchRow | Mapping) -> CheckKey:
+        """The key of a row, or of a baseline entry (which records the device kind as ``device``)."""
+        row = BenchRow.coerce(row)
+        return cls(row.dataset_name, row.model, row.backend, row.precision, row.device_kind, split_text(row.split))
+
+
+# -- the ΔDice reference -------------------------------------------------------------------------------------
+
+
+def _evaluation(row: BenchRow) -> tuple:
+    # the same run scored on the same images of the same dataset split, on the same kind of device
+    return (row.run, row.dataset_name, split_text(row.split), row.n_images, row.device_kind)
+
+
+class References:
+    """THE ΔDice reference rule, indexed once for many rows.
+
+    A row's reference is the same run's PyTorch fp32 row on the same dataset, split and image set
+    (``n_images``), on the same device kind: MLPerf's 99% rule holds a deployed precision against the fp32
+    reference implementation, and only the same images on the same kind of device make the Dice comparable.
+    When several such rows exist the latest (last given) one is the reference; when that one is not ok or has
+    no Dice, there is no reference (None): an older measurement does not stand in for a failed new one.
+    The torch fp32 row is its own reference (ΔDice 0)."""
+
+    def __init__(self, rows: Iterable[BenchRow | Mapping]):
+        self._by_evaluation: dict[tuple, BenchRow] = {}
+        for r in map(BenchRow.coerce, rows):
+            if (r.backend, r.precision) == (REFERENCE_BACKEND, REFERENCE_PRECISION):
+                self._by_evaluation[_evaluation(r)] = r
+
+    def row(self, row: BenchRow) -> BenchRow | None:
+        ref = self._by_evaluation.get(_evaluation(BenchRow.coerce(row)))
+        return ref if ref is not None and ref.has_dice else None
+
+    def dice(self, row: BenchRow) -> float | None:
+        ref = self.row(row)
+        return None if ref is None else float(ref.dice)
+
+    def delta(self, row: BenchRow) -> float | None:
+        """``row.dice`` minus its reference's Dice; None when the row has no Dice or no reference."""
+        row = BenchRow.coerce(row)
+        ref = self.dice(row)
+        return None if ref is None or not row.has_dice else float(row.dice) - ref
+
+
+def reference_row(row: BenchRow | Mapping, rows: Iterable[BenchRow | Mapping]) -> BenchRow | None:
+    """The row ``row``'s Dice is compared with, among ``rows`` (see :class:`References`)."""
+    return References(rows).row(row)
+
+
+def reference_dice(row: BenchRow | Mapping, rows: Iterable[BenchRow | Mapping]) -> float | None:
+    return References(rows).dice(row)
+
+
+def dice_delta(row: BenchRow | Mapping, rows: Iterable[BenchRow | Mapping]) -> float | None:
+    """ΔDice of ``row``: its Dice minus its reference's (see :class:`References`)."""
+    return References(rows).delta(row)

@@ -1,0 +1,157 @@
+"""A report as plain blocks (paragraphs, figures, tables in sections), rendered to one self-contained HTML file
+(inline CSS, figures as data URIs, no JavaScript, no external resource) and to Markdown (text and tables only:
+figures are named, not embedded, so a committed ``report.md`` carries no image)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Paragraph:
+    text: str
+    css: str = ""
+
+
+@dataclass
+class Answers:
+    """The answer sentences, one per dataset (``items``: (dataset, text)), and what they cannot show."""
+    items: list[tuple[str, str]]
+    limitation: str
+
+
+@dataclass
+class Figure:
+    id: str
+    title: str  # the question the figure answers
+    caption: str  # where and how it was measured
+    data: bytes
+    mime: str = "image/svg+xml"
+
+
+@dataclass
+class Table:
+    id: str
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+
+
+@dataclass
+class Section:
+    id: str
+    title: str
+    blocks: list = field(default_factory=list)
+
+
+@dataclass
+class Document:
+    title: str
+    subtitle: str
+    sections: list[Section]
+
+
+CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;max-width:1300px;margin:2em auto;
+padding:0 1.5em;color:#1a1a1a;line-height:1.45;font-size:15px}
+h1{font-size:1.7em;margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
+.subtitle{color:#555} ul.answers{font-size:1.08em} ul.answers li{margin:.5em 0}
+.limitation{background:#fff4e0;border-left:4px solid #E69F00;padding:.5em .8em}
+figure{margin:1.5em 0} figure img{max-width:100%;height:auto;border:1px solid #eee}
+figcaption{margin-bottom:.4em} figcaption .q{font-weight:600;font-size:1.05em;display:block}
+figcaption .how{color:#555;font-size:.9em}
+table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:.88em} caption{text-align:left;font-weight:600;padding:.3em 0}
+th,td{border-bottom:1px solid #e3e3e3;padding:.25em .6em;white-space:nowrap}
+th{background:#f4f4f4} .num{text-align:right;font-variant-numeric:tabular-nums} .text{text-align:left}
+td.wrap{white-space:normal;text-align:left;min-width:20em}
+.note{color:#555;font-size:.92em} nav a{margin-right:1em}
+"""
+
+
+def _data_uri(fig: Figure) -> str:
+    return f"data:{fig.mime};base64,{base64.b64encode(fig.data).decode('ascii')}"
+
+
+def _is_number(text: str) -> bool:
+    t = text.replace("±", "").replace("×", "").replace("%", "").replace("[", "").replace("]", "").replace(",", "")
+    t = t.replace("−", "-").replace("+", "").replace(" ", "").replace(".", "", 1).replace("-", "")
+    return t.isdigit() or text == "-"
+
+
+def _numeric_columns(t: Table) -> list[bool]:
+    """A column is right-aligned when every cell in it is a number (or '-')."""
+    return [all(_is_number(row[i]) for row in t.rows if i < len(row)) and any(row[i] != "-" for row in t.rows)
+            for i in range(len(t.header))]
+
+
+def _html_table(t: Table) -> str:
+    numeric = _numeric_columns(t)
+    head = "".join(f'<th class="{"num" if numeric[i] else "text"}">{html.escape(h)}</th>'
+                   for i, h in enumerate(t.header))
+    body = []
+    for row in t.rows:
+        cells = []
+        for i, cell in enumerate(row):
+            css = "num" if numeric[i] else ("wrap" if len(cell) > 60 else "text")
+            cells.append(f'<td class="{css}">{html.escape(cell)}</td>')
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return (f'<table id="{t.id}"><caption>{html.escape(t.caption)}</caption><thead><tr>{head}</tr></thead>'
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def _html_block(b) -> str:
+    if isinstance(b, Paragraph):
+        return f'<p class="{b.css}">{html.escape(b.text)}</p>' if b.css else f"<p>{html.escape(b.text)}</p>"
+    if isinstance(b, Answers):
+        items = "".join(f'<li id="answer-{html.escape(_slug(d))}">{html.escape(t)}</li>' for d, t in b.items)
+        return f'<ul class="answers">{items}</ul><p class="limitation">{html.escape(b.limitation)}</p>'
+    if isinstance(b, Figure):
+        return (f'<figure id="{b.id}"><figcaption><span class="q">{html.escape(b.title)}</span>'
+                f'<span class="how">{html.escape(b.caption)}</span></figcaption>'
+                f'<img alt="{html.escape(b.title)}" src="{_data_uri(b)}"></figure>')
+    if isinstance(b, Table):
+        return _html_table(b)
+    raise TypeError(f"unknown block {type(b).__name__}")
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
+
+
+def to_html(doc: Document) -> str:
+    nav = " ".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in doc.sections)
+    parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(doc.title)}"
+             f"</title><style>{CSS}</style></head><body><h1>{html.escape(doc.title)}</h1>"
+             f'<p class="subtitle">{html.escape(doc.subtitle)}</p><nav>{nav}</nav>']
+    for s in doc.sections:
+        parts.append(f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>')
+        parts.extend(_html_block(b) for b in s.blocks)
+        parts.append("</section>")
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def _md_cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def to_markdown(doc: Document) -> str:
+    out = [f"# {doc.title}", "", doc.subtitle, ""]
+    for s in doc.sections:
+        out += [f"## {s.title}", ""]
+        for b in s.blocks:
+            if isinstance(b, Paragraph):
+                out += [b.text, ""]
+            elif isinstance(b, Answers):
+                out += [f"- {t}" for _, t in b.items] + ["", f"*{b.limitation}*", ""]
+            elif isinstance(b, Figure):
+                out += [f"*Figure (in report.html): {b.title}* — {b.caption}", ""]
+            elif isinstance(b, Table):
+                numeric = _numeric_columns(b)
+                out += [f"**{b.caption}**", "", "| " + " | ".join(map(_md_cell, b.header)) + " |",
+                        "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
+                out += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in b.rows]
+                out.append("")
+    return "\n".join(out).rstrip() + "\n"

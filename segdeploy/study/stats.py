@@ -1,0 +1,231 @@
+"""Statistics of the study, as pure functions of arrays (numpy, scipy); no rows, no files.
+
+Definitions (they change the numbers, so they are stated once here):
+
+* **micro scores**: per-image confusion matrices (rows = ground truth) are summed over the images, then Dice, IoU,
+  recall and precision are computed per class (``segdeploy.evaluation.metrics.per_class_scores``) and averaged over the
+  foreground classes present (the reference study's mDSC, mIoU, mean recall, mean precision).
+* **per-image Dice**: ``segdeploy.evaluation.metrics.image_dice`` (an image with no foreground anywhere counts 1.0).
+* **folds**: a model's Dice is the mean over folds of each fold's micro Dice on its test images; the spread is
+  the sample standard deviation (ddof=1; None with one fold).
+* **bootstrap over test images**: the unit resampled is an image id. The ids are the union over folds (with
+  segdeploy's fixed test split every fold tests the same images); a drawn id contributes its confusion to every
+  fold that tested it, each fold's micro Dice is recomputed from the drawn images, then averaged over folds. So
+  the interval reflects which images were tested, with the trained models held fixed. ``scipy.stats.bootstrap``
+  draws the ids (BCa by default, percentile when BCa is degenerate); the statistic turns each draw into image
+  weights (how often each id was drawn) and sums ``weights @ confusions``, so no resampled copy is built.
+* **paired comparison**: two models are paired by image id (ids scored by only one are dropped and counted); the
+  same draw of ids is applied to both, and the statistic is the difference of their fold-mean micro Dice. Over
+  several datasets the draw is stratified by dataset (each resampled within itself) and the differences are
+  averaged with equal weight per dataset.
+* **paired tests** on per-image Dice (each image's Dice averaged over the folds that tested it): the Wilcoxon
+  signed-rank test (``scipy.stats.wilcoxon``, two-sided) and a sign-flip permutation test of the mean difference
+  (``scipy.stats.permutation_test``, ``permutation_type="samples"``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats as sps
+
+from segdeploy.evaluation.metrics import image_dice, per_class_scores
+
+N_RESAMPLES = 2000
+CONFIDENCE = 0.95
+
+
+def _fg_mean(values: Sequence[float | None]) -> float | None:
+    present = [v for v in values[1:] if v is not None]
+    return float(np.mean(present)) if present else None
+
+
+def micro_scores(confusion: np.ndarray) -> dict:
+    """mDSC, mIoU, mean recall, mean precision and foreground Dice per class from (K, K) or summed (N, K, K)."""
+    cm = np.asarray(confusion)
+    if cm.ndim == 3:
+        cm = cm.sum(axis=0)
+    scores = per_class_scores(cm)
+    return {"dice": _fg_mean(scores["dice"]), "iou": _fg_mean(scores["iou"]),
+            "recall": _fg_mean(scores["recall"]), "precision": _fg_mean(scores["precision"]),
+            "dice_per_class": scores["dice"][1:]}
+
+
+def per_image_dice(confusions: np.ndarray) -> np.ndarray:
+    """(N,) per-image mean foreground Dice from (N, K, K) confusions."""
+    return np.array([image_dice(cm) for cm in np.asarray(confusions)], dtype=np.float64)
+
+
+def weighted_micro_dice(weights: np.ndarray, confusions: np.ndarray) -> np.ndarray:
+    """Micro mDSC for each row of image weights: (B, N) weights, (N, K, K) confusions -> (B,).
+    The vectorised twin of ``micro_scores(...)["dice"]`` (NaN where no foreground class has a Dice)."""
+    n, k, _ = confusions.shape
+    summed = (np.asarray(weights, np.float64) @ confusions.reshape(n, k * k).astype(np.float64)).reshape(-1, k, k)
+    tp = np.diagonal(summed, axis1=1, axis2=2)
+    denominator = summed.sum(axis=2) + summed.sum(axis=1)  # (tp + fn) + (tp + fp)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        dice = np.where(denominator > 0, 2 * tp / denominator, np.nan)[:, 1:]
+    out = np.full(dice.shape[0], np.nan)
+    defined = ~np.isnan(dice).all(axis=1)
+    out[defined] = np.nanmean(dice[defined], axis=1)
+    return out
+
+
+@dataclass(frozen=True)
+class FoldConfusions:
+    """A model's per-image confusions on one id axis: ``confusion[f, i]`` is image ``ids[i]`` in fold ``f``
+    (zeros where fold ``f`` did not test it; ``tested`` says which)."""
+
+    ids: np.ndarray  # (N,) str
+    confusion: np.ndarray  # (F, N, K, K)
+    tested: np.ndarray  # (F, N) bool
+
+    @classmethod
+    def from_folds(cls, folds: Sequence[tuple[np.ndarray, np.ndarray]], ids: Sequence[str] | None = None):
+        """From (ids, (N_f, K, K)) per fold, on the union of the folds' ids (or on ``ids``, dropping others)."""
+        if not folds:
+            raise ValueError("no folds")
+        axis = np.array(sorted(set().union(*(map(str, f_ids) for f_ids, _ in folds))) if ids is None else ids,
+                        dtype=str)
+        position = {i: n for n, i in enumerate(axis.tolist())}
+        k = folds[0][1].shape[-1]
+        confusion = np.zeros((len(folds), len(axis), k, k), np.int64)
+        tested = np.zeros((len(folds), len(axis)), bool)
+        for f, (f_ids, cms) in enumerate(folds):
+            for image_id, cm in zip(map(str, f_ids), cms):
+                if image_id in position:
+                    confusion[f, position[image_id]] = cm
+                    tested[f, position[image_id]] = True
+        return cls(axis, confusion, tested)
+
+    def restrict(self, ids: Sequence[str]) -> FoldConfusions:
+        position = {i: n for n, i in enumerate(self.ids.tolist())}
+        take = np.array([position[i] for i in ids], dtype=int)
+        return FoldConfusions(np.asarray(ids, dtype=str), self.confusion[:, take], self.tested[:, take])
+
+    def fold_dice(self, weights: np.ndarray) -> np.ndarray:
+        """(B,) fold-mean micro mDSC for (B, N) image weights."""
+        per_fold = np.stack([weighted_micro_dice(weights, c) for c in self.confusion])  # (F, B)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a draw may leave a fold without foreground
+            return np.nanmean(per_fold, axis=0)
+
+    def image_dice(self) -> np.ndarray:
+        """(N,) each image's Dice averaged over the folds that tested it."""
+        per_fold = np.array([per_image_dice(c) for c in self.confusion])  # (F, N)
+        return (per_fold * self.tested).sum(axis=0) / np.maximum(self.tested.sum(axis=0), 1)
+
+
+def _weights(indices: np.ndarray, n: int) -> np.ndarray:
+    """(..., m) drawn indices -> (prod(...), n) counts of each index per draw."""
+    flat = np.asarray(indices).astype(np.int64).reshape(-1, np.shape(indices)[-1])
+    rows = np.repeat(np.arange(flat.shape[0]), flat.shape[1])
+    return np.bincount(rows * n + flat.ravel(), minlength=flat.shape[0] * n).reshape(flat.shape[0], n)
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float | None
+    high: float | None
+    method: str
+
+    def covers(self, value: float) -> bool:
+        return self.low is not None and self.low <= value <= self.high
+
+
+def bootstrap_ci(strata: Sequence[Callable[[np.ndarray], np.ndarray]], sizes: Sequence[int], *,
+                 n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0,
+                 method: str = "BCa") -> Interval:
+    """CI of ``mean_s strata[s](weights_s)`` where ``weights_s`` (B, sizes[s]) counts how often each image of
+    stratum ``s`` was drawn; strata are resampled independently (``scipy.stats.bootstrap``, ``paired=False``)."""
+    def statistic(*draws, axis=-1):
+        shape = np.shape(draws[0])[:-1]
+        values = [fn(_weights(d, n)) for fn, d, n in zip(strata, draws, sizes)]
+        return np.mean(values, axis=0).reshape(shape)
+
+    data = tuple(np.arange(n) for n in sizes)
+    if min(sizes) < 2:
+        return Interval(None, None, "too few images")
+    for how in dict.fromkeys((method, "percentile")):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # BCa on a degenerate draw warns and returns NaN: fall back
+            res = sps.bootstrap(data, statistic, n_resamples=n_resamples, confidence_level=confidence,
+                                method=how, vectorized=True, batch=100, rng=np.random.default_rng(seed))
+        low, high = res.confidence_interval
+        if np.isfinite(low) and np.isfinite(high):
+            return Interval(float(low), float(high), how)
+    return Interval(None, None, "undefined")
+
+
+def dice_ci(model: FoldConfusions, **kw) -> Interval:
+    """95% bootstrap CI over test images of a model's fold-mean micro mDSC."""
+    return bootstrap_ci([model.fold_dice], [len(model.ids)], **kw)
+
+
+def paired(a: FoldConfusions, b: FoldConfusions) -> tuple[FoldConfusions, FoldConfusions]:
+    """Both models restricted to the ids both scored, in one order."""
+    common = sorted(set(a.ids.tolist()) & set(b.ids.tolist()))
+    return a.restrict(common), b.restrict(common)
+
+
+def paired_delta_ci(pairs: Sequence[tuple[FoldConfusions, FoldConfusions]], **kw) -> Interval:
+    """CI of mean over strata (datasets) of Dice(a) - Dice(b), each pair already on common ids (``paired``)."""
+    fns = [lambda w, a=a, b=b: a.fold_dice(w) - b.fold_dice(w) for a, b in pairs]
+    return bootstrap_ci(fns, [len(a.ids) for a, _ in pairs], **kw)
+
+
+@dataclass(frozen=True)
+class PairedTest:
+    n: int
+    mean_difference: float | None
+    p_wilcoxon: float | None
+    p_permutation: float | None
+
+
+def paired_tests(a: np.ndarray, b: np.ndarray, *, permutation: bool = True, n_resamples: int = 9999,
+                 seed: int = 0) -> PairedTest:
+    """Two-sided paired tests of per-image scores ``a`` vs ``b`` (same images, same order)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples differ in shape: {a.shape} vs {b.shape}")
+    n = a.size
+    if n == 0:
+        return PairedTest(0, None, None, None)
+    diff = a - b
+    p_w = None
+    if np.any(diff != 0):  # all-zero differences: the signed-rank statistic is undefined
+        p_w = float(sps.wilcoxon(a, b).pvalue)
+    p_p = None
+    if permutation and n >= 2:
+        res = sps.permutation_test((a, b), lambda x, y, axis: np.mean(x - y, axis=axis), vectorized=True,
+                                   permutation_type="samples", n_resamples=n_resamples,
+                                   rng=np.random.default_rng(seed))
+        p_p = float(res.pvalue)
+    return PairedTest(n, float(diff.mean()), p_w, p_p)
+
+
+def mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
+    """Mean and sample standard deviation (ddof=1; None for fewer than two values)."""
+    x = np.asarray([v for v in values if v is not None], np.float64)
+    if x.size == 0:
+        return None, None
+    return float(x.mean()), (float(x.std(ddof=1)) if x.size > 1 else None)
+
+
+def ranks(scores: dict[str, float]) -> dict[str, float]:
+    """Rank 1 = highest score; ties share the average rank (``scipy.stats.rankdata``)."""
+    names = list(scores)
+    r = sps.rankdata([-scores[n] for n in names], method="average")
+    return {n: float(v) for n, v in zip(names, r)}
+
+
+def pareto_front(cost: Sequence[float], quality: Sequence[float]) -> np.ndarray:
+    """Boolean mask of the points no other point beats: lower or equal cost with higher or equal quality and one
+    of them strictly."""
+    c, q = np.asarray(cost, np.float64), np.asarray(quality, np.float64)
+    better_or_equal = (c[None, :] <= c[:, None]) & (q[None, :] >= q[:, None])
+    strictly = (c[None, :] < c[:, None]) | (q[None, :] > q[:, None])
+    return ~(better_or_equal & strictly).any(axis=1)

@@ -1,0 +1,183 @@
+"""Everything the report and ``study summarize`` show, computed once: ``summarize(rows) -> StudySummary``, and the
+answer sentences built from it (``answers``, ``limitations``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from segdeploy.study import stats
+from segdeploy.study.aggregate import (ALL_DATASETS, GENERAL, SPECIALIZED, Comparison, LrChoice, ModelAccuracy,
+                                       family_comparison, model_accuracy, rank_table, select_lr)
+from segdeploy.study.cost import CostEntry, ShiftEntry, deployment_cost, shift_table
+from segdeploy.study.published import LABEL, PublishedDice, canonical_dataset, join_costs
+from segdeploy.study.rows import StudyRow
+
+
+@dataclass
+class StudySummary:
+    rows: list[StudyRow]
+    choices: dict[tuple[str, str], LrChoice]
+    accuracy: list[ModelAccuracy]
+    comparisons: list[Comparison]
+    ranks: dict[str, dict[str, float]]
+    costs: list[CostEntry]
+    shift: list[ShiftEntry]
+    published: list[PublishedDice] = field(default_factory=list)
+    published_costs: list[tuple[CostEntry, PublishedDice]] = field(default_factory=list)
+
+    @property
+    def failures(self) -> list[StudyRow]:
+        return [r for r in self.rows if not r.ok]
+
+    @property
+    def cost_only(self) -> bool:
+        """No row measured a Dice (``train = false`` studies)."""
+        return not any(r.ok and r.dice is not None for r in self.rows)
+
+
+def summarize(rows: Sequence[StudyRow], published: Sequence[PublishedDice] = (), *,
+              n_resamples: int = stats.N_RESAMPLES, seed: int = 0, permutation: bool = True) -> StudySummary:
+    rows = list(rows)
+    choices = select_lr(rows)
+    accs = model_accuracy(rows, choices, n_resamples=n_resamples, seed=seed)
+    costs = deployment_cost(rows, choices)
+    joined = join_costs(costs, published)
+    measured = {canonical_dataset(a.dataset) for a in accs}
+    if measured:  # a measured study shows published Dice only beside the same dataset's measured one
+        joined = [(e, p) for e, p in joined if p.dataset in measured and canonical_dataset(e.dataset) == p.dataset]
+    return StudySummary(
+        rows=rows, choices=choices, accuracy=accs,
+        comparisons=family_comparison(accs, n_resamples=n_resamples, seed=seed, permutation=permutation),
+        ranks=rank_table(accs), costs=costs, shift=shift_table(rows, choices, accs), published=list(published),
+        published_costs=joined)
+
+
+def fmt_p(p: float | None) -> str:
+    if p is None:
+        return "p n/a"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def _pm(value: float, std: float | None) -> str:
+    return f"{value:.3f}" + (f" ± {std:.3f}" if std is not None else "")
+
+
+def deployment_consequence(costs: Sequence[CostEntry], dataset: str, winner: str, loser: str) -> str | None:
+    """"on B P (device) W is N× faster ... than L": the configuration both ran where the winner is fastest among
+    those whose accuracy passes the 99% rule (fp32, or a lower precision that passes), else fastest overall."""
+    by_config: dict[tuple, dict[str, CostEntry]] = {}
+    for e in costs:
+        if e.dataset == dataset and e.model in (winner, loser) and e.p50_ms:
+            by_config.setdefault((e.device, e.backend, e.precision), {})[e.model] = e
+    shared = [(k, v) for k, v in by_config.items() if len(v) == 2]
+    if not shared:
+        return None
+    trusted = [(k, v) for k, v in shared if k[2] == "fp32" or v[winner].passes_99]
+    (device, backend, precision), pair = min(trusted or shared, key=lambda kv: kv[1][winner].p50_ms)
+    w, l_ = pair[winner], pair[loser]
+    ratio = l_.p50_ms / w.p50_ms
+    speed = f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
+    text = f"at {precision} on {backend} ({device}) {winner} is {speed} (p50 {w.p50_ms:.3g} vs {l_.p50_ms:.3g} ms)"
+    if w.memory_mb and l_.memory_mb:
+        share = 1 - w.memory_mb / l_.memory_mb
+        text += (f" and uses {abs(share):.0%} {'less' if share >= 0 else 'more'} memory ({w.memory_mb:.3g} vs "
+                 f"{l_.memory_mb:.3g} MB)")
+    text += f" than {loser}"
+    if precision != "fp32" and w.passes_99 is None:
+        text += f" ({precision} accuracy not measured)"
+    return text
+
+
+@dataclass(frozen=True)
+class Answer:
+    dataset: str
+    text: str
+    comparison: Comparison | None = None
+
+
+def _measured_answer(c: Comparison, costs: Sequence[CostEntry]) -> Answer:
+    g, s = c.general, c.specialized
+    if c.dataset == ALL_DATASETS:
+        head = (f"Over all datasets: best general {c.general_model} mean Dice {c.general_dice:.3f} vs best "
+                f"specialized {c.specialized_model} {c.specialized_dice:.3f}")
+    else:
+        head = (f"{c.dataset}: best general {c.general_model} Dice {_pm(g.dice, g.dice_std)} vs best specialized "
+                f"{c.specialized_model} {_pm(s.dice, s.dice_std)}")
+    text = f"{head}, Δ {c.delta:+.3f}"
+    if c.ci is not None and c.ci.low is not None:
+        text += f" [95% CI {c.ci.low:+.3f}, {c.ci.high:+.3f}]"
+    if c.test is not None:
+        text += f", {fmt_p(c.test.p_wilcoxon)} (Wilcoxon, {c.test.n} images)"
+    elif c.note:
+        text += f" ({c.note})"
+    if c.dataset != ALL_DATASETS:
+        winner, loser = ((c.general_model, c.specialized_model) if c.delta >= 0
+                         else (c.specialized_model, c.general_model))
+        consequence = deployment_consequence(costs, c.dataset, winner, loser)
+        if consequence:
+            text += f"; {consequence}"
+    return Answer(c.dataset, text + ".", c)
+
+
+def _published_answers(summary: StudySummary) -> list[Answer]:
+    out = []
+    datasets = sorted({p.dataset for _, p in summary.published_costs})
+    for dataset in datasets:
+        best: dict[str, PublishedDice] = {}
+        for entry, p in summary.published_costs:
+            if p.dataset == dataset and entry.family in (GENERAL, SPECIALIZED):
+                if entry.family not in best or p.dice > best[entry.family].dice:
+                    best[entry.family] = p
+        if len(best) < 2:
+            continue
+        g, s = best[GENERAL], best[SPECIALIZED]
+        text = (f"{dataset} ({LABEL}): best general {g.model} Dice {g.dice:.3f}{' (approx.)' if g.approx else ''} "
+                f"vs best specialized {s.model} {s.dice:.3f}{' (approx.)' if s.approx else ''}, "
+                f"Δ {g.dice - s.dice:+.3f} (published means: no CI, no test)")
+        winner, loser = (g.model, s.model) if g.dice >= s.dice else (s.model, g.model)
+        cost_datasets = {e.dataset for e, p in summary.published_costs if p.dataset == dataset}
+        for cost_dataset in sorted(cost_datasets):
+            consequence = deployment_consequence(summary.costs, cost_dataset, winner, loser)
+            if consequence:
+                text += f"; measured here {consequence}"
+                break
+        out.append(Answer(dataset, text + "."))
+    return out
+
+
+def answers(summary: StudySummary) -> list[Answer]:
+    """One sentence per dataset (then over all datasets): the comparison with numbers, CI and p, and what it
+    means for deployment; from the published table where nothing was measured."""
+    out = [_measured_answer(c, summary.costs) for c in summary.comparisons]
+    measured = {canonical_dataset(c.dataset) for c in summary.comparisons}
+    out += [a for a in _published_answers(summary) if a.dataset not in measured]  # cost-only studies
+    return out
+
+
+def limitations(summary: StudySummary) -> str:
+    """One line on what these results cannot show."""
+    notes = []
+    models = {r.model for r in summary.rows}
+    if any(m.endswith("-tiny") for m in models):
+        notes.append("tiny configurations (-tiny), not the full-size models")
+    devices = {r.device for r in summary.rows if r.ok}
+    if devices and not any(d.startswith("cuda") for d in devices):
+        notes.append("CPU only, no GPU measured")
+    folds = {len(a.folds) for a in summary.accuracy}
+    if folds and max(folds) < 2:
+        notes.append("one fold per model: no spread over training runs")
+    images = [a.n_images for a in summary.accuracy if a.n_images]
+    if images and min(images) < 100:
+        notes.append(f"as few as {min(images)} test images per dataset")
+    if summary.cost_only:
+        notes.append("no Dice measured here (cost-only study)")
+    if summary.published_costs:
+        notes.append(f"Dice from the reference study is {LABEL} and belongs to its fp32 PyTorch models")
+    if not summary.comparisons and not summary.published_costs:
+        notes.append("no specialized-vs-general comparison (a family is missing)")
+    if any(c.note for c in summary.comparisons):
+        notes.append("some comparisons lack per-image data for a CI or test")
+    if not notes:
+        return "What this cannot show: results beyond these datasets, this hardware and these settings."
+    return "What this cannot show: " + "; ".join(notes) + "."

@@ -1,0 +1,249 @@
+"""``segdeploy models verify NAME|all``: each model's ONNX export against PyTorch, its size against the declared
+one, and its ONNX Runtime CPU latency.
+
+It uses the model registry, the exporter and the latency loop, so it sits above all three (``segdeploy.models``
+imports none of them); :mod:`segdeploy.cli` registers :func:`verify` under ``segdeploy models``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+VERIFY_BATCHES = (1, 3)  # the export's dummy batch is 2: both sizes prove the batch axis is dynamic
+# ORT and PyTorch fp32 usually agree to ~1e-5; 1e-3 of the logit scale leaves room for different conv
+# algorithms while catching a wrong graph. Pixels whose top two logits tie may flip class, hence 0.999.
+VERIFY_REL_TOL = 1e-3
+VERIFY_MIN_ARGMAX_AGREEMENT = 0.999
+VERIFY_PARAMS_REL_TOL = 0.10  # a declared size holds when the built model is within ±10% of it
+# a short loop after a warm-up: a figure to rank models by on this machine, not a benchmark (that is `bench`)
+VERIFY_LATENCY_TIMING = dict(warmup_s=0.2, duration_s=1.0, min_iters=5)
+_STATUS_STYLE = {"ok": "[green]ok[/]", "mismatch": "[bold red]mismatch[/]", "failed": "[bold red]failed[/]"}
+
+
+
+def _params_check(name: str) -> dict:
+    """Parameters of ``name`` at the declared configuration (512x512, 2 classes, built on the meta device)."""
+    from segdeploy.models import count_params, model_info
+    from segdeploy.models.profile import build_for_profile
+
+    info = model_info(name)
+    declared = info.params_m
+    built = count_params(build_for_profile(name)) / 1e6
+    ok = None if declared is None else abs(built - declared) <= VERIFY_PARAMS_REL_TOL * declared
+    return {"params_m": built, "declared_params_m": declared, "params_ok": ok, "params_gap": info.params_gap or None}
+
+
+def _ort_latency(onnx_file: Path, in_chans: int, img_size: int) -> dict:
+    """Median and tail of fp32 ONNX Runtime (CPU EP, default threads) at batch 1, in milliseconds."""
+    import numpy as np
+
+    from segdeploy.bench.latency import measure
+    from segdeploy.export.onnx_export import INPUT_NAME, OUTPUT_NAME, ort_session
+
+    session = ort_session(onnx_file)
+    x = np.random.default_rng(0).standard_normal((1, in_chans, img_size, img_size), dtype=np.float32)
+    timing = measure(lambda: session.run([OUTPUT_NAME], {INPUT_NAME: x}), **VERIFY_LATENCY_TIMING)
+    return {k: timing[k] for k in ("p50", "p90", "mean", "min", "max", "n")}
+
+
+def _mismatch_reasons(result: dict) -> list[str]:
+    reasons = []
+    if result["params_ok"] is False and not result.get("params_gap"):  # a documented gap is reported, not failed
+        reasons.append(f"built {result['params_m']:.2f}M params at 512x512, declared {result['declared_params_m']}M "
+                       f"(more than ±{VERIFY_PARAMS_REL_TOL:.0%} off)")
+    for b, c in result["batches"].items():
+        limit = VERIFY_REL_TOL * max(1.0, c["ref_abs_max"])
+        if c["max_abs_diff"] > limit:
+            reasons.append(f"batch {b}: max |diff| {c['max_abs_diff']:.2e} > {limit:.2e}")
+        if c["argmax_agreement"] < VERIFY_MIN_ARGMAX_AGREEMENT:
+            reasons.append(f"batch {b}: argmax agreement {c['argmax_agreement']:.5f} < {VERIFY_MIN_ARGMAX_AGREEMENT}")
+    return reasons
+
+
+def verify_model(name: str, img_size: int = 256, num_classes: int = 3, in_chans: int = 3) -> dict:
+    """Verify a freshly initialised ``name``: parameters against the declared count, GMACs at ``img_size``, ONNX
+    export (fp32, dynamic batch) against PyTorch at batch 1 and 3, and ONNX Runtime CPU latency at batch 1.
+
+    ``status`` is ``ok``, ``mismatch`` (parity or parameter count out of tolerance) or ``failed`` (the export
+    failed); ``reason`` says why for the last two.
+    """
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from segdeploy.export.onnx_export import ExportFailed, export_onnx, parity
+    from segdeploy.models import create_model, model_info
+    from segdeploy.models.profile import profile_model
+
+    info = model_info(name)
+    result = {"model": name, "family": info.family, "tiny_of": info.tiny_of, "status": None, "reason": None,
+              "img_size": img_size, "num_classes": num_classes, "in_chans": in_chans,
+              "tolerance": {"max_abs_diff_rel": VERIFY_REL_TOL, "min_argmax_agreement": VERIFY_MIN_ARGMAX_AGREEMENT,
+                            "params_rel": VERIFY_PARAMS_REL_TOL}}
+    result.update(_params_check(name))
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=num_classes, in_chans=in_chans, img_size=img_size).eval()
+    compute = profile_model(model, in_chans, img_size)
+    result.update(gmacs=compute["gmacs"], gflops=compute["gflops"])
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory(prefix="segdeploy-verify-") as tmp:
+        path = Path(tmp) / f"{name}.onnx"
+        try:
+            result.update(export_onnx(model, path, (in_chans, img_size, img_size)))
+        except ExportFailed as e:
+            return {**result, "status": "failed", "reason": e.message}
+        checks = {}
+        for b in VERIFY_BATCHES:
+            check = parity(path, model, rng.standard_normal((b, in_chans, img_size, img_size), dtype=np.float32))
+            check["ok"] = (check["max_abs_diff"] <= VERIFY_REL_TOL * max(1.0, check["ref_abs_max"])
+                           and check["argmax_agreement"] >= VERIFY_MIN_ARGMAX_AGREEMENT)
+            checks[str(b)] = check
+        result["batches"] = checks
+        result["latency_ms"] = _ort_latency(path, in_chans, img_size)
+    reasons = _mismatch_reasons(result)
+    return {**result, "status": "mismatch" if reasons else "ok", "reason": "; ".join(reasons) or None}
+
+
+def verify_models(names: list[str], img_size: int = 256, num_classes: int = 3, in_chans: int = 3, *,
+                  out: Path | None = None, console: Console | None = None) -> dict:
+    """:func:`verify_model` for each of ``names``; a model that raises becomes a ``failed`` row with the reason
+    and the others go on. With ``out``, the report is rewritten after every model, so an interrupted run keeps
+    what it measured."""
+    import os
+
+    from segdeploy import envinfo
+    from segdeploy.errors import describe_error
+    from segdeploy.fileio import atomic_write_json
+    from segdeploy.models import model_info
+
+    report = {"img_size": img_size, "num_classes": num_classes, "in_chans": in_chans,
+              "host": {"cpu": envinfo.cpu_model(), "cpu_count": os.cpu_count(),
+                       "onnxruntime": (envinfo.onnxruntime_info() or {}).get("version"),
+                       "torch": envinfo.torch_info()["version"]},
+              "summary": {}, "models": []}
+    console = console or Console(stderr=True)
+    with console.status("verifying") as status:
+        for i, name in enumerate(names, 1):
+            status.update(f"[{i}/{len(names)}] verifying {name} at {img_size}x{img_size}")
+            try:
+                row = verify_model(name, img_size=img_size, num_classes=num_classes, in_chans=in_chans)
+            except Exception as e:  # one broken model must not stop the others: it becomes a row
+                info = model_info(name)
+                row = {"model": name, "family": info.family, "tiny_of": info.tiny_of, "status": "failed",
+                       "reason": describe_error(e), "img_size": img_size}
+            report["models"].append(row)
+            report["summary"] = {s: sum(r["status"] == s for r in report["models"]) for s in _STATUS_STYLE}
+            if out is not None:
+                atomic_write_json(out, report)
+            console.print(f"{name}: {_STATUS_STYLE[row['status']]}", highlight=False)
+    return report
+
+
+def _select(name: str, tiny: bool | None) -> list[str]:
+    from segdeploy.errors import SegdeployError
+    from segdeploy.models import list_models, model_info
+
+    if name != "all":
+        if tiny is not None:
+            raise SegdeployError("--tiny/--full select among all models.", fix="use `verify all` or drop the flag.")
+        model_info(name)  # unknown names fail here, with the list of known ones
+        return [name]
+    names = [n for n in list_models() if tiny is None or (model_info(n).tiny_of is not None) == tiny]
+    if not names:
+        raise SegdeployError("no registered model matches the selection.", fix="drop --tiny/--full.")
+    return names
+
+
+def _print_single(result: dict, console: Console) -> None:
+    name, size = result["model"], result["img_size"]
+    if result["status"] == "failed":
+        console.print(f"[bold red]{name}: export failed[/]: {result['reason']}", highlight=False)
+        return
+    table = Table(title=f"{name}: ONNX Runtime vs PyTorch ({result['exporter']} exporter, "
+                        f"opset {result['opset']}, {size}x{size})")
+    for column in ("batch", "max |diff|", "mean |diff|", "max |logit|", "argmax agree", "ok"):
+        table.add_column(column, justify="right")
+    for b, c in result["batches"].items():
+        table.add_row(b, f"{c['max_abs_diff']:.2e}", f"{c['mean_abs_diff']:.2e}", f"{c['ref_abs_max']:.3g}",
+                      f"{c['argmax_agreement']:.5f}", "[green]yes[/]" if c["ok"] else "[bold red]no[/]")
+    console.print(table)
+    lat = result["latency_ms"]
+    declared = result["declared_params_m"]
+    console.print(f"params {result['params_m']:.2f}M at 512x512 ("
+                  + (f"declared {declared}M" if declared is not None else "no declared figure")
+                  + f"), {result['gmacs']:.2f} GMACs at {size}x{size}, ONNX Runtime CPU fp32 batch 1: "
+                  f"median {lat['p50']:.1f} ms, p90 {lat['p90']:.1f} ms ({lat['n']} runs)", highlight=False)
+    if result["reason"]:
+        console.print(f"[bold red]mismatch[/]: {result['reason']}", highlight=False)
+    if "dynamo_error" in result:
+        console.print(f"[yellow]dynamo exporter failed, legacy used[/]: {result['dynamo_error']}", highlight=False)
+
+
+def _print_report(report: dict, console: Console) -> None:
+    from segdeploy.cli_util import fmt_num
+
+    size, host = report["img_size"], report["host"]
+    table = Table(title=f"segdeploy models verify ({size}x{size}; ONNX Runtime {host['onnxruntime']} CPU on "
+                        f"{host['cpu']}, {host['cpu_count']} cores)",
+                  caption="params at 512x512 with 2 classes; GMACs at the verified size, batch 1; diff and "
+                          "argmax: worst of batch 1 and 3; latency: fp32 ONNX, batch 1")
+    for column, justify in (("model", "left"), ("status", "left"), ("params (M)", "right"), ("declared", "right"),
+                            ("GMACs", "right"), ("exporter", "left"), ("max |diff|", "right"),
+                            ("argmax", "right"), ("p50 ms", "right"), ("p90 ms", "right"), ("reason", "left")):
+        table.add_column(column, justify=justify, no_wrap=column != "reason")
+    for r in report["models"]:
+        batches = list(r.get("batches", {}).values())
+        lat = r.get("latency_ms") or {}
+        table.add_row(r["model"], _STATUS_STYLE[r["status"]], fmt_num(r.get("params_m"), ".2f"),
+                      fmt_num(r.get("declared_params_m"), ".1f"), fmt_num(r.get("gmacs"), ".2f"),
+                      r.get("exporter", "-"),
+                      fmt_num(max((c["max_abs_diff"] for c in batches), default=None), ".1e"),
+                      fmt_num(min((c["argmax_agreement"] for c in batches), default=None), ".5f"),
+                      fmt_num(lat.get("p50"), ".1f"), fmt_num(lat.get("p90"), ".1f"), r["reason"] or "")
+    console.print(table)
+    s = report["summary"]
+    console.print(f"{s['ok']} ok, {s['mismatch']} mismatch, {s['failed']} failed", highlight=False)
+
+
+def verify(name: str = typer.Argument(..., help="Registered model name (see `segdeploy models`), or `all`."),
+           img_size: int = typer.Option(256, "--img-size"),
+           num_classes: int = typer.Option(3, "--num-classes"),
+           in_chans: int = typer.Option(3, "--in-chans"),
+           tiny: bool | None = typer.Option(None, "--tiny/--full",
+                                            help="With `all`: only the -tiny configurations / only the full ones."),
+           fmt: str = typer.Option("table", "--format", help="table or json."),
+           out: Path | None = typer.Option(None, "--out", help="Also write the JSON report to this file.")) -> None:
+    """Export NAME (random weights) to ONNX and check ONNX Runtime against PyTorch at batch 1 and 3; also report
+    parameters against the declared count, GMACs and ONNX Runtime CPU latency at batch 1.
+
+    Passes when max |diff| <= 1e-3 x max(1, max |logit|) and argmax agreement >= 0.999 at both batch sizes and
+    the built model is within ±10% of its declared size. `all` verifies every registered model, going on past
+    failures (each becomes a row with its reason). Exits 1 if any model does not pass.
+    """
+    from segdeploy.cli_util import check_format
+    from segdeploy.fileio import atomic_write_json, dumps
+
+    check_format(fmt)
+    names = _select(name, tiny)
+    if name == "all":
+        result = verify_models(names, img_size=img_size, num_classes=num_classes, in_chans=in_chans, out=out)
+        passed = result["summary"]["ok"] == len(names)
+    else:
+        with Console(stderr=True).status(f"verifying {name} at {img_size}x{img_size}"):
+            result = verify_model(name, img_size=img_size, num_classes=num_classes, in_chans=in_chans)
+        passed = result["status"] == "ok"
+        if out is not None:
+            atomic_write_json(out, result)
+    if fmt == "json":
+        typer.echo(dumps(result, indent=2))
+    elif name == "all":
+        _print_report(result, Console())
+    else:
+        _print_single(result, Console())
+    if not passed:
+        raise typer.Exit(1)
