@@ -168,6 +168,8 @@ def test_lr_is_chosen_on_mean_validation_dice_not_on_one_fold_or_on_test():
     assert choice["mean_val_dice"] == pytest.approx(means[1e-4]) and choice["complete"]
     (partial,) = select_lr(rows[:4], [1e-3, 1e-4], [0, 1])
     assert not partial["complete"]
+    tied = [{**r, "val_dice": 0.7} for r in rows]
+    assert select_lr(tied, [1e-3, 1e-4], [0, 1])[0]["lr"] == 1e-4  # a tie goes to the smaller lr
 
 
 def test_failed_cells_are_rows_and_are_retried(tmp_path, monkeypatch):

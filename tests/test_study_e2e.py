@@ -164,6 +164,26 @@ def test_reported_lr_has_the_best_mean_validation_dice(local):
         assert all(len(val[(model, lr)]) == 2 for lr in means)
         assert selection[model]["lr"] == max(means, key=means.get) and selection[model]["complete"]
         assert selection[model]["mean_val_dice"] == pytest.approx(max(means.values()))
+    # the statistics behind `study summarize` and `report` read the same rows and make the same choice
+    from segdeploy.study.aggregate import select_lr
+    from segdeploy.study.rows import load_rows
+
+    choices = select_lr(load_rows([out]))
+    assert {m: c.lr for (m, _), c in choices.items()} == {m: s["lr"] for m, s in selection.items()}
+
+
+def test_summarize_and_report_read_the_study_folder(local, tmp_path):
+    from typer.testing import CliRunner
+
+    from segdeploy.cli import app
+
+    runner = CliRunner()
+    summary = runner.invoke(app, ["study", "summarize", str(local["out"]), "--resamples", "200"])
+    assert summary.exit_code == 0, summary.output
+    report = runner.invoke(app, ["report", str(local["out"]), "--out", str(tmp_path / "report"),
+                                 "--resamples", "200"])
+    assert report.exit_code == 0, report.output
+    assert (tmp_path / "report" / "report.html").stat().st_size > 0
 
 
 @pytest.fixture(scope="module")
