@@ -6,19 +6,32 @@ and a missing optional backend only matters to the command that needs it.
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
+import warnings
 
 import typer
 from rich.console import Console
 from typer.core import TyperGroup
 
-from segdeploy.errors import SegdeployError
+from segdeploy.errors import SegdeployError, SegdeployWarning
+
+# a write that failed for one of these reasons is the machine's state, not a bug: one line, no traceback
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None, _default=warnings.showwarning):
+    if issubclass(category, SegdeployWarning):
+        Console(stderr=True).print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    else:
+        _default(message, category, filename, lineno, file, line)
 
 
 class _Group(TyperGroup):
-    """A SegdeployError from any sub-command becomes one red line and exit code 2 (no traceback);
-    Ctrl-C says that finished work is kept."""
+    """A SegdeployError from any sub-command becomes one red line and exit code 2 (no traceback), and so does
+    a write that failed because the disk is full or read-only; a SegdeployWarning is one yellow line; Ctrl-C
+    says that finished work is kept."""
 
     def invoke(self, ctx):
         if not sys.stdout.isatty():
@@ -26,9 +39,20 @@ class _Group(TyperGroup):
             # its energy column and a cut reason is about 240 wide
             os.environ.setdefault("COLUMNS", "240")
         try:
-            return super().invoke(ctx)
+            with warnings.catch_warnings():
+                warnings.simplefilter("always", SegdeployWarning)
+                warnings.showwarning = _show_warning
+                return super().invoke(ctx)
         except SegdeployError as e:
             Console(stderr=True).print(f"[bold red]error:[/] {e}", highlight=False, soft_wrap=True)
+            ctx.exit(2)
+        except OSError as e:
+            if e.errno not in _WRITE_ERRNOS:
+                raise
+            from segdeploy.fileio import write_failed
+
+            Console(stderr=True).print(f"[bold red]error:[/] {write_failed(e.filename or '?', e)}", highlight=False,
+                                       soft_wrap=True)
             ctx.exit(2)
         except KeyboardInterrupt:
             Console(stderr=True).print("[yellow]interrupted[/]: completed work is saved; re-run the same command "

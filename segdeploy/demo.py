@@ -34,7 +34,7 @@ def demo(
     from segdeploy.bench.table import render
     from segdeploy.export import export_run
     from segdeploy.fileio import read_json
-    from segdeploy.runs import manifest_path, read_meta
+    from segdeploy.runs import TRAIN_STATE, manifest_path, read_meta
     from segdeploy.train.loop import TrainConfig, train_model
 
     console = Console()
@@ -47,9 +47,11 @@ def demo(
             console.print(f"[dim]train {name}: done earlier ({run_dir})[/]")
         else:
             console.rule(f"train {name}")
+            resume = (run_dir / TRAIN_STATE).is_file()
+            # an unfinished run without a state to resume (killed before its first epoch was saved) starts over
             train_model(TrainConfig(data=data, model=name, out=run_dir, epochs=epochs, img_size=img_size,
                                     batch_size=8, lr=lr, augment=augment, device=device, patience=epochs,
-                                    resume=(run_dir / "train_state.pt").is_file()))
+                                    resume=resume, restart=not resume and bool(meta)))
         manifest = read_json(manifest_path(run_dir)) if manifest_path(run_dir).is_file() else {}
         todo = [p for p in wanted if manifest.get("precisions", {}).get(p, {}).get("status") != "ok"]
         if todo:

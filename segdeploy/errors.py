@@ -8,6 +8,7 @@ form of any other exception, for a row or manifest entry that records a failure 
 from __future__ import annotations
 
 import re
+import warnings
 from pathlib import Path
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -45,3 +46,17 @@ def describe_error(exc: BaseException, limit: int = 400) -> str:
         line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
     line = f"{type(exc).__name__}: {line}" if line else type(exc).__name__
     return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+class WriteFailed(SegdeployError):
+    """A file could not be written (disk full, read-only, no permission). The command stops: what was being
+    written is either complete on disk or absent, so re-running the same command continues."""
+
+
+class SegdeployWarning(UserWarning):
+    """Something a user should know that does not stop the command (the CLI prints it as one yellow line)."""
+
+
+def warn(message: str, *, path: str | Path | None = None) -> None:
+    text = f"{path}: {message}" if path is not None else message
+    warnings.warn(SegdeployWarning(text), stacklevel=2)

@@ -75,7 +75,17 @@ class DatasetRef(_JsonRecord):
     name: str | None = None
     root: str | None = None
     n_images: int | None = None
+    # a class map applied at training (segdeploy.data.class_map): {name: [source labels]} and the source's classes
+    class_map: dict | None = None
+    source_classes: list | None = None
     extra: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        data = _dump(self)
+        for key in ("class_map", "source_classes"):  # written only where a map was applied, as model.json had it
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
     def names(self) -> set[str]:
         return {n for n in (self.name, self.spec) if n}
@@ -113,6 +123,7 @@ class RunMeta(_JsonRecord):
     model: str
     family: str | None = None
     run_name: str | None = None
+    run_id: str | None = None  # names this training run: a resume state from another run is refused
     num_classes: int
     classes: list[str] | None = None
     in_chans: int
@@ -242,6 +253,8 @@ class BenchRow(_JsonRecord):
     dice_vs_torch_fp32: float | None = None  # dice_delta() when the row was written
     # per-image confusion counts (segdeploy.evaluation.per_image), relative to the results file's folder
     per_image: str | None = None
+    class_map: dict | None = None  # the scored dataset's labels mapped onto the run's classes (cross-dataset)
+    run_complete: bool | None = None  # model.json "complete" when benchmarked: False marks an unfinished run
     extra: dict = field(default_factory=dict)
 
     @classmethod
@@ -294,11 +307,13 @@ class ConfigKey(NamedTuple):
     batch: int | None
     split: str | None
     n_images: int | None
+    class_map: str | None = None  # canonical JSON: the same images under another class map are another config
 
     @classmethod
     def of(cls, row: BenchRow) -> ConfigKey:
+        mapped = json.dumps(row.class_map, sort_keys=True) if row.class_map else None
         return cls(row.dataset, row.run, row.backend, row.precision, row.device_requested, row.batch, row.split,
-                   row.n_images)
+                   row.n_images, mapped)
 
 
 class CheckKey(NamedTuple):

@@ -3,7 +3,8 @@
     RUN_DIR/
       model.safetensors      best weights (by validation Dice)
       model.json             metadata: model, classes, input size, normalisation, split, metrics, versions
-      train_state.pt         resumable training state (last epoch), removed when training finishes
+      train_state.safetensors  resumable training state (last epoch; tensors + JSON metadata, no pickle),
+                             removed when training finishes
       history.jsonl          one line per epoch
       onnx/model.<precision>.onnx + onnx/manifest.json     (segdeploy export)
       engines/               TensorRT engines and their build records (segdeploy engines build)
@@ -19,13 +20,15 @@ from pathlib import Path
 import torch.nn as nn
 
 from segdeploy.errors import SegdeployError
-from segdeploy.fileio import atomic_target, atomic_write_json, commit, read_json
+from segdeploy.fileio import atomic_save_safetensors, atomic_write_json, read_json
+from segdeploy.numerics import require_finite_weights
 from segdeploy.records import RunMeta
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 WEIGHTS = "model.safetensors"
 META = "model.json"
-TRAIN_STATE = "train_state.pt"
+TRAIN_STATE = "train_state.safetensors"
+LEGACY_TRAIN_STATE = "train_state.pt"  # a pickle: refused, never loaded
 HISTORY = "history.jsonl"
 
 
@@ -40,14 +43,10 @@ def manifest_path(run_dir: str | Path) -> Path:
 def save_checkpoint(run_dir: str | Path, model: nn.Module, meta: RunMeta | dict) -> Path:
     """Weights as safetensors, metadata as JSON, each written atomically (weights first: the JSON is
     the marker of a complete checkpoint). A dict ``meta`` is read as a ``RunMeta`` first, so it is checked."""
-    from safetensors.torch import save_file
-
     run_dir = Path(run_dir)
     meta = meta if isinstance(meta, RunMeta) else RunMeta.from_json(meta)
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tmp = atomic_target(run_dir / WEIGHTS)
-    save_file(state, str(tmp), metadata={"model": meta.model})
-    commit(tmp, run_dir / WEIGHTS)
+    atomic_save_safetensors(run_dir / WEIGHTS, state, {"model": meta.model})
     atomic_write_json(run_dir / META, meta.to_json())
     return run_dir / WEIGHTS
 
@@ -106,7 +105,23 @@ class Run:
         weights = self.dir / WEIGHTS
         if not weights.is_file():
             raise SegdeployError("checkpoint weights are missing.", path=weights, fix="re-run segdeploy train.")
-        missing, unexpected = model.load_state_dict(load_file(str(weights)), strict=False)
+        try:
+            state = load_file(str(weights))
+        except Exception as e:  # noqa: BLE001 -- safetensors' own error type for a truncated header or data
+            raise SegdeployError(f"the checkpoint is truncated or not a safetensors file ({type(e).__name__}: "
+                                 f"{str(e)[:120]}).", path=weights,
+                                 fix="restore it from a copy, or retrain (segdeploy train ... --restart).") from e
+        require_finite_weights(state, weights)
+        expected = model.state_dict()
+        wrong = [(k, tuple(v.shape), tuple(expected[k].shape)) for k, v in state.items()
+                 if k in expected and v.shape != expected[k].shape]
+        if wrong:
+            k, got, want = wrong[0]
+            raise SegdeployError(f"the checkpoint does not fit {META} (num_classes {m['num_classes']}, in_chans "
+                                 f"{m['in_chans']}): {len(wrong)} tensors differ in shape, e.g. {k} is {list(got)} "
+                                 f"in {WEIGHTS}, {list(want)} in the model.", path=self.dir / META,
+                                 fix=f"restore the {META} written with these weights, or retrain.")
+        missing, unexpected = model.load_state_dict(state, strict=False)
         if missing or unexpected:
             raise SegdeployError(f"checkpoint does not match model {m.model!r} (missing {len(missing)}, "
                                  f"unexpected {len(unexpected)} keys).", path=weights,

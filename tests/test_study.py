@@ -61,8 +61,9 @@ def test_templates_load(template, tmp_path):
     (BASE + 'backends = ["torch", "ort"]\n', "`backends`", "onnxruntime"),
     (BASE + "[resources]\nnum_cpu = 2\n", "`resources.num_cpu`", "did you mean `num_cpus`"),
     (BASE + '[[cross]]\nsource = "elsewhere"\ntarget = "x"\n', "`cross.source`", "as it is written in `datasets`"),
-    (BASE + '[[cross]]\nsource = "synthetic:36"\ntarget = "x"\nclass_map = "polyp=one"\n', "`cross.class_map`",
+    (BASE + '[[cross]]\nsource = "synthetic:36"\ntarget = "x"\nclass_map = "polyp"\n', "`cross.class_map`",
      'class_map = "polyp=1,2"'),
+    (BASE + '[class_maps]\n"synthetic:48" = "polyp=1,2"\n', "`class_maps` names 'synthetic:48'", "`datasets`"),
     (BASE.replace("epochs = 2", "train = false\ngradcam = true"), "`gradcam`", "gradcam = false"),
     (BASE + "epochs = 3\n", "not valid TOML", "correct the line"),
 ])
@@ -249,23 +250,6 @@ def test_cli_init_writes_a_loadable_file_and_refuses_to_overwrite(tmp_path):
     assert again.exit_code == 2 and "exists" in again.output
 
 
-def test_cross_target_with_a_class_map_says_what_is_missing(tmp_path):
-    """Until bench takes a class map (issue 11), a mapped target is one row saying so, never a made-up score."""
-    import inspect
-
-    from segdeploy.bench.runner import run_bench
-    from segdeploy.study.cell import _bench_cross
-
-    config = load_study(study(tmp_path, BASE + '[[cross]]\nsource = "synthetic:36"\ntarget = "synthetic:48"\n'
-                                               'name = "other"\nclass_map = "cavity=1,2"\n'))
-    cell = expand(config)[0]
-    rows = _bench_cross(config, cell, tmp_path / "cell", config.cross[0])
-    if "class_map" in inspect.signature(run_bench).parameters:
-        pytest.skip("bench takes a class map now: the e2e study scores mapped targets")
-    assert len(rows) == 1 and rows[0]["status"] == "unavailable" and rows[0]["dice"] is None
-    assert "cavity=1,2" in rows[0]["reason"] and "issue 11" in rows[0]["reason"]
-
-
 def test_live_view_shows_stage_epoch_and_eta(tmp_path):
     from rich.console import Console
 
@@ -298,19 +282,20 @@ def test_live_view_shows_stage_epoch_and_eta(tmp_path):
 
 
 def test_a_second_driver_on_the_same_folder_is_refused(tmp_path):
-    from segdeploy.study.runner import _lock
+    from segdeploy.locks import hold
+    from segdeploy.study.runner import run_study
 
-    held = _lock(tmp_path / "out")
-    try:
+    path = study(tmp_path)
+    out = tmp_path / "out"
+    with hold(out / ".segdeploy-study.lock", "study run", out):  # what a running driver holds
         with pytest.raises(SegdeployError) as info:
-            _lock(tmp_path / "out")
-        assert "another `segdeploy study run`" in info.value.message
-    finally:
-        held.release()
-    _lock(tmp_path / "out").release()  # free again once the first driver is done
+            run_study(path, out)
+    assert "in use by segdeploy study run" in info.value.message and not (out / "plan.json").exists()
 
 
-def test_a_cross_target_with_other_classes_needs_a_class_map(tmp_path):
+def test_cross_targets_must_give_the_runs_classes(tmp_path):
+    """Runs trained on synthetic merged to one lesion class can be scored on a binary lesion set; the same set
+    against the four-class runs is refused before any work, and a class map that names a missing label too."""
     from segdeploy.study.runner import _check_datasets
 
     target = tmp_path / "binary"
@@ -319,10 +304,21 @@ def test_a_cross_target_with_other_classes_needs_a_class_map(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(target / "images" / "a.png")
     Image.fromarray(np.ones((8, 8), np.uint8)).save(target / "masks" / "a.png")
     (target / "meta.json").write_text('{"classes": ["background", "lesion"]}')
-    path = study(tmp_path, BASE + f'[[cross]]\nsource = "synthetic:36"\ntarget = "{target}"\n')
+    cross = f'[[cross]]\nsource = "synthetic:36"\ntarget = "{target}"\n'
     with pytest.raises(SegdeployError) as info:
-        _check_datasets(load_study(path))
+        _check_datasets(load_study(study(tmp_path, BASE + cross)))
     assert "`cross` target 'binary'" in info.value.message and "class_map" in info.value.fix
-    mapped = study(tmp_path, BASE + f'[[cross]]\nsource = "synthetic:36"\ntarget = "{target}"\n'
-                                    'class_map = "lesion=3"\n', "m.toml")
-    _check_datasets(load_study(mapped))  # with a class map it is bench's to apply (issue 11)
+    merged = '[class_maps]\n"synthetic:36" = "lesion=3"\n'  # train on synthetic's lesion class alone
+    config = load_study(study(tmp_path, BASE + merged + cross, "m.toml"))
+    _check_datasets(config)
+    assert config.class_maps == {"synthetic:36": "lesion=3"}
+    cells = expand(config)
+    other = load_study(study(tmp_path, BASE + cross, "o.toml"))
+    from segdeploy.study.plan import train_fingerprint
+
+    assert train_fingerprint(config, cells[0]) != train_fingerprint(other, cells[0])  # the map changes the run
+    _check_datasets(load_study(study(tmp_path, BASE + merged + cross + 'class_map = "lesion=1"\n', "n.toml")))
+    with pytest.raises(SegdeployError) as info:
+        _check_datasets(load_study(study(tmp_path, BASE + merged + cross + 'class_map = "lesion=tumour"\n',
+                                         "t.toml")))
+    assert "`cross.class_map` 'lesion=tumour'" in info.value.message

@@ -1,5 +1,5 @@
 """A real study end to end on a PH2 subset from ../shared/datasets: 2 models x 2 folds x 2 learning rates, 64 px,
-2 epochs, scored on the test split and on held-out PH2 images as a cross-dataset target.
+2 epochs, scored on the test split and on held-out PH2 images as a cross-dataset target (through a class map).
 
 The local run is SIGKILLed while the second cell trains and run again: finished cells are not redone, the killed
 cell continues from its checkpoint, no row is duplicated. The same study on a local Ray instance (2 CPUs, two cells
@@ -50,6 +50,7 @@ num_cpus = 1
 source = "{train}"
 target = "{heldout}"
 name = "ph2-heldout"
+class_map = "lesion=1"
 """
 N_TRAIN, N_HELDOUT = 40, 16
 WALL: dict[str, float] = {}
@@ -143,6 +144,7 @@ def test_rows_carry_the_study_fields(local):
         assert row["status"] == "ok" and 0 <= row["dice"] <= 1
         expected = {"ph2-train": N_TRAIN // 5, "ph2-heldout": N_HELDOUT}[row["target"]]
         assert row["n_images"] == expected and row["split"] == ("test" if row["target"] == "ph2-train" else "all")
+        assert (row.get("class_map") is None) == (row["target"] == "ph2-train")  # the cross map reached bench
         # the per-image confusions add up to the row's Dice (background excluded, micro over the images)
         with np.load(out / row["per_image"]) as saved:
             ids, confusion = saved["ids"], saved["confusion"]

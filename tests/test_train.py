@@ -35,7 +35,7 @@ def _cfg(out, **kw):
 def test_train_writes_checkpoint_metadata_and_history(tmp_path):
     meta = train_model(_cfg(tmp_path / "run"), progress=False)
     run = tmp_path / "run"
-    assert (run / "model.safetensors").is_file() and not (run / "train_state.pt").exists()
+    assert (run / "model.safetensors").is_file() and not (run / "train_state.safetensors").exists()
     on_disk = json.loads((run / "model.json").read_text())
     assert on_disk == json.loads(json.dumps(on_disk)) and on_disk["complete"] is True
     for key in ("model", "family", "classes", "num_classes", "in_chans", "img_size", "mean", "std", "split", "seed",
@@ -81,17 +81,19 @@ def test_resume_after_interruption_reproduces_uninterrupted_run(tmp_path, monkey
     monkeypatch.setattr(loop, "validate", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         train_model(_cfg(tmp_path / "run"), progress=False)
-    assert (tmp_path / "run" / "train_state.pt").is_file()
+    assert (tmp_path / "run" / "train_state.safetensors").is_file()
     monkeypatch.setattr(loop, "validate", real_validate)
 
     with pytest.raises(SegdeployError, match="different settings"):
         train_model(_cfg(tmp_path / "run", lr=5e-4, resume=True), progress=False)
     # a state saved by a bf16 (GPU) run must not continue in fp32 here
-    state_file = tmp_path / "run" / "train_state.pt"
+    from segdeploy.train.state import load_train_state, save_train_state
+
+    state_file = tmp_path / "run" / "train_state.safetensors"
     saved = state_file.read_bytes()
-    state = torch.load(state_file, weights_only=False)
+    state, run_id = load_train_state(state_file)
     assert state["amp"] is None  # CPU: no mixed precision
-    torch.save({**state, "amp": "bf16"}, state_file)
+    save_train_state(state_file, {**state, "amp": "bf16"}, run_id)
     with pytest.raises(SegdeployError, match="trained in bf16"):
         train_model(_cfg(tmp_path / "run", resume=True), progress=False)
     state_file.write_bytes(saved)

@@ -29,19 +29,28 @@ def bench(
     duration: float = typer.Option(1.0, help="Minimum seconds per timed loop (trtexec: 3)."),
     min_iters: int = typer.Option(10, help="Minimum timed iterations per loop."),
     force: bool = typer.Option(False, help="Re-run configurations that already have a row in --results."),
+    class_map: Optional[str] = typer.Option(None, "--class-map", help="Map --data's labels onto the runs' classes, "
+                                            "e.g. 'polyp=1,2' (cross-dataset scoring; refused if the classes differ)."),
 ) -> None:
     """Accuracy (on the split, at original resolution) and deployment cost of every run x backend x precision."""
     from rich.console import Console
 
     from segdeploy.bench.runner import run_bench
     from segdeploy.bench.table import render
+    from segdeploy.locks import hold
 
-    rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
-                     save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
-                     duration_s=duration, min_iters=min_iters, force=force)
+    # one bench per results file: two would run the same configurations and write each row twice
+    with hold(results.with_name(f".{results.name}.lock"), "bench", results):
+        rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
+                         save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
+                         duration_s=duration, min_iters=min_iters, force=force,
+                         class_map=class_map)
     console = Console()
     for table in render(rows):
         console.print(table)
     counts = {s: sum(r.status == s for r in rows) for s in ("ok", "unavailable", "failed")}
     console.print(f"{counts['ok']} ok, {counts['unavailable']} unavailable, {counts['failed']} failed -> {results}"
                   + (f"; predictions in {save_predictions}" if save_predictions else ""))
+    if rows and not counts["ok"]:
+        console.print("[bold red]no configuration ran[/]: every row is unavailable or failed (reasons above).")
+        raise typer.Exit(1)

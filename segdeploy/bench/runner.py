@@ -15,7 +15,7 @@ Each row (a ``segdeploy.records.BenchRow``) is appended to the results file as s
 ``dice_vs_torch_fp32`` follows the one ΔDice rule, ``segdeploy.records.References``. An ``ok`` row's per-image
 confusion counts are written first, beside the results file, and the row names them in ``per_image``
 (``segdeploy.evaluation.per_image``). Resuming: a configuration whose
-``ConfigKey`` ``(dataset, run, backend, precision, device, batch, split, n_images)`` already has an ``ok`` or
+``ConfigKey`` ``(dataset, run, backend, precision, device, batch, split, n_images, class_map)`` already has an ``ok`` or
 ``unavailable`` row is not run again (its stored row is returned) unless ``force``; ``failed`` rows are retried. ``device`` in the key
 is the device asked for (``device_requested``, e.g. ``auto``); ``device`` in a row is where the engine actually
 ran. ``n_images`` keeps a ``--max-images`` smoke test from standing in for the full split.
@@ -38,15 +38,39 @@ from segdeploy.bench.latency import measure_engine
 from segdeploy.bench.memory import MemoryProbe
 from segdeploy.cli_util import comma_list
 from segdeploy.device import resolve_device
-from segdeploy.errors import BackendUnavailable, SegdeployError
+from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed
 from segdeploy.evaluation.evaluate import Evaluation, evaluate
 from segdeploy.evaluation.per_image import save_per_image, sidecar_name
 from segdeploy.fileio import append_jsonl, iter_jsonl
 from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References
+from segdeploy.numerics import require_finite_logits
 
 SCHEMA = BENCH_SCHEMA
 SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-dataset evaluation
 RESUMABLE = ("ok", "unavailable")
+
+
+def check_choices(backends: Sequence[str], precisions: Sequence[str], max_images: int | None) -> None:
+    """Values that name no backend or precision are typing errors: refused before any work, not stored as rows."""
+    from segdeploy.engines import BACKENDS
+    from segdeploy.runs import PRECISIONS
+
+    for kind, given, known in (("backend", backends, BACKENDS), ("precision", precisions, PRECISIONS)):
+        unknown = [v for v in given if v not in known]
+        if unknown or not given:
+            raise SegdeployError(f"unknown {kind}(s) {', '.join(map(repr, unknown)) or '(none given)'}.",
+                                 fix=f"--{kind}s takes a comma-separated list of {', '.join(known)}.")
+    if max_images is not None and max_images < 1:
+        raise SegdeployError(f"--max-images {max_images}: must be at least 1.",
+                             fix="omit --max-images to score the whole split.")
+
+
+def warn_unfinished(run) -> None:
+    from segdeploy.errors import warn
+
+    if run.meta.complete is False:
+        warn("the run is unfinished (model.json \"complete\": false: training stopped or is still going); its "
+             "rows are marked run_complete: false.", path=run.dir)
 
 
 
@@ -62,7 +86,10 @@ def _model_cost(run) -> dict:
     """params_m, gmacs and gflops (2 x gmacs) of the PyTorch model at batch 1 and the run's input size."""
     from segdeploy.models import count_params
 
-    model = run.build_model()
+    try:
+        model = run.build_model()
+    except SegdeployError as e:  # a damaged checkpoint stops the torch rows only; ONNX files do not need it
+        return {"params_m": None, "gmacs": None, "gflops": None, "gflops_error": str(e)}
     try:
         from segdeploy.models.profile import profile_model
 
@@ -104,7 +131,11 @@ def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predicti
         save_dir = (Path(save_predictions) / run.name / f"{backend}-{precision}") if save_predictions else None
         meta = run.meta
         if measure_accuracy:
-            result = evaluate(engine.run, ds, ids, img_size=meta.img_size, mean=meta.mean, std=meta.std,
+            # a NaN/inf logit is an engine that cannot be trusted (an fp16 overflow, NaN weights): a failed row
+            def predict(x):
+                return require_finite_logits(np.asarray(engine.run(x), dtype=np.float32), engine)
+
+            result = evaluate(predict, ds, ids, img_size=meta.img_size, mean=meta.mean, std=meta.std,
                               num_classes=meta.num_classes, class_names=meta.classes or ds.classes,
                               batch=batch, save_dir=save_dir, on_batch=lambda n: progress.advance(task, n))
             accuracy, (batch_1, batch_b) = result.metrics, (result.input_batch_1, result.input_batch_b)
@@ -130,16 +161,18 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
               warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10, force: bool = False,
-              progress: bool = True, measure_accuracy: bool = True,
+              progress: bool = True, class_map: str | None = None, measure_accuracy: bool = True,
               on_evaluation: Callable[[BenchRow, Evaluation], None] | None = None) -> list[BenchRow]:
     """Benchmark every run x backend x precision on ``data``'s ``split``; returns this suite's rows (stored
     rows for configurations skipped on resume), appending new ones to ``results`` as they complete.
     ``measure_accuracy=False``: cost only (see the module docstring).
 
     ``on_evaluation(row, evaluation)`` is called after each ``ok`` row is written, with the evaluation its
-    accuracy came from (per-image ids and confusion matrices, for statistics over images)."""
+    accuracy came from (per-image ids and confusion matrices, for statistics over images). ``class_map`` maps
+    ``data``'s labels onto the runs' classes (cross-dataset scoring)."""
     import segdeploy
     from segdeploy.data import open_dataset
+    from segdeploy.data.class_map import dataset_for_run
     from segdeploy.runs import load_run
 
     if split not in SPLITS:
@@ -148,10 +181,13 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
         raise SegdeployError(f"batch must be >= 1, got {batch}.", fix="pass --batch 1 or more.")
     backends, precisions = comma_list(backends), comma_list(precisions)
     resolve_device(device)  # a misspelt --device stops here, not as a failed row per configuration
+    check_choices(backends, precisions, max_images)
     ds = open_dataset(data)
     runs = [load_run(d) for d in run_dirs]
+    views = {run.dir: dataset_for_run(ds, run.meta, class_map, run_name=run.name) for run in runs}
     for run in runs:  # fail before any work, not after the first model's hour
-        run.check_dataset(ds)
+        run.check_dataset(views[run.dir])
+        warn_unfinished(run)
 
     results = Path(results)
     stored = [BenchRow.from_json(r, path=results) for r in iter_jsonl(results)]
@@ -166,10 +202,12 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                    transient=True, disable=not progress)
     with bar:
         for run in runs:
+            ds = views[run.dir]  # the dataset as this run sees it (class map applied)
             ids = run.split_ids(ds, split)[:max_images or None] if measure_accuracy else []
             base = dict(schema=SCHEMA, dataset=ds.name, data=str(data), split=split, run=str(run.dir.resolve()),
                         run_name=run.name, model=run.meta.model, family=run.meta.family, device_requested=device,
-                        batch=batch, n_images=len(ids))
+                        batch=batch, n_images=len(ids),
+                        class_map=ds.class_map.record if ds.class_map else None, run_complete=run.meta.complete)
             cost = None
             for backend in backends:
                 for precision in precisions:
@@ -192,6 +230,8 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                         row.update(fields)
                     except BackendUnavailable as e:
                         row.update(status="unavailable", reason=str(e))
+                    except WriteFailed:  # disk full or read-only: the next configurations would fail alike
+                        raise
                     except Exception as e:  # noqa: BLE001 -- one broken configuration must not end the suite
                         row.update(status="failed", reason=f"{type(e).__name__}: {e}")
                     # the reference among the stored rows and this suite's, the latest last (None until the torch

@@ -48,7 +48,10 @@ def render(rows: Iterable[BenchRow | Mapping]) -> list[Table]:
         names_per_model: dict[str, set] = {}
         for r in group:
             names_per_model.setdefault(r.model, set()).add(r.run)
-        table = Table(title=_title(dataset, group), title_justify="left")
+        unfinished = any(r.run_complete is False for r in group)
+        table = Table(title=_title(dataset, group), title_justify="left",
+                      caption="(unfinished): the run's training had not completed (model.json complete: false)"
+                      if unfinished else None, caption_justify="left")
         # one line per row: reasons are cut short (the full text is in the results file)
         for col in ("Model", "Family", "Backend", "Precision"):
             table.add_column(col, no_wrap=True, min_width=min(len(col), 9))
@@ -62,6 +65,8 @@ def render(rows: Iterable[BenchRow | Mapping]) -> list[Table]:
             model = str(r.model)
             if len(names_per_model[r.model]) > 1:
                 model += f" ({r.run_name})"
+            if r.run_complete is False:
+                model = f"[yellow]{escape(model)} (unfinished)[/]"
             lat = r.latency_ms or {}
             compute = (r.compute_ms or {}).get("p50")
             cells = [

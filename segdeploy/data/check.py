@@ -16,8 +16,8 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from segdeploy.data.folder import (GRAY_MODES, IMAGE_EXTS, META_FILE, SPLIT_FILE, SegDataset, list_files,
-                                   parse_classes, read_mask_array)
+from segdeploy.data.folder import (GRAY_MODES, GROUPS_FILE, IMAGE_EXTS, META_FILE, SPLIT_FILE, SegDataset,
+                                   list_files, parse_classes, read_mask_array)
 from segdeploy.data.splits import group_of, split_file_problems
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import read_json
@@ -135,6 +135,39 @@ def _check_splits(root: Path, ids: list[str]) -> list[Problem]:
     return problems
 
 
+def _check_groups(root: Path, ids: list[str]) -> list[Problem]:
+    """groups.json must map ids to names; a group that split.json puts on two sides is a leak."""
+    path = root / GROUPS_FILE
+    if not path.exists():
+        return []
+    try:
+        groups = read_json(path)
+    except SegdeployError as e:
+        return [Problem(str(path), e.message, "repair groups.json or delete it.")]
+    if not (isinstance(groups, dict) and all(isinstance(v, str) for v in groups.values())):
+        return [Problem(str(path), "groups.json must map id -> group name (a string).",
+                        "repair it, or re-create it with `segdeploy data dedupe --write-groups`.")]
+    problems = []
+    unknown = sorted(set(groups) - set(ids))
+    if unknown:
+        problems.append(Problem(str(path), f"{len(unknown)} ids in groups.json have no image/mask pair (e.g. "
+                                           f"{', '.join(unknown[:3])}).", "remove them from groups.json.", "warning"))
+    split_path = root / SPLIT_FILE
+    mapping = read_json(split_path) if split_path.exists() else None
+    if isinstance(mapping, dict):
+        sides: dict[str, set] = {}
+        for i, g in groups.items():
+            if i in mapping:
+                sides.setdefault(g, set()).add(mapping[i])
+        leaks = sorted(g for g, s in sides.items() if len(s) > 1)
+        if leaks:
+            problems.append(Problem(str(split_path), f"{len(leaks)} groups of groups.json (e.g. near-duplicate "
+                                                     f"sets: {', '.join(leaks[:3])}) span two splits.",
+                                    "move each group's ids into one split (or delete split.json for a group-aware "
+                                    "k-fold split).", "warning"))
+    return problems
+
+
 def check_dataset(path: str | Path) -> list[Problem]:
     """Every problem of a dataset folder, each naming its file and the fix."""
     root = Path(path)
@@ -174,6 +207,7 @@ def check_dataset(path: str | Path) -> list[Problem]:
     for pair_problems in _map(lambda i: _check_pair(images[i][0], masks[i][0], num_classes), ids):
         problems += pair_problems
     problems += _check_splits(root, ids)
+    problems += _check_groups(root, ids)
     if regex is not None:
         try:
             group_of(ids, regex)
@@ -183,19 +217,23 @@ def check_dataset(path: str | Path) -> list[Problem]:
 
 
 def dataset_info(path: str | Path, *, name: str | None = None) -> dict:
-    """Counts, image sizes, channels, class frequencies and split counts of a structurally valid folder."""
+    """Counts, image sizes, channels, intensities, class frequencies, groups and split counts of a structurally
+    valid folder (decodes every image and mask)."""
+    from segdeploy.data.folder import read_image_array
+
     ds = SegDataset(path, name=name)
 
-    def scan(i: str) -> tuple[tuple[int, int], str, np.ndarray]:
+    def scan(i: str) -> tuple[tuple[int, int], str, np.ndarray, np.ndarray]:
         with Image.open(ds.image_path(i)) as im:
-            w, h = im.size
             mode = im.mode
-        return (h, w), mode, np.bincount(ds.load_mask(i).ravel(), minlength=256)
+        image = read_image_array(ds.image_path(i), ds.in_chans)
+        hist = np.stack([np.bincount(image[..., c].ravel(), minlength=256) for c in range(image.shape[2])])
+        return image.shape[:2], mode, np.bincount(ds.load_mask(i).ravel(), minlength=256), hist
 
     rows = _map(scan, ds.ids)
     sizes = np.array([r[0] for r in rows])
     modes: dict[str, int] = {}
-    for _, mode, _ in rows:
+    for _, mode, _, _ in rows:
         modes[mode] = modes.get(mode, 0) + 1
     counts = np.stack([r[2] for r in rows])
     pixels = counts.sum(axis=0)
@@ -205,12 +243,15 @@ def dataset_info(path: str | Path, *, name: str | None = None) -> dict:
         "classes": ds.classes, "classes_source": ds.classes_note,
         "counts": {"pairs": len(ds.ids), "empty_masks": int((counts[:, 1:].sum(axis=1) == 0).sum())},
         "image_size": {"min_hw": sizes.min(axis=0).tolist(), "max_hw": sizes.max(axis=0).tolist(),
-                       "median_hw": np.median(sizes, axis=0).tolist()},
+                       "median_hw": np.median(sizes, axis=0).tolist(), **_size_distribution(sizes)},
         "channels": {"in_chans": ds.in_chans, "modes": dict(sorted(modes.items())),
                      "gray": sum(n for m, n in modes.items() if m in GRAY_MODES)},
+        "intensity": _intensity(np.sum([r[3] for r in rows], axis=0), ds.in_chans),
         "class_pixel_fraction": {c: float(pixels[j] / pixels.sum()) for j, c in enumerate(ds.classes)},
         "images_per_class": {c: int((counts[:, j] > 0).sum()) for j, c in enumerate(ds.classes)},
+        "empty_mask_ids": [i for i, r in zip(ds.ids, rows) if r[2][1:].sum() == 0][:20],
         "group_regex": ds.group_regex,
+        "groups": _group_count(ds),
     }
     undeclared = [int(v) for v in np.nonzero(pixels[k:])[0] + k]
     if undeclared:
@@ -220,6 +261,39 @@ def dataset_info(path: str | Path, *, name: str | None = None) -> dict:
     except SegdeployError as e:
         info["splits"] = {"error": str(e)}
     return info
+
+
+def _size_distribution(sizes: np.ndarray) -> dict:
+    """The most common sizes and quartiles of the longer side: enough to choose --img-size / --resize-longer."""
+    hw, n = np.unique(sizes, axis=0, return_counts=True)
+    order = np.argsort(-n, kind="stable")[:5]
+    longer = sizes.max(axis=1)
+    return {"distinct_sizes": int(len(hw)), "common_hw": [[*hw[j].tolist(), int(n[j])] for j in order],
+            "longer_side_quartiles": np.percentile(longer, [0, 25, 50, 75, 100]).tolist()}
+
+
+def _intensity(hist: np.ndarray, channels: int) -> dict:
+    """Per channel (as the model sees it: gray, or R, G, B): min, 1st/99th percentile, max, mean and std."""
+    names = ["gray"] if channels == 1 else ["R", "G", "B"]
+    values = np.arange(256, dtype=np.float64)
+    out = {}
+    for name, h in zip(names, hist):
+        cdf = np.cumsum(h) / h.sum()
+        nz = np.nonzero(h)[0]
+        mean = float((h * values).sum() / h.sum())
+        out[name] = {"min": int(nz.min()), "p1": int(np.searchsorted(cdf, 0.01)),
+                     "p99": int(np.searchsorted(cdf, 0.99)), "max": int(nz.max()), "mean": round(mean, 2),
+                     "std": round(float(np.sqrt((h * (values - mean) ** 2).sum() / h.sum())), 2)}
+    return out
+
+
+def _group_count(ds: SegDataset) -> dict:
+    try:
+        groups = group_of(ds.ids, ds.group_regex, ds.groups)
+    except SegdeployError as e:
+        return {"error": str(e)}
+    return {"count": len(set(groups.values())), "by": (["group_regex"] if ds.group_regex else []) +
+            (["groups.json"] if ds.groups else []) or ["id"]}
 
 
 def summarize(problems: list[Problem]) -> dict[str, int]:

@@ -7,6 +7,7 @@ The one layout every dataset uses::
       masks/<id>.png                           8-bit, pixel value = class index, 0 = background
       meta.json                                {"classes": [...], "name": ..., "group_regex": ...} (optional)
       split.json                               {id: "train" | "val" | "test"} (optional)
+      groups.json                              {id: group} (optional; e.g. near-duplicates found on import)
 
 ``open_dataset(spec)`` takes such a folder or a registered name (``synthetic``, ``synthetic:48``). Opening
 does only cheap structural checks (folders exist, every image has a mask); ``segdeploy data check`` reads
@@ -34,6 +35,7 @@ IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F")
 META_FILE = "meta.json"
 SPLIT_FILE = "split.json"
+GROUPS_FILE = "groups.json"
 
 _REGISTRY: dict[str, Callable[..., Path]] = {}
 # modules that register built-in datasets; imported on first lookup so importing this module stays cheap
@@ -165,8 +167,9 @@ class Sample:
 class SegDataset:
     """A validated dataset folder: ids, classes, per-id loading and train/val/test splits."""
 
-    def __init__(self, root: str | Path, name: str | None = None):
+    def __init__(self, root: str | Path, name: str | None = None, *, class_map=None):
         self.root = Path(root)
+        self.class_map = None  # a ResolvedClassMap once a class map is applied
         problems = structure_problems(self.root)
         if problems:
             raise SegdeployError(" ".join(problems), path=self.root,
@@ -184,7 +187,30 @@ class SegDataset:
             top = max(int(self.load_mask(i).max()) for i in self.ids)
             self.classes = ["background"] + [f"class_{c}" for c in range(1, max(top, 1) + 1)]
             self.classes_inferred = True
+        self.groups: dict[str, str] | None = self._read_groups()
         self._split_cache: dict[tuple, dict[str, list[str]]] = {}
+        self.source_classes: list[str] = self.classes
+        if class_map is not None:
+            self._apply_class_map(class_map)
+
+    def with_class_map(self, class_map) -> SegDataset:
+        """This dataset seen through a class map (``segdeploy.data.class_map``): classes and masks remapped."""
+        import copy
+
+        view = copy.copy(self)
+        view._apply_class_map(class_map)
+        return view
+
+    def _apply_class_map(self, class_map) -> None:
+        from segdeploy.data.class_map import ClassMap
+
+        if self.class_map is not None:
+            raise SegdeployError("a class map is already applied to this dataset.", path=self.root,
+                                 fix="give one --class-map, written against the dataset's own labels.")
+        cmap = ClassMap.parse(class_map)
+        self.class_map = cmap.resolve(self.source_classes, path=self.root)
+        self.class_map_text = cmap.text
+        self.classes = self.class_map.classes
 
     def __repr__(self) -> str:
         return (f"SegDataset({self.name!r}, root={str(self.root)!r}, {len(self.ids)} ids, classes={self.classes}, "
@@ -199,6 +225,8 @@ class SegDataset:
 
     @property
     def classes_note(self) -> str:
+        if self.class_map is not None:
+            return f"classes mapped from {', '.join(self.source_classes)} ({self.class_map.describe()})"
         if self.classes_inferred:
             return (f"classes inferred from the masks (no meta.json classes): background + class_1..class_"
                     f"{self.num_classes - 1}")
@@ -233,6 +261,16 @@ class SegDataset:
                                      path=path, fix="correct or remove group_regex.") from e
         return meta
 
+    def _read_groups(self) -> dict[str, str] | None:
+        path = self.root / GROUPS_FILE
+        if not path.exists():
+            return None
+        groups = read_json(path)
+        if not (isinstance(groups, dict) and all(isinstance(v, str) for v in groups.values())):
+            raise SegdeployError("groups.json must map id -> group name (a string).", path=path,
+                                 fix="repair it, or delete it and re-run `segdeploy data dedupe --write-groups`.")
+        return groups
+
     def image_path(self, id: str) -> Path:
         return self._images[id]
 
@@ -242,7 +280,8 @@ class SegDataset:
     def load_mask(self, id: str) -> np.ndarray:
         path = self._masks[id]
         try:
-            return read_mask_array(path)
+            mask = read_mask_array(path)
+            return mask if self.class_map is None else self.class_map.apply(mask)
         except (OSError, ValueError, SyntaxError) as e:
             raise SegdeployError(f"cannot read mask ({e}).", path=path,
                                  fix=f"run `segdeploy data check {self.root}` and replace the file.") from e
@@ -257,6 +296,12 @@ class SegDataset:
             raise SegdeployError(f"cannot read image ({e}).", path=path,
                                  fix=f"run `segdeploy data check {self.root}` and replace the file.") from e
         mask = self.load_mask(id)
+        top = int(mask.max()) if mask.size else 0
+        if top >= self.num_classes:  # would index past the logits: wrong scores or a crash in every consumer
+            raise SegdeployError(f"mask holds class index {top}, but the dataset has {self.num_classes} classes "
+                                 f"({', '.join(self.classes)}).", path=self._masks[id],
+                                 fix=f"correct the mask, or list every class in meta.json \"classes\" "
+                                     f"(segdeploy data check {self.root}).")
         if mask.shape != image.shape[:2]:
             raise SegdeployError(f"mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                                  f"{image.shape[1]}x{image.shape[0]} (WxH).", path=self._masks[id],
@@ -280,11 +325,14 @@ class SegDataset:
             key = ("kfold", seed, k, fold, regex)
             info = {"method": "grouped-kfold", "seed": seed, "k": k, "fold": fold, "group_regex": regex,
                     "test_fraction": 0.2}
+            if self.groups is not None:
+                info["groups_file"] = GROUPS_FILE
         if key not in self._split_cache:
             if mapping is not None:
                 self._split_cache[key] = splits_from_mapping(mapping, self.ids, path=self.root / SPLIT_FILE)
             else:
-                self._split_cache[key] = make_splits(self.ids, seed=seed, k=k, fold=fold, group_regex=regex)
+                self._split_cache[key] = make_splits(self.ids, seed=seed, k=k, fold=fold, group_regex=regex,
+                                                     groups=self.groups)
         return self._split_cache[key], info
 
     def split(self, name: str, *, seed: int = 42, k: int = 5, fold: int = 0, group_regex: str | None = None,
@@ -333,11 +381,12 @@ def _few(items: list[str], n: int = 3) -> str:
     return ", ".join(items[:n]) + (f", ... {len(items) - n} more" if len(items) > n else "")
 
 
-def open_dataset(spec: str | Path) -> SegDataset:
-    """A dataset from a folder path or a registered name (``synthetic``, ``synthetic:N``)."""
+def open_dataset(spec: str | Path, *, class_map=None) -> SegDataset:
+    """A dataset from a folder path or a registered name (``synthetic``, ``synthetic:N``), seen through
+    ``class_map`` when given (inline ``"polyp=1,2"``, a JSON file, or a run's recorded map)."""
     root, name = resolve_spec(spec)
     if not root.exists() and isinstance(spec, str) and "/" not in spec and os.sep not in spec:
         raise SegdeployError(f"dataset {spec!r} is neither a folder nor a registered dataset.", path=root,
                              fix=f"give a folder with images/ and masks/, or one of: {', '.join(list_datasets())}.")
-    return SegDataset(root, name=name)
+    return SegDataset(root, name=name, class_map=class_map)
 

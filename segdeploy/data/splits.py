@@ -17,10 +17,40 @@ from segdeploy.errors import SegdeployError
 SPLIT_NAMES = ("train", "val", "test")
 
 
-def group_of(ids: list[str], group_regex: str | None) -> dict[str, str]:
+def group_of(ids: list[str], group_regex: str | None, groups: dict[str, str] | None = None) -> dict[str, str]:
     """id -> group: regex group 1 of ``group_regex`` (searched in the id), the whole match if the pattern has
     no group, or the id itself without a regex. An id the regex does not match is an error: silently making it
-    its own group would hide a typo in the pattern and leak groups across splits."""
+    its own group would hide a typo in the pattern and leak groups across splits.
+
+    ``groups`` (a dataset's groups.json, e.g. near-duplicate sets) joins groups further: ids that share a regex
+    group or a ``groups`` entry end up in one group, named after its smallest regex group, so without
+    ``groups`` (or with groups inside regex groups) the result is the regex grouping unchanged."""
+    by_regex = _regex_groups(ids, group_regex)
+    return by_regex if not groups else _join(by_regex, groups)
+
+
+def _join(by_regex: dict[str, str], groups: dict[str, str]) -> dict[str, str]:
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ids = list(by_regex)
+    nodes = {i: n for n, i in enumerate(ids)}  # ids first, then one node per group name of either kind
+    edges = []
+    for i in ids:
+        for label in (("r", by_regex[i]), ("f", groups.get(i))):
+            if label[1] is not None:
+                edges.append((nodes[i], nodes.setdefault(label, len(nodes))))
+    a, b = np.array(edges, dtype=np.int64).T if edges else (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    graph = coo_matrix((np.ones(len(a)), (a, b)), shape=(len(nodes), len(nodes)))
+    _, component = connected_components(graph, directed=False)
+    name: dict[int, str] = {}
+    for i in ids:
+        c = component[nodes[i]]
+        name[c] = min(name.get(c, by_regex[i]), by_regex[i])
+    return {i: name[component[nodes[i]]] for i in ids}
+
+
+def _regex_groups(ids: list[str], group_regex: str | None) -> dict[str, str]:
     if group_regex is None:
         return {i: i for i in ids}
     try:
@@ -43,13 +73,14 @@ def group_of(ids: list[str], group_regex: str | None) -> dict[str, str]:
 
 
 def make_splits(ids: list[str], *, seed: int, k: int, fold: int, group_regex: str | None,
-                test_fraction: float = 0.2) -> dict[str, list[str]]:
+                test_fraction: float = 0.2, groups: dict[str, str] | None = None) -> dict[str, list[str]]:
     """Split ids into {"train", "val", "test"} (each sorted).
 
     The sorted groups are shuffled with ``numpy.random.default_rng(seed)``; the first
     ``round(test_fraction * n_groups)`` (at least one when ``test_fraction > 0``) are test, independent of ``k``
     and ``fold`` so every fold shares one held-out test set; the others are cut into ``k`` contiguous folds of
-    near-equal group count and fold ``fold`` is val, the rest train.
+    near-equal group count and fold ``fold`` is val, the rest train. ``groups`` joins ids further (see
+    :func:`group_of`).
     """
     if k < 2:
         raise SegdeployError(f"k={k}: k-fold needs k >= 2.", fix="use k >= 2 (the default is 5).")
@@ -57,15 +88,15 @@ def make_splits(ids: list[str], *, seed: int, k: int, fold: int, group_regex: st
         raise SegdeployError(f"fold={fold} is outside 0..{k - 1}.", fix=f"choose a fold in 0..{k - 1}.")
     if not 0 <= test_fraction < 1:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
-    groups_by_id = group_of(list(ids), group_regex)
-    groups = sorted(set(groups_by_id.values()))
-    n_test = int(round(test_fraction * len(groups)))
+    groups_by_id = group_of(list(ids), group_regex, groups)
+    names = sorted(set(groups_by_id.values()))
+    n_test = int(round(test_fraction * len(names)))
     if test_fraction > 0:
         n_test = max(n_test, 1)
-    if len(groups) - n_test < k:
-        raise SegdeployError(f"{len(groups)} groups are too few for a test split plus {k} folds.",
-                             fix=f"use a smaller k (at most {len(groups) - n_test}) or a larger dataset.")
-    order = [groups[j] for j in np.random.default_rng(seed).permutation(len(groups))]
+    if len(names) - n_test < k:
+        raise SegdeployError(f"{len(names)} groups are too few for a test split plus {k} folds.",
+                             fix=f"use a smaller k (at most {len(names) - n_test}) or a larger dataset.")
+    order = [names[j] for j in np.random.default_rng(seed).permutation(len(names))]
     split_of_group = {g: "test" for g in order[:n_test]}
     for j, chunk in enumerate(np.array_split(np.array(order[n_test:], dtype=object), k)):
         for g in chunk:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from segdeploy.errors import BackendUnavailable
+from segdeploy.export.artifacts import onnx_digest, onnx_files, onnx_size_mb  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # segdeploy.runs imports torch; `segdeploy engines --help` should not
     import numpy as np
@@ -87,18 +88,3 @@ def missing_onnx_reason(run: Run, precision: str) -> str | None:
                 f"{precision} runs on the torch and torch-compile backends")
     return (f"no onnx/model.{precision}.onnx in {run.dir}; "
             f"run segdeploy export {run.dir} --precisions {precision}")
-
-
-def onnx_files(path: Path) -> list[Path]:
-    """The ONNX graph file and the external-data files its weights live in (the torch dynamo exporter
-    writes ``model.onnx.data``), so sizes and hashes cover the weights, not only the graph."""
-    import onnx
-    from onnx.external_data_helper import ExternalDataInfo, uses_external_data
-
-    model = onnx.load(str(path), load_external_data=False)
-    locations = sorted({ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)})
-    return [Path(path)] + [Path(path).parent / loc for loc in locations]
-
-
-def onnx_size_mb(path: Path) -> float:
-    return round(sum(f.stat().st_size for f in onnx_files(path)) / 1e6, 3)

@@ -116,7 +116,10 @@ class OrtEngine(BaseEngine):
     def load(self) -> None:
         import onnxruntime as ort
 
+        from segdeploy.engines.integrity import verify_onnx
+
         run, backend, precision, target = self.source, self.backend, self.precision, self.device
+        verify_onnx(run, precision)  # the file the manifest describes, not another run's export copied over it
         path = onnx_path(run.dir, precision)
         trt_cache = run.dir / TRT_CACHE_DIR
         if backend == "onnxruntime-trt":

@@ -14,7 +14,6 @@ Everything above ``build_engine`` is plain logic, testable without TensorRT.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,7 +21,8 @@ from pathlib import Path
 from segdeploy.device import CUDA, cuda_device, cuda_index, resolve_device
 from segdeploy.engines.profiles import DEFAULT_BATCH, onnx_input_name, profile_record, profile_shapes
 from segdeploy.errors import BackendUnavailable, SegdeployError
-from segdeploy.fileio import atomic_write_bytes, atomic_write_json, read_json, sha256_file
+from segdeploy.export.artifacts import onnx_digest  # noqa: F401 (re-exported)
+from segdeploy.fileio import atomic_write_bytes, atomic_write_json, read_json
 from segdeploy.runs import Run, onnx_path
 
 STRONGLY_TYPED_SINCE = (10, 0)  # NetworkDefinitionCreationFlag.STRONGLY_TYPED in every 10.x, Jetson's 10.3 too
@@ -136,16 +136,6 @@ def timing_cache_path(run_dir: str | Path, trt_version: str, gpu: dict) -> Path:
     return Path(run_dir) / "engines" / f"timing.trt{trt_version}.sm{sm}.cache"
 
 
-def onnx_digest(path: Path) -> str:
-    """sha256 of the ONNX graph and its external weight files: retraining changes only the weights file."""
-    from segdeploy.engines import onnx_files
-
-    files = onnx_files(path)
-    if len(files) == 1:
-        return sha256_file(files[0])
-    return hashlib.sha256("".join(f"{f.name}:{sha256_file(f)}\n" for f in files).encode()).hexdigest()
-
-
 # --- TensorRT ------------------------------------------------------------------------------------------------
 
 def import_tensorrt():
@@ -234,6 +224,9 @@ def build_engine(run: Run, precision: str, *, batch: str = DEFAULT_BATCH, worksp
     reason = missing_onnx_reason(run, precision)
     if reason:
         raise BackendUnavailable(reason)
+    from segdeploy.engines.integrity import verify_onnx
+
+    verify_onnx(run, precision)
     problem = dla_problem(precision, batch) if dla is not None else None
     if problem:
         raise SegdeployError(f"cannot build for DLA core {dla}: {problem}.")

@@ -90,6 +90,7 @@ def evaluate(predict: Predict, dataset, ids: Sequence[str], *, img_size: int, me
     slow part) where only overlap is wanted."""
     from segdeploy.data.transforms import restore
     from segdeploy.fileio import atomic_write_bytes
+    from segdeploy.numerics import require_finite
 
     ids = list(ids)
     if not ids:
@@ -104,7 +105,8 @@ def evaluate(predict: Predict, dataset, ids: Sequence[str], *, img_size: int, me
     for samples, x, letterbox in _batches(dataset, ids, batch, img_size, mean, std):
         if first_batch is None:
             first_batch = x
-        logits = np.asarray(predict(x), dtype=np.float32)
+        # non-finite logits make every downstream number meaningless: refused here for every stage
+        logits = require_finite(np.asarray(predict(x), dtype=np.float32), "the model's logits")
         if logits.shape != (len(samples), num_classes, img_size, img_size):
             raise ValueError(f"predict returned {logits.shape} for input {x.shape}; expected "
                              f"{(len(samples), num_classes, img_size, img_size)}")

@@ -23,7 +23,7 @@ def load_images(run, split: str, n: int, *, seed: int | None = None) -> np.ndarr
     if not meta.dataset.spec:
         raise SegdeployError("the run's model.json names no dataset (dataset.spec): parity and calibration need "
                              "its images.", fix="add \"dataset\": {\"spec\": PATH_OR_NAME} to model.json.")
-    dataset = open_dataset(meta.dataset.spec)
+    dataset = open_dataset(meta.dataset.spec, class_map=meta.dataset.class_map)
     ids = run.split_ids(dataset, split)
     ids = sorted(random.Random(seed).sample(ids, min(n, len(ids)))) if seed is not None else ids[:n]
     images = [preprocess(dataset.load(i).image, meta.img_size, meta.mean, meta.std)[0] for i in ids]

@@ -13,7 +13,6 @@ import numpy as np
 from segdeploy.errors import SegdeployError
 from segdeploy.export.calibration import load_images
 from segdeploy.export.manifest import manifest_header, now, read_manifest, write_manifest
-from segdeploy.fileio import sha256_file
 
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 MIN_OPSET = 17  # LayerNormalization is one op from 17; split LayerNorm overflows in TensorRT FP16
@@ -45,13 +44,14 @@ def _check_args(precisions: Iterable[str], calib_images: int, calib_method: str,
 
 
 def _file_entry(run_dir: Path, path: Path, model, parity_images: np.ndarray) -> dict:
+    from segdeploy.export.artifacts import onnx_digest
     from segdeploy.export.onnx_export import check_dynamic_batch, onnx_opset, parity
 
     check_dynamic_batch(path, parity_images.shape[1:])
     return {
         "file": path.relative_to(run_dir).as_posix(),
         "size_mb": round(path.stat().st_size / 2**20, 3),
-        "sha256": sha256_file(path),
+        "sha256": onnx_digest(path),  # graph + external data; for a single file its plain sha256
         "opset": onnx_opset(path),
         "parity": parity(path, model, parity_images),
     }
@@ -118,7 +118,7 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
                         step(precision, "checking INT8 accuracy on validation images (--int8-auto)")
                         from segdeploy.data import open_dataset
 
-                        dataset = open_dataset(meta.dataset.spec)
+                        dataset = open_dataset(meta.dataset.spec, class_map=meta.dataset.class_map)
                         val_ids = run.split_ids(dataset, "val")[:max(calib_images, 16)]
                         entry["int8_auto"] = keep_accuracy(
                             fp32_file, path, calib_batch, dataset, val_ids, img_size=meta.img_size,

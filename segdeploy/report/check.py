@@ -27,6 +27,7 @@ Baseline file (``--write-baseline``, written atomically)::
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -78,7 +79,7 @@ def latest_rows(rows: Iterable[BenchRow | Mapping]) -> dict[CheckKey, BenchRow]:
 
 
 def _usable(row: BenchRow | None) -> bool:
-    return row is not None and row.has_dice
+    return row is not None and row.has_dice and math.isfinite(float(row.dice))
 
 
 def make_baseline(rows: Iterable[BenchRow | Mapping], tolerance: float = DEFAULT_TOLERANCE) -> dict:
@@ -124,6 +125,9 @@ def load_baseline(path: str | Path) -> dict:
         lacking = [f for f in (*_KEY_FIELDS, "dice") if not isinstance(entry, dict) or f not in entry]
         if lacking or not isinstance(entry.get("dice"), (int, float)):
             raise SegdeployError(f"entry {i} lacks {', '.join(lacking) or 'a numeric dice'}.", path=path, fix=fix)
+        if not math.isfinite(entry["dice"]):  # NaN passes every comparison unnoticed
+            raise SegdeployError(f"entry {i} ({entry.get('model')} {entry.get('backend')} {entry.get('precision')}) "
+                                 f"has dice {entry['dice']}, not a number to compare with.", path=path, fix=fix)
     return baseline
 
 

@@ -10,7 +10,6 @@ skips Grad-CAM. Any exception becomes one ``failed`` row with the stage and the 
 
 from __future__ import annotations
 
-import inspect
 import os
 import socket
 import time
@@ -124,14 +123,14 @@ def _train(config: StudyConfig, cell: Cell, folder: Path):
         if meta.complete:
             return meta
     resume = (folder / TRAIN_STATE).is_file()
-    if not resume:
-        # killed after the first best checkpoint but before the first training state: nothing to continue from
-        for name in (WEIGHTS, META, HISTORY):
-            (folder / name).unlink(missing_ok=True)
+    # killed after the first best checkpoint but before the first training state: nothing to continue from, so
+    # train's --restart discards the stale checkpoint (it removes training outputs only, not the cell's records)
+    restart = not resume and any((folder / name).exists() for name in (WEIGHTS, META, HISTORY))
     cfg = TrainConfig(data=cell.dataset, model=cell.model, out=folder, epochs=config.epochs, img_size=config.img_size,
                       batch_size=config.batch, lr=cell.lr, device=config.device, seed=config.seed,
                       patience=config.patience, k=config.k, fold=cell.fold, augment=config.augment,
-                      pretrained=config.pretrained, max_train_images=config.max_train_images, resume=resume)
+                      pretrained=config.pretrained, max_train_images=config.max_train_images, resume=resume,
+                      restart=restart, class_map=config.class_maps.get(cell.dataset))
     return train_model(cfg, progress=False)
 
 
@@ -141,13 +140,14 @@ def _init_untrained(config: StudyConfig, cell: Cell, folder: Path):
     import torch
 
     from segdeploy.data import open_dataset
+    from segdeploy.data.class_map import class_map_record
     from segdeploy.models import count_params, create_model, model_info
     from segdeploy.runs import META, read_meta, save_checkpoint
 
     if (folder / META).is_file() and read_meta(folder).complete:
         return read_meta(folder)
     torch.manual_seed(config.seed)
-    ds = open_dataset(cell.dataset)
+    ds = open_dataset(cell.dataset, class_map=config.class_maps.get(cell.dataset))
     info = model_info(cell.model)
     model = create_model(cell.model, num_classes=ds.num_classes, in_chans=ds.in_chans, img_size=config.img_size)
     # a dict is validated as a RunMeta by save_checkpoint; "trained" and "init" are kept in its extra keys
@@ -155,7 +155,8 @@ def _init_untrained(config: StudyConfig, cell: Cell, folder: Path):
             "classes": ds.classes, "in_chans": ds.in_chans, "img_size": config.img_size,
             "mean": [0.5] * ds.in_chans, "std": [0.5] * ds.in_chans, "fixed_size": info.fixed_size,
             "params_m": round(count_params(model) / 1e6, 4),
-            "dataset": {"spec": cell.dataset, "name": ds.name, "root": str(ds.root), "n_images": len(ds.ids)},
+            "dataset": {"spec": cell.dataset, "name": ds.name, "root": str(ds.root), "n_images": len(ds.ids),
+                        **class_map_record(ds)},
             "split": ds.split_info(seed=config.seed, k=config.k, fold=0), "seed": config.seed, "device": "cpu",
             "amp": None, "trained": False, "init": f"random, torch.manual_seed({config.seed})", "val": None,
             "complete": True}
@@ -190,24 +191,16 @@ def _bench(config: StudyConfig, folder: Path, data: str, split: str, **extra) ->
 
 
 def _bench_cross(config: StudyConfig, cell: Cell, folder: Path, cross: CrossTarget) -> list[dict]:
-    """Rows for one cross-dataset target; a target that cannot be scored is one failed/unavailable row."""
-    from segdeploy.bench.runner import SCHEMA, run_bench
+    """Rows for one cross-dataset target (through its class map, if any); a target that cannot be scored is one
+    failed row saying why."""
+    from segdeploy.bench.runner import SCHEMA
 
-    base = {"schema": SCHEMA, "timestamp": _now(), "model": cell.model, "run_name": cell.cell_id,
-            "dataset": cross.name, "data": cross.target, "split": cross.split, "backend": None, "precision": None,
-            "dice": None}
-    extra = {}
-    if cross.class_map:
-        # TODO(issue11): bench's class_map option (segdeploy/data/class_map.py) maps the run's classes onto the
-        # target's; until then a mapped target cannot be scored and says so
-        if "class_map" not in inspect.signature(run_bench).parameters:
-            return [{**base, "status": "unavailable", "reason": f"scoring {cross.name} through class map "
-                     f"{cross.class_map!r} needs bench's class_map option (issue 11), not in this build"}]
-        extra["class_map"] = cross.class_map
     try:
-        return _bench(config, folder, cross.target, cross.split, **extra)
+        return _bench(config, folder, cross.target, cross.split, class_map=cross.class_map)
     except SegdeployError as e:
-        return [{**base, "status": "failed", "reason": str(e)}]
+        return [{"schema": SCHEMA, "timestamp": _now(), "model": cell.model, "run_name": cell.cell_id,
+                 "dataset": cross.name, "data": cross.target, "split": cross.split, "backend": None,
+                 "precision": None, "dice": None, "status": "failed", "reason": str(e)}]
 
 
 def _gradcam(config: StudyConfig, cell: Cell, folder: Path) -> dict:

@@ -19,9 +19,6 @@ from segdeploy.errors import SegdeployError
 
 TEMPLATES = ("demo", "reference", "cost")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
-# one entry "name=i,j" (target class name = the run's classes i and j), several separated by ";"
-_CLASS_MAP_ENTRY = r"\s*[^=;,\s][^=;,]*?\s*=\s*\d+(?:\s*,\s*\d+)*\s*"
-_CLASS_MAP_RE = re.compile(rf"{_CLASS_MAP_ENTRY}(?:;{_CLASS_MAP_ENTRY})*;?\s*")
 
 
 @dataclass(frozen=True)
@@ -37,7 +34,8 @@ class Resources:
 @dataclass(frozen=True)
 class CrossTarget:
     """Runs trained on ``source`` are also scored on ``target`` (another dataset), optionally through a class map
-    such as ``"polyp=1,2"`` (the target's class ``polyp`` = the run's classes 1 and 2)."""
+    on the target's labels (``segdeploy.data.class_map``): ``"polyp=1"`` scores the target's label 1 as the runs'
+    class ``polyp``; the mapped classes must be the runs' classes, by name and order."""
 
     source: str
     target: str
@@ -72,6 +70,8 @@ class StudyConfig:
     gradcam_worst: int = 8
     resources: Resources = field(default_factory=Resources)
     cross: tuple[CrossTarget, ...] = ()
+    # dataset (as in ``datasets``) -> the class map it is trained with, e.g. NeoPolyp as one "polyp=1,2" class
+    class_maps: dict[str, str] = field(default_factory=dict)
     path: str | None = field(default=None, compare=False)  # the file it came from (not part of the study)
 
     def as_dict(self) -> dict:
@@ -185,10 +185,16 @@ def _split(v: Any) -> str:
 
 
 def _class_map(v: Any) -> str:
-    # TODO(issue11): once segdeploy/data/class_map.py lands, validate with its parser instead of this pattern
-    if not isinstance(v, str) or not _CLASS_MAP_RE.fullmatch(v):
-        raise ValueError(f"must read 'NAME=i,j' (the target's class NAME = the run's classes i and j; several "
-                         f"separated by ';'), got {v!r}")
+    """Inline ``"name=labels;..."`` or a JSON file, checked by segdeploy.data.class_map's parser (whether its
+    labels exist is checked against the dataset when the study starts)."""
+    from segdeploy.data.class_map import ClassMap
+
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"must be a class map such as \"polyp=1,2\" or a JSON file, got {v!r}")
+    try:
+        ClassMap.parse(v)
+    except SegdeployError as e:
+        raise ValueError(f"is not a class map ({e.message})") from None
     return v.strip()
 
 
@@ -228,7 +234,7 @@ _CROSS = {
     "class_map": (_class_map, 'class_map = "polyp=1,2"'),
     "split": (_split, 'split = "all"'),
 }
-_TABLES = {"resources": _RESOURCES, "cross": _CROSS}
+_TABLES = {"resources": _RESOURCES, "cross": _CROSS, "class_maps": None}
 
 
 def _unknown(key: str, known, where: str, path) -> SegdeployError:
@@ -301,12 +307,14 @@ def parse_study(data: dict, *, path: str | Path | None = None, default_name: str
         raise SegdeployError("`cross` must be an array of tables.", path=path,
                              fix='write [[cross]] then source = "...", target = "...".')
     cross = tuple(_cross(c, values["datasets"], path) for c in cross_list)
+    class_maps = _class_maps(data.get("class_maps", {}), values["datasets"], path)
     names = [c.name for c in cross]
     if len(set(names)) != len(names):
         raise SegdeployError(f"`cross.name` repeats: {names}.", path=path,
                              fix="give each [[cross]] target its own name = \"...\".")
 
-    cross = _resolve_datasets(values, cross, Path(path).resolve().parent if path else None, path)
+    cross, class_maps = _resolve_datasets(values, cross, class_maps, Path(path).resolve().parent if path else None,
+                                          path)
     train = values.get("train", True)
     if not train and values.get("gradcam"):
         raise SegdeployError("`gradcam` = true with `train` = false: Grad-CAM of random weights explains nothing.",
@@ -315,8 +323,8 @@ def parse_study(data: dict, *, path: str | Path | None = None, default_name: str
         raise SegdeployError("`cross` targets with `train` = false: a cost-only study scores nothing.", path=path,
                              fix="remove the [[cross]] tables, or set train = true.")
     name = values.pop("name", None) or default_name
-    return StudyConfig(name=name, resources=resources_values, cross=cross, path=str(path) if path else None,
-                       **values)
+    return StudyConfig(name=name, resources=resources_values, cross=cross, class_maps=class_maps,
+                       path=str(path) if path else None, **values)
 
 
 def _cross(table: dict, datasets: tuple[str, ...], path) -> CrossTarget:
@@ -329,6 +337,23 @@ def _cross(table: dict, datasets: tuple[str, ...], path) -> CrossTarget:
                              path=path, fix="name the training dataset exactly as it is written in `datasets`.")
     values.setdefault("name", dataset_key(values["target"]))
     return CrossTarget(**values)
+
+
+def _class_maps(table: Any, datasets: tuple[str, ...], path) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise SegdeployError("`class_maps` must be a table.", path=path,
+                             fix='write [class_maps] then "data/neopolyp" = "polyp=1,2".')
+    out = {}
+    for key, value in table.items():
+        if key not in datasets:
+            raise SegdeployError(f"`class_maps` names {key!r}, which is not one of `datasets` {list(datasets)}.",
+                                 path=path, fix="name the dataset exactly as it is written in `datasets`.")
+        try:
+            out[key] = _class_map(value)
+        except ValueError as e:
+            raise SegdeployError(f"`class_maps.{key}` {e}.", path=path,
+                                 fix='write e.g. "data/neopolyp" = "polyp=1,2".') from None
+    return out
 
 
 def is_registered(spec: str) -> bool:
@@ -345,7 +370,8 @@ def dataset_key(spec: str) -> str:
     return spec if is_registered(spec) else Path(spec).expanduser().resolve().name
 
 
-def _resolve_datasets(values: dict, cross: tuple[CrossTarget, ...], base: Path | None, path):
+def _resolve_datasets(values: dict, cross: tuple[CrossTarget, ...], class_maps: dict[str, str], base: Path | None,
+                      path) -> tuple[tuple[CrossTarget, ...], dict[str, str]]:
     """Folders written relative are relative to the study file (so workers with another working directory find
     them); registered names stay as they are."""
     def resolved(spec: str) -> str:
@@ -360,5 +386,6 @@ def _resolve_datasets(values: dict, cross: tuple[CrossTarget, ...], base: Path |
         raise SegdeployError(f"`datasets` has two entries named {', '.join(dupes)} (a folder is named by its last "
                              "path component).", path=path, fix="rename one of the folders.")
     values["datasets"] = tuple(resolved(d) for d in values["datasets"])
-    return tuple(CrossTarget(source=resolved(c.source), target=resolved(c.target), name=c.name,
-                             class_map=c.class_map, split=c.split) for c in cross)
+    return (tuple(CrossTarget(source=resolved(c.source), target=resolved(c.target), name=c.name,
+                              class_map=c.class_map, split=c.split) for c in cross),
+            {resolved(k): v for k, v in class_maps.items()})

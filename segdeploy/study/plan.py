@@ -82,7 +82,8 @@ def _digest(obj: Any) -> str:
 
 def train_fingerprint(config: StudyConfig, cell: Cell) -> str:
     d = config.as_dict()
-    return _digest({"cell": asdict(cell), "num_cpus": config.resources.num_cpus, **{k: d[k] for k in _TRAIN_KEYS}})
+    return _digest({"cell": asdict(cell), "num_cpus": config.resources.num_cpus,
+                    "class_map": config.class_maps.get(cell.dataset), **{k: d[k] for k in _TRAIN_KEYS}})
 
 
 def fingerprint(config: StudyConfig, cell: Cell) -> str:

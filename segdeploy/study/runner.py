@@ -37,27 +37,38 @@ class StudyRun:
 
 
 def _check_datasets(config: StudyConfig) -> None:
-    """Open every dataset (cheap structural checks) before any cell starts; errors name the study key."""
+    """Open every dataset (cheap structural checks) with its class map, and check that each cross-dataset target,
+    through its own class map, has the classes and channels of its source: before any cell starts, errors naming
+    the study key."""
     from segdeploy.data import open_dataset
 
-    specs = [("datasets", d) for d in config.datasets] + [("cross.target", c.target) for c in config.cross]
-    opened = {}
-    for key, spec in specs:
+    def opened(key: str, spec: str, class_map: str | None, map_key: str):
         try:
-            opened[spec] = open_dataset(spec)
+            dataset = open_dataset(spec)
         except SegdeployError as e:
             where = f" ({e.path})" if e.path and e.path != spec else ""
             raise SegdeployError(f"`{key}` entry {spec!r}{where}: {e.message}", path=config.path,
                                  fix=e.fix or "correct the entry in the study file.") from None
+        if class_map is None:
+            return dataset
+        try:
+            return dataset.with_class_map(class_map)
+        except SegdeployError as e:
+            raise SegdeployError(f"`{map_key}` {class_map!r} does not fit {dataset.name}: {e.message}",
+                                 path=config.path, fix=e.fix or "correct the class map.") from None
+
+    sources = {d: opened("datasets", d, config.class_maps.get(d), f"class_maps.{d}") for d in config.datasets}
     for cross in config.cross:
-        source, target = opened[cross.source], opened[cross.target]
-        if not cross.class_map and (source.classes != target.classes or source.in_chans != target.in_chans):
+        source = sources[cross.source]
+        target = opened("cross.target", cross.target, cross.class_map, "cross.class_map")
+        if source.classes != target.classes or source.in_chans != target.in_chans:
+            mapped = f" (mapped with {cross.class_map!r})" if cross.class_map else ""
             raise SegdeployError(
-                f"`cross` target {cross.name!r} has classes {target.classes} ({target.in_chans}-channel images), its "
-                f"source {source.name!r} has {source.classes} ({source.in_chans}-channel): runs trained on the source "
-                "cannot be scored on it as they are.", path=config.path,
-                fix='add class_map = "NAME=i,j" to that [[cross]] table (the target\'s class NAME = the run\'s classes '
-                    "i and j), or choose a target with the same classes and channels.")
+                f"`cross` target {cross.name!r} has classes {target.classes}{mapped} ({target.in_chans}-channel "
+                f"images), runs trained on {source.name!r} predict {source.classes} ({source.in_chans}-channel): "
+                "they cannot be scored on it.", path=config.path,
+                fix='give that [[cross]] table a class_map naming the runs\' classes in their order from the '
+                    'target\'s labels (e.g. class_map = "polyp=1"), or choose a target with the same channels.')
 
 
 def _repair(study_dir: Path, config: StudyConfig, cells: list[Cell], stale: list[str]) -> None:
@@ -79,6 +90,7 @@ def run_study(study: str | Path | StudyConfig, out: str | Path, *, executor: str
               address: str | None = None, force: bool = False, console=None) -> StudyRun:
     from rich.console import Console
 
+    from segdeploy.locks import hold
     from segdeploy.study.executors import check_executor
 
     check_executor(executor, address)
@@ -87,26 +99,9 @@ def run_study(study: str | Path | StudyConfig, out: str | Path, *, executor: str
     study_dir = Path(out).resolve()
     cells = expand(config)
     _check_datasets(config)
-    lock = _lock(study_dir)
-    try:
+    # one driver per study folder: a second would interleave its rewrites of the results file with ours
+    with hold(study_dir / ".segdeploy-study.lock", "study run", study_dir):
         return _run(config, study_dir, cells, executor=executor, address=address, force=force, console=console)
-    finally:
-        lock.release()
-
-
-def _lock(study_dir: Path):
-    """One driver per study folder: a second one would interleave its rewrites of the results file with ours.
-    The lock is the operating system's (fcntl/msvcrt), so a killed driver never leaves it held."""
-    from filelock import FileLock, Timeout
-
-    study_dir.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(study_dir / ".driver.lock")
-    try:
-        lock.acquire(timeout=0)
-    except Timeout:
-        raise SegdeployError("another `segdeploy study run` is using this study folder.", path=study_dir,
-                             fix="wait for it to finish (or stop it); then run the same command again.") from None
-    return lock
 
 
 def _run(config: StudyConfig, study_dir: Path, cells: list[Cell], *, executor: str, address: str | None,

@@ -30,7 +30,12 @@ def train(
     pretrained: bool = typer.Option(False, help="Load the library's ImageNet encoder weights (needs the hub)."),
     weights: Optional[str] = typer.Option(None, help="Local weights file to initialise from (keys are reported)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),
+    restart: bool = typer.Option(False, help="Discard what --out holds (a finished run, or one stuck after a crash "
+                                             "or a full disk: checkpoint, training state, history, and the ONNX "
+                                             "files and engines made from its weights) and train from scratch."),
     max_train_images: Optional[int] = typer.Option(None, help="Use only the first N training images (smoke tests)."),
+    class_map: Optional[str] = typer.Option(None, "--class-map", help="Merge or select classes: 'polyp=1,2' "
+                                            "(';' between classes; unnamed labels -> background) or a JSON file."),
 ) -> None:
     """Train a model with the common protocol (AdamW + REX, CE, same augmentations, early stopping on val Dice)."""
     from rich.console import Console
@@ -40,7 +45,8 @@ def train(
     cfg = TrainConfig(data=data, model=model, out=out, epochs=epochs, img_size=img_size, batch_size=batch_size, lr=lr,
                       device=device, seed=seed, patience=patience, min_delta=min_delta, k=k, fold=fold,
                       group_regex=group_regex, augment=augment, workers=workers, amp=amp, pretrained=pretrained,
-                      weights=weights, resume=resume, max_train_images=max_train_images)
+                      weights=weights, resume=resume, restart=restart, max_train_images=max_train_images,
+                      class_map=class_map)
     meta = train_model(cfg)
     val = meta.val or {}
     Console().print(f"[bold green]trained[/] {model}: best val Dice {val.get('dice', float('nan')):.4f} at epoch "

@@ -5,13 +5,17 @@ softmax cross-entropy is the same loss as BCE on the logit difference, so binary
 the same augmentations for every model, early stopping on validation Dice with patience and min_delta, the
 best checkpoint kept, mixed precision on CUDA, seed 42.
 
-Crash safety: after every epoch the full training state is written atomically to ``train_state.pt``; the best
-weights go to ``model.safetensors`` + ``model.json`` as soon as they improve. ``resume=True`` continues from
-the last completed epoch with the optimizer, schedule, early-stopping counters and RNG states restored.
+Crash safety: after every epoch the full training state is written atomically to ``train_state.safetensors``
+(no pickle, :mod:`segdeploy.train.state`); the best weights go to ``model.safetensors`` + ``model.json`` as soon
+as they improve. ``resume=True`` continues from the last completed epoch with the optimizer, schedule,
+early-stopping counters and RNG states restored; ``restart=True`` discards an unfinished (or finished) run in the
+folder. A non-finite loss stops training with an error; what was saved before it stays. One process at a time
+trains into a folder (a lock says who holds it).
 """
 
 from __future__ import annotations
 
+import math
 import platform
 import random
 import time
@@ -25,14 +29,17 @@ import torch.nn.functional as F
 from segdeploy import __version__
 from segdeploy.device import missing_device_reason, resolve_device
 from segdeploy.envinfo import has_native_bf16
-from segdeploy.errors import SegdeployError
-from segdeploy.fileio import append_jsonl, atomic_target, atomic_write_json, commit
+from segdeploy.errors import SegdeployError, WriteFailed
+from segdeploy.fileio import append_jsonl, atomic_write_json
+from segdeploy.numerics import nonfinite_tensors
 from segdeploy.records import DatasetRef, RunMeta, SplitRecord
 from segdeploy.runs import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
+from segdeploy.train.guard import check_config, check_input_size, diverged
 from segdeploy.train.schedule import rex_factor
 
 # what must match between the original run and a --resume of it
-_RESUME_KEYS = ("data", "model", "img_size", "batch_size", "lr", "seed", "k", "fold", "group_regex", "augment")
+_RESUME_KEYS = ("data", "model", "img_size", "batch_size", "lr", "seed", "k", "fold", "group_regex", "augment",
+                "class_map")
 
 
 @dataclass
@@ -58,7 +65,9 @@ class TrainConfig:
     pretrained: bool = False
     weights: str | None = None
     resume: bool = False
+    restart: bool = False  # discard what --out holds (a finished or stuck run) and train from scratch
     max_train_images: int | None = None  # subset for smoke tests and demos
+    class_map: str | None = None  # merge/select classes: "polyp=1,2" or a JSON file (segdeploy.data.class_map)
     extra: dict = field(default_factory=dict)
 
     def for_record(self) -> dict:
@@ -90,8 +99,8 @@ def _rng_state() -> dict:
 
 
 def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    random.setstate(tuple(state["python"]))
+    np.random.set_state(tuple(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -143,40 +152,50 @@ def _make_loaders(cfg: TrainConfig, ds, device: torch.device, mean, std):
 
 def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
     """Train ``cfg.model`` on ``cfg.data`` into ``cfg.out``; returns the run's metadata (model.json)."""
+    from segdeploy.locks import hold
+
+    check_config(cfg)
+    out = Path(cfg.out)
+    with hold(out / ".segdeploy-train.lock", "train", out):
+        try:
+            return _train_model(cfg, progress=progress)
+        except WriteFailed as e:  # disk full / read-only: say how to continue once it is fixed
+            how = ("continue with --resume (from the last saved epoch)" if (out / TRAIN_STATE).is_file()
+                   else "train again with --restart (no epoch's state was saved)")
+            raise WriteFailed(e.message, path=e.path, fix=f"free disk space (or fix the permissions), then {how}.") \
+                from e
+
+
+def _train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
     from rich.console import Console
 
     from segdeploy.data import open_dataset
+    from segdeploy.data.class_map import class_map_record
     from segdeploy.models import count_params, create_model, model_info
+    from segdeploy.train.state import open_run_dir
 
     console = Console(stderr=True)
     out = Path(cfg.out)
     state_file = out / TRAIN_STATE
-    state = None
-    if cfg.resume:
-        if not state_file.is_file():
-            done = (out / "model.json").is_file() and read_meta(out).complete
-            raise SegdeployError("nothing to resume: " + ("training already finished." if done else
-                                 f"no {TRAIN_STATE}."), path=out,
-                                 fix="drop --resume to start a new run in another --out folder.")
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
+    state, run_id = open_run_dir(out, resume=cfg.resume, restart_run=cfg.restart)
+    if state is not None:
         changed = [k for k in _RESUME_KEYS if state["config"].get(k) != getattr(cfg, k)]
         if changed:
             saved = ", ".join(f"{k}={state['config'][k]!r}" for k in changed)
             raise SegdeployError(f"--resume with different settings: {', '.join(changed)} (saved: {saved}).",
                                  path=state_file, fix="repeat the original options, or train into a new --out.")
-    elif (out / "model.json").is_file() or state_file.is_file():
-        raise SegdeployError("a run already exists here.", path=out,
-                             fix="pass --resume to continue it, or choose another --out folder.")
 
     _seed_everything(cfg.seed)
     device = training_device(cfg.device)
     info = model_info(cfg.model)
-    ds = open_dataset(cfg.data)
+    ds = open_dataset(cfg.data, class_map=cfg.class_map)
     mean, std = [0.5] * ds.in_chans, [0.5] * ds.in_chans  # the study's normalisation for every model
     train_loader, val_ids, split = _make_loaders(cfg, ds, device, mean, std)
 
     model = create_model(cfg.model, num_classes=ds.num_classes, in_chans=ds.in_chans, img_size=cfg.img_size,
                          pretrained=cfg.pretrained, weights=cfg.weights).to(device)
+    if state is None:
+        check_input_size(model, ds.in_chans, cfg.img_size, device, cfg.model)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: rex_factor(step, total_steps))
@@ -194,21 +213,25 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
                              fix="resume on a machine with the same kind of device, or train into a new --out.")
 
     start_epoch, best, best_epoch, stale = 0, -1.0, -1, 0
+    saved_epoch = -1  # the last epoch whose training state is on disk
     if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
         start_epoch, best, best_epoch, stale = state["epoch"] + 1, state["best"], state["best_epoch"], state["stale"]
+        saved_epoch = state["epoch"]
         train_loader.generator.set_state(state["loader_rng"])
         _set_rng_state(state["rng"])
+        _drop_history_after(out / HISTORY, start_epoch)
         console.print(f"resuming {out} at epoch {start_epoch + 1}/{cfg.epochs} (best val Dice {best:.4f})")
 
     meta = RunMeta(
-        model=cfg.model, family=info.family, run_name=out.name, num_classes=ds.num_classes,
+        model=cfg.model, family=info.family, run_name=out.name, run_id=run_id, num_classes=ds.num_classes,
         classes=list(ds.classes), in_chans=ds.in_chans, img_size=cfg.img_size, mean=mean, std=std,
         fixed_size=info.fixed_size, params_m=round(count_params(model) / 1e6, 4),
-        dataset=DatasetRef(spec=cfg.data, name=ds.name, root=str(ds.root), n_images=len(ds.ids)),
+        dataset=DatasetRef(spec=cfg.data, name=ds.name, root=str(ds.root), n_images=len(ds.ids),
+                           **class_map_record(ds)),
         split=SplitRecord.from_json(split), seed=cfg.seed, device=str(device),
         amp=amp_name,
         protocol={"optimizer": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": "REX",
@@ -225,18 +248,25 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
         for epoch in range(start_epoch, cfg.epochs):
             model.train()
             losses = []
-            for images, masks in train_loader:
+            for step, (images, masks) in enumerate(train_loader):
                 images = images.to(device, non_blocking=True)
                 masks = masks.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
                     loss = F.cross_entropy(model(images), masks)
+                loss_value = loss.item()
+                if not math.isfinite(loss_value):  # stop before the step writes NaN into the weights
+                    raise diverged(out, epoch=epoch, step=step, loss=loss_value, lr=cfg.lr, best_epoch=best_epoch,
+                                   best=best, saved_epoch=saved_epoch)
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
                 scheduler.step()
-                losses.append(loss.item())
+                losses.append(loss_value)
                 bar.update(task, advance=1, info=f"epoch {epoch + 1} loss {np.mean(losses):.4f}")
+            if nonfinite_tensors(model.state_dict()):  # a finite loss can still leave inf weights behind
+                raise diverged(out, epoch=epoch, step=step, loss=float("nan"), lr=cfg.lr, best_epoch=best_epoch,
+                               best=best, saved_epoch=saved_epoch)
             val = validate(model, ds, val_ids, img_size=cfg.img_size, mean=mean, std=std,
                            batch_size=cfg.batch_size, device=device, amp_dtype=amp_dtype)
             improved = val["dice"] is not None and val["dice"] > best + cfg.min_delta
@@ -251,7 +281,8 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
                                          "val_dice_per_class": val["dice_per_class"], "lr": scheduler.get_last_lr()[0],
                                          "best": improved, "seconds": round(time.perf_counter() - t0, 2)})
             _save_state(state_file, cfg, model, optimizer, scheduler, scaler, train_loader, epoch, best, best_epoch,
-                        stale, amp_name)
+                        stale, amp_name, run_id)
+            saved_epoch = epoch
             bar.update(task, info=f"epoch {epoch + 1} loss {np.mean(losses):.4f} val Dice {val['dice'] or 0:.4f} "
                                   f"(best {best:.4f})")
             if stale >= cfg.patience:
@@ -268,19 +299,29 @@ def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
     return meta
 
 
+def _drop_history_after(path: Path, epochs_done: int) -> None:
+    """A crash between an epoch's history line and its state leaves a line that the resumed run writes again."""
+    from segdeploy.fileio import atomic_write_text, dumps, read_jsonl
+
+    rows = read_jsonl(path)
+    kept = [r for r in rows if r.get("epoch", 0) <= epochs_done]
+    if len(kept) != len(rows):
+        atomic_write_text(path, "".join(dumps(r) + "\n" for r in kept))
+
+
 def _val_summary(val: dict) -> dict:
     return {k: val[k] for k in ("dice", "dice_per_class", "iou", "dice_per_image") if k in val}
 
 
 def _save_state(path: Path, cfg, model, optimizer, scheduler, scaler, loader, epoch, best, best_epoch, stale,
-                amp: str | None) -> None:
-    tmp = atomic_target(path)
-    torch.save({"config": cfg.for_record(), "epoch": epoch, "best": best, "best_epoch": best_epoch, "stale": stale,
-                "amp": amp,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "loader_rng": loader.generator.get_state(), "rng": _rng_state()}, tmp)
-    commit(tmp, path)
+                amp: str | None, run_id: str) -> None:
+    from segdeploy.train.state import save_train_state
+
+    save_train_state(path, {"config": cfg.for_record(), "epoch": epoch, "best": best, "best_epoch": best_epoch,
+                            "stale": stale, "amp": amp, "model": model.state_dict(),
+                            "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "scaler": scaler.state_dict(), "loader_rng": loader.generator.get_state(),
+                            "rng": _rng_state()}, run_id)
 
 
 def _progress(enabled: bool):

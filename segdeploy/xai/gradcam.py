@@ -28,6 +28,7 @@ import torch.nn as nn
 
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_write_bytes, atomic_write_json
+from segdeploy.numerics import require_finite
 
 CAM_JSON = "cam.json"
 TARGET = "sum of class-c logits over the pixels predicted as c (argmax); M3d-CAM analogue of 'logits above 0.5'"
@@ -156,6 +157,7 @@ def gradcam_run(run_dir: str | Path, data: str, out: str | Path, *, worst: int =
     from rich.progress import Progress, track
 
     from segdeploy.data import open_dataset
+    from segdeploy.data.class_map import dataset_for_run
     from segdeploy.data.transforms import preprocess, restore
     from segdeploy.evaluation.evaluate import evaluate, torch_predictor
     from segdeploy.runs import load_run
@@ -164,7 +166,7 @@ def gradcam_run(run_dir: str | Path, data: str, out: str | Path, *, worst: int =
     meta = run.meta
     k, size = meta.num_classes, meta.img_size
     model = run.build_model()
-    dataset = open_dataset(data)
+    dataset = dataset_for_run(open_dataset(data), meta, None, run_name=run.name)  # the run's class map, if any
     run.check_dataset(dataset)
     classes = list(meta.classes or dataset.classes)
     ids = run.split_ids(dataset, split)[:max_images or None]
