@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from segdeploy.runs import TRAIN_STATE
 from segdeploy.study.config import load_study
 from segdeploy.study.plan import MARKER, STATUS, cell_dir, expand
 from segdeploy.study.results import RESULTS, SELECTION, read_rows
@@ -91,11 +92,11 @@ def local(study_file, tmp_path_factory):
     t0 = time.perf_counter()
     proc = cli_run(study_file, out, out.parent / "run1.log")
     deadline = time.time() + 900
-    while not (second / "train_state.pt").is_file() and proc.poll() is None and time.time() < deadline:
+    while not (second / TRAIN_STATE).is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    killed = {"in_training": (second / "train_state.pt").is_file(),
+    killed = {"in_training": (second / TRAIN_STATE).is_file(),
               "history": (second / "history.jsonl").read_text() if (second / "history.jsonl").is_file() else "",
               "first_marker": (first / MARKER).stat().st_mtime_ns, "second_marker": (second / MARKER).exists(),
               "rows": read_rows(out / RESULTS)}
