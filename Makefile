@@ -23,7 +23,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	# torch first, pinned: the CUDA build also runs on CPU; the CPU-only wheel breaks torchvision
 	$(PY) -m pip install -q -c constraints.txt torch torchvision
-	$(PY) -m pip install -q -c constraints.txt -e ".[$(ORT_EXTRA),test,data]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[$(ORT_EXTRA),test,data,cluster]"
 	touch $@
 
 install: $(VENV)/.installed
