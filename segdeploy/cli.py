@@ -74,11 +74,15 @@ def _register() -> None:
     from segdeploy.models.cli import app as models_app
     from segdeploy.report.cli import check, report
     from segdeploy.study.cli import app as study_app
+    from segdeploy.study.run_cli import init as study_init
+    from segdeploy.study.run_cli import run as study_run
     from segdeploy.train.cli import train
     from segdeploy.verify import verify
     from segdeploy.xai.cli import cam
 
     models_app.command()(verify)  # segdeploy models verify: above models, export and bench, so not in models/
+    study_app.command("init")(study_init)  # segdeploy study init / run: running a study, beside summarize
+    study_app.command("run")(study_run)
     app.add_typer(data_app, name="data")
     app.add_typer(models_app, name="models")
     app.command()(train)

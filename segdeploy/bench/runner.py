@@ -30,6 +30,9 @@ changed, and finding out costs a cheap check. When it is still unavailable for t
 is returned and nothing is appended. ``device`` in the key is the device asked for (``device_requested``, e.g.
 ``auto``); ``device`` in a row is where the engine actually ran. ``n_images`` keeps a ``--max-images`` smoke test
 from standing in for the full split.
+
+``measure_accuracy=False`` (cost-only studies: random weights) skips step 2: no image is scored, the row's
+``dice`` is null with ``dice_status: "not measured"``, and timing runs on seeded random inputs of the run's shape.
 """
 
 from __future__ import annotations
@@ -120,9 +123,16 @@ def _file_size_mb(engine, run) -> float | None:
     return round(path.stat().st_size / 1e6, 3) if path.is_file() else None
 
 
+def _random_inputs(run, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Seeded normalised-scale inputs of the run's shape (batch 1, batch B) for timing without a dataset pass."""
+    batch_b = np.random.default_rng(0).standard_normal((batch, *run.input_shape), dtype=np.float32)
+    return batch_b[:1].copy(), batch_b
+
+
 def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predictions, timing,
-               progress, threads=None) -> tuple[dict, Evaluation]:
-    """The row's measured fields, and the evaluation behind its accuracy fields (per-image confusions)."""
+               progress, measure_accuracy: bool = True, threads=None) -> tuple[dict, Evaluation | None]:
+    """The row's measured fields, and the evaluation behind its accuracy fields (per-image confusions; None when
+    accuracy is not measured)."""
     from segdeploy.engines import load_engine
 
     probe = MemoryProbe(device)  # baseline before the engine exists
@@ -132,22 +142,27 @@ def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predicti
     try:
         save_dir = (Path(save_predictions) / run.name / f"{backend}-{precision}") if save_predictions else None
         meta = run.meta
-        # a NaN/inf logit is an engine that cannot be trusted (an fp16 overflow, NaN weights): a failed row
-        def predict(x):
-            return require_finite_logits(np.asarray(engine.run(x), dtype=np.float32), engine)
+        if measure_accuracy:
+            # a NaN/inf logit is an engine that cannot be trusted (an fp16 overflow, NaN weights): a failed row
+            def predict(x):
+                return require_finite_logits(np.asarray(engine.run(x), dtype=np.float32), engine)
 
-        result = evaluate(predict, ds, ids, img_size=meta.img_size, mean=meta.mean, std=meta.std,
-                          num_classes=meta.num_classes, class_names=meta.classes or ds.classes,
-                          batch=batch, save_dir=save_dir, on_batch=lambda n: progress.advance(task, n))
+            result = evaluate(predict, ds, ids, img_size=meta.img_size, mean=meta.mean, std=meta.std,
+                              num_classes=meta.num_classes, class_names=meta.classes or ds.classes,
+                              batch=batch, save_dir=save_dir, on_batch=lambda n: progress.advance(task, n))
+            accuracy, (batch_1, batch_b) = result.metrics, (result.input_batch_1, result.input_batch_b)
+        else:
+            result, accuracy = None, {"dice": None, "dice_status": "not measured"}
+            batch_1, batch_b = _random_inputs(run, batch)
         progress.update(task, description=f"{label}: timing")
         # other processes competing for the cores distort CPU timings (threads stall at barriers): record the load
         load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
         with probe.track(engine.device, backend):
-            speed = measure_engine(engine, result.input_batch_1, result.input_batch_b, **timing)
+            speed = measure_engine(engine, batch_1, batch_b, **timing)
         # engine_info: what the backend knows of itself (TensorRT: version, GPU, profile, activation memory;
         # ONNX Runtime: providers; torch: dtype, memory format, compile mode)
         return {"device": engine.device, "provider": engine.info.get("provider"),
-                "file_size_mb": _file_size_mb(engine, run), **result.metrics, **speed, **probe.result(),
+                "file_size_mb": _file_size_mb(engine, run), **accuracy, **speed, **probe.result(),
                 "host_load_1m": load, "engine_info": engine.info}, result
     finally:
         progress.remove_task(task)
@@ -159,10 +174,12 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
               warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10, force: bool = False,
               allow_missing: bool = False, progress: bool = True, class_map: str | None = None,
+              measure_accuracy: bool = True,
               on_evaluation: Callable[[BenchRow, Evaluation], None] | None = None,
               threads: int | None = None) -> list[BenchRow]:
     """Benchmark every run x backend x precision on ``data``'s ``split``; returns this suite's rows (stored
     rows for configurations skipped on resume), appending new ones to ``results`` as they complete.
+    ``measure_accuracy=False``: cost only (see the module docstring).
 
     ``on_evaluation(row, evaluation)`` is called after each ``ok`` row is written, with the evaluation its
     accuracy came from (per-image ids and confusion matrices, for statistics over images). ``class_map`` maps
@@ -204,7 +221,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     with bar:
         for run in runs:
             ds = views[run.dir]  # the dataset as this run sees it (class map applied)
-            ids = run.split_ids(ds, split, allow_missing=allow_missing)[:max_images or None]
+            ids = run.split_ids(ds, split, allow_missing=allow_missing)[:max_images or None] if measure_accuracy else []
             base = dict(schema=SCHEMA, dataset=ds.name, data=str(data), split=split, run=str(run.dir.resolve()),
                         run_name=run.name, model=run.meta.model, family=run.meta.family, device_requested=device,
                         batch=batch, n_images=len(ids),
@@ -229,7 +246,8 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                     try:
                         fields, evaluation = _bench_one(backend, precision, run, ds, ids, batch=batch,
                                                         device=device, save_predictions=save_predictions,
-                                                        timing=timing, progress=bar, threads=threads)
+                                                        timing=timing, progress=bar,
+                                                        measure_accuracy=measure_accuracy, threads=threads)
                         row.update(fields)
                     except BackendUnavailable as e:
                         row.update(status="unavailable", reason=str(e))

@@ -1,0 +1,217 @@
+"""One cell of a study, start to finish: train (or, cost-only, initialise) -> export -> bench on the test split and
+on every cross-dataset target -> optional Grad-CAM; returns the cell's rows.
+
+This is what an executor runs (in the driver's process, or in a Ray worker), so it writes artifacts only inside the
+cell's own folder and never the study's results file: the driver appends the returned rows. Every stage resumes:
+a complete model.json skips training, ``train_state.pt`` continues it (``train_model(resume=True)``), exported
+precisions are kept, bench skips configurations already in the cell's ``bench.jsonl``, an existing ``cam.json``
+skips Grad-CAM. Any exception becomes one ``failed`` row with the stage and the reason (the study goes on).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from segdeploy.errors import SegdeployError
+from segdeploy.fileio import atomic_write_json, atomic_write_text
+from segdeploy.study.config import CrossTarget, StudyConfig
+from segdeploy.study.plan import CELL_RECORD, STATUS, Cell, cell_dir, fingerprint, train_fingerprint
+
+BENCH_FILE = "bench.jsonl"
+CAM_DIR = "cam"
+ONNX_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt")
+
+
+@dataclass
+class CellOutcome:
+    cell_id: str
+    status: str  # ok | failed
+    rows: list[dict]
+    seconds: float
+    stage: str
+    reason: str | None = None
+    host: str = field(default_factory=socket.gethostname)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _limit_threads(n: int) -> None:
+    """The same intra-op thread count in every executor, so CPU training reduces in the same order everywhere."""
+    import torch
+
+    torch.set_num_threads(n)
+
+
+def run_cell(config: StudyConfig, cell: Cell, study_dir: str | Path) -> CellOutcome:
+    folder = cell_dir(study_dir, cell)
+    folder.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    started = _now()
+    stage = "start"
+
+    def enter(name: str) -> None:
+        nonlocal stage
+        stage = name
+        atomic_write_json(folder / STATUS, {"stage": name, "started": started, "host": socket.gethostname(),
+                                            "pid": os.getpid()})
+
+    try:
+        atomic_write_json(folder / CELL_RECORD, {"cell": cell.study_field(), "fingerprint": fingerprint(config, cell),
+                                                 "train_fingerprint": train_fingerprint(config, cell)})
+        _limit_threads(config.resources.num_cpus)
+        enter("train" if config.train else "init")
+        meta = _train(config, cell, folder) if config.train else _init_untrained(config, cell, folder)
+        val_dice = (meta.val or {}).get("dice") if config.train else None
+        if any(b in ONNX_BACKENDS for b in config.backends):
+            enter("export")
+            _export(config, folder)
+        enter("bench")
+        rows = [_tag(r, cell, val_dice, target=cell.dataset_name)
+                for r in _bench(config, folder, cell.dataset, "test")]
+        for cross in (c for c in config.cross if c.source == cell.dataset):
+            enter(f"bench {cross.name}")
+            rows += [_tag(r, cell, val_dice, target=cross.name) for r in _bench_cross(config, cell, folder, cross)]
+        if config.gradcam:
+            enter("gradcam")
+            cam = _gradcam(config, cell, folder)
+            for row in rows:
+                row.update(cam)
+        if not config.train:
+            for row in rows:
+                row.update(dice=None, dice_status="not measured")
+        status, reason = "ok", None
+    except Exception as e:  # noqa: BLE001 -- one broken cell must not end the study
+        reason = str(e) if isinstance(e, SegdeployError) else f"{type(e).__name__}: {e}"
+        atomic_write_text(folder / "error.txt", f"stage {stage}\n{traceback.format_exc()}")
+        rows = [failed_row(config, cell, stage, reason)]
+        status = "failed"
+    return CellOutcome(cell.cell_id, status, rows, time.perf_counter() - t0, stage, reason)
+
+
+def _tag(row: dict, cell: Cell, val_dice: float | None, *, target: str) -> dict:
+    return {**row, "study": cell.study_field(), "val_dice": val_dice, "train_dataset": cell.dataset_name,
+            "target": target, "per_image": row.get("per_image")}
+
+
+def failed_row(config: StudyConfig, cell: Cell, stage: str, reason: str) -> dict:
+    from segdeploy.bench.runner import SCHEMA
+
+    row = {"schema": SCHEMA, "timestamp": _now(), "status": "failed", "reason": f"{stage}: {reason}",
+           "stage": stage, "study": cell.study_field(), "model": cell.model, "dataset": cell.dataset_name,
+           "run_name": cell.cell_id, "train_dataset": cell.dataset_name, "target": cell.dataset_name,
+           "val_dice": None, "dice": None, "per_image": None, "backend": None, "precision": None}
+    if not config.train:
+        row["dice_status"] = "not measured"
+    return row
+
+
+def _train(config: StudyConfig, cell: Cell, folder: Path):
+    """The cell's trained run (a ``RunMeta``): trained here, continued from its last epoch, or found complete."""
+    from segdeploy.runs import HISTORY, META, TRAIN_STATE, WEIGHTS, read_meta
+    from segdeploy.train.loop import TrainConfig, train_model
+
+    if (folder / META).is_file():
+        meta = read_meta(folder)
+        if meta.complete:
+            return meta
+    resume = (folder / TRAIN_STATE).is_file()
+    # killed after the first best checkpoint but before the first training state: nothing to continue from, so
+    # train's --restart discards the stale checkpoint (it removes training outputs only, not the cell's records)
+    restart = not resume and any((folder / name).exists() for name in (WEIGHTS, META, HISTORY))
+    cfg = TrainConfig(data=cell.dataset, model=cell.model, out=folder, epochs=config.epochs, img_size=config.img_size,
+                      batch_size=config.batch, lr=cell.lr, device=config.device, seed=config.seed,
+                      patience=config.patience, k=config.k, fold=cell.fold, augment=config.augment,
+                      pretrained=config.pretrained, max_train_images=config.max_train_images, resume=resume,
+                      restart=restart, class_map=config.class_maps.get(cell.dataset))
+    return train_model(cfg, progress=False)
+
+
+def _init_untrained(config: StudyConfig, cell: Cell, folder: Path):
+    """Cost only: the registered model from a seeded random initialisation, saved as a run (model.json says
+    ``trained: false``) so export and bench treat it like any other."""
+    import torch
+
+    from segdeploy.data import open_dataset
+    from segdeploy.data.class_map import class_map_record
+    from segdeploy.models import count_params, create_model, model_info
+    from segdeploy.runs import META, read_meta, save_checkpoint
+
+    if (folder / META).is_file() and read_meta(folder).complete:
+        return read_meta(folder)
+    torch.manual_seed(config.seed)
+    ds = open_dataset(cell.dataset, class_map=config.class_maps.get(cell.dataset))
+    info = model_info(cell.model)
+    model = create_model(cell.model, num_classes=ds.num_classes, in_chans=ds.in_chans, img_size=config.img_size)
+    # a dict is validated as a RunMeta by save_checkpoint; "trained" and "init" are kept in its extra keys
+    meta = {"model": cell.model, "family": info.family, "run_name": folder.name, "num_classes": ds.num_classes,
+            "classes": ds.classes, "in_chans": ds.in_chans, "img_size": config.img_size,
+            "mean": [0.5] * ds.in_chans, "std": [0.5] * ds.in_chans, "fixed_size": info.fixed_size,
+            "params_m": round(count_params(model) / 1e6, 4),
+            "dataset": {"spec": cell.dataset, "name": ds.name, "root": str(ds.root), "n_images": len(ds.ids),
+                        **class_map_record(ds)},
+            "split": ds.split_info(seed=config.seed, k=config.k, fold=0), "seed": config.seed, "device": "cpu",
+            "amp": None, "trained": False, "init": f"random, torch.manual_seed({config.seed})", "val": None,
+            "complete": True}
+    save_checkpoint(folder, model, meta)
+    return read_meta(folder)
+
+
+def _export(config: StudyConfig, folder: Path) -> None:
+    from segdeploy.export import EXPORT_PRECISIONS, export_run, read_manifest
+
+    manifest = read_manifest(folder)
+    todo = [p for p in config.precisions if p in EXPORT_PRECISIONS
+            and manifest.get("precisions", {}).get(p, {}).get("status") != "ok"]
+    if todo:
+        export_run(folder, todo)  # a precision that fails is a manifest entry; bench makes it a row
+
+
+def _bench(config: StudyConfig, folder: Path, data: str, split: str, **extra) -> list[dict]:
+    """Bench rows of the cell's run on ``data`` as JSON objects. Bench writes each scored row's per-image
+    confusions beside the cell's bench.jsonl; ``per_image`` is re-based here to the study folder."""
+    from segdeploy.bench.runner import run_bench
+
+    if not config.train:
+        extra["measure_accuracy"] = False
+    rows = [r.to_json() for r in run_bench([folder], data, config.backends, config.precisions, folder / BENCH_FILE,
+                                           split=split, batch=config.bench_batch, device=config.device,
+                                           duration_s=config.duration, progress=False, **extra)]
+    for row in rows:
+        if row.get("per_image"):
+            row["per_image"] = f"{folder.parent.name}/{folder.name}/{row['per_image']}"
+    return rows
+
+
+def _bench_cross(config: StudyConfig, cell: Cell, folder: Path, cross: CrossTarget) -> list[dict]:
+    """Rows for one cross-dataset target (through its class map, if any); a target that cannot be scored is one
+    failed row saying why."""
+    from segdeploy.bench.runner import SCHEMA
+
+    try:
+        return _bench(config, folder, cross.target, cross.split, class_map=cross.class_map)
+    except SegdeployError as e:
+        return [{"schema": SCHEMA, "timestamp": _now(), "model": cell.model, "run_name": cell.cell_id,
+                 "dataset": cross.name, "data": cross.target, "split": cross.split, "backend": None,
+                 "precision": None, "dice": None, "status": "failed", "reason": str(e)}]
+
+
+def _gradcam(config: StudyConfig, cell: Cell, folder: Path) -> dict:
+    """``gradcam``: cam.json's path relative to the study folder (None with ``gradcam_error`` when it failed)."""
+    from segdeploy.xai.gradcam import CAM_JSON, gradcam_run
+
+    out = folder / CAM_DIR
+    rel = f"{folder.parent.name}/{folder.name}/{CAM_DIR}/{CAM_JSON}"
+    if not (out / CAM_JSON).is_file():
+        try:
+            gradcam_run(folder, cell.dataset, out, worst=config.gradcam_worst, random=0, seed=config.seed)
+        except Exception as e:  # noqa: BLE001 -- explanations are optional; the measured rows stand
+            return {"gradcam": None, "gradcam_error": f"{type(e).__name__}: {e}"}
+    return {"gradcam": rel}

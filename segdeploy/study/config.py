@@ -1,0 +1,391 @@
+"""The study file: TOML, loaded into a typed :class:`StudyConfig`, every key checked.
+
+A mistake is one :class:`SegdeployError` naming the key, the file and the fix, raised before any work starts.
+Unknown keys are errors too (with the closest known key suggested), so a typo cannot silently fall back to a
+default and cost a night of GPU time. ``segdeploy study init`` writes the commented templates in ``templates/``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import sys
+from dataclasses import asdict, dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+from segdeploy.errors import SegdeployError
+
+TEMPLATES = ("demo", "reference", "cost")
+PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+@dataclass(frozen=True)
+class Resources:
+    """What one cell reserves. ``num_cpus`` is also torch's thread count in every executor, so a cell computes
+    the same numbers whether it runs locally or on Ray (CPU reductions depend on the thread count)."""
+
+    num_cpus: int = 1
+    num_gpus: float = 0.0
+    max_retries: int = 3  # Ray: re-run a cell whose worker died (the cell resumes from its checkpoint)
+
+
+@dataclass(frozen=True)
+class CrossTarget:
+    """Runs trained on ``source`` are also scored on ``target`` (another dataset), optionally through a class map
+    on the target's labels (``segdeploy.data.class_map``): ``"polyp=1"`` scores the target's label 1 as the runs'
+    class ``polyp``; the mapped classes must be the runs' classes, by name and order."""
+
+    source: str
+    target: str
+    name: str
+    class_map: str | None = None
+    split: str = "all"
+
+
+@dataclass(frozen=True)
+class StudyConfig:
+    name: str
+    models: tuple[str, ...]
+    datasets: tuple[str, ...]
+    train: bool = True
+    k: int = 5
+    folds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    lr: tuple[float, ...] = (1e-4, 5e-5, 1e-5)
+    epochs: int = 150
+    img_size: int = 512
+    batch: int = 8
+    seed: int = 42
+    patience: int = 20
+    augment: float = 1.0
+    pretrained: bool = False
+    max_train_images: int | None = None
+    backends: tuple[str, ...] = ("torch", "onnxruntime")
+    precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
+    device: str = "auto"
+    bench_batch: int = 8
+    duration: float = 1.0
+    gradcam: bool = False
+    gradcam_worst: int = 8
+    resources: Resources = field(default_factory=Resources)
+    cross: tuple[CrossTarget, ...] = ()
+    # dataset (as in ``datasets``) -> the class map it is trained with, e.g. NeoPolyp as one "polyp=1,2" class
+    class_maps: dict[str, str] = field(default_factory=dict)
+    path: str | None = field(default=None, compare=False)  # the file it came from (not part of the study)
+
+    def as_dict(self) -> dict:
+        """Plain JSON-able form (lists, no file path): what plan.json records and compares."""
+        d = asdict(self)
+        d.pop("path")
+        return _lists(d)
+
+
+def _lists(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _lists(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_lists(v) for v in obj]
+    return obj
+
+
+def template_text(name: str) -> str:
+    if name not in TEMPLATES:
+        raise SegdeployError(f"unknown study template {name!r}.", fix=f"use one of {', '.join(TEMPLATES)}.")
+    return resources.files("segdeploy.study").joinpath("templates", f"{name}.toml").read_text(encoding="utf-8")
+
+
+def _toml_loads(text: str) -> dict:
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - Python 3.10
+        import tomli as tomllib
+    return tomllib.loads(text)
+
+
+def load_study(path: str | Path) -> StudyConfig:
+    """Read and validate a study file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SegdeployError("study file not found.", path=path,
+                             fix="write one with `segdeploy study init --template demo|reference|cost PATH`.")
+    try:
+        data = _toml_loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as e:
+        raise SegdeployError(f"not UTF-8 text ({e.reason}).", path=path, fix="save the study file as UTF-8.") from e
+    except ValueError as e:  # tomllib.TOMLDecodeError; its message names line and column
+        raise SegdeployError(f"not valid TOML: {e}.", path=path,
+                             fix="correct the line named (compare with `segdeploy study init`'s template).") from e
+    return parse_study(data, path=path.resolve(), default_name=path.stem)
+
+
+# key -> (checker, example shown in the fix); a checker returns the normalised value or raises ValueError(problem)
+def _int(lo: int, hi: int | None = None) -> Callable[[Any], int]:
+    def check(v: Any) -> int:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise ValueError(f"must be a whole number, got {v!r}")
+        if v < lo or (hi is not None and v > hi):
+            raise ValueError(f"must be {'>= ' + str(lo) if hi is None else f'in {lo}..{hi}'}, got {v}")
+        return v
+    return check
+
+
+def _number(positive: bool = True) -> Callable[[Any], float]:
+    def check(v: Any) -> float:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"must be a number, got {v!r}")
+        if v < 0 or (positive and v == 0):
+            raise ValueError(f"must be {'> 0' if positive else '>= 0'}, got {v}")
+        return float(v)
+    return check
+
+
+def _bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ValueError(f"must be true or false, got {v!r}")
+    return v
+
+
+def _names(v: Any) -> tuple[str, ...]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not v or not all(isinstance(s, str) and s.strip() for s in v):
+        raise ValueError(f"must be a non-empty list of names, got {v!r}")
+    items = [s.strip() for s in v]
+    dupes = sorted({s for s in items if items.count(s) > 1})
+    if dupes:
+        raise ValueError(f"lists {', '.join(dupes)} twice")
+    return tuple(items)
+
+
+def _name(v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"must be a non-empty string, got {v!r}")
+    return v.strip()
+
+
+def _lrs(v: Any) -> tuple[float, ...]:
+    v = v if isinstance(v, list) else [v]
+    values = tuple(_number()(x) for x in v)
+    if not values or len(set(values)) != len(values):
+        raise ValueError(f"must be a non-empty list of distinct learning rates, got {v!r}")
+    return values
+
+
+def _device(v: Any) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+        raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {v!r}")
+    return v
+
+
+def _split(v: Any) -> str:
+    if v not in ("all", "train", "val", "test"):
+        raise ValueError(f"must be all, train, val or test, got {v!r}")
+    return v
+
+
+def _class_map(v: Any) -> str:
+    """Inline ``"name=labels;..."`` or a JSON file, checked by segdeploy.data.class_map's parser (whether its
+    labels exist is checked against the dataset when the study starts)."""
+    from segdeploy.data.class_map import ClassMap
+
+    if not isinstance(v, str) or not v.strip():
+        raise ValueError(f"must be a class map such as \"polyp=1,2\" or a JSON file, got {v!r}")
+    try:
+        ClassMap.parse(v)
+    except SegdeployError as e:
+        raise ValueError(f"is not a class map ({e.message})") from None
+    return v.strip()
+
+
+_TOP: dict[str, tuple[Callable[[Any], Any], str]] = {
+    "name": (_name, 'name = "my-study"'),
+    "models": (_names, 'models = ["unet", "segformer-b3"] (see `segdeploy models`)'),
+    "datasets": (_names, 'datasets = ["data/neopolyp", "synthetic"] (folders or registered names)'),
+    "train": (_bool, "train = true (false: cost only, random weights)"),
+    "k": (_int(2), "k = 5"),
+    "folds": (lambda v: v, 'folds = "all" or folds = [0, 1]'),  # checked against k below
+    "lr": (_lrs, "lr = [1e-4, 5e-5, 1e-5]"),
+    "epochs": (_int(1), "epochs = 150"),
+    "img_size": (_int(16), "img_size = 512"),
+    "batch": (_int(1), "batch = 8"),
+    "seed": (_int(0), "seed = 42"),
+    "patience": (_int(1), "patience = 20"),
+    "augment": (_number(positive=False), "augment = 1.0"),
+    "pretrained": (_bool, "pretrained = false"),
+    "max_train_images": (_int(1), "max_train_images = 200 (or leave the key out)"),
+    "backends": (_names, 'backends = ["torch", "onnxruntime"]'),
+    "precisions": (_names, 'precisions = ["fp32", "fp16", "int8"]'),
+    "device": (_device, 'device = "auto"'),
+    "bench_batch": (_int(1), "bench_batch = 8"),
+    "duration": (_number(), "duration = 1.0"),
+    "gradcam": (_bool, "gradcam = false"),
+    "gradcam_worst": (_int(1), "gradcam_worst = 8"),
+}
+_RESOURCES = {
+    "num_cpus": (_int(1), "num_cpus = 1"),
+    "num_gpus": (_number(positive=False), "num_gpus = 1"),
+    "max_retries": (_int(0), "max_retries = 3"),
+}
+_CROSS = {
+    "source": (_name, 'source = "data/neopolyp"'),
+    "target": (_name, 'target = "data/kvasir"'),
+    "name": (_name, 'name = "kvasir"'),
+    "class_map": (_class_map, 'class_map = "polyp=1,2"'),
+    "split": (_split, 'split = "all"'),
+}
+_TABLES = {"resources": _RESOURCES, "cross": _CROSS, "class_maps": None}
+
+
+def _unknown(key: str, known, where: str, path) -> SegdeployError:
+    close = difflib.get_close_matches(key, list(known), n=1)
+    hint = f"did you mean `{close[0]}`? " if close else ""
+    return SegdeployError(f"unknown key `{where}{key}`.", path=path,
+                          fix=f"{hint}known keys{' in ' + where.rstrip('.') if where else ''}: {', '.join(known)}.")
+
+
+def _checked(table: dict, spec: dict, where: str, path) -> dict:
+    out = {}
+    for key, value in table.items():
+        if key not in spec:
+            raise _unknown(key, spec, where, path)
+        check, example = spec[key]
+        try:
+            out[key] = check(value)
+        except ValueError as e:
+            raise SegdeployError(f"`{where}{key}` {e}.", path=path, fix=f"write e.g. {example}.") from None
+    return out
+
+
+def parse_study(data: dict, *, path: str | Path | None = None, default_name: str = "study") -> StudyConfig:
+    """A :class:`StudyConfig` from parsed TOML, every key checked (errors name ``path``)."""
+    from segdeploy.models import list_models
+
+    top = {k: v for k, v in data.items() if k not in _TABLES}
+    values = _checked(top, _TOP, "", path)
+    for key in ("models", "datasets"):
+        if key not in values:
+            raise SegdeployError(f"`{key}` is missing.", path=path, fix=f"write e.g. {_TOP[key][1]}.")
+
+    known = set(list_models())
+    unknown = [m for m in values["models"] if m not in known]
+    if unknown:
+        raise SegdeployError(f"`models` names unregistered model(s) {', '.join(unknown)}.", path=path,
+                             fix=f"choose from `segdeploy models`: {', '.join(sorted(known))}.")
+    from segdeploy.engines import BACKENDS
+
+    bad = [b for b in values.get("backends", ()) if b not in BACKENDS]
+    if bad:
+        raise SegdeployError(f"`backends` has unknown backend(s) {', '.join(bad)}.", path=path,
+                             fix=f"choose from {', '.join(BACKENDS)}.")
+    bad = [p for p in values.get("precisions", ()) if p not in PRECISIONS]
+    if bad:
+        raise SegdeployError(f"`precisions` has unknown precision(s) {', '.join(bad)}.", path=path,
+                             fix=f"choose from {', '.join(PRECISIONS)}.")
+
+    k = values.get("k", 5)
+    folds = values.get("folds", "all")
+    if folds == "all":
+        values["folds"] = tuple(range(k))
+    else:
+        ok = isinstance(folds, list) and folds and all(isinstance(f, int) and not isinstance(f, bool)
+                                                       and 0 <= f < k for f in folds)
+        if not ok or len(set(folds)) != len(folds):
+            raise SegdeployError(f"`folds` must be \"all\" or a list of distinct folds in 0..{k - 1} (k = {k}), "
+                                 f"got {folds!r}.", path=path, fix='write e.g. folds = "all" or folds = [0, 1].')
+        values["folds"] = tuple(folds)
+
+    resources_table = data.get("resources", {})
+    if not isinstance(resources_table, dict):
+        raise SegdeployError("`resources` must be a table.", path=path, fix="write [resources] then num_cpus = 1.")
+    resources_values = Resources(**_checked(resources_table, _RESOURCES, "resources.", path))
+
+    cross_list = data.get("cross", [])
+    if isinstance(cross_list, dict):
+        cross_list = [cross_list]
+    if not isinstance(cross_list, list) or not all(isinstance(c, dict) for c in cross_list):
+        raise SegdeployError("`cross` must be an array of tables.", path=path,
+                             fix='write [[cross]] then source = "...", target = "...".')
+    cross = tuple(_cross(c, values["datasets"], path) for c in cross_list)
+    class_maps = _class_maps(data.get("class_maps", {}), values["datasets"], path)
+    names = [c.name for c in cross]
+    if len(set(names)) != len(names):
+        raise SegdeployError(f"`cross.name` repeats: {names}.", path=path,
+                             fix="give each [[cross]] target its own name = \"...\".")
+
+    cross, class_maps = _resolve_datasets(values, cross, class_maps, Path(path).resolve().parent if path else None,
+                                          path)
+    train = values.get("train", True)
+    if not train and values.get("gradcam"):
+        raise SegdeployError("`gradcam` = true with `train` = false: Grad-CAM of random weights explains nothing.",
+                             path=path, fix="set gradcam = false for a cost-only study.")
+    if not train and cross:
+        raise SegdeployError("`cross` targets with `train` = false: a cost-only study scores nothing.", path=path,
+                             fix="remove the [[cross]] tables, or set train = true.")
+    name = values.pop("name", None) or default_name
+    return StudyConfig(name=name, resources=resources_values, cross=cross, class_maps=class_maps,
+                       path=str(path) if path else None, **values)
+
+
+def _cross(table: dict, datasets: tuple[str, ...], path) -> CrossTarget:
+    values = _checked(table, _CROSS, "cross.", path)
+    for key in ("source", "target"):
+        if key not in values:
+            raise SegdeployError(f"`cross.{key}` is missing.", path=path, fix=f"write e.g. {_CROSS[key][1]}.")
+    if values["source"] not in datasets:
+        raise SegdeployError(f"`cross.source` {values['source']!r} is not one of `datasets` {list(datasets)}.",
+                             path=path, fix="name the training dataset exactly as it is written in `datasets`.")
+    values.setdefault("name", dataset_key(values["target"]))
+    return CrossTarget(**values)
+
+
+def _class_maps(table: Any, datasets: tuple[str, ...], path) -> dict[str, str]:
+    if not isinstance(table, dict):
+        raise SegdeployError("`class_maps` must be a table.", path=path,
+                             fix='write [class_maps] then "data/neopolyp" = "polyp=1,2".')
+    out = {}
+    for key, value in table.items():
+        if key not in datasets:
+            raise SegdeployError(f"`class_maps` names {key!r}, which is not one of `datasets` {list(datasets)}.",
+                                 path=path, fix="name the dataset exactly as it is written in `datasets`.")
+        try:
+            out[key] = _class_map(value)
+        except ValueError as e:
+            raise SegdeployError(f"`class_maps.{key}` {e}.", path=path,
+                                 fix='write e.g. "data/neopolyp" = "polyp=1,2".') from None
+    return out
+
+
+def is_registered(spec: str) -> bool:
+    """``spec`` names a registered dataset (``synthetic``, ``synthetic:48``), not a folder (the rule of
+    :func:`segdeploy.data.folder.resolve_spec`, without generating anything)."""
+    from segdeploy.data import list_datasets
+
+    return "/" not in spec and spec.partition(":")[0] in list_datasets()
+
+
+def dataset_key(spec: str) -> str:
+    """How a dataset is named in cells and rows: a registered name as written, a folder by its own name
+    (what bench writes in a row's ``dataset``)."""
+    return spec if is_registered(spec) else Path(spec).expanduser().resolve().name
+
+
+def _resolve_datasets(values: dict, cross: tuple[CrossTarget, ...], class_maps: dict[str, str], base: Path | None,
+                      path) -> tuple[tuple[CrossTarget, ...], dict[str, str]]:
+    """Folders written relative are relative to the study file (so workers with another working directory find
+    them); registered names stay as they are."""
+    def resolved(spec: str) -> str:
+        if is_registered(spec):
+            return spec
+        p = Path(spec).expanduser()
+        return str((base / p).resolve() if base is not None and not p.is_absolute() else p.resolve())
+
+    keys = [dataset_key(resolved(d)) for d in values["datasets"]]
+    dupes = sorted({k for k in keys if keys.count(k) > 1})
+    if dupes:
+        raise SegdeployError(f"`datasets` has two entries named {', '.join(dupes)} (a folder is named by its last "
+                             "path component).", path=path, fix="rename one of the folders.")
+    values["datasets"] = tuple(resolved(d) for d in values["datasets"])
+    return (tuple(CrossTarget(source=resolved(c.source), target=resolved(c.target), name=c.name,
+                              class_map=c.class_map, split=c.split) for c in cross),
+            {resolved(k): v for k, v in class_maps.items()})

@@ -1,0 +1,113 @@
+"""The study's results file and its learning-rate selection.
+
+``DIR/results.jsonl`` is written by the driver only, and always as a whole (atomic rename), once per finished
+cell: the cell's earlier rows (a failed try) are replaced by its new ones, then its marker is written. So a
+``kill -9`` at any moment leaves either the old file or the new one, never a torn line; rows of a cell whose marker
+is missing (killed between the two writes) are dropped when the study starts again and the cell is redone.
+
+``DIR/selection.json``: per model x dataset, the learning rate with the best mean validation Dice over folds
+(the reference study's rule; test Dice never chooses), from the ``val_dice`` every row carries.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+from segdeploy.fileio import atomic_write_json, atomic_write_text, dumps
+
+RESULTS = "results.jsonl"
+SELECTION = "selection.json"
+SELECTION_RULE = ("per model x dataset, the lr with the best mean validation Dice over its folds (Borst & Kounev "
+                  "2026); ties go to the smaller lr (as segdeploy.study.aggregate.select_lr); a model x dataset is "
+                  "complete when every fold of every lr has finished")
+
+
+def cell_of(row: dict) -> str | None:
+    study = row.get("study")
+    return study.get("cell_id") if isinstance(study, dict) else None
+
+
+def read_rows(path: str | Path) -> list[dict]:
+    """Every complete row; a line that does not parse (written by something other than the driver) is skipped."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def write_rows(path: str | Path, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(dumps(r) + "\n" for r in rows))
+
+
+def replace_cell_rows(path: str | Path, cell_id: str, rows: list[dict]) -> list[dict]:
+    """The file with ``cell_id``'s rows replaced by ``rows``; returns the file's rows."""
+    kept = [r for r in read_rows(path) if cell_of(r) != cell_id]
+    out = kept + rows
+    write_rows(path, out)
+    return out
+
+
+def drop_cells(path: str | Path, keep) -> list[dict]:
+    """Rewrite the file without the rows of cells for which ``keep(cell_id)`` is false (rows without a study
+    field are not the driver's and are kept); returns the remaining rows."""
+    rows = read_rows(path)
+    kept = [r for r in rows if cell_of(r) is None or keep(cell_of(r))]
+    if len(kept) != len(rows) or (Path(path).is_file() and not _clean(path)):
+        write_rows(path, kept)
+    return kept
+
+
+def _clean(path: str | Path) -> bool:
+    """Every line of the file parses (no torn line to repair)."""
+    try:
+        for line in Path(path).read_text(encoding="utf-8").splitlines():
+            json.loads(line)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return True
+
+
+def select_lr(rows: Iterable[dict], lrs: Iterable[float], folds: Iterable[int]) -> list[dict]:
+    """The lr choice per model x dataset from the rows' validation Dice (one value per cell)."""
+    lrs, folds = list(lrs), list(folds)
+    per_cell: dict[str, dict] = {}
+    for row in rows:
+        study = row.get("study") or {}
+        if study.get("lr") is not None and row.get("val_dice") is not None:
+            per_cell.setdefault(study["cell_id"], {**study, "val_dice": row["val_dice"]})
+    groups: dict[tuple[str, str], dict[float, dict[int, float]]] = {}
+    for cell in per_cell.values():
+        groups.setdefault((cell["model"], cell["dataset"]), {}).setdefault(cell["lr"], {})[cell["fold"]] = \
+            cell["val_dice"]
+    out = []
+    for (model, dataset), by_lr in sorted(groups.items()):
+        candidates = []
+        for lr in lrs:
+            scores = by_lr.get(lr, {})
+            if scores:
+                candidates.append({"lr": lr, "mean_val_dice": float(np.mean(list(scores.values()))),
+                                   "folds": sorted(scores), "val_dice": [scores[f] for f in sorted(scores)]})
+        # ties: the smaller lr, the rule of the statistics (segdeploy.study.aggregate.select_lr)
+        best = max(candidates, key=lambda c: (c["mean_val_dice"], -c["lr"])) if candidates else None
+        complete = all(set(by_lr.get(lr, {})) >= set(folds) for lr in lrs)
+        out.append({"model": model, "dataset": dataset, "lr": best["lr"] if best else None,
+                    "mean_val_dice": best["mean_val_dice"] if best else None, "complete": complete,
+                    "candidates": candidates})
+    return out
+
+
+def write_selection(study_dir: str | Path, rows: Iterable[dict], lrs, folds) -> Path:
+    return atomic_write_json(Path(study_dir) / SELECTION,
+                             {"rule": SELECTION_RULE, "selections": select_lr(rows, lrs, folds)})
