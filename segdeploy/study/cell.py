@@ -25,7 +25,8 @@ from segdeploy.study.plan import CELL_RECORD, STATUS, Cell, cell_dir, fingerprin
 
 BENCH_FILE = "bench.jsonl"
 CAM_DIR = "cam"
-ONNX_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt")
+ONNX_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt", "openvino", "openvino-gpu",
+                 "openvino-npu")  # the backends that read the exported ONNX files
 
 
 @dataclass
