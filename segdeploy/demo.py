@@ -43,7 +43,8 @@ def demo(
     for name in comma_list(models):
         run_dir = out / name
         run_dirs.append(run_dir)
-        if (run_dir / "model.json").is_file() and read_meta(run_dir).complete:
+        has_meta = (run_dir / "model.json").is_file()
+        if has_meta and read_meta(run_dir).complete:
             console.print(f"[dim]train {name}: done earlier ({run_dir})[/]")
         else:
             console.rule(f"train {name}")
@@ -51,7 +52,7 @@ def demo(
             # an unfinished run without a state to resume (killed before its first epoch was saved) starts over
             train_model(TrainConfig(data=data, model=name, out=run_dir, epochs=epochs, img_size=img_size,
                                     batch_size=8, lr=lr, augment=augment, device=device, patience=epochs,
-                                    resume=resume, restart=not resume and bool(meta)))
+                                    resume=resume, restart=not resume and has_meta))
         manifest = read_json(manifest_path(run_dir)) if manifest_path(run_dir).is_file() else {}
         todo = [p for p in wanted if manifest.get("precisions", {}).get(p, {}).get("status") != "ok"]
         if todo:
