@@ -143,6 +143,7 @@ def _init_untrained(config: StudyConfig, cell: Cell, folder: Path):
     from segdeploy.data import open_dataset
     from segdeploy.data.class_map import class_map_record
     from segdeploy.models import count_params, create_model, model_info
+    from segdeploy.run_splits import write_splits
     from segdeploy.runs import META, read_meta, save_checkpoint
 
     if (folder / META).is_file() and read_meta(folder).complete:
@@ -152,13 +153,18 @@ def _init_untrained(config: StudyConfig, cell: Cell, folder: Path):
     info = model_info(cell.model)
     model = create_model(cell.model, num_classes=ds.num_classes, in_chans=ds.in_chans, img_size=config.img_size)
     # a dict is validated as a RunMeta by save_checkpoint; "trained" and "init" are kept in its extra keys
+    split_kw = dict(seed=config.seed, k=config.k, fold=0)
+    split = ds.split_info(**split_kw)
+    # the ids export calibrates on (train) and checks parity with (test), recorded as training records them
+    split["ids_sha256"] = write_splits(folder, {s: ds.split(s, **split_kw) for s in ("train", "val", "test")},
+                                       dataset=ds.name)
     meta = {"model": cell.model, "family": info.family, "run_name": folder.name, "num_classes": ds.num_classes,
             "classes": ds.classes, "in_chans": ds.in_chans, "img_size": config.img_size,
             "mean": [0.5] * ds.in_chans, "std": [0.5] * ds.in_chans, "fixed_size": info.fixed_size,
             "params_m": round(count_params(model) / 1e6, 4),
             "dataset": {"spec": cell.dataset, "name": ds.name, "root": str(ds.root), "n_images": len(ds.ids),
                         **class_map_record(ds)},
-            "split": ds.split_info(seed=config.seed, k=config.k, fold=0), "seed": config.seed, "device": "cpu",
+            "split": split, "seed": config.seed, "device": "cpu",
             "amp": None, "trained": False, "init": f"random, torch.manual_seed({config.seed})", "val": None,
             "complete": True}
     save_checkpoint(folder, model, meta)
