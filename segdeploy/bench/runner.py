@@ -8,7 +8,11 @@ Per configuration, in this order:
    own ``img_size``/``mean``/``std``, inferred in batches, its logits restored to the image's original size,
    arg-maxed and scored there (``segdeploy.bench.metrics``); optionally saved as a class-index PNG;
 3. latency (batch 1), compute time and throughput (batch B) with peak memory sampled during those loops
-   (``segdeploy.bench.latency``, ``segdeploy.bench.memory``).
+   (``segdeploy.bench.latency``, ``segdeploy.bench.memory``), the memory right after loading (the load
+   footprint), and the achieved GMAC/s against the machine's probed limit (``segdeploy.roofline``).
+
+By default each configuration runs in a fresh process (``segdeploy.bench.isolate``): a clean memory baseline per
+configuration, and a crash in a runtime is a ``failed`` row; ``isolate="none"`` runs them all in this process.
 
 Each row (a ``segdeploy.records.BenchRow``) is appended to the results file as soon as it is complete; its
 ``dice_vs_torch_fp32`` follows the one ΔDice rule, ``segdeploy.records.References``. Resuming: a configuration whose
@@ -30,12 +34,14 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.bench.latency import measure_engine
+from segdeploy.bench.isolate import ISOLATIONS, make_job, run_in_child
+from segdeploy.bench.latency import WARMUP_ITERS, measure_engine
 from segdeploy.bench.memory import MemoryProbe
 from segdeploy.bench.metrics import SegMetrics
 from segdeploy.errors import BackendUnavailable, SegdeployError
 from segdeploy.fileio import append_jsonl, atomic_write_bytes, iter_jsonl
 from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References, RunMeta
+from segdeploy.roofline import derived_fields
 
 SCHEMA = BENCH_SCHEMA
 SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-dataset evaluation
@@ -125,6 +131,7 @@ def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predicti
 
     probe = MemoryProbe(device)  # baseline before the engine exists
     engine = load_engine(backend, run, precision, device)
+    probe.mark_loaded(engine.device, backend)  # the load footprint, before any inference allocates
     label = f"{run.name} {backend} {precision}"
     task = progress.add_task(label, total=len(ids))
     try:
@@ -146,13 +153,27 @@ def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predicti
         engine.close()
 
 
+def bench_config(backend, precision, run, ds, ids, **kwargs) -> dict:
+    """``_bench_one`` with its outcome as row fields: ``status`` ``ok`` / ``unavailable`` (``BackendUnavailable``)
+    / ``failed`` (any other exception, ``"Type: message"``) and ``reason``. The same in a worker process."""
+    try:
+        return {"status": "ok", "reason": None, **_bench_one(backend, precision, run, ds, ids, **kwargs)}
+    except BackendUnavailable as e:
+        return {"status": "unavailable", "reason": str(e)}
+    except Exception as e:  # noqa: BLE001 -- one broken configuration must not end the suite
+        return {"status": "failed", "reason": f"{type(e).__name__}: {e}"}
+
+
 def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequence[str],
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
-              warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10, force: bool = False,
-              progress: bool = True) -> list[BenchRow]:
+              warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10,
+              warmup_iters: int = WARMUP_ITERS, force: bool = False, progress: bool = True,
+              isolate: str = "process") -> list[BenchRow]:
     """Benchmark every run x backend x precision on ``data``'s ``split``; returns this suite's rows (stored
-    rows for configurations skipped on resume), appending new ones to ``results`` as they complete."""
+    rows for configurations skipped on resume), appending new ones to ``results`` as they complete.
+    ``isolate``: ``process`` runs each configuration in a fresh worker process (``segdeploy.bench.isolate``),
+    ``none`` in this one."""
     import segdeploy
     from segdeploy.data import open_dataset
     from segdeploy.runs import load_run
@@ -161,6 +182,8 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
         raise SegdeployError(f"unknown split {split!r}.", fix=f"use one of {', '.join(SPLITS)}.")
     if batch < 1:
         raise SegdeployError(f"batch must be >= 1, got {batch}.", fix="pass --batch 1 or more.")
+    if isolate not in ISOLATIONS:
+        raise SegdeployError(f"unknown isolation {isolate!r}.", fix=f"use one of {', '.join(ISOLATIONS)}.")
     backends, precisions = _as_list(backends), _as_list(precisions)
     ds = open_dataset(data)
     runs = [load_run(d) for d in run_dirs]
@@ -170,7 +193,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     results = Path(results)
     stored = [BenchRow.from_json(r, path=results) for r in iter_jsonl(results)]
     done = {} if force else {ConfigKey.of(r): r for r in stored if r.status in RESUMABLE}
-    timing = dict(warmup_s=warmup_s, duration_s=duration_s, min_iters=min_iters)
+    timing = dict(warmup_s=warmup_s, duration_s=duration_s, min_iters=min_iters, warmup_iters=warmup_iters)
     env = None
     rows: list[BenchRow] = []
 
@@ -195,16 +218,15 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                         cost = _model_cost(run)
                         env = env or _environment()
                     row = BenchRow(**base, timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                                   backend=backend, precision=precision, device=device, status="ok", reason=None)
+                                   backend=backend, precision=precision, device=device, status="ok", reason=None,
+                                   isolation=isolate)
                     row.update(cost)
-                    try:
-                        row.update(_bench_one(backend, precision, run, ds, ids, batch=batch, device=device,
-                                              save_predictions=save_predictions, timing=timing,
-                                              progress=bar))
-                    except BackendUnavailable as e:
-                        row.update(status="unavailable", reason=str(e))
-                    except Exception as e:  # noqa: BLE001 -- one broken configuration must not end the suite
-                        row.update(status="failed", reason=f"{type(e).__name__}: {e}")
+                    config = dict(batch=batch, device=device, save_predictions=save_predictions, timing=timing)
+                    if isolate == "process":
+                        row.update(run_in_child(make_job(backend, precision, run, data, ids, **config), bar))
+                    else:
+                        row.update(bench_config(backend, precision, run, ds, ids, progress=bar, **config))
+                    row.update(derived_fields(row))
                     # the reference among the stored rows and this suite's, the latest last (None until the torch
                     # fp32 row exists: list torch first in --backends to have it)
                     delta = References([*stored, *rows, row]).delta(row)

@@ -1,0 +1,86 @@
+"""The child side of ``segdeploy bench --isolate process``: ``python -m segdeploy.bench.worker`` reads one
+:class:`segdeploy.bench.isolate.Job` as JSON on stdin, benchmarks it exactly as the in-process path does
+(``segdeploy.bench.runner.bench_config``), and writes JSON lines on stdout (see :mod:`segdeploy.bench.isolate`).
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import os
+import sys
+
+from segdeploy.fileio import dumps
+
+
+class _Events:
+    """The slice of rich's Progress that the runner uses, sent to the parent as JSON lines."""
+
+    def __init__(self, emit):
+        self._emit = emit
+
+    def add_task(self, description: str, total=None) -> int:
+        self._emit({"event": "task", "description": description, "total": total})
+        return 0
+
+    def advance(self, task: int, n: float = 1) -> None:
+        self._emit({"event": "advance", "n": n})
+
+    def update(self, task: int, description: str | None = None, **_) -> None:
+        if description is not None:
+            self._emit({"event": "describe", "description": description})
+
+    def remove_task(self, task: int) -> None:
+        pass
+
+
+def bench_job(job, progress) -> dict:
+    from segdeploy import engines
+    from segdeploy.bench.runner import bench_config
+    from segdeploy.data import open_dataset
+    from segdeploy.runs import load_run
+
+    if job.backend_module:
+        engines.BACKENDS[job.backend] = job.backend_module
+    if job.torch_threads:
+        import torch
+
+        torch.set_num_threads(job.torch_threads)
+    run = load_run(job.run)
+    ds = open_dataset(job.data)
+    try:
+        # import the runtime (onnxruntime, tensorrt) before the memory baseline, as a long in-process suite has
+        # it imported before every configuration but the first: the load footprint is the engine's, not the
+        # library's
+        engines.check_backend(job.backend, job.precision, job.device, run)
+    except Exception:  # noqa: BLE001 -- bench_config reports the reason in the row
+        pass
+    return bench_config(job.backend, job.precision, run, ds, job.ids, batch=job.batch, device=job.device,
+                        save_predictions=job.save_predictions, timing=job.timing, progress=progress)
+
+
+def main() -> None:
+    from segdeploy.bench.isolate import Job
+
+    # stdout carries the protocol only: keep a private copy of it, and send fd 1 (C libraries' printf, Python's
+    # print) to stderr
+    protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")
+    os.dup2(2, 1)
+    sys.stdout = sys.stderr
+    faulthandler.enable()  # a segfault in a runtime leaves its Python stack on stderr for the failed row
+
+    def emit(msg: dict) -> None:
+        protocol.write(dumps(msg) + "\n")
+        protocol.flush()
+
+    job = Job.from_json(json.loads(sys.stdin.read()))
+    fields = bench_job(job, _Events(emit))
+    emit({"event": "result", "fields": fields})
+    protocol.close()
+    sys.stderr.flush()
+    # skip interpreter teardown: runtimes that crash in their destructors must not fail a finished measurement
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
