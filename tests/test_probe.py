@@ -139,6 +139,17 @@ def test_bench_rows_carry_the_fraction_of_the_cached_probe(tmp_path, monkeypatch
     stored = BenchRow.from_json(json.loads((tmp_path / "r.jsonl").read_text().splitlines()[0]))
     assert stored.roofline_fraction == row.roofline_fraction and stored.load_memory_mb == row.load_memory_mb
 
+    from rich.console import Console
+
+    from segdeploy.bench.table import render
+
+    console = Console(record=True, width=260)
+    console.print(*render([row]))
+    text = console.export_text()
+    assert "% peak" in text and f"{100 * row.roofline_fraction:.0f}" in text
+    console.print(*render([BenchRow(**{**row.to_json(), "roofline_fraction": None})]))
+    assert console.export_text().count("% peak") == 0  # no probe: no column
+
 
 def test_env_probe_prints_and_caches(monkeypatch, tmp_path):
     from typer.testing import CliRunner
