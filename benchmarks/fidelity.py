@@ -8,15 +8,17 @@ the per-round ratios segdeploy / tool, with their range, so noise is visible. Go
 
 Pairs:
 
-* ``onnxruntime``: segdeploy's ``onnxruntime`` engine vs ONNX Runtime's own profiler on a second session of the
-  same file with the same session options (``enable_profiling``; its ``model_run`` events time
-  ``InferenceSession::Run`` inside the runtime). ``onnxruntime_perf_test`` is not in the pip wheel (it is built
-  from source) nor in apt, hence the profiler. The profiler's per-node timestamps add a little to each run; the
-  Python binding (input/output conversion) is outside its events and inside segdeploy's.
-* ``openvino``: segdeploy's loop on an OpenVINO engine (the ``openvino`` backend where this checkout has one,
-  else a stand-in compiled as ``benchmark_app`` compiles: latency hint, default threads) vs ``benchmark_app``
-  (sync API, one request, the same input shape via ``-data_shape`` so the model stays dynamic as segdeploy loads
-  it), its reported median.
+* ``onnxruntime``: ONNX Runtime's own profiler (``enable_profiling``; its ``model_run`` events time
+  ``InferenceSession::Run`` inside the runtime) on a second session of the same file with the same options.
+  "same calls": segdeploy's loop on an engine around the profiled session vs ``model_run`` of those calls;
+  "A/B": segdeploy's own engine vs the profiled session, interleaved (the profiler slows its session, so this
+  one is biased below 1). ``onnxruntime_perf_test`` is neither in the pip wheel (it is built from source) nor in
+  apt, hence the profiler.
+* ``openvino``: "same calls": segdeploy's loop vs the request's own ``latency`` of those calls (what
+  ``benchmark_app``'s sync loop collects); "A/B": vs a ``benchmark_app`` process (sync API, one request, the same
+  input shape via ``-data_shape`` so the model stays dynamic as segdeploy loads it), its reported median. The
+  engine is the ``openvino`` backend where this checkout has one, else a stand-in compiled as ``benchmark_app``
+  compiles (latency hint, default threads).
 * ``trtexec`` (GPU only): skipped with a message where there is no CUDA GPU or no trtexec.
 
 Usage (random-init runs are fine for timing; export them first)::
@@ -25,7 +27,9 @@ Usage (random-init runs are fine for timing; export them first)::
         [--tools onnxruntime,openvino,trtexec] [--out fidelity.jsonl]
 
 Every line records the 1-minute load average before and after the pair: on a machine shared with other work
-the ratios are noisy, and the report must say so.
+the ratios are noisy, and the report must say so. Results and what they show: docs/results/fidelity-cpu.md
+(same calls agree within 0-1.4%; the profiler slows the session it profiles by 11-15%; OpenVINO runs fp32 files
+in bf16 by default on CPUs with AVX-512 BF16).
 """
 
 from __future__ import annotations
