@@ -99,12 +99,15 @@ def ort_pair(run, precision, batch, x, args, tmp) -> list[dict]:
     A/B: segdeploy's own engine (a plain session, as bench loads it) against the profiled session's
     ``model_run``, interleaved; it differs from 1 by what profiling costs the session."""
     from segdeploy.engines import load_engine
-    from segdeploy.engines.ort_backend import OrtEngine
     from segdeploy.runs import onnx_path
 
     plain = load_engine("onnxruntime", run, precision, "cpu")
-    session = _profiled_session(onnx_path(run.dir, precision), tmp)
-    profiled = Counted(OrtEngine(session, "onnxruntime", precision, "cpu", {}))
+    # the file the backend loads (for int8 its cpu form where exported), profiled
+    session = _profiled_session(Path(plain.info.get("onnx") or onnx_path(run.dir, precision)), tmp)
+    # the backend's engine around the profiled session: the same file, so the same input and output names
+    around = load_engine("onnxruntime", run, precision, "cpu")
+    around.session = session
+    profiled = Counted(around)
     ours, ours_profiled, spans = [], [], []
     for r in range(args.rounds):
         def profiled_round():
@@ -118,6 +121,7 @@ def ort_pair(run, precision, batch, x, args, tmp) -> list[dict]:
     model_run = _model_run_ms(session)
     theirs = [statistics.median(model_run[start:start + n]) for start, n, _ in spans]
     plain.close()
+    around.close()
     return [{"tool": "ort-profiler same-calls", "segdeploy_ms": ours_profiled, "tool_ms": theirs},
             {"tool": "ort-profiler A/B", "segdeploy_ms": ours, "tool_ms": theirs}]
 
