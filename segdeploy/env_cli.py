@@ -17,7 +17,10 @@ def _flatten(value: Any) -> str:
     return str(value)
 
 
-def env(format: str = typer.Option("table", "--format", help="table or json")) -> None:
+def env(format: str = typer.Option("table", "--format", help="table or json"),
+        probe: bool = typer.Option(False, "--probe", help="Also measure this machine's fp32/int8 GEMM peaks and "
+                                   "copy bandwidth (seconds), cached for bench's roofline_fraction."),
+        probe_device: str = typer.Option("cpu", "--probe-device", help="cpu, or cuda[:N] for a GPU.")) -> None:
     """Show the machine and software versions that results are recorded with."""
     from segdeploy.cli_util import check_format
     from segdeploy.envinfo import environment
@@ -25,6 +28,10 @@ def env(format: str = typer.Option("table", "--format", help="table or json")) -
 
     check_format(format)
     info = environment()
+    if probe:
+        from segdeploy.roofline import probe as run_probe
+
+        info["probe"] = run_probe(probe_device)
     if format == "json":
         typer.echo(dumps(info, indent=2))
         return

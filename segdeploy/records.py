@@ -249,7 +249,19 @@ class BenchRow(_JsonRecord):
     peak_memory_delta_mb: float | None = None
     peak_memory_method: str | None = None
     host_peak_rss_mb: float | None = None
+    baseline_memory_mb: float | None = None  # the process before the engine was loaded
+    load_memory_mb: float | None = None  # the load footprint: right after loading, above the baseline
+    load_memory_method: str | None = None
     host_load_1m: float | None = None
+    # how the configuration ran: "process" (a fresh worker, segdeploy.bench.isolate) or "none" (the bench process)
+    isolation: str | None = None
+    # noise and the machine's limit (segdeploy.roofline.derived_fields): latency p90/p50; achieved GMAC/s
+    # (gmacs x throughput_ips) and its fraction of the probed GEMM peak named by roofline_basis
+    latency_spread: float | None = None
+    gmacs_per_s: float | None = None
+    roofline_gmacs_per_s: float | None = None
+    roofline_fraction: float | None = None
+    roofline_basis: str | None = None
     engine_info: dict | None = None
     env: dict | None = None
     version: str | None = None

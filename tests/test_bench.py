@@ -13,7 +13,7 @@ from segdeploy.bench.latency import find_percentile, measure, measure_engine, su
 from segdeploy.errors import BackendUnavailable, SegdeployError
 from segdeploy.fileio import read_jsonl
 
-FAST = dict(warmup_s=0.0, duration_s=0.0, min_iters=3)
+FAST = dict(warmup_s=0.0, warmup_iters=1, duration_s=0.0, min_iters=3)
 
 
 # -- latency ---------------------------------------------------------------------------------------------------
@@ -45,7 +45,8 @@ def test_summarize_known_series():
 
 def test_measure_iteration_counts_and_sync():
     calls, syncs = [], []
-    out = measure(lambda: calls.append(1), warmup_s=0.0, duration_s=0.0, min_iters=25, sync=lambda: syncs.append(1))
+    out = measure(lambda: calls.append(1), warmup_s=0.0, warmup_iters=1, duration_s=0.0, min_iters=25,
+                  sync=lambda: syncs.append(1))
     assert out["n"] == 25
     assert len(calls) == 26 and len(syncs) == 26  # one warm-up call, then the timed ones, each synchronised
     assert out["min"] <= out["p50"] <= out["p90"] <= out["p95"] <= out["p99"] <= out["max"]
@@ -53,6 +54,22 @@ def test_measure_iteration_counts_and_sync():
     assert capped["n"] == 5
     with pytest.raises(ValueError):
         measure(lambda: None, min_iters=0)
+
+
+def test_warm_up_runs_both_its_iterations_and_its_time():
+    import time
+
+    # a slow call: the time is reached after the first call, the iteration count decides
+    calls = []
+    out = measure(lambda: (calls.append(1), time.sleep(0.01)), warmup_s=0.001, warmup_iters=4, duration_s=0.0,
+                  min_iters=2)
+    assert len(calls) - out["n"] == 4
+    # a fast call: the count is reached at once, the time decides
+    stamps = []
+    out = measure(lambda: stamps.append(time.perf_counter()), warmup_s=0.05, warmup_iters=3, duration_s=0.0,
+                  min_iters=2)
+    warm = len(stamps) - out["n"]
+    assert warm > 3 and stamps[warm - 1] - stamps[0] >= 0.05 * 0.99
 
 
 class CountingEngine:
@@ -129,7 +146,7 @@ def test_cuda_event_timer_reports_device_time_between_its_events():
     def enqueue():
         device.now_ms += next(kernel_ms)
 
-    out = measure(enqueue, warmup_s=0.0, duration_s=0.0, min_iters=5,
+    out = measure(enqueue, warmup_s=0.0, warmup_iters=1, duration_s=0.0, min_iters=5,
                   timer=CudaEventTimer(stream, make_event=device.event))
     # the warm-up call took the first 4.0; the five timed ones are the rest
     assert (out["n"], out["min"], out["p50"], out["max"]) == (5, 4.0, 4.5, 9.0)
@@ -427,7 +444,7 @@ def test_run_bench_real_backends_match_a_direct_forward_pass(tiny_run, tmp_path,
         path.write_bytes(buf.getvalue())
     preds = tmp_path / "preds"
     rows = run_bench([tiny_run], "synthetic:24", backends, "fp32,fp16", tmp_path / "r.jsonl", batch=2,
-                     device="cpu", max_images=3, save_predictions=preds, progress=False, **FAST)
+                     device="cpu", max_images=3, save_predictions=preds, progress=False, isolate="none", **FAST)
     by = {(r.backend, r.precision): r for r in rows}
     assert by["torch", "fp16"].status == "unavailable"
     # ΔDice against the torch fp32 row, which is its own reference

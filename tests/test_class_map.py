@@ -114,6 +114,11 @@ def test_train_records_the_map_and_bench_refuses_before_any_work(tmp_path):
     assert same[0].timestamp == rows[0].timestamp  # the recorded map, given again: resumed, not re-run
     wider = run_bench([tmp_path / "run"], "synthetic:24", "torch", "fp32", results, class_map="lesion=2,3", **kw)
     assert wider[0].class_map == {"background": [0], "lesion": [2, 3]} and len(read_jsonl(results)) == 2
+    # the class map reaches a bench worker process: the same labels, the same scores
+    isolated = run_bench([tmp_path / "run"], "synthetic:24", "torch", "fp32", tmp_path / "w.jsonl",
+                         class_map="lesion=2,3", isolate="process", **kw)
+    assert isolated[0].status == "ok" and isolated[0].class_map == wider[0].class_map
+    assert isolated[0].dice_per_class == wider[0].dice_per_class
     with pytest.raises(SegdeployError, match="predicts classes"):
         run_bench([tmp_path / "run"], "synthetic:24", "torch", "fp32", tmp_path / "never.jsonl",
                   class_map="wall=2", progress=False)

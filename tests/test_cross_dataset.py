@@ -59,7 +59,7 @@ def test_neopolyp_polyp_model_drops_under_shift(shared_datasets, tmp_path):
     away = run_bench([run], str(tmp_path / "neo_shifted"), "torch", "fp32", tmp_path / "r.jsonl",
                      class_map="polyp=1,2", **FAST)[0]
     assert home.status == away.status == "ok" and home.n_images == away.n_images == split_count(split)
-    print(f"in-domain Dice {home['dice']:.3f}, shifted {away['dice']:.3f}, drop {home['dice'] - away['dice']:.3f}")
+    print(f"in-domain Dice {home.dice:.3f}, shifted {away.dice:.3f}, drop {home.dice - away.dice:.3f}")
     assert home.dice > 0.2  # the model learned polyps
     assert away.dice < home.dice - 0.15  # and loses them under the shift
 

@@ -27,6 +27,8 @@ def bench(
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     max_images: Optional[int] = typer.Option(None, help="Score only the first N images of the split (smoke tests)."),
     warmup: float = typer.Option(0.2, help="Warm-up seconds before each timed loop (trtexec: 0.2)."),
+    warmup_iters: int = typer.Option(5, help="Warm-up calls before each timed loop, as well as --warmup seconds "
+                                     "(a slow CPU model needs more than one call to settle)."),
     duration: float = typer.Option(1.0, help="Minimum seconds per timed loop (trtexec: 3)."),
     min_iters: int = typer.Option(10, help="Minimum timed iterations per loop."),
     force: bool = typer.Option(False, help="Re-run configurations that already have a row in --results."),
@@ -39,6 +41,8 @@ def bench(
                                           help="Host threads for the CPU runtimes (torch: set_num_threads, "
                                                "onnxruntime: intra_op_num_threads, openvino: INFERENCE_NUM_THREADS); "
                                                "default: each runtime's own. Recorded in each row."),
+    isolate: str = typer.Option("process", help="process: each configuration in a fresh process (its own memory "
+                                "baseline; a crash is a failed row); none: all in this process."),
 ) -> None:
     """Accuracy (on the split, at original resolution) and deployment cost of every run x backend x precision."""
     from rich.console import Console
@@ -51,8 +55,8 @@ def bench(
     with hold(results.with_name(f".{results.name}.lock"), "bench", results):
         rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
                          save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
-                         duration_s=duration, min_iters=min_iters, force=force,
-                         class_map=class_map, allow_missing=allow_missing, threads=threads)
+                         duration_s=duration, min_iters=min_iters, warmup_iters=warmup_iters, force=force,
+                         class_map=class_map, allow_missing=allow_missing, threads=threads, isolate=isolate)
     console = Console()
     for table in render(rows):
         console.print(table)

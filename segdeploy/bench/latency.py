@@ -24,6 +24,9 @@ from collections.abc import Callable
 import numpy as np
 
 PERCENTILES = (90, 95, 99)
+# warm-up runs at least this many calls as well as ``warmup_s``: trtexec's 200 ms is one call of a 150 ms CPU
+# model, and the first calls of a CPU session are slower (thread-pool spin-up, arena growth, first-touch pages)
+WARMUP_ITERS = 5
 
 
 def find_percentile(sorted_ms: np.ndarray, percentile: float) -> float:
@@ -98,9 +101,11 @@ class CudaEventTimer:
 
 
 def measure(fn: Callable[[], object], *, warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10,
-            max_iters: int = 100_000, sync: Callable[[], None] | None = None, timer=None) -> dict:
-    """Time ``fn`` after a warm-up: at least one call and ``warmup_s`` seconds, then timed calls until both
-    ``duration_s`` seconds and ``min_iters`` iterations are reached (never more than ``max_iters``).
+            max_iters: int = 100_000, sync: Callable[[], None] | None = None, timer=None,
+            warmup_iters: int = WARMUP_ITERS) -> dict:
+    """Time ``fn`` after a warm-up: at least ``warmup_iters`` calls (and at least one) and ``warmup_s`` seconds,
+    then timed calls until both ``duration_s`` seconds and ``min_iters`` iterations are reached (never more than
+    ``max_iters``).
 
     Each iteration is timed on its own by ``timer`` (default :class:`HostTimer` with ``sync``); warm-up and loop
     length are wall-clock. Returns :func:`summarize` of the iteration times (ms) plus ``total_s`` (seconds spent
@@ -109,10 +114,11 @@ def measure(fn: Callable[[], object], *, warmup_s: float = 0.2, duration_s: floa
     if min_iters < 1 or max_iters < min_iters:
         raise ValueError(f"need 1 <= min_iters <= max_iters, got {min_iters}, {max_iters}")
     timer = timer or HostTimer(sync)
-    start = time.perf_counter()
+    start, warm = time.perf_counter(), 0
     while True:
         timer.time(fn)
-        if time.perf_counter() - start >= warmup_s:
+        warm += 1
+        if warm >= warmup_iters and time.perf_counter() - start >= warmup_s:
             break
 
     times: list[float] = []
@@ -133,7 +139,8 @@ def compute_timer(engine):
 
 
 def measure_engine(engine, batch_1: np.ndarray, batch_b: np.ndarray, *, warmup_s: float = 0.2,
-                   duration_s: float = 1.0, min_iters: int = 10, max_iters: int = 100_000) -> dict:
+                   duration_s: float = 1.0, min_iters: int = 10, max_iters: int = 100_000,
+                   warmup_iters: int = WARMUP_ITERS) -> dict:
     """trtexec-style numbers for one engine (see the module docstring).
 
     ``batch_1``: (1, C, S, S) and ``batch_b``: (B, C, S, S) normalised float32 host arrays. Returns
@@ -142,7 +149,8 @@ def measure_engine(engine, batch_1: np.ndarray, batch_b: np.ndarray, *, warmup_s
     ``batch_latency_ms`` (batch B, host to host), ``throughput_ips`` (images/s at batch B) and the energy of the
     batch-B loop (``avg_power_w``, ``energy_j_per_image``; see :mod:`segdeploy.bench.power`).
     """
-    timing = dict(warmup_s=warmup_s, duration_s=duration_s, min_iters=min_iters, max_iters=max_iters)
+    timing = dict(warmup_s=warmup_s, duration_s=duration_s, min_iters=min_iters, max_iters=max_iters,
+                  warmup_iters=warmup_iters)
     latency = measure(lambda: engine.run(batch_1), **timing)
 
     on_device = engine.to_device(batch_1)
@@ -161,9 +169,9 @@ def measure_engine(engine, batch_1: np.ndarray, batch_b: np.ndarray, *, warmup_s
 
     # warm up outside the energy window (first calls at a new batch size may build or tune kernels), then time
     # the throughput loop inside it; images count every call inside the window, its one warm-up call included
-    measure(lambda: engine.run(batch_b), warmup_s=warmup_s, duration_s=0.0, min_iters=1)
+    measure(lambda: engine.run(batch_b), warmup_s=warmup_s, warmup_iters=warmup_iters, duration_s=0.0, min_iters=1)
     with PowerMeter(engine.device) as power:
-        batch_latency = measure(run_batch, **{**timing, "warmup_s": 0.0})
+        batch_latency = measure(run_batch, **{**timing, "warmup_s": 0.0, "warmup_iters": 1})
     return {
         "latency_ms": latency,
         "compute_ms": compute,

@@ -7,7 +7,8 @@ because the numbers are not interchangeable:
   /proc/self/status), reset just before the loop by writing 5 to /proc/self/clear_refs, so it is exact and costs
   nothing while timing. Elsewhere ``psutil-rss``: RSS sampled by a background thread (which can miss short peaks
   and, on few cores, slows the loop it measures). ``peak_memory_mb`` is the peak RSS, ``peak_memory_delta_mb``
-  the peak minus the RSS before the engine was loaded.
+  the peak minus the RSS before the engine was loaded (``baseline_memory_mb``), and ``load_memory_mb`` the RSS
+  right after loading minus that baseline (the load footprint; ``mark_loaded``).
 * CUDA, torch backend: ``torch.cuda.max_memory_allocated`` (tensors from torch's caching allocator; excludes the
   CUDA context and cached-but-free blocks); torch-compile: ``torch.cuda.max_memory_reserved``, because CUDA-graph
   replays run in a private memory pool that allocates nothing the allocated counter would see.
@@ -137,6 +138,28 @@ class MemoryProbe:
         # after the GPU baselines: a CUDA context they may have created is not the engine's host memory
         self.baseline_rss = _rss()
         self._rss_peak = self.baseline_rss
+        self._loaded: tuple[int | None, str] | None = None  # (bytes above the baseline, method) after loading
+
+    def mark_loaded(self, device: str, backend: str) -> None:
+        """Record the load footprint: memory right after the engine was loaded, above the baseline, where the
+        engine lives (CPU: RSS; CUDA: the same counter the peak will be read from, where one has a baseline)."""
+        if not device.startswith("cuda"):
+            self._loaded = (_rss() - self.baseline_rss, "rss")
+            return
+        import torch
+
+        dev = f"cuda:{nvml.device_index(device)}"
+        if backend in ("torch", "torch-compile"):
+            method = "torch.cuda.max_memory_allocated" if backend == "torch" else "torch.cuda.max_memory_reserved"
+            now = (torch.cuda.memory_allocated if backend == "torch" else torch.cuda.memory_reserved)(dev)
+        else:
+            reader = DeviceMemoryReader(dev)
+            try:
+                method, now = reader.method, reader.read()
+            finally:
+                reader.close()
+        baseline = self._gpu_baselines.get((dev, method))
+        self._loaded = (None if baseline is None else now - baseline, method)
 
     def _capture_gpu_baselines(self, requested_device: str) -> None:
         import torch
@@ -228,9 +251,13 @@ class MemoryProbe:
             peak, baseline = self._gpu_peak, self._gpu_baseline
         else:
             peak, baseline = self._rss_peak, self.baseline_rss
+        loaded, load_method = self._loaded or (None, None)
         return {
             "peak_memory_mb": peak / MIB,
             "peak_memory_delta_mb": None if baseline is None else (peak - baseline) / MIB,  # None: no baseline
             "peak_memory_method": self.method,
             "host_peak_rss_mb": self._rss_peak / MIB,
+            "baseline_memory_mb": None if baseline is None else baseline / MIB,
+            "load_memory_mb": None if loaded is None else loaded / MIB,
+            "load_memory_method": load_method,
         }

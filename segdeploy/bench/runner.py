@@ -9,7 +9,13 @@ Per configuration, in this order:
    arg-maxed and scored there (``segdeploy.evaluation.evaluate``, the path every stage uses); optionally saved as
    a class-index PNG;
 3. latency (batch 1), compute time and throughput (batch B) with peak memory sampled during those loops
-   (``segdeploy.bench.latency``, ``segdeploy.bench.memory``).
+   (``segdeploy.bench.latency``, ``segdeploy.bench.memory``), the memory right after loading (the load
+   footprint), and the achieved GMAC/s against the machine's probed limit (``segdeploy.roofline``).
+
+With ``isolate="process"`` (``segdeploy bench``'s default) each configuration runs in a fresh worker process
+(``segdeploy.bench.isolate``): a clean memory baseline per configuration, and a crash in a runtime is a ``failed``
+row; ``isolate="none"`` (``run_bench``'s default) runs them all in this process. Both give the same row fields,
+and the worker sends the per-image confusions back, so sidecars and ``on_evaluation`` work in either mode.
 
 Each row (a ``segdeploy.records.BenchRow``) is appended to the results file as soon as it is complete; its
 ``dice_vs_torch_fp32`` follows the one ΔDice rule, ``segdeploy.records.References``. An ``ok`` row's per-image
@@ -46,7 +52,8 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.bench.artifacts import artifact_sha256
-from segdeploy.bench.latency import measure_engine
+from segdeploy.bench.isolate import ISOLATIONS, make_job, run_in_child
+from segdeploy.bench.latency import WARMUP_ITERS, measure_engine
 from segdeploy.bench.memory import MemoryProbe
 from segdeploy.cli_util import comma_list
 from segdeploy.device import resolve_device
@@ -54,8 +61,9 @@ from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed
 from segdeploy.evaluation.evaluate import Evaluation, evaluate
 from segdeploy.evaluation.per_image import save_per_image, sidecar_name
 from segdeploy.fileio import append_jsonl, iter_jsonl
-from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References
 from segdeploy.numerics import require_finite_logits
+from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References
+from segdeploy.roofline import derived_fields
 
 SCHEMA = BENCH_SCHEMA
 SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-dataset evaluation
@@ -137,6 +145,7 @@ def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predicti
 
     probe = MemoryProbe(device)  # baseline before the engine exists
     engine = load_engine(backend, run, precision, device, threads=threads)
+    probe.mark_loaded(engine.device, backend)  # the load footprint, before any inference allocates
     label = f"{run.name} {backend} {precision}"
     task = progress.add_task(label, total=len(ids))
     try:
@@ -169,14 +178,31 @@ def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predicti
         engine.close()
 
 
+def bench_config(backend, precision, run, ds, ids, **kwargs) -> tuple[dict, Evaluation | None]:
+    """``_bench_one`` with its outcome as row fields: ``status`` ``ok`` / ``unavailable`` (``BackendUnavailable``)
+    / ``failed`` (any other exception, ``"Type: message"``) and ``reason``; and the evaluation (None unless
+    ``ok`` with accuracy measured). The same in a worker process. ``WriteFailed`` (disk full, read-only) is
+    raised: the next configurations would fail alike."""
+    try:
+        fields, evaluation = _bench_one(backend, precision, run, ds, ids, **kwargs)
+        return {"status": "ok", "reason": None, **fields}, evaluation
+    except BackendUnavailable as e:
+        return {"status": "unavailable", "reason": str(e)}, None
+    except WriteFailed:
+        raise
+    except Exception as e:  # noqa: BLE001 -- one broken configuration must not end the suite
+        return {"status": "failed", "reason": f"{type(e).__name__}: {e}"}, None
+
+
 def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequence[str],
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
-              warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10, force: bool = False,
+              warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10,
+              warmup_iters: int = WARMUP_ITERS, force: bool = False,
               allow_missing: bool = False, progress: bool = True, class_map: str | None = None,
               measure_accuracy: bool = True,
               on_evaluation: Callable[[BenchRow, Evaluation], None] | None = None,
-              threads: int | None = None) -> list[BenchRow]:
+              threads: int | None = None, isolate: str = "none") -> list[BenchRow]:
     """Benchmark every run x backend x precision on ``data``'s ``split``; returns this suite's rows (stored
     rows for configurations skipped on resume), appending new ones to ``results`` as they complete.
     ``measure_accuracy=False``: cost only (see the module docstring).
@@ -186,7 +212,9 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     ``data``'s labels onto the runs' classes (cross-dataset scoring). ``allow_missing``: score what is left of a
     run's recorded test split when images are gone (else refuse, see ``Run.split_ids``). ``threads``: host threads
     of the CPU runtimes (None: each runtime's default), part of each row's configuration; each row's engine_info
-    says what was used."""
+    says what was used. ``isolate``: ``process`` runs each configuration in a fresh worker process
+    (``segdeploy.bench.isolate``; what ``segdeploy bench`` does by default), ``none`` (the default here: tests
+    and studies monkeypatch engines and call this many times) in this one."""
     import segdeploy
     from segdeploy.data import open_dataset
     from segdeploy.data.class_map import dataset_for_run
@@ -196,6 +224,8 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
         raise SegdeployError(f"unknown split {split!r}.", fix=f"use one of {', '.join(SPLITS)}.")
     if batch < 1:
         raise SegdeployError(f"batch must be >= 1, got {batch}.", fix="pass --batch 1 or more.")
+    if isolate not in ISOLATIONS:
+        raise SegdeployError(f"unknown isolation {isolate!r}.", fix=f"use one of {', '.join(ISOLATIONS)}.")
     backends, precisions = comma_list(backends), comma_list(precisions)
     resolve_device(device)  # a misspelt --device stops here, not as a failed row per configuration
     check_choices(backends, precisions, max_images)
@@ -210,7 +240,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     stored = [BenchRow.from_json(r, path=results) for r in iter_jsonl(results)]
     done = {} if force else {ConfigKey.of(r): r for r in stored if r.status in RESUMABLE}
     unavailable = {} if force else {ConfigKey.of(r): r for r in stored if r.status == "unavailable"}
-    timing = dict(warmup_s=warmup_s, duration_s=duration_s, min_iters=min_iters)
+    timing = dict(warmup_s=warmup_s, duration_s=duration_s, min_iters=min_iters, warmup_iters=warmup_iters)
     env = None
     rows: list[BenchRow] = []
 
@@ -240,21 +270,18 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                         cost = _model_cost(run)
                         env = env or _environment()
                     row = BenchRow(**base, timestamp=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                                   backend=backend, precision=precision, device=device, status="ok", reason=None)
+                                   backend=backend, precision=precision, device=device, status="ok", reason=None,
+                                   isolation=isolate)
                     row.update(cost)
-                    evaluation = None
-                    try:
-                        fields, evaluation = _bench_one(backend, precision, run, ds, ids, batch=batch,
-                                                        device=device, save_predictions=save_predictions,
-                                                        timing=timing, progress=bar,
-                                                        measure_accuracy=measure_accuracy, threads=threads)
-                        row.update(fields)
-                    except BackendUnavailable as e:
-                        row.update(status="unavailable", reason=str(e))
-                    except WriteFailed:  # disk full or read-only: the next configurations would fail alike
-                        raise
-                    except Exception as e:  # noqa: BLE001 -- one broken configuration must not end the suite
-                        row.update(status="failed", reason=f"{type(e).__name__}: {e}")
+                    config = dict(batch=batch, device=device, save_predictions=save_predictions, timing=timing,
+                                  measure_accuracy=measure_accuracy, threads=threads)
+                    if isolate == "process":
+                        job = make_job(backend, precision, run, data, ids, class_map=class_map, **config)
+                        fields, evaluation = run_in_child(job, bar)
+                    else:
+                        fields, evaluation = bench_config(backend, precision, run, ds, ids, progress=bar, **config)
+                    row.update(fields)
+                    row.update(derived_fields(row))
                     # what ran: loading a tensorrt engine may have (re)built it
                     row.update(artifact_sha256=artifact_sha256(run, backend, precision))
                     before = unavailable.get(ConfigKey.of(row))

@@ -57,8 +57,10 @@ def render(rows: Iterable[BenchRow | Mapping]) -> list[Table]:
             table.add_column(col, no_wrap=True, min_width=min(len(col), 9))
         # energy only where some row measured it (NVML, tegrastats or RAPL), so CPU-VM tables stay narrow
         energy = any(r.energy_j_per_image is not None for r in group)
+        # share of the probed GEMM peak (segdeploy env --probe) only where a probe exists
+        roofline = any(r.roofline_fraction is not None for r in group)
         numeric = ["Size (MB)", "Dice", "ΔDice", "p50 ms", "p90 ms", "Compute ms", "FPS", "Mem MB"]
-        for col in numeric + (["J/img"] if energy else []):
+        for col in numeric + (["J/img"] if energy else []) + (["% peak"] if roofline else []):
             table.add_column(col, justify="right", no_wrap=True, min_width=max(len(col), 7))
         table.add_column("Status", no_wrap=True, overflow="ellipsis", max_width=REASON_WIDTH + 13)
         for r in group:
@@ -77,6 +79,8 @@ def render(rows: Iterable[BenchRow | Mapping]) -> list[Table]:
             ]
             if energy:
                 cells.append(_num(r.energy_j_per_image, ".3f"))
+            if roofline:
+                cells.append(_num(None if r.roofline_fraction is None else 100 * r.roofline_fraction, ".0f"))
             cells.append("[green]ok[/]" if r.ok else f"[yellow]{r.status}[/]: {escape(_short(r.reason))}")
             table.add_row(*cells)
         tables.append(table)
