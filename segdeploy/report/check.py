@@ -35,14 +35,13 @@ from pathlib import Path
 
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import read_json, read_jsonl
-from segdeploy.records import BenchRow, CheckKey, References, device_kind
+from segdeploy.records import FP32_SHARE, BenchRow, CheckKey, References, device_kind
 
 __all__ = ["BASELINE_SCHEMA", "CheckKey", "Finding", "check_results", "config_key", "device_kind", "latest_rows",
            "load_baseline", "load_results", "make_baseline"]
 
 BASELINE_SCHEMA = "segdeploy.baseline/1"
 DEFAULT_TOLERANCE = 1.0  # Dice points
-FP32_SHARE = 0.99
 _EPS = 1e-12  # a value exactly at a limit passes despite float rounding of the limit
 _KEY_FIELDS = ("dataset", "model", "backend", "precision", "device", "split")  # baseline entries' names
 _REQUIRED = ("model", "backend", "precision")

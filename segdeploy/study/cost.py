@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segdeploy.report.check import FP32_SHARE
+from segdeploy.records import FP32_SHARE
 from segdeploy.study.aggregate import ModelAccuracy, accuracy_row, chosen
 from segdeploy.study.rows import StudyRow
 
