@@ -162,3 +162,25 @@ def test_torch_predictor_matches_the_module_and_autocasts():
     assert bf16.dtype == np.float32
     np.testing.assert_allclose(bf16, expected, atol=0.05)  # bf16 keeps ~3 significant digits
     assert not np.array_equal(bf16, expected)  # and autocast really ran in bf16
+
+
+def test_prepared_images_read_each_image_once_and_score_the_same():
+    """bench evaluates every backend x precision of a run on the same images: through PreparedImages each image
+    is loaded and preprocessed once, and the scores are those of a fresh evaluation."""
+    from segdeploy.evaluation.evaluate import PreparedImages
+
+    ds = _Images()
+    loads: list[str] = []
+    real_load = ds.load
+    ds.load = lambda i: loads.append(i) or real_load(i)
+    kept = PreparedImages(ds)
+    first = evaluate(_threshold_predict, kept, ds.ids, batch=4, **GEOMETRY)
+    second = evaluate(lambda x: _threshold_predict(x) * 2.0, kept, ds.ids, batch=3, **GEOMETRY)
+    assert sorted(loads) == sorted(ds.ids)  # once each, for two evaluations
+    fresh = evaluate(_threshold_predict, _Images(), ds.ids, batch=4, **GEOMETRY)
+    assert first.metrics == second.metrics == fresh.metrics
+    np.testing.assert_array_equal(first.confusion, fresh.confusion)
+    np.testing.assert_array_equal(first.input_batch_1, fresh.input_batch_1)
+    # another input size is another preprocessing, not a stale one
+    other = evaluate(_threshold_predict, kept, ds.ids, batch=4, **{**GEOMETRY, "img_size": 48})
+    assert other.input_batch_1.shape[-1] == 48 and sorted(loads) == sorted(ds.ids)

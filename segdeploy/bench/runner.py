@@ -58,7 +58,7 @@ from segdeploy.bench.memory import MemoryProbe
 from segdeploy.cli_util import comma_list
 from segdeploy.device import resolve_device
 from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed
-from segdeploy.evaluation.evaluate import Evaluation, evaluate
+from segdeploy.evaluation.evaluate import Evaluation, PreparedImages, evaluate
 from segdeploy.evaluation.per_image import save_per_image, sidecar_name
 from segdeploy.fileio import append_jsonl, iter_jsonl
 from segdeploy.numerics import require_finite_logits
@@ -251,6 +251,9 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     with bar:
         for run in runs:
             ds = views[run.dir]  # the dataset as this run sees it (class map applied)
+            # in this process, every backend x precision of the run scores the same images: read and preprocess
+            # them once (a worker process reads its own)
+            kept = PreparedImages(ds)
             ids = run.split_ids(ds, split, allow_missing=allow_missing)[:max_images or None] if measure_accuracy else []
             base = dict(schema=SCHEMA, dataset=ds.name, data=str(data), split=split, run=str(run.dir.resolve()),
                         run_name=run.name, model=run.meta.model, family=run.meta.family, device_requested=device,
@@ -279,7 +282,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                         job = make_job(backend, precision, run, data, ids, class_map=class_map, **config)
                         fields, evaluation = run_in_child(job, bar)
                     else:
-                        fields, evaluation = bench_config(backend, precision, run, ds, ids, progress=bar, **config)
+                        fields, evaluation = bench_config(backend, precision, run, kept, ids, progress=bar, **config)
                     row.update(fields)
                     row.update(derived_fields(row))
                     # what ran: loading a tensorrt engine may have (re)built it

@@ -58,14 +58,49 @@ class Evaluation:
         return np.array([image_dice(cm) for cm in self.confusion], dtype=np.float64)
 
 
+class PreparedImages:
+    """A view of a dataset that keeps each image's decoded sample and its network input after first use, so that
+    evaluating the same images again (bench: every backend x precision of one run) reads, decodes and letterboxes
+    each image once. Costs one decoded image and one input array per image of the split, held in memory."""
+
+    def __init__(self, dataset):
+        self.dataset = dataset
+        self._samples: dict = {}
+        self._inputs: dict = {}
+
+    def __getattr__(self, name):  # classes, num_classes, ... of the dataset itself
+        return getattr(self.dataset, name)
+
+    def load(self, sample_id: str):
+        if sample_id not in self._samples:
+            self._samples[sample_id] = self.dataset.load(sample_id)
+        return self._samples[sample_id]
+
+    def prepared(self, sample_id: str, img_size: int, mean, std):
+        """(sample, input CxSxS, letterbox) for the preprocessing ``img_size``/``mean``/``std``."""
+        from segdeploy.data.transforms import preprocess
+
+        key = (sample_id, img_size, tuple(mean), tuple(std))
+        if key not in self._inputs:
+            self._inputs[key] = preprocess(self.load(sample_id).image, img_size, mean, std)
+        return (self.load(sample_id), *self._inputs[key])
+
+
 def _batches(dataset, ids: Sequence[str], batch: int, img_size: int, mean, std) -> Iterator[tuple[list, np.ndarray,
                                                                                                      list]]:
     from segdeploy.data.transforms import preprocess
 
+    def prepare(sample_id: str):
+        sample = dataset.load(sample_id)
+        return (sample, *preprocess(sample.image, img_size, mean, std))
+
+    if isinstance(dataset, PreparedImages):
+        def prepare(sample_id: str):  # noqa: F811 -- the kept inputs of an earlier evaluation
+            return dataset.prepared(sample_id, img_size, mean, std)
+
     for start in range(0, len(ids), batch):
-        samples = [dataset.load(i) for i in ids[start:start + batch]]
-        prepped = [preprocess(s.image, img_size, mean, std) for s in samples]
-        yield samples, np.stack([x for x, _ in prepped]), [lm for _, lm in prepped]
+        items = [prepare(i) for i in ids[start:start + batch]]
+        yield [s for s, _, _ in items], np.stack([x for _, x, _ in items]), [lm for _, _, lm in items]
 
 
 def _png_bytes(pred: np.ndarray) -> bytes:
