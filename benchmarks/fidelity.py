@@ -28,8 +28,9 @@ Usage (random-init runs are fine for timing; export them first)::
 
 Every line records the 1-minute load average before and after the pair: on a machine shared with other work
 the ratios are noisy, and the report must say so. Results and what they show: docs/results/fidelity-cpu.md
-(same calls agree within 0-1.4%; the profiler slows the session it profiles by 11-15%; OpenVINO runs fp32 files
-in bf16 by default on CPUs with AVX-512 BF16).
+(quiet machine: benchmark_app A/B within 5% for unet and segformer-b3 at batch 1 and 8; same calls within 0.3%,
+5% for a 10 ms model on OpenVINO, whose engine copies its output; the profiler slows the session it profiles on
+models with many small nodes; OpenVINO computes fp32 files in bf16 on AVX-512 BF16 CPUs unless told f32).
 """
 
 from __future__ import annotations
