@@ -9,16 +9,16 @@ the per-round ratios segdeploy / tool, with their range, so noise is visible. Go
 Pairs:
 
 * ``onnxruntime``: ONNX Runtime's own profiler (``enable_profiling``; its ``model_run`` events time
-  ``InferenceSession::Run`` inside the runtime) on a second session of the same file with the same options.
-  "same calls": segdeploy's loop on an engine around the profiled session vs ``model_run`` of those calls;
-  "A/B": segdeploy's own engine vs the profiled session, interleaved (the profiler slows its session, so this
+  ``InferenceSession::Run`` inside the runtime) on a second engine of the same file loaded the same way.
+  "same calls": segdeploy's loop on the profiled engine vs ``model_run`` of those calls; "A/B": segdeploy's
+  engine as bench loads it vs the profiled engine, interleaved (the profiler slows its session, so this
   one is biased below 1). ``onnxruntime_perf_test`` is neither in the pip wheel (it is built from source) nor in
   apt, hence the profiler.
-* ``openvino``: "same calls": segdeploy's loop vs the request's own ``latency`` of those calls (what
-  ``benchmark_app``'s sync loop collects); "A/B": vs a ``benchmark_app`` process (sync API, one request, the same
-  input shape via ``-data_shape`` so the model stays dynamic as segdeploy loads it), its reported median. The
-  engine is the ``openvino`` backend where this checkout has one, else a stand-in compiled as ``benchmark_app``
-  compiles (latency hint, default threads).
+* ``openvino``: segdeploy's ``openvino`` engine. "same calls": segdeploy's loop vs the request's own ``latency``
+  of those calls (what ``benchmark_app``'s sync loop collects); "A/B": vs a ``benchmark_app`` process on the file
+  the engine loaded, with the engine's settings (latency hint, sync API, one request, the engine's inference
+  precision and threads, the same input shape via ``-data_shape`` so the model stays dynamic as the engine
+  loads it), its reported median.
 * ``trtexec`` (GPU only): skipped with a message where there is no CUDA GPU or no trtexec.
 
 Usage (random-init runs are fine for timing; export them first)::
@@ -28,8 +28,9 @@ Usage (random-init runs are fine for timing; export them first)::
 
 Every line records the 1-minute load average before and after the pair: on a machine shared with other work
 the ratios are noisy, and the report must say so. Results and what they show: docs/results/fidelity-cpu.md
-(same calls agree within 0-1.4%; the profiler slows the session it profiles by 11-15%; OpenVINO runs fp32 files
-in bf16 by default on CPUs with AVX-512 BF16).
+(quiet machine: benchmark_app A/B within 5% for unet and segformer-b3 at batch 1 and 8; same calls within 0.3%,
+5% for a 10 ms model on OpenVINO, whose engine copies its output; the profiler slows the session it profiles on
+models with many small nodes; OpenVINO computes fp32 files in bf16 on AVX-512 BF16 CPUs unless told f32).
 """
 
 from __future__ import annotations
@@ -66,14 +67,26 @@ def segdeploy_side(engine, x: np.ndarray, iters: int, warmup_iters: int) -> floa
 # -- onnxruntime: the profiler's model_run events -------------------------------------------------------------
 
 
-def _profiled_session(path: Path, tmp: Path):
+def _load_profiled_ort(run, precision, threads, tmp: Path):
+    """segdeploy's onnxruntime engine, loaded exactly as bench loads it but with the profiler switched on in its
+    session options (``ort_backend`` builds them from ``onnxruntime.SessionOptions()``, replaced for the load)."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()  # what segdeploy's onnxruntime backend sets, plus the profiler
-    options.log_severity_level = 3
-    options.enable_profiling = True
-    options.profile_file_prefix = str(tmp / f"ort-{path.stem}")
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    from segdeploy.engines import load_engine
+
+    real = ort.SessionOptions
+
+    def profiled_options():
+        options = real()
+        options.enable_profiling = True
+        options.profile_file_prefix = str(tmp / f"ort-{run.name}-{precision}")
+        return options
+
+    ort.SessionOptions = profiled_options
+    try:
+        return load_engine("onnxruntime", run, precision, "cpu", threads=threads)
+    finally:
+        ort.SessionOptions = real
 
 
 def _model_run_ms(session) -> list[float]:
@@ -94,70 +107,61 @@ class Counted:
 
 
 def ort_pair(run, precision, batch, x, args, tmp) -> list[dict]:
-    """Two comparisons. Same calls: segdeploy's loop on an OrtEngine around a profiled session, against the
+    """Two comparisons. Same calls: segdeploy's loop on its onnxruntime engine with the profiler on, against the
     profiler's ``model_run`` of those very calls (no drift can enter: this is the timer and the Python binding).
-    A/B: segdeploy's own engine (a plain session, as bench loads it) against the profiled session's
-    ``model_run``, interleaved; it differs from 1 by what profiling costs the session."""
+    A/B: segdeploy's engine as bench loads it (no profiler) against the profiled engine's ``model_run``,
+    interleaved; it differs from 1 by what profiling costs the session."""
     from segdeploy.engines import load_engine
-    from segdeploy.runs import onnx_path
 
-    plain = load_engine("onnxruntime", run, precision, "cpu")
-    # the file the backend loads (for int8 its cpu form where exported), profiled
-    session = _profiled_session(Path(plain.info.get("onnx") or onnx_path(run.dir, precision)), tmp)
-    # the backend's engine around the profiled session: the same file, so the same input and output names
-    around = load_engine("onnxruntime", run, precision, "cpu")
-    around.session = session
-    profiled = Counted(around)
+    plain = load_engine("onnxruntime", run, precision, "cpu", threads=args.threads)
+    profiled_engine = _load_profiled_ort(run, precision, args.threads, tmp)
+    profiled = Counted(profiled_engine)
     ours, ours_profiled, spans = [], [], []
     for r in range(args.rounds):
         def profiled_round():
-            first = profiled.calls
             ours_profiled.append(segdeploy_side(profiled, x, args.iters, args.warmup_iters))
-            spans.append((profiled.calls - args.iters, args.iters, first))
+            spans.append((profiled.calls - args.iters, args.iters))
 
         steps = [lambda: ours.append(segdeploy_side(plain, x, args.iters, args.warmup_iters)), profiled_round]
         for step in (reversed(steps) if r % 2 else steps):
             step()
-    model_run = _model_run_ms(session)
-    theirs = [statistics.median(model_run[start:start + n]) for start, n, _ in spans]
+    model_run = _model_run_ms(profiled_engine.session)
+    theirs = [statistics.median(model_run[start:start + n]) for start, n in spans]
     plain.close()
-    around.close()
-    return [{"tool": "ort-profiler same-calls", "segdeploy_ms": ours_profiled, "tool_ms": theirs},
-            {"tool": "ort-profiler A/B", "segdeploy_ms": ours, "tool_ms": theirs}]
+    profiled_engine.close()
+    info = {k: v for k, v in plain.info.items() if isinstance(v, (str, int, float))}
+    return [{"tool": "ort-profiler same-calls", "segdeploy_ms": ours_profiled, "tool_ms": theirs,
+             "engine_info": info},
+            {"tool": "ort-profiler A/B", "segdeploy_ms": ours, "tool_ms": theirs, "engine_info": info}]
 
 
 # -- OpenVINO: benchmark_app ----------------------------------------------------------------------------------
 
 
-class OvStandIn:
-    """An OpenVINO engine compiled as benchmark_app compiles (CPU, latency hint, default threads), used where
-    this checkout has no ``openvino`` backend yet. ``latencies``: the request's own ``latency`` after each call,
-    the figure benchmark_app's sync loop collects."""
+class OvLatencies:
+    """segdeploy's openvino engine, with the infer request's own ``latency`` read after each call: the figure
+    ``benchmark_app``'s sync loop collects (the request is the backend's private state; a benchmark may look)."""
 
-    def __init__(self, path: Path):
-        import openvino as ov
+    def __init__(self, engine):
+        self.engine, self.latencies = engine, []
 
-        core = ov.Core()
-        self.compiled = core.compile_model(str(path), "CPU", {"PERFORMANCE_HINT": "LATENCY"})
-        self.request = self.compiled.create_infer_request()
-        self.info = {k: str(self.compiled.get_property(k)) for k in
-                     ("INFERENCE_NUM_THREADS", "INFERENCE_PRECISION_HINT", "NUM_STREAMS", "PERFORMANCE_HINT")}
-        self.latencies: list[float] = []
-
-    def run(self, x: np.ndarray) -> np.ndarray:
-        out = np.asarray(self.request.infer({0: x})[0], dtype=np.float32)
-        self.latencies.append(self.request.latency)
+    def run(self, x):
+        out = self.engine.run(x)
+        (_, request), = self.engine._requests.values()  # one request: dynamic shapes on the CPU
+        self.latencies.append(request.latency)
         return out
 
-    def close(self) -> None:
-        self.request = self.compiled = None
 
-
-def benchmark_app_median(path: Path, shape: tuple[int, ...], iters: int) -> float:
+def benchmark_app_median(path: Path, shape: tuple[int, ...], iters: int, infer_precision: str,
+                         threads: int | None) -> float:
     exe = shutil.which("benchmark_app") or str(Path(sys.executable).with_name("benchmark_app"))
     dims = ",".join(str(d) for d in shape)
+    # the engine's settings: latency hint, one synchronous request, its inference precision (left alone the CPU
+    # plugin computes in bf16 where the CPU has AVX512_BF16), its threads
     cmd = [exe, "-m", str(path), "-d", "CPU", "-hint", "latency", "-api", "sync", "-nireq", "1",
-           "-niter", str(iters), "-data_shape", f"[{dims}]"]
+           "-niter", str(iters), "-data_shape", f"[{dims}]", "-infer_precision", infer_precision]
+    if threads:
+        cmd += ["-nthreads", str(threads)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
     match = re.search(r"Median:\s+([\d.]+)\s*ms", out.stdout)
     if out.returncode != 0 or not match:
@@ -166,35 +170,30 @@ def benchmark_app_median(path: Path, shape: tuple[int, ...], iters: int) -> floa
 
 
 def ov_pair(run, precision, batch, x, args, tmp) -> list[dict]:
-    """Same calls (stand-in only): segdeploy's loop against the request's own ``latency`` of those calls, which
-    is what benchmark_app's sync loop reports. A/B: segdeploy's loop against a benchmark_app process, interleaved."""
-    from segdeploy import engines
-    from segdeploy.runs import onnx_path
+    """Same calls: segdeploy's loop on its openvino engine against the request's own ``latency`` of those calls.
+    A/B: the same loop against a ``benchmark_app`` process on the file the engine loaded, interleaved."""
+    from segdeploy.engines import load_engine
+    from segdeploy.engines.openvino_backend import INFERENCE_PRECISION
 
-    path = onnx_path(run.dir, precision)
-    if "openvino" in engines.BACKENDS:
-        engine, source = engines.load_engine("openvino", run, precision, "cpu"), "segdeploy openvino backend"
-    else:
-        engine, source = OvStandIn(path), "stand-in (no openvino backend in this checkout)"
+    engine = OvLatencies(load_engine("openvino", run, precision, "cpu", threads=args.threads))
+    path = Path(engine.engine.info["onnx"])  # int8: the CPU form, where it was exported
     ours, theirs, own = [], [], []
 
     def our_round():
         ours.append(segdeploy_side(engine, x, args.iters, args.warmup_iters))
-        if hasattr(engine, "latencies"):
-            own.append(statistics.median(engine.latencies[-args.iters:]))
+        own.append(statistics.median(engine.latencies[-args.iters:]))
+
+    def tool_round():
+        theirs.append(benchmark_app_median(path, x.shape, args.iters, INFERENCE_PRECISION[precision],
+                                           args.threads))
 
     for r in range(args.rounds):
-        steps = [our_round, lambda: theirs.append(benchmark_app_median(path, x.shape, args.iters))]
-        for step in (reversed(steps) if r % 2 else steps):
+        for step in ((tool_round, our_round) if r % 2 else (our_round, tool_round)):
             step()
-    info = {k: v for k, v in getattr(engine, "info", {}).items() if isinstance(v, (str, int, float))}
-    engine.close()
-    out = [{"tool": "benchmark_app A/B", "segdeploy_ms": ours, "tool_ms": theirs, "engine": source,
-            "engine_info": info}]
-    if own:
-        out.insert(0, {"tool": "ov request.latency same-calls", "segdeploy_ms": ours, "tool_ms": own,
-                       "engine": source, "engine_info": info})
-    return out
+    info = {k: v for k, v in engine.engine.info.items() if isinstance(v, (str, int, float))}
+    engine.engine.close()
+    return [{"tool": "ov request.latency same-calls", "segdeploy_ms": ours, "tool_ms": own, "engine_info": info},
+            {"tool": "benchmark_app A/B", "segdeploy_ms": ours, "tool_ms": theirs, "engine_info": info}]
 
 
 # -- trtexec ----------------------------------------------------------------------------------------------------
@@ -232,6 +231,7 @@ def main(argv=None) -> int:
     ap.add_argument("--iters", type=int, default=10, help="timed calls per tool per round")
     ap.add_argument("--warmup-iters", type=int, default=WARMUP_ITERS)
     ap.add_argument("--tools", default="onnxruntime,openvino,trtexec")
+    ap.add_argument("--threads", type=int, help="--threads of the engines (and -nthreads of benchmark_app)")
     ap.add_argument("--out", type=Path, help="append one JSON line per pair")
     args = ap.parse_args(argv)
 

@@ -2,7 +2,7 @@
 module's name, which bench workers import in their own process (``Job.backend_module``).
 
 * ``segfault`` / ``oom``: the worker dies while loading, by SIGSEGV (a runtime's segfault) or SIGKILL (what the
-  kernel's out-of-memory killer sends);
+  kernel's out-of-memory killer sends); ``disk-full``: loading raises ``WriteFailed``, which stops a suite;
 * ``arena-big`` / ``arena-small``: an engine holding ``WEIGHTS_MIB`` of weights whose inference takes
   ``WORKSPACE_MIB`` from a module-level arena that grows but never shrinks, as ONNX Runtime's CPU arena and
   glibc's heap keep memory once freed: in one shared process, the second configuration's workspace is hidden by
@@ -18,6 +18,7 @@ import signal
 import numpy as np
 
 from segdeploy.engines.base import BaseEngine
+from segdeploy.errors import WriteFailed
 
 PRECISIONS = ("fp32",)
 MIB = 1024 * 1024
@@ -44,6 +45,8 @@ class ArenaEngine(BaseEngine):
             os.kill(os.getpid(), signal.SIGSEGV)
         if self.backend == "oom":
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.backend == "disk-full":
+            raise WriteFailed("no space left on device.", path="/nowhere/engine.cache", fix="free some space.")
         self.num_classes = self.source.meta.num_classes
         self.weights = np.ones(WEIGHTS_MIB[self.backend] * MIB // 8)
         self.info = {"provider": "arena"}

@@ -15,7 +15,7 @@ from segdeploy.errors import SegdeployError
 from segdeploy.fileio import read_jsonl
 
 FAST = dict(warmup_s=0.0, warmup_iters=1, duration_s=0.0, min_iters=3)
-FAKES = ("segfault", "oom", "arena-big", "arena-small", "nan")
+FAKES = ("segfault", "oom", "arena-big", "arena-small", "nan", "disk-full")
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,15 @@ def test_a_crash_is_a_failed_row_with_its_signal_and_the_suite_goes_on(tiny_run,
     # resuming retries the failed configurations only, and they fail the same way
     again = _bench(tiny_run, "segfault,arena-small,oom", results, "process")
     assert [r.status for r in again] == ["failed", "ok", "failed"] and len(read_jsonl(results)) == 5
+
+
+@pytest.mark.slow  # a worker process
+def test_a_full_disk_in_a_worker_stops_the_suite_as_in_process(tiny_run, tmp_path, fakes):
+    from segdeploy.errors import WriteFailed
+
+    with pytest.raises(WriteFailed, match="no space left on device"):
+        _bench(tiny_run, "disk-full,arena-small", tmp_path / "r.jsonl", "process")
+    assert not (tmp_path / "r.jsonl").exists()  # the suite stopped: nothing ran after it
 
 
 @pytest.mark.slow  # four worker processes
