@@ -63,14 +63,19 @@ def _answer_section(summary: StudySummary) -> Section:
     return Section("answer", "The answer", blocks)
 
 
-def _accuracy_section(summary: StudySummary, draw: bool = True) -> Section:
-    published = _published_by_model(summary)
-    blocks = []
+def _accuracy_by_dataset(summary: StudySummary) -> list[tuple[str, list]]:
+    """(dataset, its models' accuracy, most accurate first), datasets in name order."""
     by_dataset = defaultdict(list)
     for a in summary.accuracy:
         by_dataset[a.dataset].append(a)
-    for dataset, accs in sorted(by_dataset.items()):
-        accs = sorted(accs, key=lambda a: -(a.dice or 0))
+    return [(dataset, sorted(accs, key=lambda a: -(a.dice or 0))) for dataset, accs in sorted(by_dataset.items())]
+
+
+def _accuracy_section(summary: StudySummary, draw: bool = True) -> Section:
+    published = _published_by_model(summary)
+    blocks = []
+    grouped = _accuracy_by_dataset(summary)
+    for dataset, accs in grouped:
         entries = [{"model": a.model, "family": a.family, "dice": a.dice, "fold_dice": a.fold_dice,
                     "ci": (a.ci.low, a.ci.high) if a.ci and a.ci.low is not None else None,
                     "published": published.get((canonical_dataset(dataset), a.model))} for a in accs]
@@ -103,8 +108,8 @@ def _accuracy_section(summary: StudySummary, draw: bool = True) -> Section:
         blocks.append(Table("tab-comparison", "Best general vs best specialized (Δ = general − specialized)",
                             ["dataset", "best general", "best specialized", "Δ Dice", "95% CI (paired)",
                              "Wilcoxon", "permutation", "images", "dropped", "note"], rows))
-    if summary.ranks and len(by_dataset) > 1:
-        datasets = sorted(by_dataset)
+    if summary.ranks and len(grouped) > 1:
+        datasets = [dataset for dataset, _ in grouped]
         family = {a.model: a.family for a in summary.accuracy}
         ordered = sorted(summary.ranks.items(), key=lambda kv: kv[1][ALL_DATASETS])
         blocks.append(Table("tab-ranks", "Ranks by mean Dice (1 = best; mean over datasets)",
@@ -167,11 +172,7 @@ def _guard_section(summary: StudySummary) -> Section:
 
 def _per_class_section(summary: StudySummary, draw: bool = True) -> Section:
     blocks = []
-    by_dataset = defaultdict(list)
-    for a in summary.accuracy:
-        by_dataset[a.dataset].append(a)
-    for dataset, accs in sorted(by_dataset.items()):
-        accs = sorted(accs, key=lambda a: -(a.dice or 0))
+    for dataset, accs in _accuracy_by_dataset(summary):
         classes = list(dict.fromkeys(c for a in accs for c in a.dice_per_class))
         values = np.array([[np.nan if a.dice_per_class.get(c) is None else a.dice_per_class[c] for c in classes]
                            for a in accs], dtype=float)
