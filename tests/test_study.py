@@ -66,6 +66,8 @@ def test_templates_load(template, tmp_path):
     (BASE + '[class_maps]\n"synthetic:48" = "polyp=1,2"\n', "`class_maps` names 'synthetic:48'", "`datasets`"),
     (BASE.replace("epochs = 2", "train = false\ngradcam = true"), "`gradcam`", "gradcam = false"),
     (BASE + "epochs = 3\n", "not valid TOML", "correct the line"),
+    (BASE + 'isolate = "thread"\n', "`isolate`", 'isolate = "process"'),
+    (BASE + "threads = 0\n", "`threads`", "threads = 2"),
 ])
 def test_config_errors_name_key_file_and_fix(tmp_path, text, key, fix):
     path = study(tmp_path, text)
@@ -322,3 +324,22 @@ def test_cross_targets_must_give_the_runs_classes(tmp_path):
         _check_datasets(load_study(study(tmp_path, BASE + merged + cross + 'class_map = "lesion=tumour"\n',
                                          "t.toml")))
     assert "`cross.class_map` 'lesion=tumour'" in info.value.message
+
+
+def test_bench_isolation_and_threads_reach_run_bench_and_the_fingerprint(tmp_path, monkeypatch):
+    """A study benches like `segdeploy bench`: each configuration in its own process, with the CPU runtimes on
+    the cell's cores, unless the study file says otherwise; both settings are part of a cell's fingerprint."""
+    import segdeploy.bench.runner as runner
+    from segdeploy.study import cell as cell_module
+
+    default = load_study(study(tmp_path, BASE + "[resources]\nnum_cpus = 3\n"))
+    custom = load_study(study(tmp_path, BASE + 'isolate = "none"\nthreads = 1\n', name="c.toml"))
+    assert (default.isolate, default.bench_threads) == ("process", 3)
+    assert (custom.isolate, custom.bench_threads) == ("none", 1)
+    cell = expand(default)[0]
+    assert fingerprint(default, cell) != fingerprint(custom, cell)
+    seen = []
+    monkeypatch.setattr(runner, "run_bench", lambda *a, **kw: seen.append((kw["isolate"], kw["threads"])) or [])
+    for config in (default, custom):
+        cell_module._bench(config, tmp_path, "synthetic:36", "test")
+    assert seen == [("process", 3), ("none", 1)]

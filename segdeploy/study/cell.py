@@ -190,7 +190,8 @@ def _bench(config: StudyConfig, folder: Path, data: str, split: str, **extra) ->
         extra["measure_accuracy"] = False
     rows = [r.to_json() for r in run_bench([folder], data, config.backends, config.precisions, folder / BENCH_FILE,
                                            split=split, batch=config.bench_batch, device=config.device,
-                                           duration_s=config.duration, progress=False, **extra)]
+                                           duration_s=config.duration, progress=False,
+                                           threads=config.bench_threads, isolate=config.isolate, **extra)]
     for row in rows:
         if row.get("per_image"):
             row["per_image"] = f"{folder.parent.name}/{folder.name}/{row['per_image']}"

@@ -66,6 +66,10 @@ class StudyConfig:
     device: str = "auto"
     bench_batch: int = 8
     duration: float = 1.0
+    # bench: each configuration in a fresh process (a clean memory baseline, a runtime crash is a failed row), as
+    # `segdeploy bench` does; "none" runs them in the cell's process (faster to start, memory figures shared)
+    isolate: str = "process"
+    threads: int | None = None  # host threads of the CPU runtimes at bench; None: resources.num_cpus
     gradcam: bool = False
     gradcam_worst: int = 8
     resources: Resources = field(default_factory=Resources)
@@ -73,6 +77,11 @@ class StudyConfig:
     # dataset (as in ``datasets``) -> the class map it is trained with, e.g. NeoPolyp as one "polyp=1,2" class
     class_maps: dict[str, str] = field(default_factory=dict)
     path: str | None = field(default=None, compare=False)  # the file it came from (not part of the study)
+
+    @property
+    def bench_threads(self) -> int:
+        """Host threads of the CPU runtimes at bench: ``threads``, else what the cell reserves."""
+        return self.threads or self.resources.num_cpus
 
     def as_dict(self) -> dict:
         """Plain JSON-able form (lists, no file path): what plan.json records and compares."""
@@ -178,6 +187,12 @@ def _device(v: Any) -> str:
     return v
 
 
+def _isolate(v: Any) -> str:
+    if v not in ("process", "none"):
+        raise ValueError(f"must be \"process\" or \"none\", got {v!r}")
+    return v
+
+
 def _split(v: Any) -> str:
     if v not in ("all", "train", "val", "test"):
         raise ValueError(f"must be all, train, val or test, got {v!r}")
@@ -219,6 +234,8 @@ _TOP: dict[str, tuple[Callable[[Any], Any], str]] = {
     "device": (_device, 'device = "auto"'),
     "bench_batch": (_int(1), "bench_batch = 8"),
     "duration": (_number(), "duration = 1.0"),
+    "isolate": (_isolate, 'isolate = "process"'),
+    "threads": (_int(1), "threads = 2 (or leave the key out: resources.num_cpus)"),
     "gradcam": (_bool, "gradcam = false"),
     "gradcam_worst": (_int(1), "gradcam_worst = 8"),
 }

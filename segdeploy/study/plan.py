@@ -34,7 +34,8 @@ CELL_RECORD = "cell.json"  # the cell's settings fingerprints, written when it s
 # settings that change what training produces (num_cpus: torch's thread count changes CPU reductions)
 _TRAIN_KEYS = ("train", "k", "epochs", "img_size", "batch", "seed", "patience", "augment", "pretrained",
                "max_train_images")
-_BENCH_KEYS = ("backends", "precisions", "device", "bench_batch", "duration", "gradcam", "gradcam_worst")
+_BENCH_KEYS = ("backends", "precisions", "device", "bench_batch", "duration", "isolate", "threads", "gradcam",
+               "gradcam_worst")
 
 
 @dataclass(frozen=True)
