@@ -262,3 +262,19 @@ def test_montages_are_dropped_before_the_html_passes_the_size_limit(measured_rep
     files = write_report([study], tmp_path / "small", n_resamples=200)
     figures = parse(files.html).figures
     assert figures and not any(f.startswith("fig-cam") for f in figures)
+
+
+def test_no_cam_images_keeps_the_cam_numbers_and_no_picture_of_the_data(measured_report, tmp_path):
+    """--no-cam-images: the montages (pictures of the user's images) are left out, the CAM-in-mask shares stay
+    as a table, in report.md too; the default report has the same table beside the montages."""
+    study, out = measured_report
+    result = CliRunner().invoke(app, ["report", str(study), "--out", str(tmp_path / "r"), "--resamples", "200",
+                                      "--no-cam-images"])
+    assert result.exit_code == 0, result.output
+    parsed = parse(tmp_path / "r" / "report.html")
+    assert parsed.figures and not any(f.startswith("fig-cam") for f in parsed.figures)
+    assert not any(decoded(src)[0] == "image/jpeg" for src in parsed.sources)
+    for report in (tmp_path / "r" / "report.md", out / "report.md"):
+        rows = [line for line in report.read_text().splitlines() if line.startswith("| derm |")
+                and "40% (10%)" in line]
+        assert {line.split(" | ")[1] for line in rows} == {"unet", "segformer-b3"}, report

@@ -36,17 +36,25 @@ def resolve_published(choice: str | None, inputs: Sequence[Path]):
     return load_published(None if choice == SHIPPED_NAME else Path(choice))
 
 
-def cam_section(folders: Sequence[Path], summary):
-    """The Grad-CAM section, or None when no ``cam.json`` of a reported run is under the study folders."""
+def cam_section(folders: Sequence[Path], summary, *, images: bool = True):
+    """The Grad-CAM section, or None when no ``cam.json`` of a reported run is under the study folders: a table of
+    the CAM energy inside the ground truth per model and class (numbers only), then, with ``images``, a montage of
+    each model's worst test images. ``images=False`` leaves the montages out, so the report carries no picture of
+    the data (for data whose licence forbids passing its images on)."""
     from segdeploy.report import figures
-    from segdeploy.report.cams import class_share_text, find_cams, montage_tiles
-    from segdeploy.report.document import Figure, Paragraph, Section
+    from segdeploy.report.cams import cam_share_rows, class_share_text, find_cams, montage_tiles
+    from segdeploy.report.document import Figure, Paragraph, Section, Table
     from segdeploy.study.aggregate import chosen
 
     chosen_cells = {r.cell for r in chosen(summary.rows, summary.choices)}
     cams, notes = find_cams(folders, summary.rows, chosen_cells)
     blocks = []
-    for cam in cams:
+    header, rows = cam_share_rows(cams)
+    if rows:
+        blocks.append(Table("table-cam-share", "Grad-CAM energy inside the ground truth, mean over each model's worst "
+                            "test images (one fold), per class; in brackets the class's share of the image area, "
+                            "which a uniform map would get", header, rows))
+    for cam in cams if images else ():
         tiles = montage_tiles(cam)
         if not tiles:
             continue
@@ -57,6 +65,8 @@ def cam_section(folders: Sequence[Path], summary):
                              f"Grad-CAM (layer {cam.summary.get('layer')}; white = ground truth, magenta = "
                              f"prediction). CAM energy inside the ground truth, mean over the drawn images: "
                              f"{class_share_text(cam)}.", figures.to_jpeg(fig), "image/jpeg"))
+    if cams and not images:
+        blocks.append(Paragraph("Montages of the images left out (report written with --no-cam-images).", "note"))
     blocks += [Paragraph(n, "note") for n in notes]
     if not blocks:
         return None
@@ -64,7 +74,7 @@ def cam_section(folders: Sequence[Path], summary):
 
 
 def write_report(inputs: Sequence[str | Path], out: str | Path, *, published: str | None = PUBLISHED_AUTO,
-                 n_resamples: int = stats.N_RESAMPLES, seed: int = 0) -> ReportFiles:
+                 n_resamples: int = stats.N_RESAMPLES, seed: int = 0, cam_images: bool = True) -> ReportFiles:
     from segdeploy.fileio import atomic_write_text
     from segdeploy.report.document import Figure, to_html, to_markdown
     from segdeploy.report.study_report import MAX_HTML_BYTES, build_document
@@ -77,7 +87,7 @@ def write_report(inputs: Sequence[str | Path], out: str | Path, *, published: st
     rows = load_rows(inputs)
     summary = summarize(rows, resolve_published(published, inputs), n_resamples=n_resamples, seed=seed)
     folders = list(dict.fromkeys(p if p.is_dir() else p.parent for p in inputs))
-    doc = build_document(summary, files, cam_section(folders, summary))
+    doc = build_document(summary, files, cam_section(folders, summary, images=cam_images))
     html = to_html(doc)
     if len(html.encode()) > MAX_HTML_BYTES:
         # montages are the only large part: drop them rather than write a report that will not be opened

@@ -96,6 +96,23 @@ def montage_tiles(cam: CamSet) -> list[tuple[np.ndarray, str]]:
     return tiles
 
 
+def cam_share_rows(cams: Sequence[CamSet]) -> tuple[list[str], list[list[str]]]:
+    """One row per (dataset, model): the CAM energy inside the ground truth per class with the class's area share
+    (every class any set names gets a column; "-" where a set has none)."""
+    classes = list(dict.fromkeys(c for cam in cams for c in (cam.summary.get("class_means") or {})))
+    header = ["dataset", "model", "family", "fold", "images"] + classes
+    rows = []
+    for cam in cams:
+        means = cam.summary.get("class_means") or {}
+        n = max((m.get("n_images") or 0 for m in means.values()), default=0)
+        cells = []
+        for c in classes:
+            share, area = (means.get(c) or {}).get("cam_energy_in_gt"), (means.get(c) or {}).get("gt_area_fraction")
+            cells.append("-" if share is None else f"{share:.0%}" + (f" ({area:.0%})" if area is not None else ""))
+        rows.append([cam.dataset, cam.model, cam.family, "-" if cam.fold is None else str(cam.fold), str(n), *cells])
+    return header, rows
+
+
 def class_share_text(cam: CamSet) -> str:
     parts = []
     for name, means in (cam.summary.get("class_means") or {}).items():

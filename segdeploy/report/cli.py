@@ -87,10 +87,15 @@ def report(
                                   "borst2026, none, or a CSV path (model,dataset,dice,source)"),
     resamples: int = typer.Option(2000, "--resamples", min=100, help="bootstrap resamples for the CIs"),
     seed: int = typer.Option(0, "--seed", help="seed of the bootstrap and permutation draws"),
+    cam_images: bool = typer.Option(True, "--cam-images/--no-cam-images",
+                                    help="embed Grad-CAM montages (pictures of the data); --no-cam-images keeps "
+                                         "only their numbers, for a report that may be shared where the images "
+                                         "may not"),
 ) -> None:
     """Write the study report: report.html (one offline file, figures inline), report.md and summary.csv."""
     from segdeploy.report.build import write_report
 
-    files = write_report(inputs, out, published=published, n_resamples=resamples, seed=seed)
+    files = write_report(inputs, out, published=published, n_resamples=resamples, seed=seed,
+                         cam_images=cam_images)
     Console().print(f"wrote {files.html} ({files.html_bytes / 1e6:.2f} MB, {files.n_figures} figures), "
                     f"{files.markdown} and {files.csv}")
