@@ -92,6 +92,16 @@ class DatasetRef(_JsonRecord):
     def names(self) -> set[str]:
         return {n for n in (self.name, self.spec) if n}
 
+    def open_spec(self) -> str | None:
+        """What to open the run's dataset with: ``spec``, unless it is a relative folder path that does not exist
+        from the current directory (the run was trained from elsewhere) while the recorded ``root``, an absolute
+        folder of the same name, does."""
+        spec = self.spec
+        if not spec or not self.root or ("/" not in spec and "\\" not in spec) or Path(spec).expanduser().exists():
+            return spec
+        root = Path(self.root)
+        return str(root) if root.is_absolute() and root.is_dir() and root.name == Path(spec).name else spec
+
 
 @dataclass(kw_only=True)
 class SplitRecord(_JsonRecord):

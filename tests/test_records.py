@@ -156,3 +156,20 @@ def test_reference_is_the_latest_matching_row_and_must_be_ok():
 def test_rows_may_be_given_as_json_dicts():
     rows = [json.loads(json.dumps(_row("torch", "fp32", 0.8).to_json())), _row("onnxruntime", "fp16", 0.7).to_json()]
     assert dice_delta(rows[1], rows) == pytest.approx(-0.1)
+
+
+def test_a_relative_dataset_path_falls_back_to_the_recorded_root(tmp_path, monkeypatch):
+    """A run trained with --data ../shared/datasets/ph2 is exported from another directory: the recorded absolute
+    root of the same folder is opened; a registered name and a spec that exists here are kept."""
+    from segdeploy.records import DatasetRef
+
+    root = tmp_path / "datasets" / "ph2"
+    root.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert DatasetRef(spec="../shared/datasets/ph2", root=str(root)).open_spec() == str(root)
+    assert DatasetRef(spec="../shared/datasets/other", root=str(root)).open_spec() == "../shared/datasets/other"
+    assert DatasetRef(spec="synthetic:48", root=str(root)).open_spec() == "synthetic:48"
+    monkeypatch.chdir(tmp_path / "datasets")
+    assert DatasetRef(spec="./ph2", root="/gone/ph2").open_spec() == "./ph2"

@@ -23,7 +23,7 @@ def load_images(run, split: str, n: int, *, seed: int | None = None) -> np.ndarr
     if not meta.dataset.spec:
         raise SegdeployError("the run's model.json names no dataset (dataset.spec): parity and calibration need "
                              "its images.", fix="add \"dataset\": {\"spec\": PATH_OR_NAME} to model.json.")
-    dataset = open_dataset(meta.dataset.spec, class_map=meta.dataset.class_map)
+    dataset = open_dataset(meta.dataset.open_spec(), class_map=meta.dataset.class_map)
     # the run's recorded ids (calibration: train only); parity is no accuracy claim, so test ids the folder lost
     # since training only warn
     ids = run.split_ids(dataset, split, allow_missing=True)

@@ -184,7 +184,7 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
                         step(precision, "checking INT8 accuracy on validation images (--int8-auto)")
                         from segdeploy.data import open_dataset
 
-                        dataset = open_dataset(meta.dataset.spec, class_map=meta.dataset.class_map)
+                        dataset = open_dataset(meta.dataset.open_spec(), class_map=meta.dataset.class_map)
                         val_ids = run.split_ids(dataset, "val")[:max(calib_images, 16)]
                         entry["int8_auto"] = keep_accuracy(
                             fp32_file, path, calib_batch, dataset, val_ids, img_size=meta.img_size,
