@@ -41,3 +41,49 @@ def test_entropy_calibration_differs_from_minmax_and_clips(tmp_path):
     # entropy's threshold lies within the observed range, so its scale never exceeds minmax's; here it clips
     assert all(entropy[t] <= minmax[t] * (1 + 1e-5) for t in minmax)
     assert sum(entropy[t] < 0.9 * minmax[t] for t in minmax) >= 1
+
+
+def test_quantizing_an_unpreprocessed_model_records_why_and_prints_no_advice(tmp_path, monkeypatch, caplog):
+    """When quant_pre_process fails, the manifest entry says so (preprocess_error); onnxruntime's advice to
+    pre-process, logged twice on the root logger, is not repeated on the user's console."""
+    from onnx import TensorProto, helper
+
+    import segdeploy.export.quantize as quantize
+
+    conv = helper.make_node("Conv", ["input", "w"], ["logits"], pads=[1, 1, 1, 1])
+    weight = numpy_helper.from_array(np.random.default_rng(0).normal(size=(2, 1, 3, 3)).astype(np.float32), "w")
+    graph = helper.make_graph([conv], "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 1, 8, 8])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 2, 8, 8])], [weight])
+    fp32 = tmp_path / "fp32.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), str(fp32))
+    monkeypatch.setattr(quantize, "quant_pre_process", lambda *a, **k: (_ for _ in ()).throw(RuntimeError("no")))
+    calib = np.random.default_rng(1).normal(size=(2, 1, 8, 8)).astype(np.float32)
+    with caplog.at_level("WARNING"):
+        info = quantize_int8(fp32, tmp_path / "int8.onnx", calib)
+    assert info["preprocessed"] is False and "no" in info["preprocess_error"]
+    assert not [r for r in caplog.records if "pre-process" in r.getMessage()]
+    assert (tmp_path / "int8.onnx").stat().st_size > 0
+    logging_root = __import__("logging").getLogger()
+    assert not logging_root.filters  # the filter is gone after the call
+
+
+def test_a_failed_preprocessing_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """onnxruntime's symbolic shape inference saves its partial model (sym_shape_infer_temp.onnx and a <uuid>.data
+    as large as the weights) into the working directory when it fails; the export runs it elsewhere."""
+    import os
+
+    import segdeploy.export.quantize as quantize
+
+    def failing_pre_process(src, dst):
+        with open("sym_shape_infer_temp.onnx", "wb") as f:  # what onnxruntime writes, relative to the cwd
+            f.write(b"partial")
+        raise RuntimeError("Incomplete symbolic shape inference")
+
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    monkeypatch.setattr(quantize, "quant_pre_process", failing_pre_process)
+    (tmp_path / "out").mkdir()
+    source, info = quantize.preprocess_for_quantization(tmp_path / "m.onnx", tmp_path / "out" / "pre.onnx")
+    assert info["preprocessed"] is False and "Incomplete" in info["preprocess_error"]
+    assert source == tmp_path / "m.onnx" and os.listdir(work) == [] and os.getcwd() == str(work)

@@ -18,6 +18,9 @@ speed but computes the int8-activation form much less exactly than onnxruntime d
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,11 +110,44 @@ def preprocess_for_quantization(fp32_path: str | Path, out_path: Path) -> tuple[
     """``quant_pre_process`` (shape inference + graph optimisation, ORT's recommended first step) into
     ``out_path``; if it fails, the plain FP32 model is used and the reason returned as ``preprocess_error``.
     Deterministic, so node names found in its output (see int8_auto) name the same nodes on every call."""
+    fp32_path, out_path = Path(fp32_path).resolve(), Path(out_path).resolve()
     try:
-        quant_pre_process(str(fp32_path), str(out_path))
+        # in the output's (temporary) folder: when symbolic shape inference fails, onnxruntime saves its partial
+        # model as sym_shape_infer_temp.onnx + <uuid>.data (the size of the weights) in the working directory
+        with _working_directory(out_path.parent):
+            quant_pre_process(str(fp32_path), str(out_path))
         return out_path, {"preprocessed": True}
     except Exception as e:  # symbolic shape inference does not cover every op; quantizing without it works
         return Path(fp32_path), {"preprocessed": False, "preprocess_error": describe_error(e)}
+
+
+@contextlib.contextmanager
+def _working_directory(path: Path):
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+class _PreprocessAdvice(logging.Filter):
+    """onnxruntime's quantizer advises, on the root logger and twice per call, to pre-process a model that
+    ``quant_pre_process`` could not handle; the manifest already records that and why (``preprocess_error``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-process" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _without_preprocess_advice():
+    advice = _PreprocessAdvice()
+    root = logging.getLogger()
+    root.addFilter(advice)
+    try:
+        yield
+    finally:
+        root.removeFilter(advice)
 
 
 def histogram_ranges(source: Path, calib_images: np.ndarray, method: str, cache_path: Path) -> Path:
@@ -152,12 +188,13 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.
             cache["calibration_cache_path"] = str(
                 histogram_ranges(source, calib_images, method, Path(tmp) / "calibration.json"))
         target = atomic_target(out_path)
-        quantize_static(str(source), str(target), ArrayCalibrationReader(calib_images),
-                        quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES),
-                        per_channel=True, activation_type=spec.activation_type,
-                        weight_type=QuantType.QInt8, calibrate_method=CALIB_METHODS[method],
-                        nodes_to_exclude=list(nodes_to_exclude or []), extra_options=dict(spec.extra_options),
-                        **cache)
+        with _without_preprocess_advice():
+            quantize_static(str(source), str(target), ArrayCalibrationReader(calib_images),
+                            quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES),
+                            per_channel=True, activation_type=spec.activation_type,
+                            weight_type=QuantType.QInt8, calibrate_method=CALIB_METHODS[method],
+                            nodes_to_exclude=list(nodes_to_exclude or []), extra_options=dict(spec.extra_options),
+                            **cache)
         commit(target, out_path)
     if nodes_to_exclude:
         info["excluded_nodes"] = list(nodes_to_exclude)
