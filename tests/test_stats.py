@@ -295,3 +295,14 @@ def test_published_table_names_registered_models_and_never_joins_tiny_configurat
     bad.write_text("model,dataset,dice,source\nunet,neopolyp,83.3,paper\n")
     with pytest.raises(SegdeployError, match="outside"):
         load_published(bad)
+
+
+@pytest.mark.parametrize("lrs, said", [((1e-4,), True), ((1e-4, 1e-5), False)])
+def test_limitations_say_when_no_learning_rate_was_chosen(tmp_path, lrs, said):
+    from segdeploy.study.summary import limitations
+
+    SynthStudy(n_images=20, folds=(0, 1), lrs=lrs).write(tmp_path)
+    text = limitations(summarize(load_rows([tmp_path]), n_resamples=100))
+    assert text.startswith("What this cannot show:")
+    assert ("one learning rate per model (none chosen on validation)" in text) is said
+    assert "as few as 20 test images per dataset" in text

@@ -167,6 +167,12 @@ def limitations(summary: StudySummary) -> str:
     folds = {len(a.folds) for a in summary.accuracy}
     if folds and max(folds) < 2:
         notes.append("one fold per model: no spread over training runs")
+    lrs: dict[tuple, set] = {}
+    for r in summary.rows:
+        if r.in_study and r.lr is not None:
+            lrs.setdefault((r.model, r.train_dataset), set()).add(r.lr)
+    if lrs and all(len(v) == 1 for v in lrs.values()):
+        notes.append("one learning rate per model (none chosen on validation)")
     images = [a.n_images for a in summary.accuracy if a.n_images]
     if images and min(images) < 100:
         notes.append(f"as few as {min(images)} test images per dataset")
