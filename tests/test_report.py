@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from study_synth import ENV_CPU, SynthStudy  # noqa: E402
 
 from segdeploy.cli import app  # noqa: E402
+from segdeploy.study.summary import sig3  # noqa: E402
 
 MAX_BYTES = 5_000_000
 
@@ -163,7 +164,7 @@ def test_headline_numbers_equal_summary_csv(measured_report):
         p50 = next(r for r in records if r["section"] == "cost" and r["dataset"] == dataset
                    and r["model"] == winner and r["backend"] == backend and r["precision"] == precision
                    and r["quantity"] == "p50_ms")
-        assert speed.group(6) == f"{float(p50['value']):.3g}"
+        assert speed.group(6) == sig3(float(p50["value"]))
     sentences = {r["dataset"]: r["note"] for r in records if r["section"] == "answer"}
     assert sentences["derm"] == answers["answer-derm"]
 
@@ -278,3 +279,27 @@ def test_no_cam_images_keeps_the_cam_numbers_and_no_picture_of_the_data(measured
         rows = [line for line in report.read_text().splitlines() if line.startswith("| derm |")
                 and "40% (10%)" in line]
         assert {line.split(" | ")[1] for line in rows} == {"unet", "segformer-b3"}, report
+
+
+def test_cost_only_tables_have_no_dice_columns_plain_numbers_and_the_plain_op_note(tmp_path):
+    """A cost-only study: no empty Dice/ΔDice/99% columns, latencies above 1000 ms as plain numbers (3 significant
+    figures), and a model whose original CUDA operator runs here as plain ops is named beside the costs and in the
+    limitations line."""
+    lines = [{"model": model, "family": family, "dataset": "synthetic", "backend": "onnxruntime",
+              "precision": "fp32", "device": "cpu", "status": "ok", "dice": None, "dice_status": "not measured",
+              "split": "all", "n_images": 4, "batch": 1, "latency_ms": {"p50": p50, "p99": p50 * 1.02, "n": 10},
+              "throughput_ips": 1000 / p50, "peak_memory_delta_mb": 5021.4, "file_size_mb": 240.0,
+              "params_m": 58.0, "gmacs": 60.0, "env": ENV_CPU, "run": f"/runs/{model}", "run_name": model}
+             for model, family, p50 in (("transnext-t-upernet", "general", 2436.03), ("unet", "specialized", 415.2))]
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "results.jsonl"), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    md = (out / "report.md").read_text(encoding="utf-8")
+    assert "| model | family | backend | precision | p50 ms | p99 ms | img/s | memory MB | size MB | params M | GMACs |" in md
+    assert "| transnext-t-upernet | general | onnxruntime | fp32 | 2440 | 2480 | 0.411 | 5020 | 240 |" in md
+    assert "e+0" not in md
+    assert "transnext-t-upernet: aggregated attention (a CUDA kernel) as pad + shifted slices" in md
+    assert "the cost of transnext-t-upernet is that of plain-PyTorch versions of their CUDA operators" in md
+    assert "unet:" not in md
+    assert "uses as much memory (5020 vs 5020 MB)" in md

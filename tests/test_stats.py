@@ -306,3 +306,12 @@ def test_limitations_say_when_no_learning_rate_was_chosen(tmp_path, lrs, said):
     assert text.startswith("What this cannot show:")
     assert ("one learning rate per model (none chosen on validation)" in text) is said
     assert "as few as 20 test images per dataset" in text
+
+
+@pytest.mark.parametrize("value, text", [(2436.03, "2440"), (999.6, "1000"), (331.2, "331"), (61.64, "61.6"),
+                                         (0.4271, "0.427"), (0.0, "0"), (-1234.0, "-1230"), (None, "-"),
+                                         (float("nan"), "-")])
+def test_three_significant_figures_never_in_exponent_notation(value, text):
+    from segdeploy.study.summary import sig3
+
+    assert sig3(value) == text

@@ -28,6 +28,9 @@ class ModelInfo:
     pretrained: str | None = None  # where --pretrained loads from (hub id / library weights name)
     tiny_of: str | None = None  # for "-tiny" configurations: the full model they shrink
     notes: str = ""
+    # an operator the original runs as its own (CUDA) kernel that runs here as plain exportable PyTorch ops: the
+    # deployed cost measured for this model is that of this version (the report says so beside its numbers)
+    plain_ops: str = ""
     # why a faithful build differs from params_m by more than 10% (verify and tests accept it, and say so)
     params_gap: str = ""
     factory: Callable[..., nn.Module] | None = field(default=None, repr=False, compare=False)
@@ -78,6 +81,12 @@ def model_info(name: str) -> ModelInfo:
         raise SegdeployError(f"unknown model {name!r}.",
                              fix=f"choose one of: {', '.join(sorted(_REGISTRY))} (`segdeploy models`).")
     return _REGISTRY[name]
+
+
+def plain_ops(name: str) -> str:
+    """``plain_ops`` of a model, or of the full model a ``-tiny`` configuration shrinks ("" when none)."""
+    info = model_info(name)
+    return info.plain_ops or (model_info(info.tiny_of).plain_ops if info.tiny_of else "")
 
 
 def create_model(name: str, num_classes: int, in_chans: int = 3, img_size: int = 512, *,

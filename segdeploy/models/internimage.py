@@ -162,7 +162,8 @@ def _load_imagenet_backbone(model: InternImageUPerNet, in_chans: int) -> None:
 @register_model("internimage-t-upernet", family="general", params_m=58.0, pretrained=f"url:{INTERNIMAGE_T_IMAGENET}",
                 source="Wang et al. 2023 (InternImage, CVPR 2023), InternImage-T + UPerNet (Xiao et al. 2018)",
                 notes="DCNv3 as grid_sample (exportable, same numbers as the CUDA op); offset/mask projections init "
-                      "near zero (std 0.02) instead of zero; no auxiliary FCN head")
+                      "near zero (std 0.02) instead of zero; no auxiliary FCN head",
+                plain_ops="DCNv3 (a CUDA op) as grid_sample")
 def internimage_t_upernet(num_classes: int, in_chans: int = 3, img_size: int = 512,
                           pretrained: bool = False) -> nn.Module:
     model = InternImageUPerNet(num_classes, in_chans)

@@ -245,7 +245,8 @@ def _swin_umamba(num_classes: int, in_chans: int, pretrained: bool, **config) ->
 @register_model("swin-umamba", family="specialized", params_m=60.0, pretrained=VMAMBA_TINY_URL,
                 source="Liu et al., Swin-UMamba, MICCAI 2024; VMamba-Tiny encoder (Liu et al. 2024)",
                 notes="selective scan as an exportable parallel (log-depth) scan instead of the mamba_ssm CUDA op; "
-                      "no deep-supervision heads")
+                      "no deep-supervision heads",
+                plain_ops="selective scan (mamba_ssm's CUDA kernel) as a parallel log-depth scan of plain ops")
 def swin_umamba(num_classes: int, in_chans: int = 3, img_size: int = 512, pretrained: bool = False) -> nn.Module:
     return _swin_umamba(num_classes, in_chans, pretrained)
 

@@ -21,7 +21,7 @@ from segdeploy.report import figures
 from segdeploy.report.document import Answers, Document, Figure, Paragraph, Section, Table
 from segdeploy.study.aggregate import ALL_DATASETS
 from segdeploy.study.published import LABEL, canonical_dataset
-from segdeploy.study.summary import StudySummary, answers, fmt_p, limitations
+from segdeploy.study.summary import StudySummary, answers, fmt_p, limitations, plain_op_models, sig3
 
 MAX_HTML_BYTES = 5_000_000
 
@@ -31,7 +31,7 @@ def _f(value, spec: str = ".3f") -> str:
 
 
 def _sig(value) -> str:
-    return "-" if value is None else f"{value:.3g}"
+    return sig3(value)
 
 
 def _lr(value) -> str:
@@ -205,17 +205,25 @@ def _cost_section(summary: StudySummary) -> Section:
     blocks = []
     for (dataset, device), entries in sorted(groups.items()):
         energy = any(e.energy_j is not None for e in entries)
+        scored = any(e.dice is not None for e in entries)  # a cost-only study has no Dice columns to show
         header = ["model", "family", "backend", "precision", "p50 ms", "p99 ms", "img/s", "memory MB",
-                  *(["J/img"] if energy else []), "size MB", "params M", "GMACs", "Dice", "ΔDice", "99% rule"]
+                  *(["J/img"] if energy else []), "size MB", "params M", "GMACs",
+                  *(["Dice", "ΔDice", "99% rule"] if scored else [])]
         rows = []
         for e in entries:
             rule = "-" if e.passes_99 is None else ("pass" if e.passes_99 else "FAIL")
             rows.append([e.model, e.family, e.backend, e.precision, _sig(e.p50_ms), _sig(e.p99_ms),
                          _sig(e.throughput_ips), _sig(e.memory_mb), *([_sig(e.energy_j)] if energy else []),
-                         _sig(e.size_mb), _sig(e.params_m), _sig(e.gmacs), _f(e.dice), _f(e.delta_dice, "+.4f"),
-                         rule])
-        blocks.append(Table(f"tab-cost-{_slug(dataset, device)}", f"{dataset} on {device}: deployment cost "
-                            "(median over folds; Dice mean over folds)", header, rows))
+                         _sig(e.size_mb), _sig(e.params_m), _sig(e.gmacs),
+                         *([_f(e.dice), _f(e.delta_dice, "+.4f"), rule] if scored else [])])
+        caption = f"{dataset} on {device}: deployment cost (median over folds" + ("; Dice mean over folds)" if scored
+                                                                               else "; no Dice measured)")
+        blocks.append(Table(f"tab-cost-{_slug(dataset, device)}", caption, header, rows))
+    plain = plain_op_models(e.model for e in summary.costs)
+    if plain:
+        blocks.append(Paragraph("Operators written here in plain exportable PyTorch ops (the originals use their "
+                                "own CUDA kernels, which do not export to ONNX); the cost above is that of these "
+                                "versions: " + "; ".join(f"{m}: {n}" for m, n in plain.items()) + ".", "note"))
     return Section("cost", "Deployment cost per configuration", blocks or [Paragraph("No ok configuration.")])
 
 

@@ -3,6 +3,8 @@ answer sentences built from it (``answers``, ``limitations``)."""
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -53,6 +55,27 @@ def summarize(rows: Sequence[StudyRow], published: Sequence[PublishedDice] = (),
         published_costs=joined)
 
 
+def sig3(value: float | None) -> str:
+    """Three significant figures, never in exponent notation (2440, 61.6, 0.427): latencies, memory, sizes."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    if value == 0 or abs(value) >= 100:
+        return f"{round(value, 2 - int(math.floor(math.log10(abs(value))))) if value else 0:.0f}"
+    return f"{value:.3g}"
+
+
+def plain_op_models(models) -> dict[str, str]:
+    """model -> what it runs as plain PyTorch ops instead of its original's CUDA kernel (``ModelInfo.plain_ops``),
+    for the models among ``models`` that have such an operator; names the registry does not know are skipped."""
+    try:
+        from segdeploy.models import list_models, plain_ops
+    except ImportError:  # the report of a results file needs no torch; without it there is nothing to say here
+        return {}
+    known = set(list_models())
+    notes = {m: plain_ops(m) for m in sorted(set(models)) if m in known}
+    return {m: n for m, n in notes.items() if n}
+
+
 def fmt_p(p: float | None) -> str:
     if p is None:
         return "p n/a"
@@ -78,11 +101,11 @@ def deployment_consequence(costs: Sequence[CostEntry], dataset: str, winner: str
     w, l_ = pair[winner], pair[loser]
     ratio = l_.p50_ms / w.p50_ms
     speed = f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
-    text = f"at {precision} on {backend} ({device}) {winner} is {speed} (p50 {w.p50_ms:.3g} vs {l_.p50_ms:.3g} ms)"
+    text = f"at {precision} on {backend} ({device}) {winner} is {speed} (p50 {sig3(w.p50_ms)} vs {sig3(l_.p50_ms)} ms)"
     if w.memory_mb and l_.memory_mb:
         share = 1 - w.memory_mb / l_.memory_mb
-        text += (f" and uses {abs(share):.0%} {'less' if share >= 0 else 'more'} memory ({w.memory_mb:.3g} vs "
-                 f"{l_.memory_mb:.3g} MB)")
+        amount = "as much" if abs(share) < 0.005 else f"{abs(share):.0%} {'less' if share >= 0 else 'more'}"
+        text += f" and uses {amount} memory ({sig3(w.memory_mb)} vs {sig3(l_.memory_mb)} MB)"
     text += f" than {loser}"
     if precision != "fp32" and w.passes_99 is None:
         text += f" ({precision} accuracy not measured)"
@@ -178,6 +201,9 @@ def limitations(summary: StudySummary) -> str:
         notes.append(f"as few as {min(images)} test images per dataset")
     if summary.cost_only:
         notes.append("no Dice measured here (cost-only study)")
+    plain = plain_op_models(r.model for r in summary.rows if r.ok and r.latency_p50_ms is not None)
+    if plain:
+        notes.append(f"the cost of {', '.join(plain)} is that of plain-PyTorch versions of their CUDA operators")
     if summary.published_costs:
         notes.append(f"Dice from the reference study is {LABEL} and belongs to its fp32 PyTorch models")
     if not summary.comparisons and not summary.published_costs:
