@@ -142,7 +142,9 @@ def _pareto_section(summary: StudySummary) -> Section:
     for (dataset, device), points in sorted(groups.items()):
         how = _measured_how(summary, device)
         if any(p["published"] for p in points):
-            how += " Hollow markers: Dice published by Borst & Kounev 2026 (arXiv 2603.13044), not measured here."
+            how += (" Hollow markers: Dice published by Borst & Kounev 2026 (arXiv 2603.13044), not measured here; "
+                    "drawn at fp32 only, the precision it was published for (no Dice of a lower precision is "
+                    "assumed).")
         blocks.append(Figure(f"fig-pareto-{_slug(dataset, device)}",
                              f"{dataset} on {device}: which configurations are on the accuracy–cost front?",
                              how, figures.to_svg(figures.pareto_figure(points))))
