@@ -303,3 +303,29 @@ def test_cost_only_tables_have_no_dice_columns_plain_numbers_and_the_plain_op_no
     assert "the cost of transnext-t-upernet is that of plain-PyTorch versions of their CUDA operators" in md
     assert "unet:" not in md
     assert "uses as much memory (5020 vs 5020 MB)" in md
+
+
+def test_same_reason_failures_are_one_line_and_the_env_card_names_the_cpu_kernels(tmp_path):
+    models = ("unet", "segformer-b3", "hiformer-b", "segnext-l")
+    env = {**ENV_CPU, "cpu_isa": {"int8": "AMX-INT8", "bf16": "AMX-BF16", "fp16": None}}
+    lines = []
+    for i, model in enumerate(models):
+        family = "general" if model.startswith("seg") else "specialized"
+        lines.append({"model": model, "family": family, "dataset": "synthetic", "backend": "onnxruntime",
+                      "precision": "fp32", "device": "cpu", "status": "ok", "dice": 0.8 + 0.01 * i, "split": "test",
+                      "n_images": 4, "batch": 1, "latency_ms": {"p50": 10.0 + i, "p99": 11.0 + i, "n": 10},
+                      "env": env, "run": f"/runs/{model}", "run_name": model})
+        lines.append({"model": model, "family": family, "dataset": "synthetic", "backend": "torch",
+                      "precision": "int8", "device": "cpu", "status": "unavailable", "reason": "torch int8 is not "
+                      "benchmarked", "run": f"/runs/{model}", "run_name": model})
+    lines.append({"model": "unet", "family": "specialized", "dataset": "synthetic", "backend": "openvino",
+                  "precision": "int8", "device": "cpu", "status": "failed", "reason": "killed by SIGSEGV",
+                  "run": "/runs/unet", "run_name": "unet"})
+    (tmp_path / "results.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "results.jsonl"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 0, result.output
+    md = (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+    assert "**5 configurations did not produce a measurement" in md
+    assert "| all 4 models | synthetic | - | - | torch | int8 | cpu | unavailable | torch int8 is not benchmarked |" in md
+    assert "| unet | synthetic | - | - | openvino | int8 | cpu | failed | killed by SIGSEGV |" in md
+    assert "| Synthetic CPU 9000 | int8 AMX-INT8, bf16 AMX-BF16 | 2 |" in md

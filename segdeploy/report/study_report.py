@@ -262,7 +262,9 @@ def _env_section(summary: StudySummary) -> Section:
     for label, env in envs.items():
         ort = env.get("onnxruntime") or {}
         gpus = "; ".join(f"{g.get('name')} ({g.get('memory_gb')} GB)" for g in env.get("gpus") or []) or "none"
-        card.append([label, str(env.get("cpu")), str(env.get("cpu_cores")), str(env.get("ram_gb")), gpus,
+        isa = env.get("cpu_isa") or {}
+        kernels = ", ".join(f"{k} {isa[k]}" for k in ("int8", "bf16", "fp16") if isa.get(k)) or "-"
+        card.append([label, str(env.get("cpu")), kernels, str(env.get("cpu_cores")), str(env.get("ram_gb")), gpus,
                      str(env.get("nvidia_driver") or "-"), str(env.get("python")),
                      str((env.get("torch") or {}).get("version")),
                      f"{ort.get('version')} ({ort.get('package')})" if ort else "-", str(env.get("tensorrt") or "-"),
@@ -274,17 +276,35 @@ def _env_section(summary: StudySummary) -> Section:
                   for (b, p, d), c in sorted(where.items())]
     return Section("environment", "Environment: hardware, versions, what ran where", [
         Table("tab-env", "Machines the rows were measured on (from each row's env record)",
-              ["device", "CPU", "cores", "RAM GB", "GPUs", "driver", "python", "torch", "onnxruntime", "TensorRT",
+              ["device", "CPU", "CPU int8/bf16/fp16 path", "cores", "RAM GB", "GPUs", "driver", "python", "torch", "onnxruntime", "TensorRT",
                "segdeploy", "OS"], card),
         Table("tab-where", "What ran where (rows per status)", ["backend", "precision", "device", "ok",
                                                                 "unavailable", "failed"], where_rows)])
 
 
+def _joined(values) -> str:
+    return ", ".join(dict.fromkeys(values)) or "-"
+
+
 def _failures_section(summary: StudySummary) -> Section:
-    rows = [[r.model, r.target, str(r.fold) if r.in_study and r.fold is not None else "-", _lr(r.lr), r.backend,
-             r.precision,
-             r.device, r.status, r.reason or "-"] for r in summary.failures]
-    block = (Table("tab-failures", f"{len(rows)} configurations did not produce a measurement",
+    """Every configuration that did not measure; those that failed or were unavailable for the same reason on the
+    same backend, precision and device are one line naming their models (a cost-only study has one "torch int8 is
+    not benchmarked" per model)."""
+    groups: dict[tuple, list] = defaultdict(list)
+    for r in summary.failures:
+        groups[(r.backend, r.precision, r.device, r.status, r.reason or "-")].append(r)
+    all_models = {r.model for r in summary.rows}
+    rows = []
+    for (backend, precision, device, status, reason), members in groups.items():
+        models = {r.model for r in members}
+        model = (f"all {len(models)} models" if len(members) > 1 and models == all_models and len(models) > 3
+                 else _joined(r.model for r in members))
+        rows.append([model, _joined(r.target for r in members),
+                     _joined(str(r.fold) if r.in_study and r.fold is not None else "-" for r in members),
+                     _joined(_lr(r.lr) for r in members), backend, precision, device, status, reason])
+    n = len(summary.failures)
+    block = (Table("tab-failures", f"{n} configuration{'s' * (n != 1)} did not produce a measurement (one line "
+                                   "per backend, precision, device and reason)",
                    ["model", "dataset", "fold", "lr", "backend", "precision", "device", "status", "reason"], rows)
              if rows else Paragraph("Every configuration ran."))
     notes = [Paragraph(f"{c.model} on {c.dataset}: {c.note}", "note") for c in summary.choices.values()
