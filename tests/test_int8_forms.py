@@ -179,21 +179,36 @@ def _optimized_op_types(path, tmp_path) -> collections.Counter:
 
 def test_onnxruntime_runs_every_weighted_layer_of_the_cpu_form_as_an_integer_kernel(tmp_path):
     """The reason for the CPU form, checked on a transformer: with uint8 activations ORT's CPU EP fuses every
-    quantized Conv and MatMul (attention included) into QLinearConv / QLinearMatMul, none is left as
-    DequantizeLinear + float op."""
+    quantized Conv and weight MatMul into QLinearConv / QLinearMatMul, none is left as DequantizeLinear + float op;
+    attention's MatMuls of two activations stay float MatMuls (slower in int8 on x86), while the TensorRT form
+    quantizes them."""
+    from segdeploy.export.quantize import activation_matmuls
+
     torch.manual_seed(0)
     model = create_model("segformer-tiny", num_classes=3, in_chans=3, img_size=64).eval()
     fp32 = tmp_path / "fp32.onnx"
     export_onnx(model, fp32, (3, 64, 64))
     calib = np.random.default_rng(0).standard_normal((4, 3, 64, 64)).astype(np.float32)
-    cpu = tmp_path / "cpu.onnx"
-    quantize_int8(fp32, cpu, calib, form="cpu")
-    source = onnx.load(str(preprocess_for_quantization(fp32, tmp_path / "pre.onnx")[0]))
+    cpu, trt = tmp_path / "cpu.onnx", tmp_path / "trt.onnx"
+    info = quantize_int8(fp32, cpu, calib, form="cpu")
+    quantize_int8(fp32, trt, calib, form="tensorrt")
+    pre = preprocess_for_quantization(fp32, tmp_path / "pre.onnx")[0]
+    source = onnx.load(str(pre))
     weighted = collections.Counter(n.op_type for n in source.graph.node if n.op_type in ("Conv", "MatMul"))
-    assert weighted["MatMul"] >= 8 and weighted["Conv"] >= 4
+    attention = activation_matmuls(pre)
+    # segformer-tiny: 4 stages x one block x (QK^T, attention x V); the other MatMuls are Linear layers
+    assert len(attention) == 8 and info["float_activation_matmuls"] == 8
+    assert weighted["MatMul"] >= 8 + len(attention) and weighted["Conv"] >= 4
     ran = _optimized_op_types(cpu, tmp_path)
-    assert ran["Conv"] == ran["MatMul"] == ran["FusedMatMul"] == 0
-    assert ran["QLinearConv"] == weighted["Conv"] and ran["QLinearMatMul"] == weighted["MatMul"]
+    assert ran["Conv"] == 0 and ran["QLinearConv"] == weighted["Conv"]
+    assert ran["QLinearMatMul"] == weighted["MatMul"] - len(attention)
+    assert ran["MatMul"] + ran["FusedMatMul"] == len(attention)
+    for path, quantized in ((cpu, False), (trt, True)):  # what feeds the attention products in each form
+        graph = onnx.load(str(path)).graph
+        producer = {o: n.op_type for n in graph.node for o in n.output}
+        products = [n for n in graph.node if n.name in set(attention)]
+        assert len(products) == len(attention)
+        assert all((producer.get(n.input[0]) == "DequantizeLinear") is quantized for n in products)
     x = calib[:2]
     ref = ort_session(fp32).run(None, {"input": x})[0]
     got = ort_session(cpu).run(None, {"input": x})[0]

@@ -96,6 +96,8 @@ def _int8_forms_entry(run, fp32_file: Path, calib_batch: np.ndarray, calib_metho
         try:
             info = quantize_int8(fp32_file, path, calib_batch, calib_method, nodes_to_exclude=excluded, form=form)
             entry["form_description"] = info["form_description"]
+            if "float_activation_matmuls" in info:
+                entry["float_activation_matmuls"] = info["float_activation_matmuls"]
             entry["qdq"] = qdq_report(path)
             entry.update(_file_entry(run.dir, path, model, parity_batch))
         except Exception as e:  # the tensorrt form stands on its own

@@ -67,20 +67,47 @@ CPU_QDQ_OPTIONS = {
 
 @dataclass(frozen=True)
 class Int8Form:
-    """How one Q/DQ layout of the INT8 model is quantized (which backends load it: export.INT8_FORM_BACKENDS)."""
+    """How one Q/DQ layout of the INT8 model is quantized (which backends load it: export.INT8_FORM_BACKENDS).
+
+    ``float_activation_matmuls``: MatMuls of two activations (attention's QK^T and its product with V) stay in
+    floating point. On x86 CPUs their int8 versions cost more than they save: onnxruntime runs them as
+    QLinearMatMul with per-tensor scales and turns the Softmax between them into QLinearSoftmax, both slower than
+    the float ops, and OpenVINO falls back around them (full-size models at 256 px, 2 threads, this repository's
+    docs/results/README.md: hiformer-b int8 went from 187 to 127 ms on onnxruntime and from 212 to 66 ms on
+    OpenVINO, against 160/100 ms in fp32; segformer-b3, vwformer-mit-b3 and missformer gained 3-23%)."""
 
     name: str
     activation_type: QuantType
     extra_options: dict = field(hash=False)
     description: str
+    float_activation_matmuls: bool = False
 
 
 INT8_FORMS = {
     "tensorrt": Int8Form("tensorrt", QuantType.QInt8, TENSORRT_QDQ_OPTIONS,
                          "int8 symmetric activations, int8 symmetric per-channel weights stored as int8 (DQ only)"),
     "cpu": Int8Form("cpu", QuantType.QUInt8, CPU_QDQ_OPTIONS,
-                    "uint8 asymmetric activations, int8 symmetric per-channel weights stored as int8 (DQ only)"),
+                    "uint8 asymmetric activations, int8 symmetric per-channel weights stored as int8 (DQ only); "
+                    "MatMuls of two activations (attention) in float", float_activation_matmuls=True),
 }
+
+# ops that turn a constant into another constant on the way to a weight input (after quant_pre_process most are
+# folded away; the dynamo exporter's transposed Linear weights are the common case left)
+_CONSTANT_PATH_OPS = {"Transpose", "Reshape", "Cast", "Identity", "Unsqueeze", "Squeeze", "DequantizeLinear"}
+
+
+def activation_matmuls(model_path: str | Path) -> list[str]:
+    """Names of the MatMul nodes in ``model_path`` none of whose inputs is a constant (an initializer or a
+    Constant, directly or through ``_CONSTANT_PATH_OPS``): products of two activations, such as attention's."""
+    model = onnx.load(str(model_path), load_external_data=False)
+    graph = model.graph
+    constant = {t.name for t in graph.initializer}
+    constant |= {o for n in graph.node if n.op_type == "Constant" for o in n.output}
+    for node in graph.node:  # topological order, so a node's inputs are settled before it
+        if node.op_type in _CONSTANT_PATH_OPS and node.input and all(i in constant for i in node.input if i):
+            constant.update(node.output)
+    return [n.name for n in graph.node if n.op_type == "MatMul" and not any(i in constant for i in n.input)]
+
 
 
 # Q/DQ goes in front of the layers TensorRT runs in INT8 (the weighted ones); it fuses the elementwise ops
@@ -183,6 +210,11 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.
     with tempfile.TemporaryDirectory(prefix="segdeploy-int8-") as tmp:
         source, pre = preprocess_for_quantization(fp32_path, Path(tmp) / "preprocessed.onnx")
         info.update(pre)
+        excluded = list(nodes_to_exclude or [])
+        if spec.float_activation_matmuls:
+            kept = [n for n in activation_matmuls(source) if n not in excluded]
+            info["float_activation_matmuls"] = len(kept)
+            excluded += kept
         cache = {}
         if method in CALIB_NUM_BINS:
             cache["calibration_cache_path"] = str(
@@ -193,7 +225,7 @@ def quantize_int8(fp32_path: str | Path, out_path: str | Path, calib_images: np.
                             quant_format=QuantFormat.QDQ, op_types_to_quantize=list(QUANTIZED_OP_TYPES),
                             per_channel=True, activation_type=spec.activation_type,
                             weight_type=QuantType.QInt8, calibrate_method=CALIB_METHODS[method],
-                            nodes_to_exclude=list(nodes_to_exclude or []), extra_options=dict(spec.extra_options),
+                            nodes_to_exclude=excluded, extra_options=dict(spec.extra_options),
                             **cache)
         commit(target, out_path)
     if nodes_to_exclude:
