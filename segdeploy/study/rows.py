@@ -1,9 +1,9 @@
 """The one place that reads results rows for the study statistics and the report.
 
 Everything downstream uses :class:`StudyRow`, a typed view of one bench row plus the optional study fields
-(docs/architecture.md, "Study results contract"). :func:`from_record` is the only function that knows the row's
-JSON keys, so switching to ``segdeploy.records.BenchRow`` (issue 8) changes this module only.
-# TODO(issue8): build StudyRow from records.BenchRow.from_json once that module exists.
+(docs/architecture.md, "Study results contract"). :func:`from_record` reads the bench fields through
+``segdeploy.records.BenchRow`` (the one definition of a bench row) and the study fields (``study``, ``val_dice``,
+``target``, ``train_dataset``), which BenchRow keeps among its extra keys.
 
 Loading rules:
 
@@ -103,34 +103,37 @@ def _float(value) -> float | None:
 
 def from_record(raw: dict, base_dir: Path | None = None, source: str | None = None) -> StudyRow:
     """A :class:`StudyRow` from one results row (a JSON object as ``bench`` or ``study run`` writes it)."""
-    study = raw.get("study") or {}
-    latency = raw.get("latency_ms") or {}
-    train = raw.get("train_dataset") or study.get("dataset") or raw.get("dataset")
+    from segdeploy.records import BenchRow
+
+    row = BenchRow.from_json(raw)
+    study = row.extra.get("study") or {}
+    latency = row.latency_ms or {}
+    train = row.extra.get("train_dataset") or study.get("dataset") or row.dataset
     fold = study.get("fold")
     if fold is None and not study:
-        fold = raw.get("run_name")  # plain bench rows: each run is one repetition (see "Study results contract")
-    per_image = raw.get("per_image")
+        fold = row.run_name  # plain bench rows: each run is one repetition (see "Study results contract")
+    per_image = row.per_image
     if per_image is not None:
         per_image = Path(per_image)
         if not per_image.is_absolute() and base_dir is not None:
             per_image = base_dir / per_image
     return StudyRow(
-        model=str(raw.get("model") or study.get("model")), family=str(raw.get("family") or "unknown"),
-        train_dataset=str(train), target=str(raw.get("target") or raw.get("dataset") or train),
-        backend=str(raw.get("backend")), precision=str(raw.get("precision")), device=str(raw.get("device")),
-        status=str(raw.get("status")), reason=raw.get("reason"), run=raw.get("run"), run_name=raw.get("run_name"),
-        split=raw.get("split") if isinstance(raw.get("split"), (str, type(None))) else str(raw.get("split")),
-        batch=raw.get("batch"), n_images=raw.get("n_images"),
+        model=str(row.model or study.get("model")), family=str(row.family or "unknown"),
+        train_dataset=str(train), target=str(row.extra.get("target") or row.dataset or train),
+        backend=str(row.backend), precision=str(row.precision), device=str(row.device),
+        status=str(row.status), reason=row.reason, run=row.run, run_name=row.run_name,
+        split=row.split if isinstance(row.split, (str, type(None))) else str(row.split),
+        batch=row.batch, n_images=row.n_images,
         fold=None if fold is None else str(fold), lr=_float(study.get("lr")), cell_id=study.get("cell_id"),
-        val_dice=_float(raw.get("val_dice")), dice=_float(raw.get("dice")), dice_status=raw.get("dice_status"),
-        dice_per_class=dict(raw.get("dice_per_class") or {}), iou=_float(raw.get("iou")),
-        recall=_float(raw.get("recall_fg")), precision_fg=_float(raw.get("precision_fg")),
-        hd95=_float(raw.get("hd95")), dice_vs_torch_fp32=_float(raw.get("dice_vs_torch_fp32")),
+        val_dice=_float(row.extra.get("val_dice")), dice=_float(row.dice),
+        dice_status=row.extra.get("dice_status"), dice_per_class=dict(row.dice_per_class or {}),
+        iou=_float(row.iou), recall=_float(row.recall_fg), precision_fg=_float(row.precision_fg),
+        hd95=_float(row.hd95), dice_vs_torch_fp32=_float(row.dice_vs_torch_fp32),
         latency_p50_ms=_float(latency.get("p50")), latency_p99_ms=_float(latency.get("p99")),
-        latency_n=latency.get("n"), throughput_ips=_float(raw.get("throughput_ips")),
-        memory_mb=_float(raw.get("peak_memory_delta_mb")), energy_j=_float(raw.get("energy_j_per_image")),
-        file_size_mb=_float(raw.get("file_size_mb")), params_m=_float(raw.get("params_m")),
-        gmacs=_float(raw.get("gmacs")), per_image=per_image, env=dict(raw.get("env") or {}), source=source,
+        latency_n=latency.get("n"), throughput_ips=_float(row.throughput_ips),
+        memory_mb=_float(row.peak_memory_delta_mb), energy_j=_float(row.energy_j_per_image),
+        file_size_mb=_float(row.file_size_mb), params_m=_float(row.params_m),
+        gmacs=_float(row.gmacs), per_image=per_image, env=dict(row.env or {}), source=source,
         in_study=bool(study),
     )
 
