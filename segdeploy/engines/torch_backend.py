@@ -35,7 +35,7 @@ class TorchEngine(BaseEngine):
     def check(cls, precision: str, device: str = "auto", *, backend: str = "torch",
               run: Run | None = None) -> str | None:
         if precision == "int8":
-            return f"{backend} int8 is not benchmarked: INT8 runs from the Q/DQ ONNX on onnxruntime/tensorrt"
+            return f"{backend} int8 is not benchmarked: INT8 runs from the Q/DQ ONNX on onnxruntime, openvino or tensorrt"
         if precision not in PRECISIONS:
             return f"{backend} has no precision {precision!r}; choose one of {', '.join(PRECISIONS)}"
         target = resolve_device(device, cls.device_kinds(backend))

@@ -66,7 +66,7 @@ table{border-collapse:collapse;margin:.6em 0 1.4em;font-size:.88em} caption{text
 th,td{border-bottom:1px solid #e3e3e3;padding:.25em .6em;white-space:nowrap}
 th{background:#f4f4f4} .num{text-align:right;font-variant-numeric:tabular-nums} .text{text-align:left}
 td.wrap{white-space:normal;text-align:left;min-width:20em}
-.note{color:#555;font-size:.92em} nav a{margin-right:1em}
+.note{color:#555;font-size:.92em} nav a{margin-right:1em} .scroll{overflow-x:auto}
 """
 
 
@@ -97,8 +97,9 @@ def _html_table(t: Table) -> str:
             css = "num" if numeric[i] else ("wrap" if len(cell) > 60 else "text")
             cells.append(f'<td class="{css}">{html.escape(cell)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return (f'<table id="{t.id}"><caption>{html.escape(t.caption)}</caption><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table>")
+    # a wide table (the environment card) scrolls inside its box instead of widening the whole page
+    return (f'<div class="scroll"><table id="{t.id}"><caption>{html.escape(t.caption)}</caption><thead><tr>{head}'
+            f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _html_block(b) -> str:
