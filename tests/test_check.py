@@ -195,3 +195,61 @@ def test_baseline_file_is_valid_json_with_schema(tmp_path):
     data = read_json(baseline)
     assert data["schema"] == "segdeploy.baseline/1" and "created" in data
     assert len(data["entries"]) == 1  # the unavailable row is not a baseline
+
+
+XEON = {"cpu": "Intel(R) Xeon(R) Processor",
+        "cpu_isa": {"arch": "x86_64", "int8": "AMX-INT8", "bf16": "AMX-BF16", "fp16": "AVX512-FP16"}}
+EPYC = {"cpu": "AMD EPYC 9654", "cpu_isa": {"arch": "x86_64", "int8": "AVX512-VNNI", "bf16": "AVX512-BF16",
+                                            "fp16": None}}
+
+
+def test_baseline_entries_apply_to_their_machine_class_only():
+    # the same code trains different weights on an AMX Xeon and an AVX-512 EPYC: each class has its own entry
+    baseline = make_baseline([row(0.83, env=EPYC)])
+    (entry,) = baseline["entries"]
+    assert entry["machine"] == "x86_64; int8 AVX512-VNNI, bf16 AVX512-BF16, fp16 -"
+    (finding,) = check_results([row(0.73, env=EPYC)], baseline)
+    assert finding.status == "regressed" and finding.failed
+    # on the Xeon the EPYC's entry is not a yardstick: new, not regressed (and the 99% rule still holds)
+    (finding,) = check_results([row(0.73, env=XEON)], baseline)
+    assert finding.status == "new" and not finding.failed
+    bad = check_results([row(0.73, env=XEON), row(0.70, precision="int8", backend="onnxruntime", env=XEON)],
+                        baseline)
+    assert [f.status for f in bad if f.failed] == ["<99% fp32"]
+    # recording the Xeon keeps the EPYC's entry; each class is then held to its own Dice
+    both = make_baseline([row(0.73, env=XEON)], keep=baseline["entries"])
+    assert sorted(e["dice"] for e in both["entries"]) == [0.73, 0.83]
+    assert check_results([row(0.725, env=XEON)], both)[0].status == "ok"
+    assert check_results([row(0.715, env=XEON)], both)[0].status == "regressed"
+    assert check_results([row(0.825, env=EPYC)], both)[0].status == "ok"
+    # re-recording a class replaces its entries, not adds to them
+    again = make_baseline([row(0.74, env=XEON)], keep=both["entries"])
+    assert sorted(e["dice"] for e in again["entries"]) == [0.74, 0.83]
+
+
+def test_machine_free_entry_applies_everywhere_and_a_class_entry_overrides_it():
+    anywhere = make_baseline([row(0.80, env=EPYC)], per_machine=False)
+    assert "machine" not in anywhere["entries"][0]
+    assert check_results([row(0.785, env=XEON)], anywhere)[0].status == "regressed"
+    mixed = {**anywhere, "entries": anywhere["entries"] + make_baseline([row(0.70, env=XEON)])["entries"]}
+    assert check_results([row(0.695, env=XEON)], mixed)[0].status == "ok"      # the Xeon's own 0.70
+    assert check_results([row(0.785, env=EPYC)], mixed)[0].status == "regressed"  # the machine-free 0.80
+
+
+def test_cli_says_when_no_entry_is_for_this_machine(tmp_path):
+    results, base = tmp_path / "r.jsonl", tmp_path / "b.json"
+    append_jsonl(results, row(0.83, env=EPYC))
+    runner = CliRunner()
+    app = typer.Typer()
+    app.command()(check)
+    assert runner.invoke(app, [str(results), "--baseline", str(base), "--write-baseline"]).exit_code == 0
+    results.unlink()
+    append_jsonl(results, row(0.73, env=XEON))
+    out = runner.invoke(app, [str(results), "--baseline", str(base)], terminal_width=300)
+    assert out.exit_code == 0, out.output
+    assert "no baseline entries for this machine class" in out.output and "AVX512-VNNI" in out.output
+    assert runner.invoke(app, [str(results), "--baseline", str(base), "--write-baseline"]).exit_code == 0
+    assert len(read_json(base)["entries"]) == 2
+    results.unlink()
+    append_jsonl(results, row(0.70, env=XEON))
+    assert runner.invoke(app, [str(results), "--baseline", str(base)]).exit_code == 1

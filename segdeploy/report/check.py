@@ -17,12 +17,22 @@ Rules, each failing the check:
    a CI gate may or may not accept.
 3. **missing**: a baseline configuration absent from the results, or present but not ``ok`` (its reason shown).
 
+Baseline entries name the machine class they were recorded on (``machine``: a GPU's name; for a CPU its
+architecture and int8/bf16/fp16 instruction paths, see ``machine_class``) and apply only to results from that
+class. Training is deterministic on one machine class, not across them: oneDNN picks other kernels on an AMX Xeon
+than on an AVX-512 EPYC, the weights drift apart from the first step, and a small model from scratch can end on
+either side of learning a rare class (the demo's unet-tiny: Dice 0.83 on one, 0.73 on the other, same code). So a
+baseline holds one set of entries per machine class (``--write-baseline`` replaces this class's and keeps the
+others); results from a class without entries are all **new**, rule 2 still applies, and the CLI says so. An entry
+without ``machine`` (``--any-machine``: fixed weights, only the deployment varies) applies everywhere.
+
 Configurations in the results but not in the baseline are reported as **new** (no failure; rule 2 still applies).
 
 Baseline file (``--write-baseline``, written atomically)::
 
     {"schema": "segdeploy.baseline/1", "created": ISO time, "tolerance_dice_points": 1.0,
-     "entries": [{"dataset", "model", "backend", "precision", "device": "cpu"|"cuda", "split", "dice"}, ...]}
+     "entries": [{"dataset", "model", "backend", "precision", "device": "cpu"|"cuda", "split", "dice",
+                  "machine": "x86_64; int8 AMX-INT8, bf16 AMX-BF16, fp16 AVX512-FP16" (optional)}, ...]}
 """
 
 from __future__ import annotations
@@ -37,8 +47,8 @@ from segdeploy.errors import SegdeployError
 from segdeploy.fileio import read_json, read_jsonl
 from segdeploy.records import FP32_SHARE, BenchRow, CheckKey, References, device_kind
 
-__all__ = ["BASELINE_SCHEMA", "CheckKey", "Finding", "check_results", "config_key", "device_kind", "latest_rows",
-           "load_baseline", "load_results", "make_baseline"]
+__all__ = ["BASELINE_SCHEMA", "CheckKey", "Finding", "applicable_entries", "check_results", "config_key",
+           "device_kind", "latest_rows", "load_baseline", "load_results", "machine_class", "make_baseline"]
 
 BASELINE_SCHEMA = "segdeploy.baseline/1"
 DEFAULT_TOLERANCE = 1.0  # Dice points
@@ -81,19 +91,58 @@ def _usable(row: BenchRow | None) -> bool:
     return row is not None and row.has_dice and math.isfinite(float(row.dice))
 
 
-def make_baseline(rows: Iterable[BenchRow | Mapping], tolerance: float = DEFAULT_TOLERANCE) -> dict:
-    """A baseline from the latest ok row of every configuration."""
+def machine_class(row: BenchRow | Mapping) -> str | None:
+    """The machine class a row's numbers belong to: the GPU's name for a CUDA row; for a CPU row the architecture
+    and the int8/bf16/fp16 instruction paths its kernels take (``segdeploy.cpuinfo``), which is what changes
+    oneDNN's kernels, not the marketing name. None when the row recorded no environment."""
+    row = BenchRow.coerce(row)
+    env = row.env if isinstance(row.env, Mapping) else {}
+    if row.device_kind == "cuda":
+        names = [g.get("name") if isinstance(g, Mapping) else g for g in env.get("gpus") or []]
+        return next((str(n) for n in names if n), None)
+    isa = env.get("cpu_isa")
+    if not isinstance(isa, Mapping) or not isa.get("arch"):
+        return None
+    return (f"{isa['arch']}; int8 {isa.get('int8') or '-'}, bf16 {isa.get('bf16') or '-'}, "
+            f"fp16 {isa.get('fp16') or '-'}")
+
+
+def make_baseline(rows: Iterable[BenchRow | Mapping], tolerance: float = DEFAULT_TOLERANCE, *,
+                  per_machine: bool = True, keep: Iterable[Mapping] = ()) -> dict:
+    """A baseline from the latest ok row of every configuration, each entry naming its machine class unless
+    ``per_machine`` is False; ``keep`` (an earlier baseline's entries) contributes those of other machine classes."""
     entries = []
     for key, row in latest_rows(rows).items():
         if _usable(row):
-            entries.append({"dataset": key.dataset, "model": key.model, "backend": key.backend,
-                            "precision": key.precision, "device": key.device_kind, "split": row.split,
-                            "dice": float(row.dice)})
+            entry = {"dataset": key.dataset, "model": key.model, "backend": key.backend,
+                     "precision": key.precision, "device": key.device_kind, "split": row.split,
+                     "dice": float(row.dice)}
+            if per_machine and (machine := machine_class(row)) is not None:
+                entry["machine"] = machine
+            entries.append(entry)
     if not entries:
         raise SegdeployError("no ok row with a Dice to record.", fix="run `segdeploy bench` first, then write the "
                                                                      "baseline from its results.")
+    written = {e.get("machine") for e in entries}
+    kept = [dict(e) for e in keep if e.get("machine") is not None and e.get("machine") not in written]
     return {"schema": BASELINE_SCHEMA, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "tolerance_dice_points": tolerance, "entries": entries}
+            "tolerance_dice_points": tolerance, "entries": kept + entries}
+
+
+def applicable_entries(baseline: dict, rows: Iterable[BenchRow | Mapping]) -> tuple[list[dict], list[str]]:
+    """The baseline entries that apply to these results (no ``machine``, or a machine class the results came
+    from; a class's entry overrides a machine-free one of the same configuration), and the other classes named
+    by entries that do not apply."""
+    here = {machine_class(row) for row in rows} - {None}
+    chosen: dict[CheckKey, dict] = {}
+    others: dict[str, None] = {}
+    for entry in sorted(baseline["entries"], key=lambda e: e.get("machine") is not None):
+        machine = entry.get("machine")
+        if machine is None or machine in here:
+            chosen[config_key(entry)] = entry
+        else:
+            others[str(machine)] = None
+    return list(chosen.values()), [m for m in others if m not in here]
 
 
 def load_results(path: str | Path) -> list[BenchRow]:
@@ -124,6 +173,8 @@ def load_baseline(path: str | Path) -> dict:
         lacking = [f for f in (*_KEY_FIELDS, "dice") if not isinstance(entry, dict) or f not in entry]
         if lacking or not isinstance(entry.get("dice"), (int, float)):
             raise SegdeployError(f"entry {i} lacks {', '.join(lacking) or 'a numeric dice'}.", path=path, fix=fix)
+        if entry.get("machine") is not None and not isinstance(entry["machine"], str):
+            raise SegdeployError(f"entry {i} has a machine that is not a string.", path=path, fix=fix)
         if not math.isfinite(entry["dice"]):  # NaN passes every comparison unnoticed
             raise SegdeployError(f"entry {i} ({entry.get('model')} {entry.get('backend')} {entry.get('precision')}) "
                                  f"has dice {entry['dice']}, not a number to compare with.", path=path, fix=fix)
@@ -172,7 +223,7 @@ def check_results(rows: Iterable[BenchRow | Mapping], baseline: dict, tolerance:
     rows = _as_rows(rows, None)
     latest = latest_rows(rows)
     references = References(rows)  # every row in file order: the reference is the latest matching one
-    expected = {config_key(e): float(e["dice"]) for e in baseline["entries"]}
+    expected = {config_key(e): float(e["dice"]) for e in applicable_entries(baseline, latest.values())[0]}
     findings: list[Finding] = []
 
     explained: set[CheckKey] = set()

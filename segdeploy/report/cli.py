@@ -27,23 +27,41 @@ def check(
                                         help="write --baseline from RESULTS (latest ok row per configuration)"),
     strict: bool = typer.Option(False, "--strict", help="fail a non-fp32 row that has no torch fp32 reference "
                                                         "(same run, split, images and device kind) for the 99% rule"),
+    any_machine: bool = typer.Option(False, "--any-machine",
+                                     help="with --write-baseline: entries that apply on every machine class (fixed "
+                                          "weights, only deployment varies); default: this machine class's entries, "
+                                          "those of other classes kept"),
 ) -> None:
     """Accuracy regression gate: compare RESULTS with a baseline and with each model's fp32 Dice."""
     from segdeploy.fileio import atomic_write_json
     from segdeploy.records import CheckKey
-    from segdeploy.report.check import DEFAULT_TOLERANCE, check_results, load_baseline, load_results, make_baseline
+    from segdeploy.report.check import (DEFAULT_TOLERANCE, applicable_entries, check_results, load_baseline,
+                                        load_results, machine_class, make_baseline)
 
     console = Console()
     rows = load_results(results)
+    machines = sorted({m for r in rows if (m := machine_class(r)) is not None})
     if write_baseline:
         existed = baseline.exists()
-        data = make_baseline(rows, DEFAULT_TOLERANCE if tolerance is None else tolerance)
+        keep = load_baseline(baseline)["entries"] if existed and not any_machine else []
+        data = make_baseline(rows, DEFAULT_TOLERANCE if tolerance is None else tolerance,
+                             per_machine=not any_machine, keep=keep)
         atomic_write_json(baseline, data)
-        console.print(f"{'replaced' if existed else 'wrote'} {baseline}: {len(data['entries'])} configurations, "
-                      f"tolerance {data['tolerance_dice_points']:g} Dice points")
+        n_kept = sum(e.get("machine") not in machines for e in data["entries"]) if not any_machine else 0
+        scope = "any machine" if any_machine or not machines else " and ".join(machines)
+        console.print(f"{'replaced' if existed else 'wrote'} {baseline}: {len(data['entries']) - n_kept} "
+                      f"configurations for {scope}" + (f", {n_kept} of other machine classes kept" if n_kept else "")
+                      + f"; tolerance {data['tolerance_dice_points']:g} Dice points")
         return
 
-    findings = check_results(rows, load_baseline(baseline), tolerance, strict=strict)
+    base = load_baseline(baseline)
+    applied, others = applicable_entries(base, rows)
+    if others and not any(e.get("machine") for e in applied):
+        # trained weights differ between machine classes, so another class's Dice is not this one's yardstick
+        console.print(f"[yellow]no baseline entries for this machine class ({', '.join(machines) or 'unknown'})"
+                      f"[/]: {baseline} has entries for {'; '.join(others)}. Every configuration is new here and "
+                      f"only the 99% rule applies; record this class with --write-baseline (it keeps the others).")
+    findings = check_results(rows, base, tolerance, strict=strict)
     # a field with one value across all configurations goes to the title, leaving room for the rest
     fields = CheckKey._fields
     label = {"device_kind": "device"}
