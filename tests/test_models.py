@@ -62,10 +62,19 @@ def test_onnx_export_parity_at_two_batch_sizes(name, tmp_path):
     assert isinstance(session.get_inputs()[0].shape[0], str)  # symbolic batch dimension
     rng = np.random.default_rng(1)
     for batch in (1, 3):  # the same file at two batch sizes, neither being the export dummy's 2
-        result = parity(path, model, rng.standard_normal((batch, 3, 64, 64), dtype=np.float32))
+        images = rng.standard_normal((batch, 3, 64, 64), dtype=np.float32)
+        result = parity(path, model, images)
         assert result["n_images"] == batch
         assert result["max_abs_diff"] < 1e-4
-        assert result["argmax_agreement"] == 1.0
+        # a pixel may change class only where PyTorch's two best logits tie within the runtimes' difference (a
+        # random-init segformer-tiny has such near-ties: 1 pixel in 12288 flipped on an AMX Xeon, none on an EPYC)
+        with torch.no_grad():
+            ref = model(torch.from_numpy(images)).numpy()
+        got = session.run(None, {"input": images})[0]
+        top2 = np.sort(ref, axis=1)[:, -2:]
+        flipped = ref.argmax(1) != got.argmax(1)
+        assert np.all((top2[:, 1] - top2[:, 0])[flipped] <= 2 * result["max_abs_diff"])
+        assert result["argmax_agreement"] == pytest.approx(1 - flipped.mean())
 
 
 @pytest.fixture(scope="module")
