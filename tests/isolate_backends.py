@@ -7,6 +7,7 @@ module's name, which bench workers import in their own process (``Job.backend_mo
   ``WORKSPACE_MIB`` from a module-level arena that grows but never shrinks, as ONNX Runtime's CPU arena and
   glibc's heap keep memory once freed: in one shared process, the second configuration's workspace is hidden by
   the first one's;
+* ``hang``: loading never returns (a runtime stuck in a kernel);
 * ``nan``: an engine whose logits are NaN (an fp16 overflow), which bench refuses with a failed row.
 """
 
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 
 import numpy as np
 
@@ -45,6 +47,9 @@ class ArenaEngine(BaseEngine):
             os.kill(os.getpid(), signal.SIGSEGV)
         if self.backend == "oom":
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.backend == "hang":
+            while True:
+                time.sleep(1)
         if self.backend == "disk-full":
             raise WriteFailed("no space left on device.", path="/nowhere/engine.cache", fix="free some space.")
         self.num_classes = self.source.meta.num_classes

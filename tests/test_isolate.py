@@ -15,7 +15,7 @@ from segdeploy.errors import SegdeployError
 from segdeploy.fileio import read_jsonl
 
 FAST = dict(warmup_s=0.0, warmup_iters=1, duration_s=0.0, min_iters=3)
-FAKES = ("segfault", "oom", "arena-big", "arena-small", "nan", "disk-full")
+FAKES = ("segfault", "oom", "arena-big", "arena-small", "nan", "disk-full", "hang")
 
 
 @pytest.fixture(scope="module")
@@ -170,3 +170,19 @@ def test_the_job_carries_the_parents_torch_threads(tiny_run, monkeypatch):
     job = make_job("torch", "fp32", load_run(tiny_run), "synthetic:24", ["x"], batch=1, device="cpu",
                    save_predictions=None, timing=FAST)
     assert job.torch_threads == 3 and job.backend_module == "segdeploy.engines.torch_backend:TorchEngine"
+
+
+@pytest.mark.slow  # two worker processes, each importing torch
+def test_a_hung_configuration_is_killed_at_the_timeout_and_the_suite_goes_on(tiny_run, tmp_path, fakes):
+    import time
+
+    results = tmp_path / "r.jsonl"
+    start = time.monotonic()
+    rows = _bench(tiny_run, "hang,arena-small", results, "process", timeout_s=20)
+    by = {r.backend: r for r in rows}
+    assert by["hang"].status == "failed"
+    assert by["hang"].reason.startswith("worker timed out after 20 s and was killed")
+    assert by["arena-small"].status == "ok"
+    assert time.monotonic() - start < 20 + 60  # the hung worker did not hold the suite
+    with pytest.raises(SegdeployError, match="needs process isolation"):
+        _bench(tiny_run, "arena-small", tmp_path / "r2.jsonl", "none", timeout_s=20)

@@ -68,6 +68,7 @@ def test_templates_load(template, tmp_path):
     (BASE + "epochs = 3\n", "not valid TOML", "correct the line"),
     (BASE + 'isolate = "thread"\n', "`isolate`", 'isolate = "process"'),
     (BASE + "threads = 0\n", "`threads`", "threads = 2"),
+    (BASE + "timeout = -5\n", "`timeout`", "timeout = 1800.0"),
 ])
 def test_config_errors_name_key_file_and_fix(tmp_path, text, key, fix):
     path = study(tmp_path, text)
@@ -343,3 +344,9 @@ def test_bench_isolation_and_threads_reach_run_bench_and_the_fingerprint(tmp_pat
     for config in (default, custom):
         cell_module._bench(config, tmp_path, "synthetic:36", "test")
     assert seen == [("process", 3), ("none", 1)]
+    # a timeout reaches run_bench with process isolation and is not part of the fingerprint (it changes no number)
+    timed = load_study(study(tmp_path, BASE + "timeout = 90\n[resources]\nnum_cpus = 3\n", name="t.toml"))
+    assert timed.timeout == 90.0 and fingerprint(timed, cell) == fingerprint(default, cell)
+    monkeypatch.setattr(runner, "run_bench", lambda *a, **kw: seen.append(kw["timeout_s"]) or [])
+    cell_module._bench(timed, tmp_path, "synthetic:36", "test")
+    assert seen[-1] == 90.0

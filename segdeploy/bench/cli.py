@@ -43,6 +43,9 @@ def bench(
                                                "default: each runtime's own. Recorded in each row."),
     isolate: str = typer.Option("process", help="process: each configuration in a fresh process (its own memory "
                                 "baseline; a crash is a failed row); none: all in this process."),
+    timeout: Optional[float] = typer.Option(None, "--timeout", min=1.0,
+                                            help="With --isolate process: seconds after which a configuration's "
+                                                 "worker is killed and recorded as a failed row (a hung runtime)."),
 ) -> None:
     """Accuracy (on the split, at original resolution) and deployment cost of every run x backend x precision."""
     from rich.console import Console
@@ -56,7 +59,8 @@ def bench(
         rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
                          save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
                          duration_s=duration, min_iters=min_iters, warmup_iters=warmup_iters, force=force,
-                         class_map=class_map, allow_missing=allow_missing, threads=threads, isolate=isolate)
+                         class_map=class_map, allow_missing=allow_missing, threads=threads, isolate=isolate,
+                         timeout_s=timeout)
     console = Console()
     for table in render(rows):
         console.print(table)

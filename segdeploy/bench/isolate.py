@@ -32,6 +32,7 @@ import collections
 import json
 import os
 import signal
+import threading
 import subprocess
 import sys
 import tempfile
@@ -67,6 +68,9 @@ class Job:
     # run time (a plug-in, a test's fake) is the one the child loads
     backend_module: str | None = None
     torch_threads: int | None = None  # the parent's torch.get_num_threads(), when torch is imported there
+    # --timeout: seconds after which the parent kills the worker and records a failed row; a runtime can hang
+    # (OpenVINO's first int8 inference of segnext-l-tiny ran 14 minutes on one core) and a study must go on
+    timeout_s: float | None = None
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -107,14 +111,14 @@ def _torch_threads() -> int | None:
 
 def make_job(backend: str, precision: str, run, data: str, ids: list[str], *, batch: int, device: str,
              save_predictions, timing: dict, measure_accuracy: bool = True, threads: int | None = None,
-             class_map: str | None = None) -> Job:
+             class_map: str | None = None, timeout_s: float | None = None) -> Job:
     from segdeploy import engines
 
     return Job(run=str(Path(run.dir).resolve()), data=str(data), ids=list(ids), backend=backend,
                precision=precision, batch=batch, device=device,
                save_predictions=str(save_predictions) if save_predictions else None, timing=dict(timing),
                measure_accuracy=measure_accuracy, threads=threads, class_map=class_map,
-               backend_module=engines.BACKENDS.get(backend), torch_threads=_torch_threads())
+               backend_module=engines.BACKENDS.get(backend), torch_threads=_torch_threads(), timeout_s=timeout_s)
 
 
 class _ChildProgress:
@@ -186,6 +190,16 @@ def _run_worker(job: Job, progress) -> dict:
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen([sys.executable, "-m", WORKER_MODULE], stdin=subprocess.PIPE,
                                 stdout=subprocess.PIPE, stderr=stderr, env=child_env())
+        timed_out = threading.Event()
+
+        def expire() -> None:
+            timed_out.set()
+            proc.kill()  # its stdout closes, which ends the read loop below
+
+        watchdog = threading.Timer(job.timeout_s, expire) if job.timeout_s else None
+        if watchdog is not None:
+            watchdog.daemon = True
+            watchdog.start()
         try:
             proc.stdin.write(dumps(job.to_json()).encode())
             proc.stdin.close()
@@ -204,10 +218,14 @@ def _run_worker(job: Job, progress) -> dict:
             proc.wait()
             raise
         finally:
+            if watchdog is not None:
+                watchdog.cancel()
             bar.close()
         if result is not None and returncode == 0:
             return result
         how = describe_exit(returncode) if returncode != 0 else "ended without a result"
+        if timed_out.is_set():
+            how = f"timed out after {job.timeout_s:g} s and was killed (--timeout)"
         tail = _tail(stderr)
     # faulthandler's dump ends with the innermost frames; its first line names the fault
     detail = next((line.strip() for line in tail if line.startswith("Fatal Python error")), None)

@@ -202,7 +202,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
               allow_missing: bool = False, progress: bool = True, class_map: str | None = None,
               measure_accuracy: bool = True,
               on_evaluation: Callable[[BenchRow, Evaluation], None] | None = None,
-              threads: int | None = None, isolate: str = "none") -> list[BenchRow]:
+              threads: int | None = None, isolate: str = "none", timeout_s: float | None = None) -> list[BenchRow]:
     """Benchmark every run x backend x precision on ``data``'s ``split``; returns this suite's rows (stored
     rows for configurations skipped on resume), appending new ones to ``results`` as they complete.
     ``measure_accuracy=False``: cost only (see the module docstring).
@@ -214,7 +214,8 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     of the CPU runtimes (None: each runtime's default), part of each row's configuration; each row's engine_info
     says what was used. ``isolate``: ``process`` runs each configuration in a fresh worker process
     (``segdeploy.bench.isolate``; what ``segdeploy bench`` does by default), ``none`` (the default here: tests
-    and studies monkeypatch engines and call this many times) in this one."""
+    and studies monkeypatch engines and call this many times) in this one. ``timeout_s`` (process isolation
+    only): a worker still running after it is killed and its configuration is a ``failed`` row saying so."""
     import segdeploy
     from segdeploy.data import open_dataset
     from segdeploy.data.class_map import dataset_for_run
@@ -226,6 +227,9 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
         raise SegdeployError(f"batch must be >= 1, got {batch}.", fix="pass --batch 1 or more.")
     if isolate not in ISOLATIONS:
         raise SegdeployError(f"unknown isolation {isolate!r}.", fix=f"use one of {', '.join(ISOLATIONS)}.")
+    if timeout_s is not None and isolate != "process":
+        raise SegdeployError("a timeout needs process isolation (a configuration in this process cannot be "
+                             "stopped).", fix="use --isolate process with --timeout.")
     backends, precisions = comma_list(backends), comma_list(precisions)
     resolve_device(device)  # a misspelt --device stops here, not as a failed row per configuration
     check_choices(backends, precisions, max_images)
@@ -279,7 +283,8 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                     config = dict(batch=batch, device=device, save_predictions=save_predictions, timing=timing,
                                   measure_accuracy=measure_accuracy, threads=threads)
                     if isolate == "process":
-                        job = make_job(backend, precision, run, data, ids, class_map=class_map, **config)
+                        job = make_job(backend, precision, run, data, ids, class_map=class_map,
+                                       timeout_s=timeout_s, **config)
                         fields, evaluation = run_in_child(job, bar)
                     else:
                         fields, evaluation = bench_config(backend, precision, run, kept, ids, progress=bar, **config)

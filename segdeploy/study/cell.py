@@ -191,7 +191,9 @@ def _bench(config: StudyConfig, folder: Path, data: str, split: str, **extra) ->
     rows = [r.to_json() for r in run_bench([folder], data, config.backends, config.precisions, folder / BENCH_FILE,
                                            split=split, batch=config.bench_batch, device=config.device,
                                            duration_s=config.duration, progress=False,
-                                           threads=config.bench_threads, isolate=config.isolate, **extra)]
+                                           threads=config.bench_threads, isolate=config.isolate,
+                                           timeout_s=config.timeout if config.isolate == "process" else None,
+                                           **extra)]
     for row in rows:
         if row.get("per_image"):
             row["per_image"] = f"{folder.parent.name}/{folder.name}/{row['per_image']}"

@@ -70,6 +70,7 @@ class StudyConfig:
     # `segdeploy bench` does; "none" runs them in the cell's process (faster to start, memory figures shared)
     isolate: str = "process"
     threads: int | None = None  # host threads of the CPU runtimes at bench; None: resources.num_cpus
+    timeout: float | None = None  # seconds before a hung bench worker is killed (a failed row); isolate "process"
     gradcam: bool = False
     gradcam_worst: int = 8
     resources: Resources = field(default_factory=Resources)
@@ -236,6 +237,7 @@ _TOP: dict[str, tuple[Callable[[Any], Any], str]] = {
     "duration": (_number(), "duration = 1.0"),
     "isolate": (_isolate, 'isolate = "process"'),
     "threads": (_int(1), "threads = 2 (or leave the key out: resources.num_cpus)"),
+    "timeout": (_number(), "timeout = 1800.0 (seconds; or leave the key out)"),
     "gradcam": (_bool, "gradcam = false"),
     "gradcam_worst": (_int(1), "gradcam_worst = 8"),
 }
