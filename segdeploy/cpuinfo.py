@@ -57,6 +57,11 @@ def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str] | None:
     return [name for flag, name in table.items() if flag in present]
 
 
+def kernel_paths(isa: dict) -> str:
+    """The int8, bf16 and fp16 paths of a ``cpu_isa`` record in words: ``int8 AMX-INT8, bf16 AMX-BF16, fp16 -``."""
+    return ", ".join(f"{kind} {isa.get(kind) or '-'}" for kind in ("int8", "bf16", "fp16"))
+
+
 def cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
     """``{arch, logical_cpus, features, int8, bf16, fp16}``: ``int8``/``bf16``/``fp16`` name the fastest path the
     features allow (None: no such instructions, or unknown when ``features`` is None)."""

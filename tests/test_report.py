@@ -328,4 +328,4 @@ def test_same_reason_failures_are_one_line_and_the_env_card_names_the_cpu_kernel
     assert "**5 configurations did not produce a measurement" in md
     assert "| all 4 models | synthetic | - | - | torch | int8 | cpu | unavailable | torch int8 is not benchmarked |" in md
     assert "| unet | synthetic | - | - | openvino | int8 | cpu | failed | killed by SIGSEGV |" in md
-    assert "| Synthetic CPU 9000 | int8 AMX-INT8, bf16 AMX-BF16 | 2 |" in md
+    assert "| Synthetic CPU 9000 | int8 AMX-INT8, bf16 AMX-BF16, fp16 - | 2 |" in md

@@ -69,6 +69,7 @@ def test_templates_load(template, tmp_path):
     (BASE + 'isolate = "thread"\n', "`isolate`", 'isolate = "process"'),
     (BASE + "threads = 0\n", "`threads`", "threads = 2"),
     (BASE + "timeout = -5\n", "`timeout`", "timeout = 1800.0"),
+    (BASE + 'timeout = 60\nisolate = "none"\n', "`timeout` needs isolate", 'isolate = "process"'),
 ])
 def test_config_errors_name_key_file_and_fix(tmp_path, text, key, fix):
     path = study(tmp_path, text)

@@ -32,10 +32,10 @@ import collections
 import json
 import os
 import signal
-import threading
 import subprocess
 import sys
 import tempfile
+import threading
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 

@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from segdeploy.cpuinfo import kernel_paths
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import read_json, read_jsonl
 from segdeploy.records import FP32_SHARE, BenchRow, CheckKey, References, device_kind
@@ -103,8 +104,7 @@ def machine_class(row: BenchRow | Mapping) -> str | None:
     isa = env.get("cpu_isa")
     if not isinstance(isa, Mapping) or not isa.get("arch"):
         return None
-    return (f"{isa['arch']}; int8 {isa.get('int8') or '-'}, bf16 {isa.get('bf16') or '-'}, "
-            f"fp16 {isa.get('fp16') or '-'}")
+    return f"{isa['arch']}; {kernel_paths(isa)}"
 
 
 def make_baseline(rows: Iterable[BenchRow | Mapping], tolerance: float = DEFAULT_TOLERANCE, *,

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segdeploy.cpuinfo import kernel_paths
 from segdeploy.report import figures
 from segdeploy.report.document import Answers, Document, Figure, Paragraph, Section, Table
 from segdeploy.study.aggregate import ALL_DATASETS
@@ -263,7 +264,7 @@ def _env_section(summary: StudySummary) -> Section:
         ort = env.get("onnxruntime") or {}
         gpus = "; ".join(f"{g.get('name')} ({g.get('memory_gb')} GB)" for g in env.get("gpus") or []) or "none"
         isa = env.get("cpu_isa") or {}
-        kernels = ", ".join(f"{k} {isa[k]}" for k in ("int8", "bf16", "fp16") if isa.get(k)) or "-"
+        kernels = kernel_paths(isa) if isa else "-"
         card.append([label, str(env.get("cpu")), kernels, str(env.get("cpu_cores")), str(env.get("ram_gb")), gpus,
                      str(env.get("nvidia_driver") or "-"), str(env.get("python")),
                      str((env.get("torch") or {}).get("version")),

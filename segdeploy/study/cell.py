@@ -192,7 +192,7 @@ def _bench(config: StudyConfig, folder: Path, data: str, split: str, **extra) ->
                                            split=split, batch=config.bench_batch, device=config.device,
                                            duration_s=config.duration, progress=False,
                                            threads=config.bench_threads, isolate=config.isolate,
-                                           timeout_s=config.timeout if config.isolate == "process" else None,
+                                           timeout_s=config.timeout,
                                            **extra)]
     for row in rows:
         if row.get("per_image"):

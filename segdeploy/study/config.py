@@ -302,6 +302,10 @@ def parse_study(data: dict, *, path: str | Path | None = None, default_name: str
         raise SegdeployError(f"`precisions` has unknown precision(s) {', '.join(bad)}.", path=path,
                              fix=f"choose from {', '.join(PRECISIONS)}.")
 
+    if values.get("timeout") is not None and values.get("isolate", "process") != "process":
+        raise SegdeployError("`timeout` needs isolate = \"process\" (a configuration in the cell's process cannot "
+                             "be stopped).", path=path, fix='remove `timeout` or write isolate = "process".')
+
     k = values.get("k", 5)
     folds = values.get("folds", "all")
     if folds == "all":
