@@ -7,7 +7,6 @@ image and mask, so truncated files, size mismatches and undeclared labels are fo
 from __future__ import annotations
 
 import os
-import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from PIL import Image
 
 from segdeploy.data.folder import (GRAY_MODES, GROUPS_FILE, IMAGE_EXTS, META_FILE, SPLIT_FILE, SegDataset,
                                    list_files, parse_classes, read_mask_array)
-from segdeploy.data.splits import group_of, split_file_problems
+from segdeploy.data.splits import compile_group_regex, group_of, split_file_problems
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import read_json
 
@@ -57,10 +56,9 @@ def _check_meta(root: Path) -> tuple[list[Problem], int | None, str | None]:
     regex = meta.get("group_regex")
     if regex is not None:
         try:
-            re.compile(regex)
-        except (re.error, TypeError) as e:
-            return [Problem(str(path), f'"group_regex" {regex!r} is not a valid regular expression ({e}).',
-                            "correct or remove group_regex.")], len(classes), None
+            compile_group_regex(regex, path=path)
+        except SegdeployError as e:
+            return [Problem(str(path), e.message, e.fix or "correct or remove group_regex.")], len(classes), None
     return [], len(classes), regex
 
 

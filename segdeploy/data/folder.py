@@ -27,7 +27,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
-from segdeploy.data.splits import SPLIT_NAMES, make_splits, splits_from_mapping
+from segdeploy.data.splits import SPLIT_NAMES, compile_group_regex, make_splits, splits_from_mapping
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import read_json
 
@@ -254,11 +254,7 @@ class SegDataset:
                                  fix=f"run `segdeploy data check {self.root}`.")
         regex = meta.get("group_regex")
         if regex is not None:
-            try:
-                re.compile(regex)
-            except (re.error, TypeError) as e:
-                raise SegdeployError(f'"group_regex" {regex!r} is not a valid regular expression ({e}).',
-                                     path=path, fix="correct or remove group_regex.") from e
+            compile_group_regex(regex, path=path)
         return meta
 
     def _read_groups(self) -> dict[str, str] | None:

@@ -3,11 +3,14 @@
 Splits must be reproducible anywhere: groups are sorted before a seeded NumPy shuffle, so neither the
 file-system order nor Python's hash randomisation changes them, and a group (e.g. a patient) never spans
 two splits, so slices of one patient cannot leak from train into val/test.
+
+``group_regex`` comes from files anyone can write (meta.json, a study file), so it is matched by RE2
+(google-re2), whose time is linear in the id's length: ``^(a+)+$`` on 36 a's and a '!' backtracks for ever in
+Python's ``re``. RE2 has no backreferences or lookarounds, and its ``\\w``/``\\d`` are ASCII (``\\pL`` is any letter).
 """
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
@@ -50,14 +53,31 @@ def _join(by_regex: dict[str, str], groups: dict[str, str]) -> dict[str, str]:
     return {i: name[component[nodes[i]]] for i in ids}
 
 
+def compile_group_regex(group_regex: object, *, path: Path | str | None = None):
+    """``group_regex`` compiled by RE2 (linear-time matching), or SegdeployError naming the pattern and ``path``
+    (the file it came from) when RE2 cannot compile it."""
+    try:
+        import re2
+    except ImportError as e:  # a declared dependency; a platform without its wheel gets one line, not a hang
+        raise SegdeployError("group_regex needs google-re2 (a regex engine without catastrophic backtracking).",
+                             path=path, fix="pip install google-re2") from e
+    fix = "correct the pattern (e.g. '^(patient\\d+)'); RE2 has no backreferences or lookarounds."
+    if not isinstance(group_regex, str):
+        raise SegdeployError(f"group_regex {group_regex!r} is not a string.", path=path, fix=fix)
+    options = re2.Options()
+    options.log_errors = False  # RE2 would also print the error to stderr: it is in the one line below
+    try:
+        return re2.compile(group_regex, options)
+    except re2.error as e:
+        why = e.args[0].decode(errors="replace") if e.args and isinstance(e.args[0], bytes) else str(e)
+        raise SegdeployError(f"group_regex '{group_regex}' is not a valid regular expression for RE2 ({why}).",
+                             path=path, fix=fix) from e
+
+
 def _regex_groups(ids: list[str], group_regex: str | None) -> dict[str, str]:
     if group_regex is None:
         return {i: i for i in ids}
-    try:
-        pattern = re.compile(group_regex)
-    except re.error as e:
-        raise SegdeployError(f"group_regex {group_regex!r} is not a valid regular expression ({e}).",
-                             fix="correct the pattern (e.g. '^(patient\\d+)').") from e
+    pattern = compile_group_regex(group_regex)
     groups, unmatched = {}, []
     for i in ids:
         m = pattern.search(i)
@@ -66,7 +86,7 @@ def _regex_groups(ids: list[str], group_regex: str | None) -> dict[str, str]:
         else:
             groups[i] = m.group(1) if pattern.groups else m.group(0)
     if unmatched:
-        raise SegdeployError(f"group_regex {group_regex!r} does not match {len(unmatched)} ids "
+        raise SegdeployError(f"group_regex '{group_regex}' does not match {len(unmatched)} ids "
                              f"(e.g. {', '.join(unmatched[:3])}).",
                              fix="use a pattern that matches every id, or none to split by id.")
     return groups
