@@ -182,6 +182,12 @@ def import_(
     palette: Optional[str] = typer.Option(None, help='masks: RGB colours of the classes, "255,0,0=neoplastic;'
                                                      '0,255,0=non_neoplastic" (black = background).'),
     tolerance: float = typer.Option(100.0, help="masks: RGB distance within which a colour is its palette entry."),
+    ignore_value: Optional[int] = typer.Option(None, help="masks: a mask value marking 'ignore' (e.g. a 255 border "
+                                                          "around class-index labels), imported as background."),
+    max_ratio: float = typer.Option(100.0, help="A .zip member declaring more than N times its compressed size is "
+                                                "refused before anything is unpacked (zip bomb)."),
+    max_unpacked_gb: float = typer.Option(200.0, help="A .zip declaring more than N GB in total is refused before "
+                                                      "anything is unpacked."),
     classes: Optional[str] = typer.Option(None, help="Class names, comma-separated, index = label "
                                                      "(default: from the format, the palette, or class_K)."),
     axis: int = typer.Option(2, help="Volumes: voxel axis to slice along (2 = axial for most scans)."),
@@ -201,6 +207,7 @@ def import_(
     opts = ImportOptions(
         resize_longer=resize_longer, dedupe=dedupe.value, threshold=threshold, force=force, images=images,
         masks=masks, pair_regex=pair_regex, mask_encoding=mask_encoding.value, palette=palette, tolerance=tolerance,
+        ignore_value=ignore_value, max_ratio=max_ratio, max_unpacked_gb=max_unpacked_gb,
         classes=[c.strip() for c in classes.split(",")] if classes else None, axis=axis,
         window=_pair_of_floats(window, "--window"), percentiles=_pair_of_floats(percentiles, "--percentiles"),
         skip_empty=skip_empty, channels=tuple(int(c) for c in channels.split(",")) if channels else None)

@@ -75,3 +75,56 @@ def test_a_group_regex_the_linear_engine_cannot_run_is_refused_naming_meta_json(
     assert "backreferences" in str(info.value)
     result = cli("data", "check", root)
     assert result.exit_code == 1 and "RE2" in result.output
+
+
+# -- 6: mask encoding decided once per data set --------------------------------------------------------------------
+
+def _index_masks(src: Path, n: int = 4, border: int | None = None) -> dict[str, np.ndarray]:
+    """n image/mask pairs of a 3-class index data set; the last mask has a ``border`` value frame if given."""
+    labels = {}
+    for k in range(n):
+        mask = np.zeros((16, 16), np.uint8)
+        mask[2:8, 2:8], mask[9:14, 9:14] = 1, 2
+        mask[(k + 3) % 16, :] = 1
+        _png(src / "images" / f"case{k}.png", (40 + mask * 60).astype(np.uint8))
+        if border is not None and k == n - 1:
+            labels[f"case{k}"] = mask.copy()
+            mask[0, :] = mask[-1, :] = mask[:, 0] = mask[:, -1] = border
+        else:
+            labels[f"case{k}"] = mask
+        _png(src / "masks" / f"case{k}.png", mask)
+    return labels
+
+
+def test_a_255_border_in_one_index_mask_is_refused_naming_the_option(tmp_path):
+    src = tmp_path / "src"
+    labels = _index_masks(src, border=255)
+    result = cli("data", "import", "masks", src, tmp_path / "out")
+    assert_one_line_error(result, names="masks/case3.png", says="--ignore-value 255")
+    assert "'ignore' label" in result.output and not (tmp_path / "out").exists()
+    # with the option, every mask keeps its classes 1 and 2; the border is background
+    report = import_dataset("masks", src, tmp_path / "out", ImportOptions(ignore_value=255))
+    ds = open_dataset(tmp_path / "out")
+    assert report.classes == ["background", "class_1", "class_2"] and ds.num_classes == 3
+    for i, want in labels.items():
+        got = ds.load_mask(i)
+        if i == "case3":
+            want = want.copy()
+            want[0, :] = want[-1, :] = want[:, 0] = want[:, -1] = 0
+        np.testing.assert_array_equal(got, want)
+    assert any("--ignore-value" in n and "1 masks" in n for n in report.notes)
+
+
+def test_masks_that_disagree_on_their_encoding_are_refused_naming_both_kinds(tmp_path):
+    src = tmp_path / "src"
+    _index_masks(src, n=3)
+    binary = np.zeros((16, 16), np.uint8)
+    binary[3:9, 3:9] = 255
+    binary[10:12, 10:12] = 128  # an anti-aliased edge: not one lone ignore value
+    _png(src / "images" / "extra.png", np.full((16, 16), 90, np.uint8))
+    _png(src / "masks" / "extra.png", binary)
+    with pytest.raises(SegdeployError) as info:
+        import_dataset("masks", src, tmp_path / "out")
+    text = str(info.value)
+    assert "disagree" in text and "masks/extra.png" in text and "masks/case0.png" in text
+    assert not (tmp_path / "out").exists()

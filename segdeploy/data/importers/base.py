@@ -24,6 +24,8 @@ class ImportOptions:
     dedupe: str = "group"
     threshold: int | None = None  # Hamming bits for near-duplicates (None: segdeploy.data.dedupe's default)
     force: bool = False
+    max_ratio: float = 100.0  # a zip member that declares more than this x its compressed size is refused
+    max_unpacked_gb: float = 200.0  # an archive that declares more in total is refused before unpacking
     # masks format
     images: str | None = None  # sub-folder of SRC holding the images (default: found)
     masks: str | None = None  # sub-folder of SRC holding the masks (default: found)
@@ -32,6 +34,7 @@ class ImportOptions:
     palette: str | None = None  # "255,0,0=neoplastic;0,255,0=non_neoplastic"
     tolerance: float = 100.0  # RGB distance within which a colour counts as its palette entry
     classes: list[str] | None = None  # class names (index = label) where the format has none
+    ignore_value: int | None = None  # a mask value that marks "ignore" (e.g. a 255 border), imported as background
     # volumes (nnunet, acdc, camus)
     axis: int = 2  # voxel axis to slice along (0, 1, 2 of the file's array; 2 = axial for most scans)
     window: tuple[float, float] | None = None  # fixed intensity window, e.g. CT (-160, 240)

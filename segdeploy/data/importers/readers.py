@@ -23,6 +23,7 @@ NIFTI_EXTS = (".nii", ".nii.gz")
 ITK_EXTS = (".nrrd", ".nhdr", ".mha", ".mhd")
 VOLUME_EXTS = NIFTI_EXTS + ITK_EXTS
 DEFAULT_PERCENTILES = (0.5, 99.5)
+SMALL_INDEX = 64  # mask values below this can be class indices; a mask with higher values is binary 0/255
 OFF_PALETTE_LIMIT = 0.05  # a mask with more pixels far from every palette colour is refused: a colour is missing
 
 
@@ -168,7 +169,7 @@ def decode_palette(rgb: np.ndarray, palette: Palette, tolerance: float) -> tuple
 
 
 def decode_mask(arr: np.ndarray, *, encoding: str, lossy: bool, palette: Palette | None, tolerance: float,
-                path: Path) -> np.ndarray:
+                path: Path, ignore: int | None = None) -> np.ndarray:
     """HxW uint8 class indices from a decoded mask file.
 
     - palette: nearest palette colour (see :func:`decode_palette`);
@@ -176,7 +177,10 @@ def decode_mask(arr: np.ndarray, *, encoding: str, lossy: bool, palette: Palette
       0/1 masks as they are);
     - index: the values are the class indices;
     - auto: colour masks need a palette; JPEG masks and masks whose values are not small integers are binary;
-      others are class indices.
+      others are class indices. The masks importer decides auto once per data set (``masks.decide_encoding``);
+      here it is a single file's guess.
+
+    ``ignore``: that value (an "ignore" label) is background.
     """
     colour = arr.ndim == 3 and not (np.array_equal(arr[..., 0], arr[..., 1]) and
                                     np.array_equal(arr[..., 1], arr[..., 2]))
@@ -196,8 +200,10 @@ def decode_mask(arr: np.ndarray, *, encoding: str, lossy: bool, palette: Palette
         raise SegdeployError("colour mask: its RGB channels differ.", path=path,
                              fix='give the colours with --palette "R,G,B=name;..." (or --mask-encoding palette).')
     gray = arr[..., 0] if arr.ndim == 3 else arr
+    if ignore is not None:
+        gray = np.where(gray == ignore, 0, gray).astype(gray.dtype)
     if encoding == "auto":
-        small_ints = np.issubdtype(gray.dtype, np.integer) and gray.size and int(gray.max()) < 64
+        small_ints = np.issubdtype(gray.dtype, np.integer) and gray.size and int(gray.max()) < SMALL_INDEX
         encoding = "binary" if lossy or not small_ints else "index"
     if encoding == "binary":
         top = float(gray.max()) if gray.size else 0.0
