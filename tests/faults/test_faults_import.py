@@ -128,3 +128,93 @@ def test_masks_that_disagree_on_their_encoding_are_refused_naming_both_kinds(tmp
     text = str(info.value)
     assert "disagree" in text and "masks/extra.png" in text and "masks/case0.png" in text
     assert not (tmp_path / "out").exists()
+
+
+# -- 7, 8: ACDC labels in another geometry, NaN volumes -------------------------------------------------------------
+
+def _acdc_case(root: Path, case: str, img: np.ndarray, lab: np.ndarray, lab_affine=None, img_affine=None) -> None:
+    import nibabel as nib
+
+    pdir = root / "training" / case.split("_")[0]
+    pdir.mkdir(parents=True, exist_ok=True)
+    nib.save(nib.Nifti1Image(img, np.eye(4) if img_affine is None else img_affine), str(pdir / f"{case}.nii.gz"))
+    nib.save(nib.Nifti1Image(lab, np.eye(4) if lab_affine is None else lab_affine), str(pdir / f"{case}_gt.nii.gz"))
+
+
+def _acdc_volume(seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    lab = np.zeros((12, 10, 3), np.uint8)
+    lab[1:5, 2:8], lab[6:11, 1:4] = 1, 3  # asymmetric along x: a mirrored label differs
+    img = (rng.normal(100, 10, lab.shape) + lab * 80).astype(np.float32)
+    return img, lab
+
+
+def test_acdc_labels_in_another_voxel_order_are_reoriented_and_other_grids_refused(tmp_path):
+    src = tmp_path / "ACDC"
+    truth = {}
+    for p in (1, 2, 3):
+        img, lab = _acdc_volume(p)
+        truth[p] = lab
+        case = f"patient{p:03d}_frame01"
+        if p == 1:
+            _acdc_case(src, case, img, lab)
+        elif p == 2:  # same grid, x stored reversed: affine diag(-1, 1, 1, 1) moved to the far edge
+            flip = np.diag([-1.0, 1, 1, 1])
+            flip[0, 3] = lab.shape[0] - 1
+            _acdc_case(src, case, img, np.ascontiguousarray(lab[::-1]), lab_affine=flip)
+        else:  # affine diag(-1, 1, 1, 1) alone: the label covers another region of space
+            _acdc_case(src, case, img, lab, lab_affine=np.diag([-1.0, 1, 1, 1]))
+    report = import_dataset("acdc", src, tmp_path / "out", ImportOptions(dedupe="off"))
+    ds = open_dataset(tmp_path / "out")
+    for p in (1, 2):
+        for k in range(3):
+            np.testing.assert_array_equal(ds.load_mask(f"patient{p:03d}_frame01_slice_{k:03d}"), truth[p][:, :, k].T)
+    assert not any(i.startswith("patient003") for i in ds.ids)
+    (refused,) = report.skipped
+    assert "patient003_frame01" in refused.path and "geometry" in refused.reason and "not resampled" in refused.reason
+    assert any("patient002_frame01_gt.nii.gz" in n and "reoriented" in n for n in report.notes)
+
+
+def test_an_all_nan_volume_is_refused_naming_its_case(tmp_path):
+    src = tmp_path / "ACDC"
+    for p in (1, 2):
+        img, lab = _acdc_volume(p)
+        if p == 2:
+            img[:] = np.nan
+        _acdc_case(src, f"patient{p:03d}_frame01", img, lab)
+    report = import_dataset("acdc", src, tmp_path / "out", ImportOptions(dedupe="off"))
+    ds = open_dataset(tmp_path / "out")
+    assert ds.ids == [f"patient001_frame01_slice_{k:03d}" for k in range(3)]
+    (refused,) = report.skipped
+    assert "patient002_frame01" in refused.reason and "not finite" in refused.reason and "all " in refused.reason
+
+
+# -- poor paths ------------------------------------------------------------------------------------------------------
+
+def test_non_ascii_ids_keep_their_letters_and_collisions_name_both_sources(tmp_path):
+    src = tmp_path / "src"
+    names = ["ä1", "ö1", "ünï", "a\u0308x"]  # the last in NFD, as macOS file systems store it
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:5, 2:5] = 1
+    for k, n in enumerate(names + ["\u00e4x"]):  # "äx" in NFC: the same id as "a\u0308x"
+        _png(src / "images" / f"{n}.png", np.full((8, 8), 40 + 30 * k, np.uint8))
+        _png(src / "masks" / f"{n}.png", mask)
+    report = import_dataset("masks", src, tmp_path / "out", ImportOptions(dedupe="off"))
+    ds = open_dataset(tmp_path / "out")
+    assert sorted(ds.ids) == sorted(["ä1", "ö1", "ünï", "\u00e4x"])
+    (clash,) = report.skipped
+    assert "already taken" in clash.reason and {Path(clash.path).name, Path(clash.reason.split("by ")[-1]
+                                                                             .rstrip(".")).name} == {
+        "a\u0308x.png", "\u00e4x.png"}
+
+
+@pytest.mark.parametrize("labels, says", [("background, liver", "is str"), ([0, 1], "is list"),
+                                          ({}, "is an empty object")])
+def test_nnunet_labels_of_the_wrong_type_say_what_is_expected(tmp_path, labels, says):
+    root = tmp_path / "Dataset001_X"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "dataset.json").write_text(json.dumps({"labels": labels, "channel_names": {"0": "CT"},
+                                                   "file_ending": ".nii.gz"}))
+    result = cli("data", "import", "nnunet", root, tmp_path / "out")
+    assert_one_line_error(result, names=root / "dataset.json", says=says)
+    assert "expected an object mapping class name -> label value" in " ".join(result.output.split())

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from segdeploy.data.importers import register_importer
 from segdeploy.data.importers.base import ImportOptions, Item, Pair, Plan, Skipped
-from segdeploy.data.importers.readers import read_volume, stem_of, volume_pairs
+from segdeploy.data.importers.readers import label_on_image_grid, read_volume, stem_of, volume_pairs
 
 CLASSES = ["background", "right_ventricle", "myocardium", "left_ventricle"]
 FRAME = re.compile(r"^(patient\d+)_frame\d+$")
@@ -22,7 +22,7 @@ FRAME = re.compile(r"^(patient\d+)_frame\d+$")
 
 @register_importer("acdc")
 def scan(src: Path, opts: ImportOptions) -> Plan:
-    items, skipped = [], []
+    items, skipped, notes = [], [], []
     for path in sorted(src.rglob("patient*_frame*.nii*")):
         case = stem_of(path)
         m = FRAME.match(case)
@@ -32,14 +32,18 @@ def scan(src: Path, opts: ImportOptions) -> Plan:
         if not gt.is_file():
             skipped.append(Skipped(str(path), f"no label file {gt.name}."))
             continue
-        items.append(Item(sources=(path, gt), group=m.group(1), load=_loader(case, path, gt, opts)))
+        items.append(Item(sources=(path, gt), group=m.group(1), load=_loader(case, path, gt, opts, notes)))
     return Plan(name="acdc", classes=CLASSES, items=items, skipped=skipped, group_regex=r"^(patient\d+)",
+                notes=notes,
                 meta={"source_format": "acdc", "modality": "cardiac cine MRI (short-axis, ED/ES frames)"})
 
 
-def _loader(case: str, image: Path, label: Path, opts: ImportOptions):
+def _loader(case: str, image: Path, label: Path, opts: ImportOptions, notes: list[str]):
     def load():
-        for sid, img, msk in volume_pairs(case, read_volume(image), read_volume(label), axis=opts.axis,
+        lab, note = label_on_image_grid(image, label, read_volume(label))
+        if note:
+            notes.append(note)
+        for sid, img, msk in volume_pairs(case, read_volume(image), lab, axis=opts.axis,
                                           window=opts.window, percentiles=opts.percentiles, path=label):
             yield Pair(sid, img, msk)
 

@@ -8,6 +8,7 @@ skipped list, not the import.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,8 +80,12 @@ class Plan:
 
 
 def safe_id(text: str) -> str:
-    """A file-system and CLI friendly id: characters other than letters, digits, '.', '_' and '-' become '_'."""
-    out = re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
+    """A file-system and CLI friendly id: NFC-normalised (one code point per accented letter, however the
+    source file system stored it); characters other than letters and digits of any script, '.', '_' and '-'
+    become '_' (a whole run of them one '_'; ASCII only made 'ä1' and 'ö1' one id and 'ünï' 'n'); no leading '.' (a hidden file)."""
+    kept = "".join(c if c.isalnum() or c in "._-" or unicodedata.category(c).startswith("M") else "/"
+                   for c in unicodedata.normalize("NFC", text))  # M: combining marks without a composed form
+    out = re.sub(r"/+", "_", kept).strip("_").lstrip(".")
     return out or "x"
 
 

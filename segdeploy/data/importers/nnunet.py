@@ -12,14 +12,15 @@ split (``split.json``), the training cases train/val by a seeded 80/20 split of 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
 
 from segdeploy.data.importers import register_importer
 from segdeploy.data.importers.base import SLICE_GROUP_REGEX, ImportOptions, Item, Pair, Plan, Skipped, safe_id
-from segdeploy.data.importers.readers import (IMAGE_FILE_EXTS, VOLUME_EXTS, as_image, ext_of, label_array, read_2d,
-                                              read_volume, volume_pairs)
+from segdeploy.data.importers.readers import (IMAGE_FILE_EXTS, VOLUME_EXTS, as_image, ext_of, label_array,
+                                              label_on_image_grid, read_2d, read_volume, volume_pairs)
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import read_json
 
@@ -53,13 +54,17 @@ def scan(src: Path, opts: ImportOptions) -> Plan:
     if any(not 0 <= c < n_channels for c in channels):
         raise SegdeployError(f"--channels {channels}: the data set has {n_channels} ({channel_names}).",
                              path=root / "dataset.json", fix=f"choose from 0..{n_channels - 1}.")
-    items, split = [], {}
+    items, split, notes, first = [], {}, [], {}
     for case, images, label, subset in cases:
         sid = safe_id(case)
+        if sid in first:
+            skipped.append(Skipped(str(images[0]), f"its id {sid!r} is already taken by {first[sid]}."))
+            continue
+        first[sid] = images[0]
         items.append(Item(sources=(*images, label), group=sid,
-                          load=_loader(sid, images, label, channels, msd, two_d, opts)))
+                          load=_loader(sid, images, label, channels, msd, two_d, opts, notes)))
         split[sid] = subset
-    notes = [f"input channel(s) {', '.join(str(channel_names.get(str(c), c)) for c in channels)} of "
+    notes += [f"input channel(s) {', '.join(str(channel_names.get(str(c), c)) for c in channels)} of "
              f"{n_channels} ({', '.join(map(str, channel_names.values()))})"]
     plan_split = None
     if "test" in split.values():
@@ -75,8 +80,14 @@ def scan(src: Path, opts: ImportOptions) -> Plan:
 def _classes(spec: dict, root: Path, msd: bool) -> list[str]:
     labels = spec.get("labels")
     path = root / "dataset.json"
+    example = '{"0": "background", "1": "liver"}' if msd else '{"background": 0, "liver": 1}'
+    if labels is None:
+        raise SegdeployError('dataset.json has no "labels".', path=path, fix=f'add "labels": {example}.')
     if not isinstance(labels, dict) or not labels:
-        raise SegdeployError('dataset.json has no "labels".', path=path, fix="use the data set's dataset.json.")
+        raise SegdeployError(f'dataset.json "labels" is {"an empty object" if labels == {} else type(labels).__name__} '
+                             f'({json.dumps(labels)[:60]}); expected an object mapping '
+                             f'{"label value -> class name" if msd else "class name -> label value"}.', path=path,
+                             fix=f'write "labels": {example}.')
     by_value: dict[int, str] = {}
     for k, v in labels.items():
         name, value = (v, k) if msd else (k, v)
@@ -143,7 +154,7 @@ def _msd_cases(spec: dict, root: Path):
 
 
 def _loader(sid: str, images: list[Path], label: Path, channels: tuple[int, ...], msd: bool, two_d: bool,
-            opts: ImportOptions):
+            opts: ImportOptions, notes: list[str]):
     intensity = dict(window=opts.window, percentiles=opts.percentiles)
 
     def load():
@@ -162,7 +173,10 @@ def _loader(sid: str, images: list[Path], label: Path, channels: tuple[int, ...]
         else:
             vol = np.stack([read_volume(images[c]) for c in channels], axis=-1)
             vol = vol[:, :, :, 0, :] if vol.ndim == 5 else vol
-        for pid, img, msk in volume_pairs(sid, vol, read_volume(label), axis=opts.axis, path=label, **intensity):
+        lab, note = label_on_image_grid(images[0], label, read_volume(label))
+        if note:
+            notes.append(note)
+        for pid, img, msk in volume_pairs(sid, vol, lab, axis=opts.axis, path=label, **intensity):
             yield Pair(pid, img, msk)
 
     return load

@@ -91,6 +91,7 @@ def to_uint8(arr: np.ndarray, *, window: tuple[float, float] | None = None,
     (a volume: all slices together, so slices keep their relative brightness)."""
     if arr.dtype == np.uint8 and window is None and percentiles is None:
         return arr
+    require_finite(arr, "image")
     a = arr.astype(np.float64)
     if window is not None:
         lo, hi = window
@@ -260,6 +261,72 @@ def read_volume(path: Path) -> np.ndarray:
     return arr
 
 
+def _geometry(path: Path) -> tuple[tuple[int, ...], np.ndarray]:
+    """(spatial shape, 4x4 voxel -> world affine) of a volume file, from its header alone."""
+    if ext_of(path) in NIFTI_EXTS:
+        import nibabel as nib
+
+        img = nib.load(str(path))
+        shape, affine = tuple(img.shape[:3]), np.asarray(img.affine, np.float64)
+    else:
+        import SimpleITK as sitk
+
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(str(path))
+        reader.ReadImageInformation()
+        n = reader.GetDimension()
+        affine = np.eye(4)
+        d = np.asarray(reader.GetDirection(), np.float64).reshape(n, n)
+        affine[:n, :n] = d @ np.diag(reader.GetSpacing())
+        affine[:n, 3] = reader.GetOrigin()
+        shape = tuple(reader.GetSize())
+    return shape + (1,) * (3 - len(shape)), affine
+
+
+def _same_grid(a: tuple[tuple[int, ...], np.ndarray], b: tuple[tuple[int, ...], np.ndarray]) -> bool:
+    return a[0] == b[0] and np.allclose(a[1], b[1], rtol=1e-5, atol=1e-3)  # header floats: float32 mm
+
+
+def _describe(g: tuple[tuple[int, ...], np.ndarray]) -> str:
+    spacing = np.linalg.norm(g[1][:3, :3], axis=0)
+    axes = "".join(__import__("nibabel").orientations.aff2axcodes(g[1]))
+    return (f"shape {g[0]}, spacing {', '.join(f'{v:g}' for v in spacing)}, axes {axes}, origin "
+            f"{', '.join(f'{v:g}' for v in g[1][:3, 3])}")
+
+
+def label_on_image_grid(image: Path, label: Path, lab: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """``lab`` (the label file's array, voxel order) on its image's voxel grid, and a note when it was moved.
+
+    Image and label headers are compared (shape, spacing, direction, origin). A label stored in another voxel
+    order of the same grid (axes flipped or permuted, e.g. affine diag(-1, 1, 1, 1)) is reoriented exactly
+    (no interpolation); any other difference refuses the case: sliced as stored, it would lie mirrored or shifted
+    against its image."""
+    from nibabel.orientations import apply_orientation, inv_ornt_aff, io_orientation, ornt_transform
+
+    gi, gl = _geometry(image), _geometry(label)
+    if _same_grid(gi, gl):
+        return lab, None
+    t = ornt_transform(io_orientation(gl[1]), io_orientation(gi[1]))
+    moved = apply_orientation(lab, t)  # read_volume gives 3 spatial axes, 2D files too
+    if _same_grid((tuple(moved.shape[:3]), gl[1] @ inv_ornt_aff(t, gl[0])), gi):
+        return moved, (f"{label.name}: its voxel axes are flipped/permuted against {image.name} (same grid); "
+                       f"reoriented onto the image's")
+    raise SegdeployError(f"label geometry ({_describe(gl)}) differs from its image {image.name} ({_describe(gi)}); "
+                         f"not resampled, the case is left out.", path=label,
+                         fix="resample the label onto its image's grid (e.g. SimpleITK.Resample with nearest "
+                             "neighbour), or pair it with its own image.")
+
+
+def require_finite(arr: np.ndarray, what: str) -> None:
+    """Refuse NaN/inf intensities: clipped to 8 bits they become black slices that still carry labels."""
+    if np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.complexfloating):
+        bad = ~np.isfinite(arr)
+        if bad.any():
+            n = int(bad.sum())
+            raise SegdeployError(f"{what}: {'all' if n == bad.size else n} of {bad.size} intensity values are not "
+                                 f"finite (NaN or inf).", fix="repair the file (or remove the case) and import again.")
+
+
 def volume_slices(vol: np.ndarray, axis: int) -> list[np.ndarray]:
     """2D slices of a (x, y, z[, c]) array along spatial ``axis``, each transposed to rows x columns (see the
     module docstring); channels stay last."""
@@ -280,6 +347,7 @@ def volume_pairs(case: str, image: np.ndarray, label: np.ndarray, *, axis: int, 
     slice with ``single_id`` keeps the case id itself (2D data stored as NIfTI/MHD, e.g. CAMUS)."""
     from segdeploy.data.importers.base import slice_id
 
+    require_finite(image, f"{case} (image volume)")
     label = label_array(label[..., 0] if label.ndim == 4 and label.shape[3] == 1 else label, path)
     if image.shape[:3] != label.shape[:3] or label.ndim != 3:
         raise SegdeployError(f"image volume is {image.shape[:3]} but the label volume is {label.shape}.",
