@@ -218,3 +218,33 @@ def test_nnunet_labels_of_the_wrong_type_say_what_is_expected(tmp_path, labels, 
     result = cli("data", "import", "nnunet", root, tmp_path / "out")
     assert_one_line_error(result, names=root / "dataset.json", says=says)
     assert "expected an object mapping class name -> label value" in " ".join(result.output.split())
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_unpacked(tmp_path, monkeypatch):
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("data/images/a.png", b"\x89PNG")
+        zf.writestr("data/masks/zeros.png", bytes(16 << 20))  # 16 MiB of zeros: about 1000x
+    unpacked = []
+    monkeypatch.setattr(zipfile.ZipFile, "extractall", lambda self, *a, **k: unpacked.append(a))
+    result = cli("data", "import", "masks", bomb, tmp_path / "out")
+    assert_one_line_error(result, names=bomb, says="data/masks/zeros.png")
+    assert "--max-ratio 100" in " ".join(result.output.split()) and not unpacked
+    assert not (tmp_path / "out").exists() and [p.name for p in tmp_path.iterdir()] == ["bomb.zip"]
+    # the total declared size is capped too (here below the archive's 16 MB), naming the largest member
+    with pytest.raises(SegdeployError, match=r"over --max-unpacked-gb 0.01 \(largest member 'data/masks/zeros"):
+        import_dataset("masks", bomb, tmp_path / "out", ImportOptions(max_ratio=10_000, max_unpacked_gb=0.01))
+    assert not unpacked
+
+
+@pytest.mark.parametrize("dest", [".", "..", "{cwd}"])
+def test_dest_around_the_working_directory_is_refused_even_with_force(tmp_path, monkeypatch, dest):
+    src = tmp_path / "src"
+    _index_masks(src, n=2)
+    cwd = tmp_path / "work" / "here"
+    cwd.mkdir(parents=True)
+    (cwd / "keep.txt").write_text("mine")
+    monkeypatch.chdir(cwd)
+    result = cli("data", "import", "masks", src, dest.format(cwd=cwd), "--force")
+    assert_one_line_error(result, names=dest.format(cwd=cwd), says="working directory")
+    assert (cwd / "keep.txt").read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["src", "work"]

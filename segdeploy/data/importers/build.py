@@ -70,6 +70,10 @@ def import_dataset(fmt: str, src: str | Path, dest: str | Path, options: ImportO
         raise SegdeployError(f"--dedupe {opts.dedupe}: unknown mode.", fix=f"use one of {', '.join(DEDUPE_MODES)}.")
     if not src.exists():
         raise SegdeployError("source not found.", path=src, fix="give the downloaded folder or .zip.")
+    if dest.resolve() == Path.cwd().resolve() or dest.resolve() in Path.cwd().resolve().parents:
+        raise SegdeployError("destination is the working directory or a folder around it; replacing it would "
+                             "delete the folder you are working in.", path=dest,
+                             fix="give a new folder as DEST (e.g. data/NAME).")
     if dest.exists() and not opts.force:
         raise SegdeployError("destination exists; it is not overwritten.", path=dest,
                              fix="choose another DEST, or pass --force to replace it.")
@@ -82,7 +86,8 @@ def import_dataset(fmt: str, src: str | Path, dest: str | Path, options: ImportO
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir()
     try:
-        root = extract_zip(src, work / "unpacked" / src.stem) if src.suffix.lower() == ".zip" else src
+        root = (extract_zip(src, work / "unpacked" / src.stem, max_ratio=opts.max_ratio,
+                            max_bytes=opts.max_unpacked_gb * 1e9) if src.suffix.lower() == ".zip" else src)
         plan = importer(root, opts)
         out = work / "dataset"
         report = _write(plan, out, opts, fmt=fmt, source=src, progress=progress)
