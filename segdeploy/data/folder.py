@@ -327,8 +327,13 @@ class SegDataset:
             if mapping is not None:
                 self._split_cache[key] = splits_from_mapping(mapping, self.ids, path=self.root / SPLIT_FILE)
             else:
-                self._split_cache[key] = make_splits(self.ids, seed=seed, k=k, fold=fold, group_regex=regex,
-                                                     groups=self.groups)
+                try:
+                    self._split_cache[key] = make_splits(self.ids, seed=seed, k=k, fold=fold, group_regex=regex,
+                                                         groups=self.groups)
+                except SegdeployError as e:  # a regex from meta.json: name the file it came from
+                    if e.path is None and group_regex is None and regex is not None:
+                        e.path = str(self.root / META_FILE)
+                    raise
         return self._split_cache[key], info
 
     def split(self, name: str, *, seed: int = 42, k: int = 5, fold: int = 0, group_regex: str | None = None,

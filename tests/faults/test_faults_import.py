@@ -61,8 +61,9 @@ def test_a_catastrophic_group_regex_finishes_at_once(tmp_path):
     # splits (training) refuse it at once, in one line
     ds = open_dataset(root)
     t = time.monotonic()
-    with pytest.raises(SegdeployError, match=r"does not match 6 ids"):
+    with pytest.raises(SegdeployError, match=r"does not match 6 ids") as error:
         ds.split("train")
+    assert error.value.path == str(root / "meta.json") and EVIL in str(error.value)
     assert time.monotonic() - t < 1.0 and time.monotonic() - start < 30
 
 
