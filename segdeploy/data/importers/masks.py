@@ -127,7 +127,11 @@ def _survey(paths: list[Path]) -> list[MaskValues]:
             return None  # a colour mask: its loader asks for --palette
         gray = arr[..., 0] if arr.ndim == 3 else arr
         exact = np.issubdtype(gray.dtype, np.integer) and ext_of(path) not in LOSSY_EXTS
-        return MaskValues(path, np.unique(gray) if exact else None)
+        if not exact:
+            return MaskValues(path, None)
+        if gray.dtype in (np.uint8, np.uint16):  # a histogram is linear; np.unique sorts every pixel
+            return MaskValues(path, np.flatnonzero(np.bincount(gray.ravel())))
+        return MaskValues(path, np.unique(gray))
 
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         return [m for m in pool.map(one, paths) if m is not None]
