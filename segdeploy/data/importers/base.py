@@ -82,7 +82,8 @@ class Plan:
 def safe_id(text: str) -> str:
     """A file-system and CLI friendly id: NFC-normalised (one code point per accented letter, however the
     source file system stored it); characters other than letters and digits of any script, '.', '_' and '-'
-    become '_' (a whole run of them one '_'; ASCII only made 'ä1' and 'ö1' one id and 'ünï' 'n'); no leading '.' (a hidden file)."""
+    become '_' (a whole run of them one '_'; ASCII only made 'ä1' and 'ö1' one id and 'ünï' 'n'); no leading
+    '.' (a hidden file)."""
     kept = "".join(c if c.isalnum() or c in "._-" or unicodedata.category(c).startswith("M") else "/"
                    for c in unicodedata.normalize("NFC", text))  # M: combining marks without a composed form
     out = re.sub(r"/+", "_", kept).strip("_").lstrip(".")
