@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from study_synth import ENV_CPU, SynthStudy  # noqa: E402
 
 from segdeploy.cli import app  # noqa: E402
+from segdeploy.report.document import md_text  # noqa: E402
 from segdeploy.study.summary import sig3  # noqa: E402
 
 MAX_BYTES = 5_000_000
@@ -174,7 +175,7 @@ def test_markdown_has_the_answers_tables_and_no_image(measured_report):
     md = (out / "report.md").read_text(encoding="utf-8")
     answers = parse(out / "report.html").answers
     for text in answers.values():
-        assert f"- {text}" in md
+        assert f"- {md_text(text, block=True)}" in md
     assert "data:" not in md and "<img" not in md and "![" not in md
     assert "| model | family | lr | folds | Dice mean ± std |" in md
     assert "TensorRT is not installed" in md and "fp16 export produced NaN logits" in md  # failures listed

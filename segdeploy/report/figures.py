@@ -29,9 +29,10 @@ def _plt():
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
+    # names come from the user: "$...$" in one is text, not a mathtext formula that fails to parse
     plt.rcParams.update({"font.size": BASE_FONT, "axes.titlesize": BASE_FONT + 1, "axes.labelsize": BASE_FONT,
                          "legend.fontsize": BASE_FONT - 1, "svg.fonttype": "path", "svg.hashsalt": "segdeploy",
-                         "axes.spines.top": False, "axes.spines.right": False})
+                         "axes.spines.top": False, "axes.spines.right": False, "text.parse_math": False})
     return plt
 
 

@@ -10,7 +10,6 @@ the environment card and every configuration that failed or could not run.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from segdeploy.cpuinfo import kernel_paths
 from segdeploy.report import figures
 from segdeploy.report.document import Answers, Document, Figure, Paragraph, Section, Table
+from segdeploy.report.document import slug as _slug
 from segdeploy.study.aggregate import ALL_DATASETS
 from segdeploy.study.published import LABEL, canonical_dataset
 from segdeploy.study.summary import StudySummary, answers, fmt_p, limitations, plain_op_models, sig3
@@ -37,11 +37,6 @@ def _sig(value) -> str:
 
 def _lr(value) -> str:
     return "-" if value is None else f"{value:g}"
-
-
-def _slug(*parts: str) -> str:
-    """An HTML id from names: lower-case letters and digits joined by single dashes."""
-    return re.sub(r"[^a-z0-9]+", "-", "-".join(map(str, parts)).lower()).strip("-")
 
 
 def _published_by_model(summary: StudySummary) -> dict[tuple[str, str], float]:
