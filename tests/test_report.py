@@ -117,7 +117,8 @@ def test_every_figure_is_inline_and_nothing_is_fetched(measured_report):
     parsed = parse(html)
     device = "cpu-synthetic-cpu-9000-2-cores"
     expected = {f"fig-dice-{d}" for d in ("derm", "cardio")}
-    expected |= {f"fig-{kind}-{d}-{device}" for kind in ("pareto", "guard") for d in ("derm", "cardio")}
+    expected |= {f"fig-{kind}-{d}-{device}" for kind in ("pareto", "guard", "precision")
+                 for d in ("derm", "cardio")}
     expected |= {"fig-classes-cardio", "fig-cam-derm-unet", "fig-cam-derm-segformer-b3"}
     assert set(parsed.figures) == expected
     for fig_id, src in parsed.figures.items():
@@ -214,6 +215,9 @@ def test_cost_only_study_shows_published_dice_labelled_as_such(tmp_path):
     assert "measured here at fp32 on onnxruntime" in neopolyp and "1.81× slower (p50 47 vs 26 ms)" in neopolyp
     pareto = [f for f in parsed.figures if f.startswith("fig-pareto")]
     assert len(pareto) == 3
+    # the Pareto plots hold fp32 only (published Dice is fp32's); int8's speed is in the cost figure
+    assert [f for f in parsed.figures if f.startswith("fig-precision")] == ["fig-precision-synthetic-cpu-synthetic-"
+                                                                           "cpu-9000-2-cores"]
     _, svg = decoded(parsed.figures[pareto[0]])
     assert b"<svg" in svg
     records = read_summary(out / "summary.csv")

@@ -141,9 +141,21 @@ def _pareto_section(summary: StudySummary) -> Section:
             how += (" Hollow markers: Dice published by Borst & Kounev 2026 (arXiv 2603.13044), not measured here; "
                     "drawn at fp32 only, the precision it was published for (no Dice of a lower precision is "
                     "assumed).")
-        blocks.append(Figure(f"fig-pareto-{_slug(dataset, device)}",
-                             f"{dataset} on {device}: which configurations are on the accuracy–cost front?",
-                             how, figures.to_svg(figures.pareto_figure(points))))
+        fig = figures.pareto_figure(points)
+        if fig is not None:
+            blocks.append(Figure(f"fig-pareto-{_slug(dataset, device)}",
+                                 f"{dataset} on {device}: which configurations are on the accuracy–cost front?",
+                                 how, figures.to_svg(fig)))
+    by_device: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for e in summary.costs:
+        by_device[(e.dataset, e.device)].append(vars(e))
+    for (dataset, device), entries in sorted(by_device.items()):
+        fig = figures.precision_figure(entries)
+        if fig is not None and len({(e["backend"], e["precision"]) for e in entries}) > 1:
+            blocks.append(Figure(f"fig-precision-{_slug(dataset, device)}",
+                                 f"{dataset} on {device}: how much faster is each backend and precision?",
+                                 _measured_how(summary, device) + " Every configuration measured, Dice or not.",
+                                 figures.to_svg(fig)))
     return Section("pareto", "Accuracy against deployment cost", blocks or [Paragraph("No configuration has both a "
                                                                                       "Dice and a cost.")])
 
