@@ -157,12 +157,15 @@ def _distinct(values) -> int:
     return len({round(float(v), 9) for v in values if v is not None})
 
 
-def _overlapping(fig, texts: Sequence) -> bool:
-    """Whether any two of ``texts`` (each panel's labels) still overlap after adjustText, as drawn."""
-    renderer = fig.canvas.get_renderer()
+def _overlapping(fig, groups: Sequence[Sequence]) -> bool:
+    """Whether two labels of one group (a panel's) still overlap after adjustText, as drawn."""
     fig.canvas.draw()
-    boxes = [t.get_window_extent(renderer).expanded(0.98, 0.9) for t in texts]
-    return any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:])
+    renderer = fig.canvas.get_renderer()
+    for texts in groups:
+        boxes = [t.get_window_extent(renderer).expanded(0.98, 0.9) for t in texts]
+        if any(a.overlaps(b) for i, a in enumerate(boxes) for b in boxes[i + 1:]):
+            return True
+    return False
 
 
 def pareto_figure(points: Sequence[dict], numbered: bool | None = None):
@@ -252,7 +255,7 @@ def pareto_figure(points: Sequence[dict], numbered: bool | None = None):
                  for x, y, name, num, front in labels]
         _label(ax, texts, x=[p[key] for p in pts], y=[p["dice"] for p in pts])
         all_texts.append(texts)
-    if not numbered and any(_overlapping(fig, texts) for texts in all_texts):
+    if not numbered and _overlapping(fig, all_texts):
         plt.close(fig)
         return pareto_figure(points, numbered=True)
     handles = _family_handles(plt, {p["family"] for p in points})
