@@ -108,15 +108,16 @@ class _Ids:
 
 # Markdown: characters that start inline markup anywhere (code, emphasis, strike-through, table cells)
 _MD_INLINE = re.compile(r"([\\`*~|])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
-# ... and what starts a block at the beginning of a line (heading, quote, list, setext rule, link definition)
-_MD_LEADING = re.compile(r"^(?:[#>+\-=\[]|\d+[.)])")
+# ... and what starts a block at the beginning of a line (heading, list, setext rule, link definition; a quote's
+# ">" is already an entity)
+_MD_LEADING = re.compile(r"^(?:[#+\-=\[]|\d+[.)])")
 
 
 def md_text(text, *, block: bool = False) -> str:
     """``text`` as literal Markdown: one line (whitespace runs become one space), HTML special characters as
     entities (no tag or entity of the user's reaches a renderer), inline markup characters and "](" backslash-
-    escaped (no link), and with ``block`` (a paragraph or list item) a leading "#", ">", "-", "+", "=", "[" or
-    "1." escaped too."""
+    escaped (no link), and with ``block`` (a paragraph or list item) a leading "#", "-", "+", "=", "[" or "1."
+    escaped too."""
     t = re.sub(r"\s+", " ", str(text)).strip()
     t = _MD_INLINE.sub(lambda m: "\\" + m.group(0), t)
     t = re.sub(r"\](?=[(\[])", r"\\]", html.escape(t, quote=False))
@@ -143,14 +144,14 @@ def _numeric_columns(t: Table) -> list[bool]:
 
 def _html_table(t: Table, table_id: str) -> str:
     numeric = _numeric_columns(t)
-    head = "".join(f'<th class="{"num" if numeric[i] else "text"}">{html.escape(h)}</th>'
+    head = "".join(f'<th class="{attr("num" if numeric[i] else "text")}">{html.escape(h)}</th>'
                    for i, h in enumerate(t.header))
     body = []
     for row in t.rows:
         cells = []
         for i, cell in enumerate(row):
             css = "num" if numeric[i] else ("wrap" if len(cell) > 60 else "text")
-            cells.append(f'<td class="{css}">{html.escape(cell)}</td>')
+            cells.append(f'<td class="{attr(css)}">{html.escape(cell)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     # a wide table (the environment card) scrolls inside its box instead of widening the whole page
     return (f'<div class="scroll"><table id="{attr(table_id)}"><caption>{html.escape(t.caption)}</caption><thead>'

@@ -145,3 +145,24 @@ def test_csv_cells_by_the_owasp_rule():
                                "a=b", "", None, -0.5)] == [
         "'=1+1", "'+1+2", "'-1+2", "'@SUM(A1)", "'\tx", "'\rx", "-0.5", "+3", "1e-05", "-2.5e+03", "a=b", "", "",
         "-0.5"]
+
+
+def test_ids_are_slugs_and_colliding_names_stay_two_anchors():
+    from segdeploy.report.document import Document, Paragraph, Section, to_html
+
+    doc = Document("t", "s", [Section("a b", "one", [Paragraph("x")]), Section("a-b", "two", [Paragraph("y")]),
+                              Section('Ünï"><b>', "three", [Paragraph("z")])])
+    tags = elements(to_html(doc))
+    ids = [attrs["id"] for t, attrs in tags if t == "section"]
+    assert ids[0] == "a-b" and re.fullmatch(r"a-b-[0-9a-f]{6}", ids[1]) and ids[2] == "uni-b"
+    assert [attrs["href"] for t, attrs in tags if t == "a"] == [f"#{i}" for i in ids]
+
+
+def test_markdown_escapes_leading_block_syntax_and_links():
+    from segdeploy.report.document import md_text
+
+    assert md_text("1. first", block=True) == "1\\. first"
+    assert md_text("# title\n===", block=True) == "\\# title ===" and md_text("> q", block=True) == "&gt; q"
+    assert md_text("[x](javascript:alert(1)) a|b *c* d_e _f_") == "[x\\](javascript:alert(1)) a\\|b \\*c\\* d_e \\_f\\_"
+    assert md_text("<b>&amp;</b>") == "&lt;b&gt;&amp;amp;&lt;/b&gt;"
+    assert md_text("-0.5") == "-0.5" and md_text("-0.5", block=True) == "\\-0.5"
