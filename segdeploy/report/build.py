@@ -43,7 +43,7 @@ def cam_section(folders: Sequence[Path], summary, *, images: bool = True):
     the data (for data whose licence forbids passing its images on)."""
     from segdeploy.report import figures
     from segdeploy.report.cams import cam_share_rows, class_share_text, find_cams, montage_tiles
-    from segdeploy.report.document import Figure, Paragraph, Section, Table
+    from segdeploy.report.document import Figure, Paragraph, Section, Table, slug
     from segdeploy.study.aggregate import chosen
 
     chosen_cells = {r.cell for r in chosen(summary.rows, summary.choices)}
@@ -60,7 +60,7 @@ def cam_section(folders: Sequence[Path], summary, *, images: bool = True):
             continue
         fold = f" (fold {cam.fold})" if cam.fold is not None else ""
         fig = figures.cam_montage(tiles, f"{cam.model} on {cam.dataset}{fold}: worst test images")
-        blocks.append(Figure(f"fig-cam-{cam.dataset}-{cam.model}".replace(" ", "-"),
+        blocks.append(Figure(f"fig-cam-{slug(cam.dataset, cam.model)}",
                              f"{cam.dataset}, {cam.model}: where does the model look when it fails?",
                              f"Grad-CAM (layer {cam.summary.get('layer')}; white = ground truth, magenta = "
                              f"prediction). CAM energy inside the ground truth, mean over the drawn images: "

@@ -1,11 +1,18 @@
 """A report as plain blocks (paragraphs, figures, tables in sections), rendered to one self-contained HTML file
 (inline CSS, figures as data URIs, no JavaScript, no external resource) and to Markdown (text and tables only:
-figures are named, not embedded, so a committed ``report.md`` carries no image)."""
+figures are named, not embedded, so a committed ``report.md`` carries no image).
+
+Every string in a block is plain text, and names in it come from the user (datasets, models, classes, paths):
+each renderer escapes all of it, in HTML (text and every attribute value through ``attr``; element ids slugged
+to ``[a-z0-9-]`` and made unique) and in Markdown (``md_text``)."""
 
 from __future__ import annotations
 
 import base64
+import hashlib
 import html
+import re
+import unicodedata
 from dataclasses import dataclass, field
 
 
@@ -70,6 +77,55 @@ td.wrap{white-space:normal;text-align:left;min-width:20em}
 """
 
 
+def attr(value) -> str:
+    """The one escaping of an HTML attribute value (written between double quotes)."""
+    return html.escape(str(value), quote=True)
+
+
+def slug(*parts) -> str:
+    """An id from names: ASCII lower-case letters and digits joined by single dashes (accents dropped, so
+    "Ünï" -> "uni"); "x" when nothing is left."""
+    text = unicodedata.normalize("NFKD", "-".join(map(str, parts))).encode("ascii", "ignore").decode().lower()
+    return re.sub(r"[^a-z0-9]+", "-", text).strip("-") or "x"
+
+
+class _Ids:
+    """The element ids of one document: slugged, and unique (a slug already taken gets a short hash of the name it
+    came from, so "a b" and "a-b" stay two anchors)."""
+
+    def __init__(self):
+        self.taken: set[str] = set()
+
+    def __call__(self, name: str) -> str:
+        base = out = slug(name)
+        n = 0
+        while out in self.taken:
+            out = f"{base}-{hashlib.sha256(f'{name}/{n}'.encode()).hexdigest()[:6]}"
+            n += 1
+        self.taken.add(out)
+        return out
+
+
+# Markdown: characters that start inline markup anywhere (code, emphasis, strike-through, table cells)
+_MD_INLINE = re.compile(r"([\\`*~|])|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9])")
+# ... and what starts a block at the beginning of a line (heading, list, setext rule, link definition; a quote's
+# ">" is already an entity)
+_MD_LEADING = re.compile(r"^(?:[#+\-=\[]|\d+[.)])")
+
+
+def md_text(text, *, block: bool = False) -> str:
+    """``text`` as literal Markdown: one line (whitespace runs become one space), HTML special characters as
+    entities (no tag or entity of the user's reaches a renderer), inline markup characters and "](" backslash-
+    escaped (no link), and with ``block`` (a paragraph or list item) a leading "#", "-", "+", "=", "[" or "1."
+    escaped too."""
+    t = re.sub(r"\s+", " ", str(text)).strip()
+    t = _MD_INLINE.sub(lambda m: "\\" + m.group(0), t)
+    t = re.sub(r"\](?=[(\[])", r"\\]", html.escape(t, quote=False))
+    if block and (m := _MD_LEADING.match(t)):
+        t = t[:m.end() - 1] + "\\" + t[m.end() - 1:]
+    return t
+
+
 def _data_uri(fig: Figure) -> str:
     return f"data:{fig.mime};base64,{base64.b64encode(fig.data).decode('ascii')}"
 
@@ -86,73 +142,67 @@ def _numeric_columns(t: Table) -> list[bool]:
             for i in range(len(t.header))]
 
 
-def _html_table(t: Table) -> str:
+def _html_table(t: Table, table_id: str) -> str:
     numeric = _numeric_columns(t)
-    head = "".join(f'<th class="{"num" if numeric[i] else "text"}">{html.escape(h)}</th>'
+    head = "".join(f'<th class="{attr("num" if numeric[i] else "text")}">{html.escape(h)}</th>'
                    for i, h in enumerate(t.header))
     body = []
     for row in t.rows:
         cells = []
         for i, cell in enumerate(row):
             css = "num" if numeric[i] else ("wrap" if len(cell) > 60 else "text")
-            cells.append(f'<td class="{css}">{html.escape(cell)}</td>')
+            cells.append(f'<td class="{attr(css)}">{html.escape(cell)}</td>')
         body.append("<tr>" + "".join(cells) + "</tr>")
     # a wide table (the environment card) scrolls inside its box instead of widening the whole page
-    return (f'<div class="scroll"><table id="{t.id}"><caption>{html.escape(t.caption)}</caption><thead><tr>{head}'
-            f"</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
+    return (f'<div class="scroll"><table id="{attr(table_id)}"><caption>{html.escape(t.caption)}</caption><thead>'
+            f"<tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table></div>")
 
 
-def _html_block(b) -> str:
+def _html_block(b, ids: _Ids) -> str:
     if isinstance(b, Paragraph):
-        return f'<p class="{b.css}">{html.escape(b.text)}</p>' if b.css else f"<p>{html.escape(b.text)}</p>"
+        return f'<p class="{attr(b.css)}">{html.escape(b.text)}</p>' if b.css else f"<p>{html.escape(b.text)}</p>"
     if isinstance(b, Answers):
-        items = "".join(f'<li id="answer-{html.escape(_slug(d))}">{html.escape(t)}</li>' for d, t in b.items)
+        items = "".join(f'<li id="{attr(ids(f"answer-{d}"))}">{html.escape(t)}</li>' for d, t in b.items)
         return f'<ul class="answers">{items}</ul><p class="limitation">{html.escape(b.limitation)}</p>'
     if isinstance(b, Figure):
-        return (f'<figure id="{b.id}"><figcaption><span class="q">{html.escape(b.title)}</span>'
+        return (f'<figure id="{attr(ids(b.id))}"><figcaption><span class="q">{html.escape(b.title)}</span>'
                 f'<span class="how">{html.escape(b.caption)}</span></figcaption>'
-                f'<img alt="{html.escape(b.title)}" src="{_data_uri(b)}"></figure>')
+                f'<img alt="{attr(b.title)}" src="{attr(_data_uri(b))}"></figure>')
     if isinstance(b, Table):
-        return _html_table(b)
+        return _html_table(b, ids(b.id))
     raise TypeError(f"unknown block {type(b).__name__}")
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "-" for c in text.lower()).strip("-")
-
-
 def to_html(doc: Document) -> str:
-    nav = " ".join(f'<a href="#{s.id}">{html.escape(s.title)}</a>' for s in doc.sections)
+    ids = _Ids()
+    section_ids = [ids(s.id) for s in doc.sections]  # first, so that the navigation links to them
+    nav = " ".join(f'<a href="#{attr(i)}">{html.escape(s.title)}</a>' for i, s in zip(section_ids, doc.sections))
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(doc.title)}"
              f"</title><style>{CSS}</style></head><body><h1>{html.escape(doc.title)}</h1>"
              f'<p class="subtitle">{html.escape(doc.subtitle)}</p><nav>{nav}</nav>']
-    for s in doc.sections:
-        parts.append(f'<section id="{s.id}"><h2>{html.escape(s.title)}</h2>')
-        parts.extend(_html_block(b) for b in s.blocks)
+    for i, s in zip(section_ids, doc.sections):
+        parts.append(f'<section id="{attr(i)}"><h2>{html.escape(s.title)}</h2>')
+        parts.extend(_html_block(b, ids) for b in s.blocks)
         parts.append("</section>")
     parts.append("</body></html>\n")
     return "\n".join(parts)
 
 
-def _md_cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
 def to_markdown(doc: Document) -> str:
-    out = [f"# {doc.title}", "", doc.subtitle, ""]
+    out = [f"# {md_text(doc.title)}", "", md_text(doc.subtitle, block=True), ""]
     for s in doc.sections:
-        out += [f"## {s.title}", ""]
+        out += [f"## {md_text(s.title)}", ""]
         for b in s.blocks:
             if isinstance(b, Paragraph):
-                out += [b.text, ""]
+                out += [md_text(b.text, block=True), ""]
             elif isinstance(b, Answers):
-                out += [f"- {t}" for _, t in b.items] + ["", f"*{b.limitation}*", ""]
+                out += [f"- {md_text(t, block=True)}" for _, t in b.items] + ["", f"*{md_text(b.limitation)}*", ""]
             elif isinstance(b, Figure):
-                out += [f"*Figure (in report.html): {b.title}* — {b.caption}", ""]
+                out += [f"*Figure (in report.html): {md_text(b.title)}* — {md_text(b.caption)}", ""]
             elif isinstance(b, Table):
                 numeric = _numeric_columns(b)
-                out += [f"**{b.caption}**", "", "| " + " | ".join(map(_md_cell, b.header)) + " |",
+                out += [f"**{md_text(b.caption)}**", "", "| " + " | ".join(map(md_text, b.header)) + " |",
                         "|" + "|".join("---:" if n else "---" for n in numeric) + "|"]
-                out += ["| " + " | ".join(map(_md_cell, row)) + " |" for row in b.rows]
+                out += ["| " + " | ".join(map(md_text, row)) + " |" for row in b.rows]
                 out.append("")
     return "\n".join(out).rstrip() + "\n"

@@ -10,7 +10,6 @@ the environment card and every configuration that failed or could not run.
 from __future__ import annotations
 
 import datetime as dt
-import re
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 from segdeploy.cpuinfo import kernel_paths
 from segdeploy.report import figures
 from segdeploy.report.document import Answers, Document, Figure, Paragraph, Section, Table
+from segdeploy.report.document import slug as _slug
 from segdeploy.study.aggregate import ALL_DATASETS
 from segdeploy.study.published import LABEL, canonical_dataset
 from segdeploy.study.summary import StudySummary, answers, fmt_p, limitations, plain_op_models, sig3
@@ -37,11 +37,6 @@ def _sig(value) -> str:
 
 def _lr(value) -> str:
     return "-" if value is None else f"{value:g}"
-
-
-def _slug(*parts: str) -> str:
-    """An HTML id from names: lower-case letters and digits joined by single dashes."""
-    return re.sub(r"[^a-z0-9]+", "-", "-".join(map(str, parts)).lower()).strip("-")
 
 
 def _published_by_model(summary: StudySummary) -> dict[tuple[str, str], float]:
@@ -146,9 +141,21 @@ def _pareto_section(summary: StudySummary) -> Section:
             how += (" Hollow markers: Dice published by Borst & Kounev 2026 (arXiv 2603.13044), not measured here; "
                     "drawn at fp32 only, the precision it was published for (no Dice of a lower precision is "
                     "assumed).")
-        blocks.append(Figure(f"fig-pareto-{_slug(dataset, device)}",
-                             f"{dataset} on {device}: which configurations are on the accuracy–cost front?",
-                             how, figures.to_svg(figures.pareto_figure(points))))
+        fig = figures.pareto_figure(points)
+        if fig is not None:
+            blocks.append(Figure(f"fig-pareto-{_slug(dataset, device)}",
+                                 f"{dataset} on {device}: which configurations are on the accuracy–cost front?",
+                                 how, figures.to_svg(fig)))
+    by_device: dict[tuple[str, str], list[dict]] = defaultdict(list)
+    for e in summary.costs:
+        by_device[(e.dataset, e.device)].append(vars(e))
+    for (dataset, device), entries in sorted(by_device.items()):
+        fig = figures.precision_figure(entries)
+        if fig is not None and len({(e["backend"], e["precision"]) for e in entries}) > 1:
+            blocks.append(Figure(f"fig-precision-{_slug(dataset, device)}",
+                                 f"{dataset} on {device}: how much faster is each backend and precision?",
+                                 _measured_how(summary, device) + " Every configuration measured, Dice or not.",
+                                 figures.to_svg(fig)))
     return Section("pareto", "Accuracy against deployment cost", blocks or [Paragraph("No configuration has both a "
                                                                                       "Dice and a cost.")])
 

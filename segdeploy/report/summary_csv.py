@@ -3,13 +3,16 @@
 Columns: ``section`` (answer, accuracy, comparison, rank, cost, shift, published), ``dataset`` (the training
 dataset, or "all datasets"), ``target`` (the dataset scored, for shift rows), ``device``, ``model``, ``family``,
 ``backend``, ``precision``, ``quantity``, ``value``, ``ci_low``, ``ci_high``, ``n`` (folds, images or rows, as
-``quantity`` says), ``note``. Values are full precision; the report rounds them.
+``quantity`` says), ``note``. Values are full precision; the report rounds them. A text cell that a spreadsheet
+would run as a formula (it starts with =, +, -, @, a tab or a carriage return and is not a number) is written
+with a leading single quote (OWASP's CSV-injection rule): names come from the user.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 
 from segdeploy.study.aggregate import ALL_DATASETS
 from segdeploy.study.summary import Answer, StudySummary
@@ -78,6 +81,20 @@ def summary_records(summary: StudySummary, answers: list[Answer]) -> list[dict]:
     return out
 
 
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+
+
+def _cell(value) -> str:
+    """A CSV cell a spreadsheet shows as written: a formula-like text gets a leading "'"; a number stays one."""
+    if value is None:
+        return ""
+    text = str(value)
+    if isinstance(value, str) and text.startswith(_FORMULA_START) and not _NUMBER.fullmatch(text):
+        return "'" + text
+    return text
+
+
 def to_csv(records: list[dict]) -> str:
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=COLUMNS, lineterminator="\n")
@@ -88,5 +105,5 @@ def to_csv(records: list[dict]) -> str:
         if line in seen:  # a published figure joined to several backends is one fact
             continue
         seen.add(line)
-        writer.writerow({c: "" if r.get(c) is None else r[c] for c in COLUMNS})
+        writer.writerow({c: _cell(r.get(c)) for c in COLUMNS})
     return buf.getvalue()
