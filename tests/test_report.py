@@ -118,6 +118,7 @@ def test_every_figure_is_inline_and_nothing_is_fetched(measured_report):
     expected = {f"fig-dice-{d}" for d in ("derm", "cardio")}
     expected |= {f"fig-{kind}-{d}-{device}" for kind in ("pareto", "guard") for d in ("derm", "cardio")}
     expected |= {"fig-classes-cardio", "fig-cam-derm-unet", "fig-cam-derm-segformer-b3"}
+    expected |= {f"fig-curves-{d}" for d in ("derm", "cardio")}  # training progress, one panel per model
     assert set(parsed.figures) == expected
     for fig_id, src in parsed.figures.items():
         mime, data = decoded(src)

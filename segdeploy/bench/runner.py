@@ -46,6 +46,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -184,7 +185,9 @@ def _trivial(run, ds, ids: Sequence[str]) -> dict | None:
     from segdeploy.evaluation.trivial import trivial_dice
     from segdeploy.run_splits import trained_on
 
-    train = run.split_ids(ds, "train") if trained_on(run, ds) else None
+    with warnings.catch_warnings():  # a run without recorded splits was already warned about for its test split
+        warnings.simplefilter("ignore")
+        train = run.split_ids(ds, "train") if trained_on(run, ds) else None
     return trivial_dice(ds, ids, train, img_size=run.meta.img_size, num_classes=run.meta.num_classes)
 
 

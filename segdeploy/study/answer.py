@@ -46,7 +46,7 @@ def _tradeoffs(summary: StudySummary, dataset: str) -> list[Tradeoff]:
 
 
 def _marks(summary: StudySummary, datasets: list[str], models: list[str]) -> str:
-    rising = [f"{m} on {d} (folds {', '.join(map(str, f))})" for d in datasets for m in models
+    rising = [f"{m} on {d} (fold{'s' * (len(f) > 1)} {', '.join(map(str, f))})" for d in datasets for m in models
               if (f := summary.under_trained(d, m))]
     return f" Under-trained (validation Dice still rising at the end): {'; '.join(rising)}." if rising else ""
 

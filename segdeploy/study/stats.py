@@ -183,12 +183,13 @@ def percentile_interval(draws: np.ndarray, confidence: float = CONFIDENCE) -> tu
     p = min(1, 2 min((#{d <= 0} + 1) / (B + 1), (#{d >= 0} + 1) / (B + 1))), the percentile bootstrap's
     two-sided p-value with the +1 correction (Davison & Hinkley 1997, eq. 4.11). The interval is its inversion:
     every d0 whose p(d0) >= alpha, i.e. the order statistics [d_(m), d_(B-m+1)] with m = ceil(alpha/2 (B+1)) - 1
-    (1-based; the whole range when m < 1). So "the CI excludes 0" and "p < alpha" are the same statement."""
+    (1-based; with too few draws for that, m < 1, every d0 passes and the interval is unbounded). So "the CI excludes
+    0" and "p < alpha" are the same statement."""
     d = np.sort(np.asarray(draws, np.float64))
     b = d.size
     alpha = 1 - confidence
     m = int(np.ceil(alpha / 2 * (b + 1) - 1e-9)) - 1
-    low, high = (d[m - 1], d[b - m]) if m >= 1 else (d[0], d[-1])
+    low, high = (d[m - 1], d[b - m]) if m >= 1 else (-np.inf, np.inf)
     below, above = int(np.sum(d <= 0)), int(np.sum(d >= 0))
     p = min(1.0, 2 * min(below + 1, above + 1) / (b + 1))
     return float(low), float(high), p
@@ -204,6 +205,8 @@ def bootstrap_ci(strata: Sequence[Statistic], sizes: Sequence[int], folds: Seque
     if draws.size < 0.9 * n_resamples:  # most draws undefined: no interval worth stating
         return Interval(None, None, "undefined")
     low, high, p = percentile_interval(draws, confidence)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return Interval(None, None, "too few resamples")
     how = "percentile, folds then images" if max(folds) > 1 else "percentile, images"
     return Interval(low, high, how, p, float(np.std(draws, ddof=1)), int(draws.size))
 

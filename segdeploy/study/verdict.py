@@ -53,7 +53,7 @@ def images_needed(delta: float, s_img: float, s_fold: float = 0.0, folds: int = 
     room = (delta / z_sum(alpha, power)) ** 2 - (s_fold or 0.0) ** 2 / max(folds, 1)
     if delta <= 0 or room <= 0:
         return None
-    return max(2, math.ceil(s_img ** 2 / room))
+    return max(2, math.ceil(s_img ** 2 / room - 1e-9))
 
 
 def under_trained(curve: dict | None) -> bool | None:
