@@ -171,3 +171,15 @@ def test_study_plan_prints_the_images_needed():
     assert result.exit_code == 0, result.output
     # n = 0.1² / ((0.02 / 2.8016)² − 0.005² / F): 386 with one fold, 235 with 3, 218 with 5
     assert "│ 386" in result.output and "│ 235" in result.output and "│ 218" in result.output
+
+
+def test_training_curve_is_read_from_the_runs_history(tmp_path):
+    from segdeploy.study.cell import training_curve
+
+    lines = [{"epoch": e + 1, "loss": 1.0 / (e + 1), "val_dice": 0.1 * e + 0.123456789} for e in range(5)]
+    (tmp_path / "history.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines))
+    curve = training_curve(tmp_path, SimpleNamespace(stopped_early=True, best_epoch=5))
+    assert curve == {"loss": [1.0, 0.5, 0.33333, 0.25, 0.2], "val_dice": [0.12346, 0.22346, 0.32346, 0.42346,
+                                                                           0.52346],
+                     "stopped_early": True, "best_epoch": 5}
+    assert training_curve(tmp_path / "none", None) is None

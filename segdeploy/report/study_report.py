@@ -150,8 +150,12 @@ def _accuracy_section(summary: StudySummary, draw: bool = True) -> Section:
         rows = []
         for c in summary.comparisons:
             test = c.test
-            rows.append([c.dataset, f"{c.general_model} {_f(c.general_dice)}",
-                         f"{c.specialized_model} {_f(c.specialized_dice)}", _f(c.delta, "+.3f"),
+            ds = c.datasets or [c.dataset]
+            marks = {m: " *" if any(summary.under_trained(d, m) for d in ds) else ""
+                     for m in (c.general_model, c.specialized_model)}
+            rows.append([c.dataset, f"{c.general_model}{marks[c.general_model]} {_f(c.general_dice)}",
+                         f"{c.specialized_model}{marks[c.specialized_model]} {_f(c.specialized_dice)}",
+                         _f(c.delta, "+.3f"),
                          f"[{_f(c.ci.low, '+.3f')}, {_f(c.ci.high, '+.3f')}]" if c.ci and c.ci.low is not None
                          else "-", fmt_p(c.p), fmt_p(test.p_wilcoxon) if test else "-",
                          fmt_p(test.p_permutation) if test else "-", str(test.n) if test else "-", str(c.n_dropped),
@@ -237,7 +241,8 @@ def _per_class_section(summary: StudySummary, draw: bool = True) -> Section:
                                                                          classes, values))))
         blocks.append(Table(f"tab-classes-{_slug(dataset)}", f"{dataset}: Dice per class",
                             ["model", "family", *classes],
-                            [[a.model, a.family, *(_f(v) for v in row)] for a, row in zip(accs, values)]))
+                            [[a.model + _mark(summary, dataset, a.model), a.family, *(_f(v) for v in row)]
+                             for a, row in zip(accs, values)]))
     return Section("classes", "Per-class Dice", blocks or [Paragraph("No measured Dice.")])
 
 

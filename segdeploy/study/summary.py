@@ -1,5 +1,6 @@
-"""Everything the report and ``study summarize`` show, computed once: ``summarize(rows) -> StudySummary``, and the
-answer sentences built from it (``answers``, ``limitations``)."""
+"""Everything the report and ``study summarize`` show, computed once: ``summarize(rows) -> StudySummary`` (accuracy,
+verdicts of learning, comparisons, ranks over learned datasets, costs and the families' fronts); the answer
+sentences are built from it in ``segdeploy.study.answer`` (``answers`` here delegates), ``limitations`` here."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from segdeploy.study import stats
-from segdeploy.study.aggregate import (ALL_DATASETS, GENERAL, SPECIALIZED, Comparison, LrChoice, ModelAccuracy,
-                                       family_comparison, model_accuracy, rank_table, select_lr)
+from segdeploy.study.aggregate import (Comparison, LrChoice, ModelAccuracy, family_comparison, model_accuracy,
+                                       rank_table, select_lr)
 from segdeploy.study.cost import CostEntry, ShiftEntry, deployment_cost, shift_table
 from segdeploy.study.fronts import Config, Point, Tradeoff, tradeoff
-from segdeploy.study.verdict import Learned, judge
 from segdeploy.study.published import LABEL, PublishedDice, canonical_dataset, join_costs
 from segdeploy.study.rows import StudyRow
+from segdeploy.study.verdict import Learned, judge
 
 
 @dataclass
@@ -131,10 +132,6 @@ def fmt_p(p: float | None) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def _pm(value: float, std: float | None) -> str:
-    return f"{value:.3f}" + (f" ± {std:.3f}" if std is not None else "")
-
-
 @dataclass(frozen=True)
 class Answer:
     dataset: str
@@ -180,6 +177,12 @@ def limitations(summary: StudySummary) -> str:
         notes.append(f"Dice from the reference study is {LABEL} and belongs to its fp32 PyTorch models")
     if not summary.comparisons and not summary.published_costs:
         notes.append("no specialized-vs-general comparison (a family is missing)")
+    untested = sorted(d for d, v in summary.learned.items() if v.learned is None)
+    if untested:
+        notes.append(f"no trivial baseline recorded for {', '.join(untested)} (rows from an older bench): whether "
+                     "its models learned anything is not tested")
+    if any(v.under_trained for v in summary.learned.values()):
+        notes.append("some models were still improving when training stopped (marked under-trained)")
     if any(c.note for c in summary.comparisons):
         notes.append("some comparisons lack per-image data for a CI or test")
     if not notes:
