@@ -159,6 +159,8 @@ def test_fronts_claim_between_front_configurations_only():
     (claim,) = t.claims
     assert (claim.faster.model, claim.slower.model) == ("spec-ok", "gen-b") and "1.33× faster" in claim.text
     assert "spec-slow" not in claim.text
+    # the noisy 20 ms point does not set a budget; the specialized family leads until 40 ms, then the general
+    assert t.crossovers == [(30.0, "specialized"), (40.0, "general")]
 
 
 def test_study_plan_prints_the_images_needed():

@@ -23,7 +23,7 @@ def curves_figure(panels: Sequence[dict], baseline: float | None = None):
                              sharey=True)
     for ax in axes.flat[n:]:
         ax.set_visible(False)
-    for ax, panel in zip(axes.flat, panels):
+    for index, (ax, panel) in enumerate(zip(axes.flat, panels)):
         colour = family_colour(panel["family"])
         loss_ax = ax.twinx()
         rising = False
@@ -41,6 +41,8 @@ def curves_figure(panels: Sequence[dict], baseline: float | None = None):
                      color="#D55E00" if rising else "black")
         ax.tick_params(labelsize=7)
         loss_ax.tick_params(labelsize=7, colors="#777777")
+        if index % cols == cols - 1 or index == n - 1:
+            loss_ax.set_ylabel("training loss", fontsize=7, color="#777777")
         ax.set_xlabel("epoch", fontsize=7)
     axes[0][0].set_ylabel("validation Dice", fontsize=8)
     fig.tight_layout()
