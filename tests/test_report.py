@@ -138,7 +138,7 @@ def test_headline_numbers_equal_summary_csv(measured_report):
     for dataset in ("derm", "cardio"):
         text = answers[f"answer-{dataset}"]
         m = re.search(r"best general (\S+) Dice ([\d.]+) ± ([\d.]+) vs best specialized (\S+) ([\d.]+) ± ([\d.]+), "
-                      r"Δ ([+-][\d.]+) \[95% CI ([+-][\d.]+), ([+-][\d.]+)\], p (?:= ([\d.]+)|< 0\.001)", text)
+                      r"Δ ([+-][\d.]+) \[95% CI ([+-][\d.]+), ([+-][\d.]+)\], p (?:[=≤] ([\d.]+)|< 0\.001)", text)
         assert m, text
         comp = [r for r in records if r["section"] == "comparison" and r["dataset"] == dataset]
         get = lambda q, fam=None: next(r for r in comp if r["quantity"] == q and (fam is None or  # noqa: E731

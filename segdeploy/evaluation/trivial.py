@@ -7,7 +7,8 @@
 * ``prior``: the training split's per-pixel class prior as a fixed mask: each training mask letterboxed to the
   network size (as the model sees it), one-hot counts summed per pixel, the most frequent class per pixel; restored
   to each test image's resolution as a prediction would be. A model that only learned where lesions usually are
-  scores this. At most ``MAX_PRIOR_MASKS`` training masks (evenly spaced in split order) are read.
+  scores this. At most ``MAX_PRIOR_MASKS`` training masks (evenly spaced in split order) are read, and the mask is
+  kept per process for the same dataset, ids and size (a study benches many runs of one split).
 
 Dice is the micro mDSC over the test images (``metrics.confusion_scores``), as the model's ``dice``.
 """
@@ -20,7 +21,8 @@ import numpy as np
 
 from segdeploy.evaluation.metrics import confusion_matrix, confusion_scores
 
-MAX_PRIOR_MASKS = 1000
+MAX_PRIOR_MASKS = 500
+_PRIORS: dict[tuple, np.ndarray] = {}
 
 
 def _mask(dataset, sample_id: str) -> np.ndarray:
@@ -39,6 +41,16 @@ def _letterboxed_mask(mask: np.ndarray, img_size: int) -> np.ndarray:
 def prior_mask(dataset, train_ids: Sequence[str], img_size: int, num_classes: int) -> np.ndarray:
     """(S, S) uint8: the most frequent class per pixel over the (letterboxed) training masks."""
     ids = list(train_ids)
+    key = (str(getattr(dataset, "root", id(dataset))), getattr(dataset, "name", None),
+           repr(getattr(dataset, "class_map", None)), hash(tuple(ids)), img_size, num_classes)
+    if key not in _PRIORS:
+        if len(_PRIORS) > 64:
+            _PRIORS.clear()
+        _PRIORS[key] = _prior_mask(dataset, ids, img_size, num_classes)
+    return _PRIORS[key]
+
+
+def _prior_mask(dataset, ids: list[str], img_size: int, num_classes: int) -> np.ndarray:
     if len(ids) > MAX_PRIOR_MASKS:
         ids = [ids[i] for i in np.linspace(0, len(ids) - 1, MAX_PRIOR_MASKS).astype(int)]
     counts = np.zeros((num_classes, img_size, img_size), np.int64)

@@ -62,7 +62,9 @@ def _numbers(c: Comparison) -> str:
     text = f"{head}, Δ {c.delta:+.3f}"
     if c.ci is not None and c.ci.low is not None:
         n = c.test.n if c.test is not None else "?"
-        text += (f" [95% CI {c.ci.low:+.3f}, {c.ci.high:+.3f}], {fmt_p(c.ci.p)} (paired bootstrap of micro Dice, "
+        floor = 2 / (c.ci.n_resamples + 1)  # every resample on one side: p is at most this, not equal to it
+        p = f"p ≤ {floor:.3f}" if c.ci.p <= floor + 1e-12 and floor >= 0.001 else fmt_p(c.ci.p)
+        text += (f" [95% CI {c.ci.low:+.3f}, {c.ci.high:+.3f}], {p} (paired bootstrap of micro Dice, "
                  f"{n} images, {c.n_folds} fold{'s' * (c.n_folds != 1)})")
         if c.test is not None and c.test.p_wilcoxon is not None:
             text += f"; secondary: Wilcoxon on per-image Dice {fmt_p(c.test.p_wilcoxon)}"

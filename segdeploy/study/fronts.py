@@ -101,6 +101,12 @@ def _ms(value: float) -> str:
     return f"{sig3(value)} ms"
 
 
+def _where(device: str) -> str:
+    """A device label ("cpu: Xeon ..., 2 cores") as words inside a sentence ("cpu (Xeon ..., 2 cores)")."""
+    kind, _, hardware = device.partition(": ")
+    return f"{kind} ({hardware})" if hardware else device
+
+
 def _describe(p: Point) -> str:
     dice = f"Dice {p.dice:.3f}" + (" (approx.)" if p.approx else "") + (" published" if p.source else "")
     return f"{p.config} at {_ms(p.p50_ms)} ({dice}{', noisy timing' if p.noisy else ''})"
@@ -122,7 +128,7 @@ def tradeoff(dataset: str, device: str, points: Sequence[Point], best_ci_low: fl
     if g is not None and s is not None:
         faster, slower = (g, s) if g.p50_ms <= s.p50_ms else (s, g)
         ratio = slower.p50_ms / faster.p50_ms
-        text = (f"on {device}, within Dice {threshold:.3f} of the best, the fastest {faster.family} configuration "
+        text = (f"on {_where(device)}, within Dice {threshold:.3f} of the best, the fastest {faster.family} configuration "
                 f"{_describe(faster)} is {ratio:.2f}× faster than the fastest {slower.family} one, "
                 f"{_describe(slower)}")
         t.claims.append(Claim(text, faster.config, slower.config))
@@ -136,7 +142,7 @@ def tradeoff_text(t: Tradeoff) -> str:
         only = [f for f, p in t.fastest.items() if p is not None]
         if only:
             f = only[0]
-            parts.append(f"on {t.device}, only the {f} family reaches Dice ≥ {t.threshold:.3f}; its fastest is "
+            parts.append(f"on {_where(t.device)}, only the {f} family reaches Dice ≥ {t.threshold:.3f}; its fastest is "
                          f"{_describe(t.fastest[f])}")
     if len(t.crossovers) > 1:
         steps = ", ".join(f"{family} from {_ms(budget)}" for budget, family in t.crossovers)
