@@ -59,6 +59,9 @@ class SynthStudy:
     backends: tuple = (("torch", "fp32"), ("onnxruntime", "fp32"), ("onnxruntime", "int8"))
     cross: dict = field(default_factory=lambda: {"derm": "derm-shifted"})
     seed: int = 0
+    dataset_skills: dict = field(default_factory=dict)  # dataset -> {model: skill}, overriding ``skills`` there
+    trivial: dict = field(default_factory=dict)  # dataset -> trivial_dice as bench records it
+    rising: set = field(default_factory=set)  # models whose training curve still rises at the end
 
     def write(self, out: Path) -> Path:
         """Write ``out/results.jsonl`` and ``out/per_image/*.npz``; returns the results path."""
@@ -73,7 +76,7 @@ class SynthStudy:
             if dataset in self.cross:
                 shifted = np.array([f"{self.cross[dataset]}_{i:03d}" for i in range(self.n_images)])
                 targets.append((self.cross[dataset], shifted, rng.gamma(2.0, 0.03, self.n_images), 0.15))
-            for model, skill in self.skills.items():
+            for model, skill in {**self.skills, **self.dataset_skills.get(dataset, {})}.items():
                 for lr in self.lrs:
                     lr_shift = 0.0 if lr == self.lrs[0] else -0.03  # the first lr is better on val and test
                     for fold in self.folds:
@@ -114,7 +117,18 @@ class SynthStudy:
             "study": {"model": model, "dataset": dataset, "fold": fold, "lr": lr, "cell_id": cell},
             "val_dice": val, "target": target, "train_dataset": dataset,
             "per_image": f"per_image/{name}",
+            **({"trivial_dice": self.trivial[dataset]} if target == dataset and dataset in self.trivial else {}),
+            **({"train_curve": self._curve(model, val)} if target == dataset else {}),
         }
+
+    def _curve(self, model, val):
+        """12 epochs ending at ``val``: still rising for the models in ``rising``, flat for the last 6 otherwise."""
+        if model in self.rising:
+            values = [val - 0.03 * (11 - e) for e in range(12)]
+        else:
+            values = [val - 0.05 * max(0, 5 - e) for e in range(12)]
+        return {"loss": [1.0 / (e + 1) for e in range(12)], "val_dice": values, "stopped_early": False,
+                "best_epoch": 12}
 
     def _unavailable(self, dataset, model, backend, precision):
         return {"dataset": dataset, "model": model, "family": FAMILY[model], "backend": backend,

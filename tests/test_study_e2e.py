@@ -153,6 +153,11 @@ def test_rows_carry_the_study_fields(local):
         total = confusion.sum(axis=0)
         assert 2 * total[1, 1] / (2 * total[1, 1] + total[0, 1] + total[1, 0]) == pytest.approx(row["dice"], abs=1e-12)
         assert row["per_image"].startswith(f"cells/{cell.cell_id}/")  # relative to the study folder
+        if row["target"] == "ph2-train":  # the training curve and the trivial baselines travel with the row
+            assert len(row["train_curve"]["val_dice"]) == meta["epochs_run"] == len(row["train_curve"]["loss"])
+            assert set(row["trivial_dice"]) == {"all_bg", "all_fg", "prior"} and row["trivial_dice"]["prior"] >= 0
+        else:
+            assert "train_curve" not in row and row["trivial_dice"]["prior"] is None
 
 
 def test_reported_lr_has_the_best_mean_validation_dice(local):

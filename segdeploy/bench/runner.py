@@ -46,6 +46,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -178,6 +179,18 @@ def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predicti
         engine.close()
 
 
+def _trivial(run, ds, ids: Sequence[str]) -> dict | None:
+    """The trivial predictors' Dice on ``ids`` (``segdeploy.evaluation.trivial``): the prior from the run's own
+    training split where ``ds`` is its training set, else all-background and all-foreground only."""
+    from segdeploy.evaluation.trivial import trivial_dice
+    from segdeploy.run_splits import trained_on
+
+    with warnings.catch_warnings():  # a run without recorded splits was already warned about for its test split
+        warnings.simplefilter("ignore")
+        train = run.split_ids(ds, "train") if trained_on(run, ds) else None
+    return trivial_dice(ds, ids, train, img_size=run.meta.img_size, num_classes=run.meta.num_classes)
+
+
 def bench_config(backend, precision, run, ds, ids, **kwargs) -> tuple[dict, Evaluation | None]:
     """``_bench_one`` with its outcome as row fields: ``status`` ``ok`` / ``unavailable`` (``BackendUnavailable``)
     / ``failed`` (any other exception, ``"Type: message"``) and ``reason``; and the evaluation (None unless
@@ -265,6 +278,8 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                         class_map=ds.class_map.record if ds.class_map else None, run_complete=run.meta.complete,
                         threads=threads)
             cost = None
+            # computed once per run, when its first scored row needs it (a resumed suite may need none)
+            trivial = functools.cache(lambda run=run, kept=kept, ids=ids: _trivial(run, kept, ids) if ids else None)
             for backend in backends:
                 for precision in precisions:
                     artifact = artifact_sha256(run, backend, precision)
@@ -300,6 +315,8 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                     # fp32 row exists: list torch first in --backends to have it)
                     delta = References([*stored, *rows, row]).delta(row)
                     row.update(env=env, version=segdeploy.__version__, dice_vs_torch_fp32=delta)
+                    if row.status == "ok" and row.dice is not None and trivial() is not None:
+                        row.update(trivial_dice=trivial())  # what no learning scores on the same images
                     if evaluation is not None and row.status == "ok":
                         row.per_image = sidecar_name(results, [*key, row.timestamp])
                         save_per_image(results.parent / row.per_image, evaluation.image_ids, evaluation.confusion)

@@ -1,5 +1,5 @@
 """``write_report(inputs, out)``: load the results, compute the summary once, write ``report.html``, ``report.md``
-and ``summary.csv`` atomically into ``out``."""
+``summary.csv`` and ``answer.json`` (``segdeploy.study.answer``) atomically into ``out``."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ class ReportFiles:
     csv: Path
     html_bytes: int
     n_figures: int
+    answer: Path | None = None
 
 
 def resolve_published(choice: str | None, inputs: Sequence[Path]):
@@ -80,6 +81,7 @@ def write_report(inputs: Sequence[str | Path], out: str | Path, *, published: st
     from segdeploy.report.study_report import MAX_HTML_BYTES, build_document
     from segdeploy.report.summary_csv import summary_records, to_csv
     from segdeploy.study.rows import load_rows, results_files
+    from segdeploy.study.answer import write_answer
     from segdeploy.study.summary import answers, summarize
 
     inputs = [Path(p) for p in inputs]
@@ -100,5 +102,6 @@ def write_report(inputs: Sequence[str | Path], out: str | Path, *, published: st
     html_path = atomic_write_text(out / "report.html", html)
     md_path = atomic_write_text(out / "report.md", to_markdown(doc))
     csv_path = atomic_write_text(out / "summary.csv", to_csv(summary_records(summary, answers(summary))))
+    answer_path = write_answer(out / "answer.json", summary)
     n_figures = sum(isinstance(b, Figure) for s in doc.sections for b in s.blocks)
-    return ReportFiles(html_path, md_path, csv_path, len(html.encode()), n_figures)
+    return ReportFiles(html_path, md_path, csv_path, len(html.encode()), n_figures, answer_path)

@@ -100,7 +100,7 @@ def check(
 
 def report(
     inputs: list[Path] = typer.Argument(..., help="study folder(s) holding results.jsonl, or results .jsonl files"),
-    out: Path = typer.Option(..., "--out", help="folder for report.html, report.md and summary.csv"),
+    out: Path = typer.Option(..., "--out", help="folder for report.html, report.md, summary.csv and answer.json"),
     published: str = typer.Option("auto", "--published", help="published Dice beside measured costs: auto, "
                                   "borst2026, none, or a CSV path (model,dataset,dice,source)"),
     resamples: int = typer.Option(2000, "--resamples", min=100, help="bootstrap resamples for the CIs"),
@@ -110,10 +110,11 @@ def report(
                                          "only their numbers, for a report that may be shared where the images "
                                          "may not"),
 ) -> None:
-    """Write the study report: report.html (one offline file, figures inline), report.md and summary.csv."""
+    """Write the study report: report.html (one offline file, figures inline), report.md, summary.csv and
+    answer.json (the verdict per dataset as data)."""
     from segdeploy.report.build import write_report
 
     files = write_report(inputs, out, published=published, n_resamples=resamples, seed=seed,
                          cam_images=cam_images)
     Console().print(f"wrote {files.html} ({files.html_bytes / 1e6:.2f} MB, {files.n_figures} figures), "
-                    f"{files.markdown} and {files.csv}")
+                    f"{files.markdown}, {files.csv} and {files.answer}")

@@ -51,12 +51,52 @@ def _answer_section(summary: StudySummary) -> Section:
     blocks = [Answers(items, limitations(summary))]
     if summary.comparisons:
         blocks.append(Paragraph(
+            "Verdict first: general / specialized where the 95% CI of Δ excludes 0, no detectable difference "
+            "where it does not, not learned where no model beats the best trivial predictor (all background, all "
+            "foreground, or the training split's per-pixel prior mask, scored on the same test images). "
             "Δ = best general − best specialized (mean test Dice over folds at each model's chosen learning rate). "
-            "95% CI: paired bootstrap over test images (BCa, ids resampled, micro Dice recomputed from the "
-            "per-image confusion counts); p: two-sided Wilcoxon signed-rank test on per-image Dice. Speed and "
-            "memory: the configuration both models ran where the winner is fastest among those keeping ≥ 99% of its "
-            "fp32 Dice.", "note"))
+            "95% CI and p: one paired percentile bootstrap of Δ micro Dice (folds, then test images resampled; p is "
+            "the CI's dual, so the CI excludes 0 exactly when p < 0.05); Wilcoxon on per-image Dice is a secondary "
+            "test of another quantity. Pooled: learned datasets only, each resampled within itself and weighted "
+            "equally. Speed-ups: between the fastest configuration of each family within the best model's CI (or "
+            "0.01 Dice) on the families' accuracy–latency fronts; rows with noisy timing are not quoted while a "
+            "clean one qualifies. Smallest detectable Δ: (z₀.₉₇₅ + z₀.₈) · √(s²/n + s_fold²/F), s = sd of the "
+            "per-image paired Dice differences.", "note"))
     return Section("answer", "The answer", blocks)
+
+
+def _mark(summary: StudySummary, dataset: str, model: str) -> str:
+    return " *" if summary.under_trained(dataset, model) else ""
+
+
+def _beats(summary: StudySummary, dataset: str, model: str) -> str:
+    judged = summary.learned.get(dataset)
+    if judged is None or model not in judged.beats:
+        return ""
+    return "" if judged.beats[model] else "not above the trivial baseline"
+
+
+def _verdict(summary: StudySummary, c) -> str:
+    from segdeploy.study.answer import verdict
+
+    judged = summary.learned.get(c.dataset)
+    return verdict(c, True if c.dataset == ALL_DATASETS else (judged.learned if judged else None))
+
+
+def _curves_figure(summary: StudySummary, dataset: str, accs) -> Figure | None:
+    from segdeploy.report.curves import curves_figure
+
+    panels = [{"model": a.model, "family": a.family,
+               "curves": [(r.fold, r.curve) for r in a.refs if r.curve and r.curve.get("val_dice")]} for a in accs]
+    panels = [p for p in panels if p["curves"]]
+    if not panels:
+        return None
+    judged = summary.learned.get(dataset)
+    baseline = judged.baseline[1] if judged and judged.baseline else None
+    return Figure(f"fig-curves-{_slug(dataset)}", f"{dataset}: did training converge?",
+                  "Validation Dice per epoch, one line per fold (solid, left axis), training loss (dashed, right "
+                  "axis); dotted: the best trivial predictor's test Dice. A panel titled under-trained was still "
+                  "rising at its last epochs.", figures.to_svg(curves_figure(panels, baseline)))
 
 
 def _accuracy_by_dataset(summary: StudySummary) -> list[tuple[str, list]]:
@@ -86,29 +126,44 @@ def _accuracy_section(summary: StudySummary, draw: bool = True) -> Section:
         blocks.append(Table(f"tab-accuracy-{_slug(dataset)}", f"{dataset}: accuracy (test split, chosen lr)",
                             ["model", "family", "lr", "folds", "Dice mean ± std", "95% CI", "mIoU", "mean recall",
                              "mean precision", "HD95 px", "rank", "val Dice", "note"],
-                            [[a.model, a.family, _lr(a.lr), str(len(a.folds)),
+                            [[a.model + _mark(summary, dataset, a.model), a.family, _lr(a.lr), str(len(a.folds)),
                               _f(a.dice) + (f" ± {_f(a.dice_std)}" if a.dice_std is not None else ""),
                               f"[{_f(a.ci.low)}, {_f(a.ci.high)}]" if a.ci and a.ci.low is not None else "-",
                               _f(a.iou), _f(a.recall), _f(a.precision), _f(a.hd95, ".1f"),
-                              _f(ranks.get(a.model, {}).get(dataset), ".1f"), _f(a.val_dice), a.note]
+                              _f(ranks.get(a.model, {}).get(dataset), ".1f"), _f(a.val_dice),
+                              "; ".join(filter(None, [a.note, _beats(summary, dataset, a.model)]))]
                              for a in accs]))
+        judged = summary.learned.get(dataset)
+        if judged is not None:
+            state = {True: "learned", False: "NOT LEARNED", None: "learning not tested"}[judged.learned]
+            blocks.append(Paragraph(f"{dataset}: {state} — {judged.why}."
+                                    + (" * = under-trained: validation Dice still rising at the end." if
+                                       judged.under_trained else ""), "note"))
+        if draw and (curves := _curves_figure(summary, dataset, accs)) is not None:
+            blocks.append(curves)
     if summary.comparisons:
         rows = []
         for c in summary.comparisons:
             test = c.test
-            rows.append([c.dataset, f"{c.general_model} {_f(c.general_dice)}",
-                         f"{c.specialized_model} {_f(c.specialized_dice)}", _f(c.delta, "+.3f"),
+            ds = c.datasets or [c.dataset]
+            marks = {m: " *" if any(summary.under_trained(d, m) for d in ds) else ""
+                     for m in (c.general_model, c.specialized_model)}
+            rows.append([c.dataset, f"{c.general_model}{marks[c.general_model]} {_f(c.general_dice)}",
+                         f"{c.specialized_model}{marks[c.specialized_model]} {_f(c.specialized_dice)}",
+                         _f(c.delta, "+.3f"),
                          f"[{_f(c.ci.low, '+.3f')}, {_f(c.ci.high, '+.3f')}]" if c.ci and c.ci.low is not None
-                         else "-", fmt_p(test.p_wilcoxon) if test else "-", fmt_p(test.p_permutation) if test else "-",
-                         str(test.n) if test else "-", str(c.n_dropped), c.note])
+                         else "-", fmt_p(c.p), fmt_p(test.p_wilcoxon) if test else "-",
+                         fmt_p(test.p_permutation) if test else "-", str(test.n) if test else "-", str(c.n_dropped),
+                         _f(c.min_detectable_delta), _verdict(summary, c), c.note])
         blocks.append(Table("tab-comparison", "Best general vs best specialized (Δ = general − specialized)",
-                            ["dataset", "best general", "best specialized", "Δ Dice", "95% CI (paired)",
-                             "Wilcoxon", "permutation", "images", "dropped", "note"], rows))
-    if summary.ranks and len(grouped) > 1:
-        datasets = [dataset for dataset, _ in grouped]
+                            ["dataset", "best general", "best specialized", "Δ Dice", "95% CI (paired bootstrap)",
+                             "p (bootstrap, primary)", "Wilcoxon (secondary)", "permutation (secondary)", "images",
+                             "dropped", "min. detectable Δ", "verdict", "note"], rows))
+    if summary.ranks and len(summary.learned_datasets) > 1:
+        datasets = summary.learned_datasets  # ranks of a not-learned dataset are noise
         family = {a.model: a.family for a in summary.accuracy}
         ordered = sorted(summary.ranks.items(), key=lambda kv: kv[1][ALL_DATASETS])
-        blocks.append(Table("tab-ranks", "Ranks by mean Dice (1 = best; mean over datasets)",
+        blocks.append(Table("tab-ranks", "Ranks by mean Dice (1 = best; mean over the learned datasets)",
                             ["model", "family", *datasets, "mean rank"],
                             [[m, family.get(m, "-"), *(_f(per.get(d), ".1f") for d in datasets),
                               _f(per[ALL_DATASETS], ".2f")] for m, per in ordered]))
@@ -193,7 +248,8 @@ def _per_class_section(summary: StudySummary, draw: bool = True) -> Section:
                                                                          classes, values))))
         blocks.append(Table(f"tab-classes-{_slug(dataset)}", f"{dataset}: Dice per class",
                             ["model", "family", *classes],
-                            [[a.model, a.family, *(_f(v) for v in row)] for a, row in zip(accs, values)]))
+                            [[a.model + _mark(summary, dataset, a.model), a.family, *(_f(v) for v in row)]
+                             for a, row in zip(accs, values)]))
     return Section("classes", "Per-class Dice", blocks or [Paragraph("No measured Dice.")])
 
 
@@ -222,7 +278,8 @@ def _cost_section(summary: StudySummary) -> Section:
         rows = []
         for e in entries:
             rule = "-" if e.passes_99 is None else ("pass" if e.passes_99 else "FAIL")
-            rows.append([e.model, e.family, e.backend, e.precision, _sig(e.p50_ms), _sig(e.p99_ms),
+            rows.append([e.model + _mark(summary, dataset, e.model) + (" (noisy)" if e.noisy else ""), e.family,
+                         e.backend, e.precision, _sig(e.p50_ms), _sig(e.p99_ms),
                          _sig(e.throughput_ips), _sig(e.memory_mb), *([_sig(e.energy_j)] if energy else []),
                          _sig(e.size_mb), _sig(e.params_m), _sig(e.gmacs),
                          *([_f(e.dice), _f(e.delta_dice, "+.4f"), rule] if scored else [])])

@@ -26,7 +26,7 @@ def _rec(section, quantity, value, **kw) -> dict:
 
 
 def summary_records(summary: StudySummary, answers: list[Answer]) -> list[dict]:
-    out = [_rec("answer", "sentence", None, dataset=a.dataset, note=a.text) for a in answers]
+    out = [_rec("answer", "sentence", a.verdict, dataset=a.dataset, note=a.text) for a in answers]
     for a in summary.accuracy:
         base = dict(dataset=a.dataset, model=a.model, family=a.family)
         ci = a.ci or None
@@ -55,8 +55,12 @@ def summary_records(summary: StudySummary, answers: list[Answer]) -> list[dict]:
                         n=c.test.n if c.test else None,
                         note=(f"paired bootstrap ({c.ci.method}) over test images" if c.ci else c.note) or None))
         test = c.test
+        out.append(_rec("comparison", "p_bootstrap", c.p, dataset=c.dataset, model=pair, n=test and test.n,
+                        note="primary: the paired bootstrap's p, dual to the CI of delta"))
+        out.append(_rec("comparison", "min_detectable_delta", c.min_detectable_delta, dataset=c.dataset, model=pair,
+                        note="80% power, two-sided alpha 0.05"))
         out.append(_rec("comparison", "p_wilcoxon", test and test.p_wilcoxon, dataset=c.dataset, model=pair,
-                        n=test and test.n, note="Wilcoxon signed-rank on per-image Dice, two-sided"))
+                        n=test and test.n, note="secondary: Wilcoxon signed-rank on per-image Dice, two-sided"))
         out.append(_rec("comparison", "p_permutation", test and test.p_permutation, dataset=c.dataset, model=pair,
                         n=test and test.n, note="sign-flip permutation test of the mean per-image difference"))
         out.append(_rec("comparison", "images_dropped", c.n_dropped, dataset=c.dataset, model=pair,

@@ -108,6 +108,7 @@ class ModelAccuracy:
     val_dice: float | None
     confusions: stats.FoldConfusions | None = field(default=None, repr=False)
     note: str = ""
+    refs: list = field(default_factory=list, repr=False)  # the accuracy row of each fold (StudyRow)
 
 
 def _mean(values) -> float | None:
@@ -157,7 +158,7 @@ def model_accuracy(rows: Sequence[StudyRow], choices: dict, *, n_resamples: int 
             hd95=_mean(r.hd95 for r in refs),
             dice_per_class={c: _mean(r.dice_per_class.get(c) for r in refs) for c in classes},
             n_images=refs[0].n_images, val_dice=_mean(r.val_dice for r in refs), confusions=confusions,
-            note=note))
+            note=note, refs=refs))
     return out
 
 
@@ -173,6 +174,25 @@ class Comparison:
     test: stats.PairedTest | None
     n_dropped: int  # images scored by only one of the two
     note: str = ""
+    s_img: float | None = None  # sd of the per-image paired Dice differences (pooled over datasets)
+    s_fold: float | None = None  # sd over folds of the per-fold Δ (None with one fold)
+    n_folds: int = 1
+    datasets: list = field(default_factory=list)  # the datasets compared (one, or the learned ones pooled)
+
+    @property
+    def p(self) -> float | None:
+        """The primary p: the bootstrap test dual to the CI."""
+        return self.ci.p if self.ci is not None else None
+
+    @property
+    def min_detectable_delta(self) -> float | None:
+        from segdeploy.study.verdict import min_detectable_delta
+
+        n = self.test.n if self.test is not None else 0
+        if self.s_img is None or not n:
+            return None
+        # pooled with equal weights: var = sum_d s_d^2 / n_d / D^2 ~ s^2 / (total images), so n is the total
+        return min_detectable_delta(self.s_img, n, self.s_fold or 0.0, self.n_folds)
 
     @property
     def general_model(self) -> str:
@@ -193,7 +213,7 @@ def _compare(dataset: str, generals: list[ModelAccuracy], specials: list[ModelAc
              seed: int, permutation: bool) -> Comparison:
     g_dice = float(np.mean([a.dice for a in generals]))
     s_dice = float(np.mean([a.dice for a in specials]))
-    ci = test = None
+    ci = test = s_img = None
     dropped, note = 0, ""
     if all(a.confusions is not None for a in (*generals, *specials)):
         pairs = [stats.paired(g.confusions, s.confusions) for g, s in zip(generals, specials)]
@@ -204,19 +224,27 @@ def _compare(dataset: str, generals: list[ModelAccuracy], specials: list[ModelAc
             a = np.concatenate([pg.image_dice() for pg, _ in pairs])
             b = np.concatenate([ps.image_dice() for _, ps in pairs])
             test = stats.paired_tests(a, b, permutation=permutation, seed=seed)
+            s_img = float(np.std(a - b, ddof=1)) if a.size > 1 else None
         else:
             note = "the two models share no test image"
     else:
         note = "no per-image sidecars: no CI, no paired test"
     one = len(generals) == 1
+    folds = min(len(a.fold_dice) for a in (*generals, *specials))
+    s_fold = None
+    if folds > 1 and all(len(g.fold_dice) == len(s.fold_dice) for g, s in zip(generals, specials)):
+        per_fold = np.mean([np.subtract(g.fold_dice, s.fold_dice) for g, s in zip(generals, specials)], axis=0)
+        s_fold = float(np.std(per_fold, ddof=1))
     return Comparison(dataset, generals[0] if one else generals, specials[0] if one else specials, g_dice,
-                      s_dice, g_dice - s_dice, ci, test, dropped, note)
+                      s_dice, g_dice - s_dice, ci, test, dropped, note, s_img, s_fold, folds,
+                      sorted({a.dataset for a in generals}))
 
 
 def family_comparison(accs: Sequence[ModelAccuracy], *, n_resamples: int = stats.N_RESAMPLES, seed: int = 0,
-                      permutation: bool = True) -> list[Comparison]:
-    """Best general vs best specialized per dataset, then over all datasets (when there are several): the models
-    with a Dice on every dataset, best by their mean over datasets, the difference averaged over datasets."""
+                      permutation: bool = True, pooled: Sequence[str] | None = None) -> list[Comparison]:
+    """Best general vs best specialized per dataset, then over the datasets in ``pooled`` (default: all; the
+    caller passes the learned ones) when there are several: the models with a Dice on every one of them, best by
+    their mean over them, the difference averaged over them with equal weight (a stratified bootstrap)."""
     kw = dict(n_resamples=n_resamples, seed=seed, permutation=permutation)
     by_dataset: dict[str, list[ModelAccuracy]] = defaultdict(list)
     for a in accs:
@@ -226,11 +254,12 @@ def family_comparison(accs: Sequence[ModelAccuracy], *, n_resamples: int = stats
         g, s = _best(group, GENERAL), _best(group, SPECIALIZED)
         if g is not None and s is not None:
             out.append(_compare(dataset, [g], [s], **kw))
-    datasets = sorted(by_dataset)
+    datasets = sorted(by_dataset) if pooled is None else sorted(set(pooled) & set(by_dataset))
     if len(datasets) > 1:
         complete: dict[str, list[ModelAccuracy]] = defaultdict(list)
         for a in accs:
-            complete[a.model].append(a)
+            if a.dataset in datasets:
+                complete[a.model].append(a)
         complete = {m: sorted(v, key=lambda a: a.dataset) for m, v in complete.items()
                     if sorted(a.dataset for a in v if a.dice is not None) == datasets}
         best = {}
@@ -243,10 +272,11 @@ def family_comparison(accs: Sequence[ModelAccuracy], *, n_resamples: int = stats
     return out
 
 
-def rank_table(accs: Sequence[ModelAccuracy]) -> dict[str, dict[str, float]]:
-    """model -> {dataset: rank, ALL_DATASETS: mean rank over the datasets it has} (1 = best mean Dice)."""
+def rank_table(accs: Sequence[ModelAccuracy], datasets: Sequence[str] | None = None) -> dict[str, dict[str, float]]:
+    """model -> {dataset: rank, ALL_DATASETS: mean rank over the datasets it has} (1 = best mean Dice), over
+    ``datasets`` (default: all; the caller passes the learned ones: ranks of noise are noise)."""
     table: dict[str, dict[str, float]] = defaultdict(dict)
-    for dataset in sorted({a.dataset for a in accs}):
+    for dataset in sorted({a.dataset for a in accs} if datasets is None else set(datasets)):
         scores = {a.model: a.dice for a in accs if a.dataset == dataset and a.dice is not None}
         for model, rank in stats.ranks(scores).items():
             table[model][dataset] = rank

@@ -75,7 +75,8 @@ def run_cell(config: StudyConfig, cell: Cell, study_dir: str | Path) -> CellOutc
             enter("export")
             _export(config, folder)
         enter("bench")
-        rows = [_tag(r, cell, val_dice, target=cell.dataset_name)
+        curve = training_curve(folder, meta) if config.train else None
+        rows = [{**_tag(r, cell, val_dice, target=cell.dataset_name), "train_curve": curve}
                 for r in _bench(config, folder, cell.dataset, "test")]
         for cross in (c for c in config.cross if c.source == cell.dataset):
             enter(f"bench {cross.name}")
@@ -100,6 +101,26 @@ def run_cell(config: StudyConfig, cell: Cell, study_dir: str | Path) -> CellOutc
 def _tag(row: dict, cell: Cell, val_dice: float | None, *, target: str) -> dict:
     return {**row, "study": cell.study_field(), "val_dice": val_dice, "train_dataset": cell.dataset_name,
             "target": target, "per_image": row.get("per_image")}
+
+
+def training_curve(folder: Path, meta) -> dict | None:
+    """Per-epoch training loss and validation Dice from the run's ``history.jsonl`` (rounded: a curve to draw and
+    to judge convergence by, not to recompute anything from), and whether training stopped early; carried in the
+    cell's in-domain rows so the report needs only the results file."""
+    from segdeploy.fileio import iter_jsonl
+    from segdeploy.runs import HISTORY
+
+    path = folder / HISTORY
+    if not path.is_file():
+        return None
+    epochs = [e for e in iter_jsonl(path) if isinstance(e, dict)]
+
+    def r(v):
+        return None if v is None else round(float(v), 5)
+
+    return {"loss": [r(e.get("loss")) for e in epochs], "val_dice": [r(e.get("val_dice")) for e in epochs],
+            "stopped_early": bool(getattr(meta, "stopped_early", False)),
+            "best_epoch": getattr(meta, "best_epoch", None)}
 
 
 def failed_row(config: StudyConfig, cell: Cell, stage: str, reason: str) -> dict:

@@ -59,6 +59,7 @@ class CostEntry:
     delta_dice: float | None  # vs the fp32 reference; None for fp32 itself or without a reference
     fp32_dice: float | None
     passes_99: bool | None  # None: fp32, or nothing to compare with
+    noisy: bool = False  # a row's timing was flagged unstable (bench's ``noisy``)
 
     @property
     def relative_delta(self) -> float | None:
@@ -101,7 +102,8 @@ def deployment_cost(rows: Sequence[StudyRow], choices: dict) -> list[CostEntry]:
             latency_n=rs[0].latency_n, batch=rs[0].batch, throughput_ips=_median(r.throughput_ips for r in rs),
             memory_mb=_median(r.memory_mb for r in rs), energy_j=_median(r.energy_j for r in rs),
             size_mb=_median(r.file_size_mb for r in rs), params_m=_median(r.params_m for r in rs),
-            gmacs=_median(r.gmacs for r in rs), dice=dice, delta_dice=delta, fp32_dice=fp32, passes_99=passes))
+            gmacs=_median(r.gmacs for r in rs), dice=dice, delta_dice=delta, fp32_dice=fp32, passes_99=passes,
+            noisy=any(r.noisy for r in rs)))
     out.sort(key=lambda e: (e.dataset, e.device, e.model, e.backend, e.precision))
     return out
 

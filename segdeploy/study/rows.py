@@ -69,6 +69,9 @@ class StudyRow:
     env: dict = field(default_factory=dict)
     source: str | None = None  # results file the row came from
     in_study: bool = False  # the row has study fields (fold, lr) rather than a plain bench row
+    trivial_dice: dict = field(default_factory=dict)  # {"all_bg", "all_fg", "prior"}: trivial predictors' Dice
+    curve: dict | None = None  # the cell's training curve: {"loss": [...], "val_dice": [...], "stopped_early"}
+    noisy: bool = False  # timing flagged unstable by bench (spread, variation or host load)
 
     @property
     def ok(self) -> bool:
@@ -135,6 +138,9 @@ def from_record(raw: dict, base_dir: Path | None = None, source: str | None = No
         file_size_mb=_float(row.file_size_mb), params_m=_float(row.params_m),
         gmacs=_float(row.gmacs), per_image=per_image, env=dict(row.env or {}), source=source,
         in_study=bool(study),
+        trivial_dice={k: float(v) for k, v in (row.extra.get("trivial_dice") or {}).items() if v is not None},
+        curve=row.extra.get("train_curve") if isinstance(row.extra.get("train_curve"), dict) else None,
+        noisy=bool(getattr(row, "noisy", None) or row.extra.get("noisy")),
     )
 
 

@@ -10,22 +10,25 @@ Definitions (they change the numbers, so they are stated once here):
   the sample standard deviation (ddof=1; None with one fold).
 * **bootstrap over test images**: the unit resampled is an image id. The ids are the union over folds (with
   segdeploy's fixed test split every fold tests the same images); a drawn id contributes its confusion to every
-  fold that tested it, each fold's micro Dice is recomputed from the drawn images, then averaged over folds. So
-  the interval reflects which images were tested, with the trained models held fixed. ``scipy.stats.bootstrap``
-  draws the ids (BCa by default, percentile when BCa is degenerate); the statistic turns each draw into image
-  weights (how often each id was drawn) and sums ``weights @ confusions``, so no resampled copy is built.
-* **paired comparison**: two models are paired by image id (ids scored by only one are dropped and counted); the
-  same draw of ids is applied to both, and the statistic is the difference of their fold-mean micro Dice. Over
-  several datasets the draw is stratified by dataset (each resampled within itself) and the differences are
-  averaged with equal weight per dataset.
-* **paired tests** on per-image Dice (each image's Dice averaged over the folds that tested it): the Wilcoxon
-  signed-rank test (``scipy.stats.wilcoxon``, two-sided) and a sign-flip permutation test of the mean difference
-  (``scipy.stats.permutation_test``, ``permutation_type="samples"``).
+  fold that tested it, each fold's micro Dice is recomputed from the drawn images, then averaged over folds. With
+  several folds the folds are drawn first (with replacement), then the images (a two-stage bootstrap), so the
+  fold-to-fold spread of training enters the interval as well as the choice of test images. Each draw becomes
+  image weights (how often each id was drawn) and ``weights @ confusions``, so no resampled copy is built.
+* **interval and test are one statistic**: the percentile interval and the two-sided bootstrap p-value come from
+  the same draws of the same quantity, the interval being the inversion of the test (``percentile_interval``),
+  so the 95% CI excludes 0 exactly when p < 0.05.
+* **paired comparison** (the primary test): two models are paired by image id (ids scored by only one are dropped
+  and counted) and, with as many folds, by fold; the same draw is applied to both, and the statistic is the
+  difference of their fold-mean micro Dice. Over several datasets the draw is stratified by dataset (each
+  resampled within itself) and the differences are averaged with equal weight per dataset.
+* **secondary tests** on per-image Dice (each image's Dice averaged over the folds that tested it), labelled as
+  such wherever shown: the Wilcoxon signed-rank test (``scipy.stats.wilcoxon``, two-sided) and a sign-flip
+  permutation test of the mean difference (``scipy.stats.permutation_test``). They test another quantity (the
+  mean per-image Dice, not the micro Dice) and may disagree with the primary p.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -106,12 +109,18 @@ class FoldConfusions:
         take = np.array([position[i] for i in ids], dtype=int)
         return FoldConfusions(np.asarray(ids, dtype=str), self.confusion[:, take], self.tested[:, take])
 
-    def fold_dice(self, weights: np.ndarray) -> np.ndarray:
-        """(B,) fold-mean micro mDSC for (B, N) image weights."""
-        per_fold = np.stack([weighted_micro_dice(weights, c) for c in self.confusion])  # (F, B)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a draw may leave a fold without foreground
-            return np.nanmean(per_fold, axis=0)
+    @property
+    def n_folds(self) -> int:
+        return int(self.confusion.shape[0])
+
+    def fold_dice(self, weights: np.ndarray, fold_weights: np.ndarray | None = None) -> np.ndarray:
+        """(B,) fold-mean micro mDSC for (B, N) image weights; ``fold_weights`` (B, F) counts how often each fold
+        was drawn (None: every fold once)."""
+        per_fold = np.stack([weighted_micro_dice(weights, c) for c in self.confusion]).T  # (B, F)
+        fw = np.ones_like(per_fold) if fold_weights is None else np.asarray(fold_weights, np.float64)
+        fw = np.where(np.isnan(per_fold), 0.0, fw)  # a draw may leave a fold without foreground
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.nansum(per_fold * fw, axis=1) / fw.sum(axis=1)
 
     def image_dice(self) -> np.ndarray:
         """(N,) each image's Dice averaged over the folds that tested it."""
@@ -128,41 +137,83 @@ def _weights(indices: np.ndarray, n: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Interval:
+    """A bootstrap interval; for a difference also its dual p-value (``p``) and the bootstrap standard error."""
+
     low: float | None
     high: float | None
     method: str
+    p: float | None = None  # two-sided bootstrap p of "the quantity is 0", the dual of [low, high]
+    se: float | None = None  # standard deviation of the bootstrap distribution
+    n_resamples: int = 0  # draws with a defined value
 
     def covers(self, value: float) -> bool:
         return self.low is not None and self.low <= value <= self.high
 
+    @property
+    def excludes_zero(self) -> bool:
+        return self.low is not None and not self.covers(0.0)
 
-def bootstrap_ci(strata: Sequence[Callable[[np.ndarray], np.ndarray]], sizes: Sequence[int], *,
-                 n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0,
-                 method: str = "BCa") -> Interval:
-    """CI of ``mean_s strata[s](weights_s)`` where ``weights_s`` (B, sizes[s]) counts how often each image of
-    stratum ``s`` was drawn; strata are resampled independently (``scipy.stats.bootstrap``, ``paired=False``)."""
-    def statistic(*draws, axis=-1):
-        shape = np.shape(draws[0])[:-1]
-        values = [fn(_weights(d, n)) for fn, d, n in zip(strata, draws, sizes)]
-        return np.mean(values, axis=0).reshape(shape)
 
-    data = tuple(np.arange(n) for n in sizes)
+Statistic = Callable[[np.ndarray, np.ndarray | None], np.ndarray]  # (B, N) image weights, (B, F) fold weights
+
+
+def bootstrap_distribution(strata: Sequence[Statistic], sizes: Sequence[int], folds: Sequence[int], *,
+                           n_resamples: int = N_RESAMPLES, seed: int = 0, batch: int = 200) -> np.ndarray:
+    """(B,) draws of ``mean_s strata[s](image weights_s, fold weights_s)``, NaN draws dropped. Each stratum
+    (dataset) is resampled on its own: with several folds, first its folds with replacement, then its test
+    images (a two-stage bootstrap, so the fold-to-fold spread of training enters the interval); with one fold,
+    its images only."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for start in range(0, n_resamples, batch):
+        b = min(batch, n_resamples - start)
+        values = []
+        for fn, n, f in zip(strata, sizes, folds):
+            w = _weights(rng.integers(0, n, (b, n)), n)
+            fw = _weights(rng.integers(0, f, (b, f)), f) if f > 1 else None
+            values.append(fn(w, fw))
+        out.append(np.mean(values, axis=0))
+    draws = np.concatenate(out)
+    return draws[np.isfinite(draws)]
+
+
+def percentile_interval(draws: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(low, high, p) from bootstrap draws, built so that the interval excludes 0 exactly when p < 1 - confidence.
+
+    p = min(1, 2 min((#{d <= 0} + 1) / (B + 1), (#{d >= 0} + 1) / (B + 1))), the percentile bootstrap's
+    two-sided p-value with the +1 correction (Davison & Hinkley 1997, eq. 4.11). The interval is its inversion:
+    every d0 whose p(d0) >= alpha, i.e. the order statistics [d_(m), d_(B-m+1)] with m = ceil(alpha/2 (B+1)) - 1
+    (1-based; with too few draws for that, m < 1, every d0 passes and the interval is unbounded). So "the CI excludes
+    0" and "p < alpha" are the same statement."""
+    d = np.sort(np.asarray(draws, np.float64))
+    b = d.size
+    alpha = 1 - confidence
+    m = int(np.ceil(alpha / 2 * (b + 1) - 1e-9)) - 1
+    low, high = (d[m - 1], d[b - m]) if m >= 1 else (-np.inf, np.inf)
+    below, above = int(np.sum(d <= 0)), int(np.sum(d >= 0))
+    p = min(1.0, 2 * min(below + 1, above + 1) / (b + 1))
+    return float(low), float(high), p
+
+
+def bootstrap_ci(strata: Sequence[Statistic], sizes: Sequence[int], folds: Sequence[int] | None = None, *,
+                 n_resamples: int = N_RESAMPLES, confidence: float = CONFIDENCE, seed: int = 0) -> Interval:
+    """Percentile CI (and its dual p, see ``percentile_interval``) of the stratified statistic."""
+    folds = list(folds) if folds is not None else [1] * len(sizes)
     if min(sizes) < 2:
         return Interval(None, None, "too few images")
-    for how in dict.fromkeys((method, "percentile")):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # BCa on a degenerate draw warns and returns NaN: fall back
-            res = sps.bootstrap(data, statistic, n_resamples=n_resamples, confidence_level=confidence,
-                                method=how, vectorized=True, batch=100, rng=np.random.default_rng(seed))
-        low, high = res.confidence_interval
-        if np.isfinite(low) and np.isfinite(high):
-            return Interval(float(low), float(high), how)
-    return Interval(None, None, "undefined")
+    draws = bootstrap_distribution(strata, sizes, folds, n_resamples=n_resamples, seed=seed)
+    if draws.size < 0.9 * n_resamples:  # most draws undefined: no interval worth stating
+        return Interval(None, None, "undefined")
+    low, high, p = percentile_interval(draws, confidence)
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return Interval(None, None, "too few resamples")
+    how = "percentile, folds then images" if max(folds) > 1 else "percentile, images"
+    return Interval(low, high, how, p, float(np.std(draws, ddof=1)), int(draws.size))
 
 
 def dice_ci(model: FoldConfusions, **kw) -> Interval:
-    """95% bootstrap CI over test images of a model's fold-mean micro mDSC."""
-    return bootstrap_ci([model.fold_dice], [len(model.ids)], **kw)
+    """95% bootstrap CI of a model's fold-mean micro mDSC (folds, then test images)."""
+    return bootstrap_ci([model.fold_dice], [len(model.ids)], [model.n_folds], **kw)
 
 
 def paired(a: FoldConfusions, b: FoldConfusions) -> tuple[FoldConfusions, FoldConfusions]:
@@ -171,10 +222,19 @@ def paired(a: FoldConfusions, b: FoldConfusions) -> tuple[FoldConfusions, FoldCo
     return a.restrict(common), b.restrict(common)
 
 
+def _paired_statistic(a: FoldConfusions, b: FoldConfusions) -> tuple[Statistic, int]:
+    """Dice(a) - Dice(b) on the same drawn images; the same drawn folds when both have as many folds (fold k of
+    both used the same split), else each model's fold mean over all its folds."""
+    if a.n_folds == b.n_folds:
+        return (lambda w, fw: a.fold_dice(w, fw) - b.fold_dice(w, fw)), a.n_folds
+    return (lambda w, fw: a.fold_dice(w) - b.fold_dice(w)), 1
+
+
 def paired_delta_ci(pairs: Sequence[tuple[FoldConfusions, FoldConfusions]], **kw) -> Interval:
-    """CI of mean over strata (datasets) of Dice(a) - Dice(b), each pair already on common ids (``paired``)."""
-    fns = [lambda w, a=a, b=b: a.fold_dice(w) - b.fold_dice(w) for a, b in pairs]
-    return bootstrap_ci(fns, [len(a.ids) for a, _ in pairs], **kw)
+    """CI and dual p of the mean over strata (datasets, each weighted equally) of Dice(a) - Dice(b), each pair
+    already on common ids (``paired``); each dataset is resampled within itself."""
+    made = [_paired_statistic(a, b) for a, b in pairs]
+    return bootstrap_ci([fn for fn, _ in made], [len(a.ids) for a, _ in pairs], [f for _, f in made], **kw)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
-"""Everything the report and ``study summarize`` show, computed once: ``summarize(rows) -> StudySummary``, and the
-answer sentences built from it (``answers``, ``limitations``)."""
+"""Everything the report and ``study summarize`` show, computed once: ``summarize(rows) -> StudySummary`` (accuracy,
+verdicts of learning, comparisons, ranks over learned datasets, costs and the families' fronts); the answer
+sentences are built from it in ``segdeploy.study.answer`` (``answers`` here delegates), ``limitations`` here."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from segdeploy.study import stats
-from segdeploy.study.aggregate import (ALL_DATASETS, GENERAL, SPECIALIZED, Comparison, LrChoice, ModelAccuracy,
-                                       family_comparison, model_accuracy, rank_table, select_lr)
+from segdeploy.study.aggregate import (Comparison, LrChoice, ModelAccuracy, family_comparison, model_accuracy,
+                                       rank_table, select_lr)
 from segdeploy.study.cost import CostEntry, ShiftEntry, deployment_cost, shift_table
+from segdeploy.study.fronts import Config, Point, Tradeoff, tradeoff
 from segdeploy.study.published import LABEL, PublishedDice, canonical_dataset, join_costs
 from segdeploy.study.rows import StudyRow
+from segdeploy.study.verdict import Learned, judge
 
 
 @dataclass
@@ -27,6 +30,18 @@ class StudySummary:
     shift: list[ShiftEntry]
     published: list[PublishedDice] = field(default_factory=list)
     published_costs: list[tuple[CostEntry, PublishedDice]] = field(default_factory=list)
+    learned: dict[str, Learned] = field(default_factory=dict)  # dataset -> whether its models learned
+    tradeoffs: list[Tradeoff] = field(default_factory=list)  # per dataset x device: the families' fronts
+
+    @property
+    def learned_datasets(self) -> list[str]:
+        """Datasets whose models learned (or where it could not be tested): those pooled and ranked."""
+        return sorted(d for d, v in self.learned.items() if v.learned is not False)
+
+    def under_trained(self, dataset: str, model: str) -> list:
+        """The folds of ``model`` on ``dataset`` whose validation Dice was still rising at the end."""
+        v = self.learned.get(dataset)
+        return v.under_trained.get(model, []) if v else []
 
     @property
     def failures(self) -> list[StudyRow]:
@@ -48,11 +63,46 @@ def summarize(rows: Sequence[StudyRow], published: Sequence[PublishedDice] = (),
     measured = {canonical_dataset(a.dataset) for a in accs}
     if measured:  # a measured study shows published Dice only beside the same dataset's measured one
         joined = [(e, p) for e, p in joined if p.dataset in measured and canonical_dataset(e.dataset) == p.dataset]
+    by_dataset: dict[str, list[ModelAccuracy]] = {}
+    for a in accs:
+        by_dataset.setdefault(a.dataset, []).append(a)
+    learned = {d: judge(d, group, {a.model: a.refs for a in group}) for d, group in sorted(by_dataset.items())}
+    pooled = sorted(d for d, v in learned.items() if v.learned is not False)
     return StudySummary(
         rows=rows, choices=choices, accuracy=accs,
-        comparisons=family_comparison(accs, n_resamples=n_resamples, seed=seed, permutation=permutation),
-        ranks=rank_table(accs), costs=costs, shift=shift_table(rows, choices, accs), published=list(published),
-        published_costs=joined)
+        comparisons=family_comparison(accs, n_resamples=n_resamples, seed=seed, permutation=permutation,
+                                      pooled=pooled),
+        ranks=rank_table(accs, pooled), costs=costs, shift=shift_table(rows, choices, accs),
+        published=list(published), published_costs=joined, learned=learned,
+        tradeoffs=study_tradeoffs(costs, accs, joined))
+
+
+def study_tradeoffs(costs: Sequence[CostEntry], accs: Sequence[ModelAccuracy],
+                    published_costs: Sequence[tuple[CostEntry, PublishedDice]]) -> list[Tradeoff]:
+    """Per dataset x device, the families' accuracy–latency trade-off (``segdeploy.study.fronts``): on measured
+    Dice, or, where no Dice was measured, on published Dice (fp32 configurations only, the precision it was
+    published for)."""
+    groups: dict[tuple[str, str], list[Point]] = {}
+    for e in costs:
+        if e.dice is not None and e.p50_ms:
+            groups.setdefault((e.dataset, e.device), []).append(
+                Point(Config(e.model, e.backend, e.precision, e.device), e.family, e.dice, e.p50_ms, e.noisy))
+    if not groups:
+        for e, p in published_costs:
+            if e.precision == "fp32" and e.p50_ms:
+                groups.setdefault((p.dataset, e.device), []).append(
+                    Point(Config(e.model, e.backend, e.precision, e.device), e.family, p.dice, e.p50_ms, e.noisy,
+                          p.source, p.approx))
+    best_low = {}
+    for a in accs:
+        if a.dice is not None and (a.dataset not in best_low or a.dice > best_low[a.dataset][0]):
+            best_low[a.dataset] = (a.dice, a.ci.low if a.ci is not None else None)
+    out = []
+    for (dataset, device), points in sorted(groups.items()):
+        t = tradeoff(dataset, device, points, best_low.get(dataset, (None, None))[1])
+        if t is not None:
+            out.append(t)
+    return out
 
 
 def sig3(value: float | None) -> str:
@@ -82,100 +132,19 @@ def fmt_p(p: float | None) -> str:
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
 
 
-def _pm(value: float, std: float | None) -> str:
-    return f"{value:.3f}" + (f" ± {std:.3f}" if std is not None else "")
-
-
-def deployment_consequence(costs: Sequence[CostEntry], dataset: str, winner: str, loser: str) -> str | None:
-    """"on B P (device) W is N× faster ... than L": the configuration both ran where the winner is fastest among
-    those whose accuracy passes the 99% rule (fp32, or a lower precision that passes), else fastest overall."""
-    by_config: dict[tuple, dict[str, CostEntry]] = {}
-    for e in costs:
-        if e.dataset == dataset and e.model in (winner, loser) and e.p50_ms:
-            by_config.setdefault((e.device, e.backend, e.precision), {})[e.model] = e
-    shared = [(k, v) for k, v in by_config.items() if len(v) == 2]
-    if not shared:
-        return None
-    trusted = [(k, v) for k, v in shared if k[2] == "fp32" or v[winner].passes_99]
-    (device, backend, precision), pair = min(trusted or shared, key=lambda kv: kv[1][winner].p50_ms)
-    w, l_ = pair[winner], pair[loser]
-    ratio = l_.p50_ms / w.p50_ms
-    speed = f"{ratio:.2f}× faster" if ratio >= 1 else f"{1 / ratio:.2f}× slower"
-    text = f"at {precision} on {backend} ({device}) {winner} is {speed} (p50 {sig3(w.p50_ms)} vs {sig3(l_.p50_ms)} ms)"
-    if w.memory_mb and l_.memory_mb:
-        share = 1 - w.memory_mb / l_.memory_mb
-        amount = "as much" if abs(share) < 0.005 else f"{abs(share):.0%} {'less' if share >= 0 else 'more'}"
-        text += f" and uses {amount} memory ({sig3(w.memory_mb)} vs {sig3(l_.memory_mb)} MB)"
-    text += f" than {loser}"
-    if precision != "fp32" and w.passes_99 is None:
-        text += f" ({precision} accuracy not measured)"
-    return text
-
-
 @dataclass(frozen=True)
 class Answer:
     dataset: str
     text: str
     comparison: Comparison | None = None
-
-
-def _measured_answer(c: Comparison, costs: Sequence[CostEntry]) -> Answer:
-    g, s = c.general, c.specialized
-    if c.dataset == ALL_DATASETS:
-        head = (f"Over all datasets: best general {c.general_model} mean Dice {c.general_dice:.3f} vs best "
-                f"specialized {c.specialized_model} {c.specialized_dice:.3f}")
-    else:
-        head = (f"{c.dataset}: best general {c.general_model} Dice {_pm(g.dice, g.dice_std)} vs best specialized "
-                f"{c.specialized_model} {_pm(s.dice, s.dice_std)}")
-    text = f"{head}, Δ {c.delta:+.3f}"
-    if c.ci is not None and c.ci.low is not None:
-        text += f" [95% CI {c.ci.low:+.3f}, {c.ci.high:+.3f}]"
-    if c.test is not None:
-        text += f", {fmt_p(c.test.p_wilcoxon)} (Wilcoxon, {c.test.n} images)"
-    elif c.note:
-        text += f" ({c.note})"
-    if c.dataset != ALL_DATASETS:
-        winner, loser = ((c.general_model, c.specialized_model) if c.delta >= 0
-                         else (c.specialized_model, c.general_model))
-        consequence = deployment_consequence(costs, c.dataset, winner, loser)
-        if consequence:
-            text += f"; {consequence}"
-    return Answer(c.dataset, text + ".", c)
-
-
-def _published_answers(summary: StudySummary) -> list[Answer]:
-    out = []
-    datasets = sorted({p.dataset for _, p in summary.published_costs})
-    for dataset in datasets:
-        best: dict[str, PublishedDice] = {}
-        for entry, p in summary.published_costs:
-            if p.dataset == dataset and entry.family in (GENERAL, SPECIALIZED):
-                if entry.family not in best or p.dice > best[entry.family].dice:
-                    best[entry.family] = p
-        if len(best) < 2:
-            continue
-        g, s = best[GENERAL], best[SPECIALIZED]
-        text = (f"{dataset} ({LABEL}): best general {g.model} Dice {g.dice:.3f}{' (approx.)' if g.approx else ''} "
-                f"vs best specialized {s.model} {s.dice:.3f}{' (approx.)' if s.approx else ''}, "
-                f"Δ {g.dice - s.dice:+.3f} (published means: no CI, no test)")
-        winner, loser = (g.model, s.model) if g.dice >= s.dice else (s.model, g.model)
-        cost_datasets = {e.dataset for e, p in summary.published_costs if p.dataset == dataset}
-        for cost_dataset in sorted(cost_datasets):
-            consequence = deployment_consequence(summary.costs, cost_dataset, winner, loser)
-            if consequence:
-                text += f"; measured here {consequence}"
-                break
-        out.append(Answer(dataset, text + "."))
-    return out
+    verdict: str | None = None  # general | specialized | no detectable difference | not learned
 
 
 def answers(summary: StudySummary) -> list[Answer]:
-    """One sentence per dataset (then over all datasets): the comparison with numbers, CI and p, and what it
-    means for deployment; from the published table where nothing was measured."""
-    out = [_measured_answer(c, summary.costs) for c in summary.comparisons]
-    measured = {canonical_dataset(c.dataset) for c in summary.comparisons}
-    out += [a for a in _published_answers(summary) if a.dataset not in measured]  # cost-only studies
-    return out
+    """The verdict per dataset, then pooled, in words (``segdeploy.study.answer``)."""
+    from segdeploy.study.answer import answer_sentences
+
+    return answer_sentences(summary)
 
 
 def limitations(summary: StudySummary) -> str:
@@ -208,6 +177,12 @@ def limitations(summary: StudySummary) -> str:
         notes.append(f"Dice from the reference study is {LABEL} and belongs to its fp32 PyTorch models")
     if not summary.comparisons and not summary.published_costs:
         notes.append("no specialized-vs-general comparison (a family is missing)")
+    untested = sorted(d for d, v in summary.learned.items() if v.learned is None)
+    if untested:
+        notes.append(f"no trivial baseline recorded for {', '.join(untested)} (rows from an older bench): whether "
+                     "its models learned anything is not tested")
+    if any(v.under_trained for v in summary.learned.values()):
+        notes.append("some models were still improving when training stopped (marked under-trained)")
     if any(c.note for c in summary.comparisons):
         notes.append("some comparisons lack per-image data for a CI or test")
     if not notes:
