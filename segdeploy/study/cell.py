@@ -171,7 +171,7 @@ def _init_untrained(config: StudyConfig, cell: Cell, folder: Path):
     split = ds.split_info(**split_kw)
     # the ids export calibrates on (train) and checks parity with (test), recorded as training records them
     split["ids_sha256"] = write_splits(folder, {s: ds.split(s, **split_kw) for s in ("train", "val", "test")},
-                                       dataset=ds.name)
+                                       dataset=ds)
     meta = {"model": cell.model, "family": info.family, "run_name": folder.name, "num_classes": ds.num_classes,
             "classes": ds.classes, "in_chans": ds.in_chans, "img_size": config.img_size,
             "mean": [0.5] * ds.in_chans, "std": [0.5] * ds.in_chans, "fixed_size": info.fixed_size,

@@ -36,6 +36,91 @@ def _change_weights(run: Path) -> None:
     save_file(weights, str(run / "model.safetensors"))
 
 
+# -- bug 1: a renamed or copied dataset folder is still the run's dataset -----------------------------------------
+
+def _renamed_copy(trained_run: Path, dst: Path, *, delete: str = "train") -> tuple[Path, dict]:
+    """``cp -r DATA DATA2``, 6 new images (a new case), one recorded image of ``delete``'s split removed."""
+    import numpy as np
+    from PIL import Image
+
+    from segdeploy.data import open_dataset
+
+    copy = Path(shutil.copytree(open_dataset(DATA).root, dst))
+    rng = np.random.default_rng(0)
+    for k in range(6):
+        Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(copy / "images" / f"case900_slice{k}.png")
+        Image.fromarray(np.zeros((64, 64), np.uint8)).save(copy / "masks" / f"case900_slice{k}.png")
+    recorded = json.loads((trained_run / "splits.json").read_text())
+    gone = recorded[delete][0]
+    for folder in ("images", "masks"):
+        (copy / folder / f"{gone}.png").unlink()
+    return copy, recorded
+
+
+def _bench_on(run, data, results):
+    return cli("bench", run, "--data", data, "--device", "cpu", "--batch", "2", "--warmup", "0", "--duration", "0",
+               "--min-iters", "2", "--backends", "torch", "--precisions", "fp32", "--results", results)
+
+
+def test_a_renamed_copy_of_the_training_folder_is_scored_on_the_runs_test_ids_only(trained_run, tmp_path):
+    from segdeploy.data import open_dataset
+    from segdeploy.runs import load_run
+
+    copy, recorded = _renamed_copy(trained_run, tmp_path / "DATA2")
+    run = load_run(trained_run)
+    dataset = open_dataset(str(copy))
+    assert dataset.name not in run.meta.dataset.names()  # another name: matched by content
+    with pytest.warns(UserWarning, match="holds run .* images"):
+        ids = run.split_ids(dataset, "test")
+    assert ids == recorded["test"]
+    assert not set(ids) & set(recorded["train"] + recorded["val"])
+    results = tmp_path / "results.jsonl"
+    result = _bench_on(trained_run, copy, results)
+    assert result.exit_code == 0, result.output
+    (row,) = read_jsonl(results)
+    assert row["status"] == "ok" and row["n_images"] == len(recorded["test"]) and row["dataset"] == "DATA2"
+
+
+def test_a_renamed_copy_missing_a_recorded_test_image_is_refused(trained_run, tmp_path):
+    copy, recorded = _renamed_copy(trained_run, tmp_path / "DATA3", delete="test")
+    result = _bench_on(trained_run, copy, tmp_path / "results.jsonl")
+    assert_one_line_error(result, names=copy, says="recorded test images are no longer in dataset DATA3")
+    assert recorded["test"][0] in result.output
+
+
+def test_a_run_without_pixel_digests_falls_back_to_the_name_with_a_warning(run_copy, tmp_path):
+    from segdeploy.data import open_dataset
+    from segdeploy.runs import load_run
+
+    meta = json.loads((run_copy / "model.json").read_text())
+    del meta["split"]["ids_sha256"]["pixels"]  # as a run trained before the digests were recorded
+    (run_copy / "model.json").write_text(json.dumps(meta))
+    copy, _ = _renamed_copy(run_copy, tmp_path / "DATA4")
+    meta = json.loads((copy / "meta.json").read_text())
+    del meta["group_regex"]  # a per-image split: five cases are too few for the default k of another dataset
+    (copy / "meta.json").write_text(json.dumps(meta))
+    dataset = open_dataset(str(copy))
+    with pytest.warns(UserWarning, match="records no pixel digests"):
+        ids = load_run(run_copy).split_ids(dataset, "test")
+    assert ids == dataset.split("test")  # today's behaviour: the folder's own split
+
+
+def test_another_dataset_that_reuses_the_ids_is_not_the_runs(trained_run, tmp_path):
+    """Same ids, other pixels: a dataset of its own (its own split), not refused for the run's missing test ids."""
+    import numpy as np
+    from PIL import Image
+
+    from segdeploy.data import open_dataset
+    from segdeploy.runs import load_run
+
+    other = Path(shutil.copytree(open_dataset(DATA).root, tmp_path / "other"))
+    for path in (other / "images").iterdir():
+        image = np.asarray(Image.open(path))
+        Image.fromarray((255 - image).astype(np.uint8)).save(path)
+    dataset = open_dataset(str(other))
+    assert load_run(trained_run).split_ids(dataset, "test") == dataset.split("test")
+
+
 # -- bug 2: ONNX files of another checkpoint ---------------------------------------------------------------------
 
 def test_onnx_of_an_earlier_checkpoint_is_refused_naming_the_re_export(exported_copy, tmp_path):
