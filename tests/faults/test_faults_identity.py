@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
+import warnings
 from pathlib import Path
 
 import pytest
@@ -50,11 +52,19 @@ def _renamed_copy(trained_run: Path, dst: Path, *, delete: str = "train") -> tup
     for k in range(6):
         Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(copy / "images" / f"case900_slice{k}.png")
         Image.fromarray(np.zeros((64, 64), np.uint8)).save(copy / "masks" / f"case900_slice{k}.png")
+    _per_image_split(copy)
     recorded = json.loads((trained_run / "splits.json").read_text())
     gone = recorded[delete][0]
     for folder in ("images", "masks"):
         (copy / folder / f"{gone}.png").unlink()
     return copy, recorded
+
+
+def _per_image_split(folder: Path) -> None:
+    """No group_regex: the folder's own default split (k = 5) exists for a few cases, as on a real dataset."""
+    meta = json.loads((folder / "meta.json").read_text())
+    del meta["group_regex"]
+    (folder / "meta.json").write_text(json.dumps(meta))
 
 
 def _bench_on(run, data, results):
@@ -70,10 +80,12 @@ def test_a_renamed_copy_of_the_training_folder_is_scored_on_the_runs_test_ids_on
     run = load_run(trained_run)
     dataset = open_dataset(str(copy))
     assert dataset.name not in run.meta.dataset.names()  # another name: matched by content
-    with pytest.warns(UserWarning, match="holds run .* images"):
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         ids = run.split_ids(dataset, "test")
+    assert not set(ids) & set(recorded["train"] + recorded["val"])  # before: 3 of 6 were training images
     assert ids == recorded["test"]
-    assert not set(ids) & set(recorded["train"] + recorded["val"])
+    assert any(re.search("holds run .* images", str(w.message)) for w in caught)
     results = tmp_path / "results.jsonl"
     result = _bench_on(trained_run, copy, results)
     assert result.exit_code == 0, result.output
@@ -96,9 +108,6 @@ def test_a_run_without_pixel_digests_falls_back_to_the_name_with_a_warning(run_c
     del meta["split"]["ids_sha256"]["pixels"]  # as a run trained before the digests were recorded
     (run_copy / "model.json").write_text(json.dumps(meta))
     copy, _ = _renamed_copy(run_copy, tmp_path / "DATA4")
-    meta = json.loads((copy / "meta.json").read_text())
-    del meta["group_regex"]  # a per-image split: five cases are too few for the default k of another dataset
-    (copy / "meta.json").write_text(json.dumps(meta))
     dataset = open_dataset(str(copy))
     with pytest.warns(UserWarning, match="records no pixel digests"):
         ids = load_run(run_copy).split_ids(dataset, "test")
@@ -117,6 +126,7 @@ def test_another_dataset_that_reuses_the_ids_is_not_the_runs(trained_run, tmp_pa
     for path in (other / "images").iterdir():
         image = np.asarray(Image.open(path))
         Image.fromarray((255 - image).astype(np.uint8)).save(path)
+    _per_image_split(other)
     dataset = open_dataset(str(other))
     assert load_run(trained_run).split_ids(dataset, "test") == dataset.split("test")
 
@@ -232,3 +242,68 @@ def test_a_full_disk_in_a_study_says_to_re_run_the_study(tmp_path, monkeypatch):
     assert "No space left on device" in row["reason"]
     assert f"segdeploy study run {study} --out {out}" in row["reason"], row["reason"]
     assert "--restart" not in row["reason"] and "--resume" not in row["reason"]
+
+
+# -- bug 5: a study's dataset changed between two runs -----------------------------------------------------------
+
+def _fake_cells(monkeypatch, ran: list):
+    """Cells that finish at once with one ok row each (the study machinery around them is real)."""
+    from segdeploy.study.cell import CellOutcome
+    from segdeploy.study.executors import local
+
+    def run_cell(config, cell, study_dir):
+        ran.append(cell.cell_id)
+        (Path(study_dir) / "cells" / cell.cell_id).mkdir(parents=True, exist_ok=True)
+        row = {"study": cell.study_field(), "backend": "torch", "precision": "fp32", "status": "ok", "dice": 0.5,
+               "val_dice": 0.5, "dataset": cell.dataset_name}
+        return CellOutcome(cell.cell_id, "ok", [row], 0.0, "done")
+
+    monkeypatch.setattr(local, "run_cell", run_cell)
+
+
+def test_a_study_refuses_a_dataset_changed_between_runs_unless_forced(tmp_path, monkeypatch):
+    import numpy as np
+    from PIL import Image
+
+    from segdeploy.data import open_dataset
+    from segdeploy.study.runner import run_study
+
+    data = Path(shutil.copytree(open_dataset(DATA).root, tmp_path / "data" / "echo"))
+    study = tmp_path / "s.toml"
+    study.write_text(f'models = ["unet-tiny"]\ndatasets = ["{data}"]\nk = 2\nfolds = [0, 1]\nlr = [1e-3]\n'
+                     'epochs = 1\nimg_size = 64\nbackends = ["torch"]\nprecisions = ["fp32"]\n')
+    out, ran = tmp_path / "out", []
+    _fake_cells(monkeypatch, ran)
+    assert run_study(study, out).ok == 2 and len(ran) == 2
+    assert run_study(study, out).done_before == 2 and len(ran) == 2  # unchanged: nothing redone
+
+    for k in range(6):  # a new case, and one image deleted
+        Image.fromarray(np.full((64, 64), 40 * k, np.uint8)).save(data / "images" / f"case900_slice{k}.png")
+        Image.fromarray(np.zeros((64, 64), np.uint8)).save(data / "masks" / f"case900_slice{k}.png")
+    for folder in ("images", "masks"):
+        (data / folder / "case001_slice3.png").unlink()
+    result = cli("study", "run", study, "--out", out)
+    assert_one_line_error(result, names=study, says=f"dataset {data} changed since this study was planned")
+    assert "6 added (case900_slice0, case900_slice1, case900_slice2, ...)" in result.output
+    assert "1 removed (case001_slice3)" in result.output and "--force" in result.output
+    assert len(ran) == 2 and len(read_jsonl(out / "results.jsonl")) == 2  # nothing ran, nothing dropped
+
+    again = run_study(study, out, force=True)  # the cells trained on it are redone
+    assert (again.done_before, again.ok) == (0, 2) and len(ran) == 4
+    assert run_study(study, out).done_before == 2  # the new content is the plan's now
+
+
+def test_a_modified_image_is_named(tmp_path, monkeypatch):
+    from segdeploy.data import open_dataset
+    from segdeploy.study.runner import run_study
+
+    data = Path(shutil.copytree(open_dataset(DATA).root, tmp_path / "data" / "echo"))
+    study = tmp_path / "s.toml"
+    study.write_text(f'models = ["unet-tiny"]\ndatasets = ["{data}"]\nk = 2\nfolds = [0]\nlr = [1e-3]\n'
+                     'epochs = 1\nimg_size = 64\nbackends = ["torch"]\nprecisions = ["fp32"]\n')
+    _fake_cells(monkeypatch, [])
+    run_study(study, tmp_path / "out")
+    mask = data / "masks" / "case002_slice1.png"
+    mask.write_bytes(mask.read_bytes() + b"\0")  # same pixels for PIL, other bytes: the file changed
+    with pytest.raises(Exception, match=r"1 modified \(case002_slice1\)"):
+        run_study(study, tmp_path / "out")
