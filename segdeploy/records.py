@@ -108,7 +108,8 @@ class SplitRecord(_JsonRecord):
     """How the run's splits were made (``SegDataset.split_info``): the arguments that reproduce them
     (``seed, k, fold, group_regex``; None where a split.json decided), the method and the counts.
     ``ids_sha256`` (split name -> sha256 of its id list, :func:`segdeploy.run_splits.ids_sha256`) seals the ids
-    recorded in the run's ``splits.json``; None in runs trained before ids were recorded."""
+    recorded in the run's ``splits.json`` (and its key ``pixels`` the images' pixel digests there, where recorded);
+    None in runs trained before ids were recorded."""
 
     method: str | None = None
     seed: int | None = None

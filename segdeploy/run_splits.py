@@ -7,7 +7,15 @@ writes the id lists once, before the first checkpoint, and ``model.json``'s ``sp
 ``bench``, ``export`` (parity on test ids, INT8 calibration on train ids) and ``cam`` read them back through
 ``Run.split_ids``.
 
-The rules, on the dataset the run was trained on (by name, as ``model.json`` records it):
+Which dataset is the run's: the one ``model.json`` names, *or any folder that holds the run's images*. A renamed
+or copied folder gets another name, and matching by name alone gave it a fresh seeded split whose "test" images
+were partly the run's training images. So training also records each id's pixel digest
+(``segdeploy.data.fingerprint.pixel_digest``, in ``splits.json``'s ``pixels``, sealed by
+``split.ids_sha256["pixels"]``), and a dataset of another name in which one of the run's recorded ids has the
+recorded pixels is the run's dataset (a warning says so). Runs trained before pixel digests were recorded are
+matched by name only, with a warning where the folder shares ids with the run's splits.
+
+The rules, on the dataset the run was trained on:
 
 - The recorded ids are used, in their recorded order, minus those the folder no longer has. Images added since
   training are in none of the run's splits and are never scored as its test images (a warning counts them).
@@ -46,16 +54,30 @@ def _few(ids: list[str], n: int = 5) -> str:
     return ", ".join(ids[:n]) + (f", ... ({len(ids) - n} more)" if len(ids) > n else "")
 
 
-def write_splits(run_dir: str | Path, splits: dict[str, list[str]], *, dataset: str) -> dict[str, str]:
-    """Write ``RUN_DIR/splits.json`` (atomically) and return ``{split: sha256}`` for ``model.json``."""
+def pixels_sha256(pixels: dict[str, str]) -> str:
+    return hashlib.sha256(json.dumps(pixels, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def write_splits(run_dir: str | Path, splits: dict[str, list[str]], *, dataset) -> dict[str, str]:
+    """Write ``RUN_DIR/splits.json`` (atomically): the ids of each split of ``dataset`` (a ``SegDataset``) and each
+    id's pixel digest; return the seals for ``model.json``'s ``split.ids_sha256`` (``{split: sha256}`` and
+    ``pixels``). A ``dataset`` given by name only (no images to read) records no pixel digests."""
+    from segdeploy.data.fingerprint import PIXELS_METHOD, pixel_digests
+
     lists = {name: list(splits[name]) for name in SPLIT_NAMES}
-    atomic_write_json(Path(run_dir) / SPLITS_FILE, {"schema": SPLITS_SCHEMA, "dataset": dataset, **lists})
-    return {name: ids_sha256(ids) for name, ids in lists.items()}
+    seals = {name: ids_sha256(ids) for name, ids in lists.items()}
+    record: dict = {"schema": SPLITS_SCHEMA, "dataset": getattr(dataset, "name", dataset), **lists}
+    if not isinstance(dataset, str):
+        pixels = pixel_digests({i: dataset.image_path(i) for name in SPLIT_NAMES for i in lists[name]})
+        record["pixels"] = {"method": PIXELS_METHOD, "sha256": pixels}
+        seals["pixels"] = pixels_sha256(pixels)
+    atomic_write_json(Path(run_dir) / SPLITS_FILE, record)
+    return seals
 
 
-def record_splits(run_dir: str | Path, splits: dict[str, list[str]], *, dataset: str, resume: bool) -> dict[str, str]:
-    """Training's side: a new run writes its ids; a resumed one must still have the ids it started with
-    (otherwise the folder changed mid-run and validation would now score other images)."""
+def record_splits(run_dir: str | Path, splits: dict[str, list[str]], *, dataset, resume: bool) -> dict[str, str]:
+    """Training's side: a new run writes its ids (``dataset``: the ``SegDataset``); a resumed one must still have
+    the ids it started with (otherwise the folder changed mid-run and validation would now score other images)."""
     path = Path(run_dir) / SPLITS_FILE
     if resume and path.is_file():
         recorded = _read(path)
@@ -64,7 +86,9 @@ def record_splits(run_dir: str | Path, splits: dict[str, list[str]], *, dataset:
             raise SegdeployError(f"the dataset folder changed since this run started: its {', '.join(moved)} "
                                  f"split(s) are no longer the ids recorded in {SPLITS_FILE}.", path=path,
                                  fix="restore the dataset folder as it was, or train a new run into another --out.")
-        return {name: ids_sha256(recorded[name]) for name in SPLIT_NAMES}
+        seals = {name: ids_sha256(recorded[name]) for name in SPLIT_NAMES}
+        pixels = _read_pixels(path)
+        return seals if pixels is None else {**seals, "pixels": pixels_sha256(pixels)}
     return write_splits(run_dir, splits, dataset=dataset)
 
 
@@ -74,6 +98,26 @@ def _read(path: Path) -> dict[str, list[str]]:
         raise SegdeployError(f"not a split record (needs lists {', '.join(SPLIT_NAMES)}).", path=path,
                              fix="restore the splits.json that training wrote (copy the whole run folder).")
     return {name: [str(i) for i in data[name]] for name in SPLIT_NAMES}
+
+
+def _read_pixels(path: Path) -> dict[str, str] | None:
+    pixels = (read_json(path).get("pixels") or {}).get("sha256")
+    return {str(k): str(v) for k, v in pixels.items()} if isinstance(pixels, dict) else None
+
+
+def read_pixels(run) -> dict[str, str] | None:
+    """The run's recorded ``{id: pixel digest}``, checked against ``model.json``; None for a run trained before
+    they were recorded."""
+    sealed = (run.meta.split.ids_sha256 or {}).get("pixels")
+    if not sealed or read_splits(run) is None:
+        return None
+    path = Path(run.dir) / SPLITS_FILE
+    pixels = _read_pixels(path)
+    if pixels is None or pixels_sha256(pixels) != sealed:
+        raise SegdeployError("the images' pixel digests do not match the sha256 recorded in model.json (edited, or "
+                             "from another run).", path=path,
+                             fix="restore the run's splits.json (copy the whole run folder), or retrain.")
+    return pixels
 
 
 def read_splits(run) -> dict[str, list[str]] | None:
@@ -96,7 +140,57 @@ def read_splits(run) -> dict[str, list[str]] | None:
 
 
 def trained_on(run, dataset) -> bool:
-    return dataset.name in run.meta.dataset.names()
+    """Whether ``dataset`` is the run's training dataset: by the name ``model.json`` records, or by content (one of
+    the run's recorded ids with its recorded pixels, whatever the folder is called now)."""
+    if dataset.name in run.meta.dataset.names():
+        return True
+    recorded = read_splits(run)
+    if recorded is None:
+        warn(f"run {run.name} records neither its split ids nor its images' digests (trained before they were "
+             f"recorded): dataset {dataset.name} is taken to be another dataset because its name differs from "
+             f"{run.meta.dataset.name or run.meta.dataset.spec}; if it is a copy of the training folder, its split "
+             "may hold training images. Retrain to record them.", path=run.dir)
+        return False
+    have = set(dataset.ids)
+    shared = [i for name in SPLIT_NAMES for i in recorded[name] if i in have]  # train ids first
+    pixels = read_pixels(run)
+    if pixels is None:
+        if shared:
+            warn(f"dataset {dataset.name} has {len(shared)} of the ids recorded for run {run.name}'s splits "
+                 f"({_few(shared)}), but the run records no pixel digests (trained before they were recorded), so "
+                 "it is matched by name only and scored on its own split, which may hold the run's training "
+                 "images. Retrain to record them.", path=run.dir)
+        return False
+    match = _first_same_image(dataset, [i for i in shared if i in pixels], pixels)
+    if match is None:
+        return False
+    warn(f"dataset {dataset.name} holds run {run.name}'s images (e.g. {match}, pixel for pixel) under another name "
+         f"than {run.meta.dataset.name or run.meta.dataset.spec}: it is scored as the run's training dataset, on "
+         "its recorded splits.", path=dataset.root)
+    return True
+
+
+def _first_same_image(dataset, ids: list[str], pixels: dict[str, str], chunk: int = 32) -> str | None:
+    """The first of ``ids`` whose image in ``dataset`` has the recorded pixels (decoding a chunk at a time: a copy
+    of the training folder matches at once; another dataset that reuses the ids is read through once)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from segdeploy.data.fingerprint import pixel_digest
+
+    def digest(i: str) -> str | None:
+        try:
+            return pixel_digest(dataset.image_path(i))
+        except (OSError, ValueError, SyntaxError):  # unreadable: not the run's image (scoring it reports why)
+            return None
+
+    for start in range(0, len(ids), chunk):
+        part = ids[start:start + chunk]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            digests = dict(zip(part, pool.map(digest, part)))
+        same = next((i for i in part if digests[i] == pixels[i]), None)
+        if same is not None:
+            return same
+    return None
 
 
 def split_ids(run, dataset, split: str, *, allow_missing: bool = False) -> list[str]:

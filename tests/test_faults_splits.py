@@ -75,7 +75,7 @@ def _scored_ids(run, data, results, **kwargs) -> list[str]:
 
 
 def test_training_records_the_split_ids_sealed_in_model_json(trained):
-    from segdeploy.run_splits import SPLITS_FILE, ids_sha256
+    from segdeploy.run_splits import SPLITS_FILE, ids_sha256, pixels_sha256
     from segdeploy.runs import load_run
 
     run_dir, _, splits = trained
@@ -83,7 +83,10 @@ def test_training_records_the_split_ids_sealed_in_model_json(trained):
     assert {s: recorded[s] for s in splits} == splits
     assert not set(splits["test"]) & (set(splits["train"]) | set(splits["val"]))
     meta = load_run(run_dir).meta
-    assert meta.split.ids_sha256 == {s: ids_sha256(ids) for s, ids in splits.items()}
+    pixels = recorded["pixels"]["sha256"]  # each id's pixel digest, sealed too: the dataset is known by content
+    assert sorted(pixels) == sorted(i for ids in splits.values() for i in ids)
+    assert meta.split.ids_sha256 == {**{s: ids_sha256(ids) for s, ids in splits.items()},
+                                     "pixels": pixels_sha256(pixels)}
     assert meta.split.counts == {s: len(ids) for s, ids in splits.items()}
 
 

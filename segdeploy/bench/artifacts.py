@@ -13,7 +13,9 @@ another calibration) the next ``bench`` must measure the new file, not return th
   TensorRT version, GPU, profile and build time), when that record was built from today's ONNX file; None before
   the engine exists or when it is stale, as ``load`` then (re)builds it and the row records the new one.
 
-None means no artifact exists (yet): the configuration is unavailable, or the backend is not one of these.
+None means no artifact exists (yet): the configuration is unavailable, or the backend is not one of these; also
+for ONNX files (and engines built from them) exported from another checkpoint than today's ``model.safetensors``
+(``segdeploy.engines.integrity``): a row stored for them is not this run's any more, and loading them fails the row.
 Hashes are read from the files, not from the manifest, so a file replaced after export is not mistaken for the
 one measured. Each file is hashed once per process while its inode, size and times stay the same.
 """
@@ -72,17 +74,22 @@ def artifact_sha256(run, backend: str, precision: str) -> str | None:
 
     if backend in TORCH_BACKENDS:
         return file_sha256(Path(run.dir) / WEIGHTS)
+    from segdeploy.engines.integrity import checkpoint_changed
+
     if backend in ONNX_BACKENDS:
         from segdeploy.engines import onnx_for_backend
 
         if backend.startswith("openvino"):
             precision = _ONNX_PRECISION.get(precision, precision)
+        if checkpoint_changed(run, precision):
+            return None
         return onnx_sha256(onnx_for_backend(run, precision, backend)[0])
     if backend == "tensorrt":
         from segdeploy.engines.trt_build import engine_path, record_path
 
         record, onnx = record_path(run.dir, precision), onnx_sha256(onnx_path(run.dir, precision))
-        if onnx is None or not (record.is_file() and engine_path(run.dir, precision).is_file()):
+        if onnx is None or checkpoint_changed(run, precision) or not (record.is_file()
+                                                                      and engine_path(run.dir, precision).is_file()):
             return None
         try:
             built = json.loads(record.read_text(encoding="utf-8"))

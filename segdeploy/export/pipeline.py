@@ -136,10 +136,11 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
     model.int8.onnx and always written); the int8 entry's ``forms`` says which file each backend loads.
     """
     from segdeploy.errors import describe_error
-    from segdeploy.export.onnx_export import ExportFailed, export_onnx, remove_onnx
+    from segdeploy.export.onnx_export import ExportFailed, export_onnx
     from segdeploy.export.precision import convert_fp16
-    from segdeploy.export.quantize import INT8_FORMS, qdq_report, quantize_int8
-    from segdeploy.runs import load_run, onnx_path
+    from segdeploy.export.quantize import qdq_report, quantize_int8
+    from segdeploy.fileio import sha256_file
+    from segdeploy.runs import WEIGHTS, load_run, onnx_path
 
     precisions = _check_args(precisions, calib_images, calib_method, parity_images, opset)
     int8_forms = _check_forms(int8_forms)
@@ -153,66 +154,90 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
     calib_seed = int(meta.seed or 0)  # the run's seed (a split.json split records none)
     calib_batch = load_images(run, "train", calib_images, seed=calib_seed) if "int8" in precisions else None
 
+    # the checkpoint the files are exported from: bench refuses them once model.safetensors has changed
+    checkpoint = sha256_file(run.dir / WEIGHTS)
     entries: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory(prefix="segdeploy-export-") as tmp:
-        # fp16 and int8 derive from the fp32 graph; when fp32 is not asked for it is exported to a scratch file
-        fp32_file = onnx_path(run.dir, "fp32") if "fp32" in precisions else Path(tmp) / "model.fp32.onnx"
-        step("fp32", "exporting")
-        try:
-            export_info = export_onnx(model, fp32_file, run.input_shape, opset=opset)
-            fp32_error = None
-        except ExportFailed as e:  # both exporters' reasons, without the (maybe scratch) file name
-            export_info, fp32_error = {}, e.message
-        except Exception as e:
-            export_info, fp32_error = {}, describe_error(e)
-
-        for precision in precisions:
-            path = onnx_path(run.dir, precision)
-            entry: dict = {"status": "ok", "created": now(), **export_info}
+    started: list[str] = []  # precisions whose files this export may have begun to write
+    try:
+        with tempfile.TemporaryDirectory(prefix="segdeploy-export-") as tmp:
+            # fp16 and int8 derive from the fp32 graph; when fp32 is not asked for it is exported to a scratch file
+            fp32_file = onnx_path(run.dir, "fp32") if "fp32" in precisions else Path(tmp) / "model.fp32.onnx"
+            step("fp32", "exporting")
+            started += ["fp32"] if "fp32" in precisions else []
             try:
-                if fp32_error:
-                    raise PrecisionFailed(fp32_error if precision == "fp32"
-                                          else f"the fp32 export failed: {fp32_error}")
-                if precision == "fp16":
-                    step(precision, "converting")
-                    entry.update(convert_fp16(fp32_file, path))
-                elif precision == "int8":
-                    step(precision, f"calibrating on {len(calib_batch)} training images ({calib_method})")
-                    entry.update(quantize_int8(fp32_file, path, calib_batch, calib_method))
-                    entry["calibration"].update(split="train", seed=calib_seed)
-                    if int8_auto:
-                        from segdeploy.export.int8_auto import int8_auto as keep_accuracy
+                export_info = export_onnx(model, fp32_file, run.input_shape, opset=opset)
+                fp32_error = None
+            except ExportFailed as e:  # both exporters' reasons, without the (maybe scratch) file name
+                export_info, fp32_error = {}, e.message
+            except Exception as e:
+                export_info, fp32_error = {}, describe_error(e)
 
-                        step(precision, "checking INT8 accuracy on validation images (--int8-auto)")
-                        from segdeploy.data import open_dataset
+            for precision in precisions:
+                path = onnx_path(run.dir, precision)
+                started.append(precision)
+                entry: dict = {"status": "ok", "created": now(), "checkpoint_sha256": checkpoint, **export_info}
+                try:
+                    if fp32_error:
+                        raise PrecisionFailed(fp32_error if precision == "fp32"
+                                              else f"the fp32 export failed: {fp32_error}")
+                    if precision == "fp16":
+                        step(precision, "converting")
+                        entry.update(convert_fp16(fp32_file, path))
+                    elif precision == "int8":
+                        step(precision, f"calibrating on {len(calib_batch)} training images ({calib_method})")
+                        entry.update(quantize_int8(fp32_file, path, calib_batch, calib_method))
+                        entry["calibration"].update(split="train", seed=calib_seed)
+                        if int8_auto:
+                            from segdeploy.export.int8_auto import int8_auto as keep_accuracy
 
-                        dataset = open_dataset(meta.dataset.open_spec(), class_map=meta.dataset.class_map)
-                        val_ids = run.split_ids(dataset, "val")[:max(calib_images, 16)]
-                        entry["int8_auto"] = keep_accuracy(
-                            fp32_file, path, calib_batch, dataset, val_ids, img_size=meta.img_size,
-                            mean=meta.mean, std=meta.std, num_classes=meta.num_classes,
-                            method=calib_method, target=int8_target)
-                    entry["qdq"] = qdq_report(path)
-                    if not entry["qdq"]["all_zero_points_zero"]:
-                        raise PrecisionFailed("the Q/DQ model has non-zero zero-points, which TensorRT rejects")
-                step(precision, "checking parity")
-                entry.update(_file_entry(run.dir, path, model, parity_batch))
-                if precision == "int8":
-                    step(precision, f"other forms: {', '.join(int8_forms[1:]) or 'none'}")
-                    excluded = (entry.get("int8_auto") or {}).get("excluded_nodes") or []
-                    entry["forms"] = _int8_forms_entry(run, fp32_file, calib_batch, calib_method, int8_forms,
-                                                       excluded, model, parity_batch)
-            except Exception as e:  # one precision failing must not stop the others
-                reason = str(e) if isinstance(e, PrecisionFailed) else describe_error(e)
-                entry.update(status="failed", error=reason, file=None)
-                remove_onnx(path)  # a stale file must not be mistaken for this export
-                if precision == "int8":
-                    for form in INT8_FORMS:  # the other forms derive from the failed one
-                        if form != DEFAULT_INT8_FORM:
-                            remove_onnx(onnx_path(run.dir, "int8", form))
-            entries[precision] = entry
-            step(precision, "done")
+                            step(precision, "checking INT8 accuracy on validation images (--int8-auto)")
+                            from segdeploy.data import open_dataset
 
+                            dataset = open_dataset(meta.dataset.open_spec(), class_map=meta.dataset.class_map)
+                            val_ids = run.split_ids(dataset, "val")[:max(calib_images, 16)]
+                            entry["int8_auto"] = keep_accuracy(
+                                fp32_file, path, calib_batch, dataset, val_ids, img_size=meta.img_size,
+                                mean=meta.mean, std=meta.std, num_classes=meta.num_classes,
+                                method=calib_method, target=int8_target)
+                        entry["qdq"] = qdq_report(path)
+                        if not entry["qdq"]["all_zero_points_zero"]:
+                            raise PrecisionFailed("the Q/DQ model has non-zero zero-points, which TensorRT rejects")
+                    step(precision, "checking parity")
+                    entry.update(_file_entry(run.dir, path, model, parity_batch))
+                    if precision == "int8":
+                        step(precision, f"other forms: {', '.join(int8_forms[1:]) or 'none'}")
+                        excluded = (entry.get("int8_auto") or {}).get("excluded_nodes") or []
+                        entry["forms"] = _int8_forms_entry(run, fp32_file, calib_batch, calib_method, int8_forms,
+                                                           excluded, model, parity_batch)
+                except Exception as e:  # one precision failing must not stop the others
+                    reason = str(e) if isinstance(e, PrecisionFailed) else describe_error(e)
+                    entry.update(status="failed", error=reason, file=None)
+                    _remove_precision(run, precision)  # a stale file must not be mistaken for this export
+                entries[precision] = entry
+                step(precision, "done")
+    except BaseException:  # Ctrl-C, a kill, a crash: what this export wrote is recorded or removed, never left
+        for precision in dict.fromkeys(started):
+            if precision not in entries:
+                _remove_precision(run, precision)
+        if entries:
+            _write_manifest(run, manifest, entries)
+        raise
+    return _write_manifest(run, manifest, entries)
+
+
+def _remove_precision(run, precision: str) -> None:
+    from segdeploy.export.onnx_export import remove_onnx
+    from segdeploy.export.quantize import INT8_FORMS
+    from segdeploy.runs import onnx_path
+
+    remove_onnx(onnx_path(run.dir, precision))
+    if precision == "int8":
+        for form in INT8_FORMS:  # the other forms derive from the int8 file
+            if form != DEFAULT_INT8_FORM:
+                remove_onnx(onnx_path(run.dir, "int8", form))
+
+
+def _write_manifest(run, manifest: dict, entries: dict[str, dict]) -> dict:
     manifest.update(manifest_header(run))
     manifest["precisions"] = {**manifest.get("precisions", {}), **entries}
     write_manifest(run.dir, manifest)

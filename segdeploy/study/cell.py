@@ -10,6 +10,7 @@ skips Grad-CAM. Any exception becomes one ``failed`` row with the stage and the 
 
 from __future__ import annotations
 
+import errno
 import os
 import socket
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from segdeploy.errors import SegdeployError
+from segdeploy.errors import SegdeployError, WriteFailed
 from segdeploy.fileio import atomic_write_json, atomic_write_text
 from segdeploy.study.config import CrossTarget, StudyConfig
 from segdeploy.study.plan import CELL_RECORD, STATUS, Cell, cell_dir, fingerprint, train_fingerprint
@@ -92,10 +93,23 @@ def run_cell(config: StudyConfig, cell: Cell, study_dir: str | Path) -> CellOutc
         status, reason = "ok", None
     except Exception as e:  # noqa: BLE001 -- one broken cell must not end the study
         reason = str(e) if isinstance(e, SegdeployError) else f"{type(e).__name__}: {e}"
+        if isinstance(e, WriteFailed):  # train/export/bench say how to go on by hand; in a study, the study does
+            reason = str(WriteFailed(e.message, path=e.path, fix=rerun_fix(config, study_dir)))
+        elif isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            reason = str(WriteFailed(f"cannot write ({e.strerror}).", path=e.filename,
+                                     fix=rerun_fix(config, study_dir)))
         atomic_write_text(folder / "error.txt", f"stage {stage}\n{traceback.format_exc()}")
         rows = [failed_row(config, cell, stage, reason)]
         status = "failed"
     return CellOutcome(cell.cell_id, status, rows, time.perf_counter() - t0, stage, reason)
+
+
+def rerun_fix(config: StudyConfig, study_dir: str | Path) -> str:
+    """The way on after a full disk (or a read-only folder) in a cell: the study resumes or restarts the cell's
+    training by itself (``_train``), so neither ``train --resume`` nor ``--restart`` is the user's step."""
+    study = config.path or "STUDY.toml"
+    return (f"free disk space (or fix the permissions), then re-run the study: segdeploy study run {study} --out "
+            f"{study_dir} (finished cells are kept; this one continues from what it saved).")
 
 
 def _tag(row: dict, cell: Cell, val_dice: float | None, *, target: str) -> dict:
@@ -178,7 +192,7 @@ def _init_untrained(config: StudyConfig, cell: Cell, folder: Path):
     split = ds.split_info(**split_kw)
     # the ids export calibrates on (train) and checks parity with (test), recorded as training records them
     split["ids_sha256"] = write_splits(folder, {s: ds.split(s, **split_kw) for s in ("train", "val", "test")},
-                                       dataset=ds.name)
+                                       dataset=ds)
     meta = {"model": cell.model, "family": info.family, "run_name": folder.name, "num_classes": ds.num_classes,
             "classes": ds.classes, "in_chans": ds.in_chans, "img_size": config.img_size,
             "mean": [0.5] * ds.in_chans, "std": [0.5] * ds.in_chans, "fixed_size": info.fixed_size,

@@ -2,7 +2,9 @@
 
 Like nnU-Net's generated command lists, the plan is a file a person can open and diff. A study folder belongs to
 one study: running another study file into it is refused, naming the first key that differs, unless ``force``; then
-only the cells whose settings changed are redone (their rows dropped), the others are kept.
+only the cells whose settings changed are redone (their rows dropped), the others are kept. The same holds for the
+datasets' content (:mod:`segdeploy.study.content`): a dataset changed since the plan was written is refused, naming
+what changed, unless ``force`` redoes the cells it affects.
 
 Each cell owns ``DIR/cells/<cell_id>/``: it is the cell's run directory (model.safetensors, model.json, onnx/)
 plus ``bench.jsonl`` (bench's own resumable file), ``cam/``, ``status.json`` (stage, for the live view) and
@@ -130,10 +132,13 @@ def write_marker(study_dir: str | Path, config: StudyConfig, cell: Cell, *, stat
 def prepare(study_dir: str | Path, config: StudyConfig, cells: list[Cell], *, force: bool = False) -> list[str]:
     """Write (or check) ``plan.json`` and copy the study file beside it. Returns the ids of cells whose earlier
     results are stale (a forced re-plan changed their settings): the caller drops their rows."""
+    from segdeploy.study import content
+
     study_dir = Path(study_dir)
     plan_file = study_dir / PLAN
     stale: list[str] = []
     old: dict = {}
+    diff = None
     if plan_file.is_file():
         old = read_json(plan_file)
         diff = _first_difference(old.get("study"), config.as_dict())
@@ -144,18 +149,47 @@ def prepare(study_dir: str | Path, config: StudyConfig, cells: list[Cell], *, fo
                 f"{config.path or 'this study'}: {json.dumps(now)}).", path=plan_file,
                 fix="run into a new --out folder, or pass --force to re-plan this one (cells whose settings changed "
                     "are redone and their old rows dropped).")
-        if diff:
-            stale = _invalidate(study_dir, config, cells, old)
+    # checked before anything is invalidated (a refused run changes nothing)
+    fingerprints, changed = content.survey(study_dir, config, planned=old.get("datasets"), force=force)
+    if diff:
+        stale = _invalidate(study_dir, config, cells, old)
+    if changed:
+        stale += [c for c in _invalidate_datasets(study_dir, config, cells, changed) if c not in stale]
     study_dir.mkdir(parents=True, exist_ok=True)
+    datasets = content.record(study_dir, fingerprints)
     if config.path:
         atomic_write_text(study_dir / "study.toml", Path(config.path).read_text(encoding="utf-8"))
     plan = {"schema": PLAN_SCHEMA, "study_file": config.path, "study": config.as_dict(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "n_cells": len(cells),
+            "datasets": datasets,
             "cells": [{**asdict(c), "dir": f"{CELLS}/{c.cell_id}", "fingerprint": fingerprint(config, c)}
                       for c in cells]}
     if {**plan, "created": None} != {**old, "created": None}:  # an unchanged plan keeps its file (and date)
         atomic_write_json(plan_file, plan)
     return stale
+
+
+def _invalidate_datasets(study_dir: Path, config: StudyConfig, cells: list[Cell], changed: list[str]) -> list[str]:
+    """After a forced re-plan over changed datasets: cells trained on one lose their folder (their splits moved);
+    cells scored on one as a cross-dataset target keep their model but lose their bench rows."""
+    stale = []
+    for cell in cells:
+        targets = {c.target for c in config.cross if c.source == cell.dataset}
+        if cell.dataset in changed:
+            shutil.rmtree(cell_dir(study_dir, cell), ignore_errors=True)
+        elif targets & set(changed):
+            _drop_bench(cell_dir(study_dir, cell))
+        else:
+            continue
+        stale.append(cell.cell_id)
+    return stale
+
+
+def _drop_bench(folder: Path) -> None:
+    for name in (MARKER, "bench.jsonl"):
+        (folder / name).unlink(missing_ok=True)
+    for name in ("cam", "bench.per_image"):  # bench's per-image sidecars live beside its bench.jsonl
+        shutil.rmtree(folder / name, ignore_errors=True)
 
 
 def _invalidate(study_dir: Path, config: StudyConfig, cells: list[Cell], old_plan: dict) -> list[str]:
@@ -178,10 +212,7 @@ def _invalidate(study_dir: Path, config: StudyConfig, cells: list[Cell], old_pla
         same_training = record.is_file() and read_json(record).get("train_fingerprint") == train_fingerprint(config,
                                                                                                               cell)
         if same_training:
-            for name in (MARKER, "bench.jsonl"):
-                (folder / name).unlink(missing_ok=True)
-            for name in ("cam", "bench.per_image"):  # bench's per-image sidecars live beside its bench.jsonl
-                shutil.rmtree(folder / name, ignore_errors=True)
+            _drop_bench(folder)
         else:
             shutil.rmtree(folder, ignore_errors=True)
     return stale

@@ -39,8 +39,9 @@ def run(
     address: Optional[str] = typer.Option(None, help="Ray: auto (the cluster this machine joined with `ray start`), "
                                                      "HEAD_IP:6379, or ray://HOST:10001 (Ray Client); default: a "
                                                      "new local Ray instance."),
-    force: bool = typer.Option(False, help="Re-plan a folder that holds another study (cells whose settings "
-                                           "changed are redone, their old rows dropped)."),
+    force: bool = typer.Option(False, help="Re-plan a folder that holds another study, or whose datasets changed "
+                                           "since it was planned (cells whose settings or dataset changed are "
+                                           "redone, their old rows dropped)."),
 ) -> None:
     """Train, export, benchmark (and explain) every cell; resumable: run the same command again to continue."""
     from rich.console import Console

@@ -150,7 +150,7 @@ def _make_loaders(cfg: TrainConfig, ds, device: torch.device, mean, std):
     split["train_used"] = len(train_ids)
     # the ids themselves are recorded (splits.json): a later change of the folder must not move test images
     split["ids_sha256"] = record_splits(cfg.out, {s: ds.split(s, **split_kw) for s in ("train", "val", "test")},
-                                        dataset=ds.name, resume=cfg.resume)
+                                        dataset=ds, resume=cfg.resume)
     return train_loader, val_ids, split
 
 
