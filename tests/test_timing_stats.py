@@ -148,3 +148,34 @@ def test_the_demo_table_fits_120_columns_with_unavailable_configurations_as_one_
     # iterations, threads, batch and load beside each figure
     fp32 = next(line for line in rows if line.startswith("unet-tiny") and " torch " in line)
     assert fp32.split()[-4:] == ["40", "16", "8", "13.4"]
+
+
+def test_the_report_cost_table_shows_what_timings_rest_on_and_marks_noisy_rows():
+    from segdeploy.report.document import Paragraph, Table
+    from segdeploy.report.study_report import _cost_section
+    from segdeploy.study.rows import from_record
+    from segdeploy.study.summary import summarize as study_summary
+
+    def raw(model, family, noisy, n, memory):
+        lat = _summary(np.linspace(10.0, 10.5, n))
+        return {"schema": "segdeploy.bench/3", "model": model, "family": family, "dataset": "synthetic",
+                "backend": "onnxruntime", "precision": "fp32", "device": "cpu", "status": "ok", "dice": None,
+                "dice_status": "not measured", "split": "all", "n_images": 4, "batch": 8, "latency_ms": lat,
+                "throughput_ips": 90.0, "peak_memory_delta_mb": memory, "host_load_1m": 3.4, "threads": 2,
+                "engine_info": {"threads": 2}, "noisy": noisy, "noisy_reason": "host load 3.4 > 2 cores" if noisy
+                else None, "memory_note": None if memory else "not measured: shared process",
+                "env": {"cpu": "x", "cpu_cores": 2}, "run": f"/runs/{model}", "run_name": model}
+
+    rows = [from_record(raw("unet", "specialized", True, 15, None)),
+            from_record(raw("segformer-b3", "general", False, 40, 50.0))]
+    section = _cost_section(study_summary(rows, n_resamples=100))
+    (table,) = [b for b in section.blocks if isinstance(b, Table)]
+    cells = {r[0]: dict(zip(table.header, r)) for r in table.rows}
+    assert cells["unet"]["p95 ms"] == "-" and cells["segformer-b3"]["p95 ms"] == "10.5"
+    assert (cells["unet"]["iters"], cells["unet"]["threads"], cells["unet"]["batch"], cells["unet"]["load"]) == \
+        ("15", "2", "8", "3.4")
+    assert cells["unet"]["timing"] == "noisy" and cells["segformer-b3"]["timing"] == "ok"
+    assert cells["unet"]["memory MB"] == "-" and cells["segformer-b3"]["memory MB"] == "50"
+    notes = " ".join(b.text for b in section.blocks if isinstance(b, Paragraph))
+    assert "p95 needs ≥ 20 timed iterations" in notes and "memory blank: measured in a shared process" in notes
+    assert "unet onnxruntime fp32: host load 3.4 > 2 cores" in notes
