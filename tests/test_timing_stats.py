@@ -179,3 +179,24 @@ def test_the_report_cost_table_shows_what_timings_rest_on_and_marks_noisy_rows()
     notes = " ".join(b.text for b in section.blocks if isinstance(b, Paragraph))
     assert "p95 needs ≥ 20 timed iterations" in notes and "memory blank: measured in a shared process" in notes
     assert "unet onnxruntime fp32: host load 3.4 > 2 cores" in notes
+
+
+def test_a_wide_gpu_table_moves_shared_columns_to_its_title_and_never_cuts_a_number():
+    from rich.console import Console
+
+    from segdeploy.bench.table import print_tables
+
+    lat = _summary(np.linspace(1234.5, 1300.0, 40))
+    rows = [dict(dataset="d", split="test", n_images=24, model=model, family="specialized", backend=backend,
+                 precision="fp16", run=f"r/{model}", batch=32, device="cuda:0", status="ok", dice=0.9,
+                 latency_ms=lat, compute_ms=lat, compute_timer="cuda-events", batch_latency_ms=lat,
+                 throughput_ips=12345.6, peak_memory_delta_mb=12345.0, file_size_mb=1234.5,
+                 energy_j_per_image=0.123, roofline_fraction=0.45, threads=16, host_load_1m=12.3)
+            for model in ("transnext-t-upernet", "unet") for backend in ("onnxruntime-cuda", "tensorrt")]
+    console = Console(record=True, width=300)
+    print_tables(rows, console)
+    text = console.export_text()
+    assert max(map(len, text.splitlines())) <= 120 and "…" not in text
+    assert "all rows: family specialized, batch 32, threads 16" in text
+    body = [line for line in text.splitlines() if "1296.64" in line]
+    assert len(body) == 4 and all("12345.6" in line and "0.123" in line and " 45 " in line for line in body)

@@ -79,6 +79,14 @@ def print_tables(rows: Iterable[BenchRow | Mapping], console=None) -> None:
         console.print(part, width=WIDTH)
 
 
+_SHARED_LABEL = {"Family": "family", "B": "batch", "thr": "threads", "Prec": "precision"}
+
+
+def _natural_width(columns, body) -> int:
+    widths = [max([len(name)] + [len(cells[i]) for cells, _ in body]) for i, (name, _) in enumerate(columns)]
+    return sum(widths) + len(widths) - 1
+
+
 def render(rows: Iterable[BenchRow | Mapping]) -> list[Group]:
     """One table per dataset (ok rows in the given order) with its notes below it."""
     by_dataset: dict[str, list[BenchRow]] = {}
@@ -94,24 +102,18 @@ def _render_dataset(dataset: str, group: list[BenchRow]) -> Group:
     names_per_model: dict[str, set] = {}
     for r in ok:
         names_per_model.setdefault(r.model, set()).add(r.run)
-    # one space between columns and no outer edge: 15+ columns fit 120 characters
-    table = Table(title=escape(_title(dataset, group)), title_justify="left", box=box.SIMPLE_HEAD,
-                  show_edge=False, padding=(0, 0))
-    for col in ("Model", "Family", "Backend", "Prec"):
-        table.add_column(col, no_wrap=True)
     # GPU compute time only where CUDA events measured it (on the host it is the latency again); energy only where
     # some row measured it (NVML, tegrastats or RAPL); the share of the probed GEMM peak only where a probe exists
     compute = any(r.compute_timer == "cuda-events" for r in ok)
     energy = any(r.energy_j_per_image is not None for r in ok)
     roofline = any(r.roofline_fraction is not None for r in ok)
-    numeric = ["Dice", "ΔDice", "p50 ms", f"p{TAIL} ms", *(["GPU ms"] if compute else []), "img/s",
-               "Mem MB", "Size", *(["J/img"] if energy else []), *(["% peak"] if roofline else []),
-               "iters", "thr", "B", "load"]
-    for col in numeric:
-        table.add_column(col, justify="right", no_wrap=True)
-    table.add_column("", no_wrap=True)  # the noisy mark
+    columns: list[tuple[str, bool]] = [("Model", False), ("Family", False), ("Backend", False), ("Prec", False),
+                                       ("Dice", True), ("ΔDice", True), ("p50 ms", True), (f"p{TAIL} ms", True)]
+    columns += [("GPU ms", True)] * compute + [("img/s", True), ("Mem MB", True), ("Size", True)]
+    columns += [("J/img", True)] * energy + [("% peak", True)] * roofline
+    columns += [("iters", True), ("thr", True), ("B", True), ("load", True), ("", False)]  # "": the noisy mark
 
-    notes, blank_tail, blank_memory = [], False, False
+    notes, blank_tail, blank_memory, body = [], False, False, []
     for r in ok:
         model = str(r.model)
         if len(names_per_model[r.model]) > 1:
@@ -123,7 +125,7 @@ def _render_dataset(dataset: str, group: list[BenchRow]) -> Group:
         blank_tail |= bool(lat) and tail is None
         blank_memory |= r.peak_memory_delta_mb is None and r.memory_note is not None
         threads = (r.engine_info or {}).get("threads", r.threads)
-        cells = [escape(model), escape(str(r.family or MISSING)), escape(str(r.backend)), escape(str(r.precision)),
+        cells = [model, str(r.family or MISSING), str(r.backend), str(r.precision),
                  fmt_num(r.dice, ".4f", MISSING), fmt_num(references.delta(r), "+.4f", MISSING),
                  fmt_num(lat.get("p50"), ".2f", MISSING), fmt_num(tail, ".2f", MISSING)]
         if compute:
@@ -135,12 +137,37 @@ def _render_dataset(dataset: str, group: list[BenchRow]) -> Group:
         if roofline:
             cells.append(fmt_num(None if r.roofline_fraction is None else 100 * r.roofline_fraction, ".0f", MISSING))
         cells += [fmt_num(lat.get("n"), "d", MISSING), fmt_num(threads, "d", MISSING), fmt_num(r.batch, "d", MISSING),
-                  fmt_num(r.host_load_1m, ".1f", MISSING)]
-        cells.append("[yellow]noisy[/]" if r.noisy else "")
-        style = "yellow" if r.run_complete is False else None
-        table.add_row(*cells, style=style)
+                  fmt_num(r.host_load_1m, ".1f", MISSING), "noisy" if r.noisy else ""]
+        body.append((cells, r.run_complete is False))
         if r.noisy:
             notes.append(_one_line(f"noisy: {model} {r.backend} {r.precision} — {r.noisy_reason}"))
+
+    # wider than WIDTH (long names, a GPU's extra columns): a column with one value in every row goes to the title
+    # ("all: batch 32, 16 thr"), then names wrap; numbers are never cut
+    shared = []
+    for name in ("Family", "B", "thr", "Prec"):
+        if _natural_width(columns, body) <= WIDTH:
+            break
+        i = [c for c, _ in columns].index(name)
+        values = {cells[i] for cells, _ in body}
+        if len(values) == 1:
+            shared.append(f"{_SHARED_LABEL[name]} {values.pop()}")
+            columns.pop(i)
+            for cells, _ in body:
+                cells.pop(i)
+    title = _title(dataset, group) + (f" — all rows: {', '.join(shared)}" if shared else "")
+    # one space between columns and no outer edge: 17 columns fit 120 characters
+    table = Table(title=escape(title), title_justify="left", box=box.SIMPLE_HEAD, show_edge=False, padding=(0, 0))
+    for name, numeric in columns:
+        if numeric:
+            table.add_column(name, justify="right", no_wrap=True)
+        else:  # names may wrap onto a second line; they give way before any number does
+            table.add_column(name, overflow="fold")
+    for cells, unfinished in body:
+        cells = [escape(c) for c in cells]
+        if cells[-1]:
+            cells[-1] = f"[yellow]{cells[-1]}[/]"
+        table.add_row(*cells, style="yellow" if unfinished else None)
 
     lines = ["ms: batch 1, host to host; img/s: batch B; Mem: peak MB above the baseline; Size: file MB",
              "iters: timed batch-1 calls; thr: host threads; B: batch; load: host 1-min load before timing"]
