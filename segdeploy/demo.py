@@ -41,7 +41,9 @@ def demo(
     from segdeploy.runs import TRAIN_STATE, manifest_path, read_meta
     from segdeploy.train.loop import TrainConfig, train_model
 
-    console = Console()
+    from segdeploy.bench.table import WIDTH
+
+    console = Console(width=WIDTH)  # the whole demo reads in 120 columns, as its table does
     wanted = comma_list(precisions)
     run_dirs = []
     for name in comma_list(models):

@@ -200,3 +200,18 @@ def test_a_wide_gpu_table_moves_shared_columns_to_its_title_and_never_cuts_a_num
     assert "all rows: family specialized, batch 32, threads 16" in text
     body = [line for line in text.splitlines() if "1296.64" in line]
     assert len(body) == 4 and all("12345.6" in line and "0.123" in line and " 45 " in line for line in body)
+
+
+def test_configurations_that_cannot_run_group_by_backend_and_reason():
+    from segdeploy.bench.table import not_run_lines
+
+    def unavailable(model, precision, reason):
+        return BenchRow(model=model, backend="torch", precision=precision, status="unavailable", reason=reason)
+
+    int8 = "torch int8 is not benchmarked: INT8 runs from the Q/DQ ONNX on onnxruntime, openvino or tensorrt"
+    rows = [unavailable(m, p, f"torch {p} needs CUDA (this machine has none); on CPU use onnxruntime --precisions {p}")
+            for m in ("a", "b") for p in ("fp16", "bf16")] + [unavailable("a", "int8", int8)]
+    assert not_run_lines(rows, {"a", "b"}) == [
+        "not run here: torch fp16/bf16 — needs CUDA (this machine has none)",
+        "not run here: torch int8 (a) — not benchmarked: INT8 runs from the Q/DQ ONNX on onnxruntime, openvino or "
+        "tensorrt"]

@@ -47,7 +47,7 @@ def _why(row: BenchRow) -> str:
     "; "), with the precision written as {p} so that configurations failing alike group into one line."""
     reason = " ".join((row.reason or "").split())
     reason = re.sub(rf"^{re.escape(str(row.backend))}( {re.escape(str(row.precision))})?:?\s*", "", reason)
-    reason = reason.split("; ")[0]
+    reason = reason.split("; ")[0].removeprefix("is ")
     return reason.replace(str(row.precision), "{p}")
 
 
@@ -136,11 +136,11 @@ def _render_dataset(dataset: str, group: list[BenchRow]) -> Group:
             cells.append(fmt_num(r.energy_j_per_image, ".3f", MISSING))
         if roofline:
             cells.append(fmt_num(None if r.roofline_fraction is None else 100 * r.roofline_fraction, ".0f", MISSING))
-        cells += [fmt_num(lat.get("n"), "d", MISSING), fmt_num(threads, "d", MISSING), fmt_num(r.batch, "d", MISSING),
+        cells += [fmt_num(lat.get("n"), "d", MISSING), fmt_num(threads, "d", "auto"), fmt_num(r.batch, "d", MISSING),
                   fmt_num(r.host_load_1m, ".1f", MISSING), "noisy" if r.noisy else ""]
         body.append((cells, r.run_complete is False))
         if r.noisy:
-            notes.append(_one_line(f"noisy: {model} {r.backend} {r.precision} — {r.noisy_reason}"))
+            notes.append(f"noisy: {model} {r.backend} {r.precision} — {r.noisy_reason}")
 
     # wider than WIDTH (long names, a GPU's extra columns): a column with one value in every row goes to the title
     # ("all: batch 32, 16 thr"), then names wrap; numbers are never cut
@@ -170,7 +170,8 @@ def _render_dataset(dataset: str, group: list[BenchRow]) -> Group:
         table.add_row(*cells, style="yellow" if unfinished else None)
 
     lines = ["ms: batch 1, host to host; img/s: batch B; Mem: peak MB above the baseline; Size: file MB",
-             "iters: timed batch-1 calls; thr: host threads; B: batch; load: host 1-min load before timing"]
+             "iters: timed batch-1 calls; thr: threads (auto: the runtime's default); B: batch; load: 1-min host "
+             "load"]
     if blank_tail:
         lines.append(f"{MISSING} in p{TAIL}: p{TAIL} needs ≥ {PERCENTILE_MIN_N[TAIL]} timed iterations "
                      "(bench --min-iters)")
@@ -181,4 +182,6 @@ def _render_dataset(dataset: str, group: list[BenchRow]) -> Group:
         lines.append("(unfinished): the run's training had not completed (model.json complete: false)")
     lines += notes + not_run_lines(group, {str(r.model) for r in group})
     parts = [table] if ok else [Text(_title(dataset, group), style="italic")]
-    return Group(*parts, *(Text(_one_line(line), style="dim", no_wrap=True, overflow="ellipsis") for line in lines))
+    # notes wrap at the console's width (a noisy row's reasons in full); a failed row's reason is cut to one line
+    # (the full text is in the results file)
+    return Group(*parts, *(Text(line, style="dim") for line in lines))
