@@ -215,3 +215,15 @@ def test_configurations_that_cannot_run_group_by_backend_and_reason():
         "not run here: torch fp16/bf16 — needs CUDA (this machine has none)",
         "not run here: torch int8 (a) — not benchmarked: INT8 runs from the Q/DQ ONNX on onnxruntime, openvino or "
         "tensorrt"]
+
+
+def test_rows_written_before_bench3_show_no_unsupported_percentile():
+    from segdeploy.study.rows import from_record
+
+    old = {"schema": "segdeploy.bench/2", "model": "m", "dataset": "d", "backend": "torch", "precision": "fp32",
+           "device": "cpu", "status": "ok", "latency_ms": {"p50": 495.0, "p90": 1213.0, "p95": 1464.0,
+                                                            "p99": 1464.0, "max": 1464.0, "n": 10}}
+    row = from_record(old)
+    assert row.latency_p50_ms == 495.0 and row.latency_p95_ms is None and row.latency_p99_ms is None
+    enough = from_record({**old, "latency_ms": {**old["latency_ms"], "n": 20}})
+    assert enough.latency_p95_ms == 1464.0 and enough.latency_p99_ms is None

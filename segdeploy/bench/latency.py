@@ -79,9 +79,12 @@ def summarize(times_ms: np.ndarray | list[float]) -> dict:
     return out
 
 
-def percentile_note(p: int) -> str:
-    """The footnote a table prints where a percentile is null."""
-    return f"p{p} needs >= {PERCENTILE_MIN_N[p]} timed iterations"
+def supported(summary: dict | None, p: int) -> float | None:
+    """``summary``'s p-th percentile where its count supports it: rows written before bench/3 stored p99 of 10
+    runs (their maximum), and are read through this."""
+    summary = summary or {}
+    n = summary.get("n")
+    return None if n is not None and n < PERCENTILE_MIN_N[p] else summary.get(f"p{p}")
 
 
 def noise(loops: dict[str, dict | None], host_load: float | None = None,

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from segdeploy.bench.latency import PERCENTILE_MIN_N
+from segdeploy.bench.latency import PERCENTILE_MIN_N, supported
 from segdeploy.cli_util import fmt_num
 from segdeploy.records import BenchRow, References
 
@@ -121,7 +121,7 @@ def _render_dataset(dataset: str, group: list[BenchRow]) -> Group:
         if r.run_complete is False:
             model += " (unfinished)"
         lat = r.latency_ms or {}
-        tail = lat.get(f"p{TAIL}")
+        tail = supported(lat, TAIL)
         blank_tail |= bool(lat) and tail is None
         blank_memory |= r.peak_memory_delta_mb is None and r.memory_note is not None
         threads = (r.engine_info or {}).get("threads", r.threads)

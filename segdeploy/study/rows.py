@@ -109,6 +109,7 @@ def _float(value) -> float | None:
 
 def from_record(raw: dict, base_dir: Path | None = None, source: str | None = None) -> StudyRow:
     """A :class:`StudyRow` from one results row (a JSON object as ``bench`` or ``study run`` writes it)."""
+    from segdeploy.bench.latency import supported
     from segdeploy.records import BenchRow
 
     row = BenchRow.from_json(raw)
@@ -135,8 +136,8 @@ def from_record(raw: dict, base_dir: Path | None = None, source: str | None = No
         dice_status=row.extra.get("dice_status"), dice_per_class=dict(row.dice_per_class or {}),
         iou=_float(row.iou), recall=_float(row.recall_fg), precision_fg=_float(row.precision_fg),
         hd95=_float(row.hd95), dice_vs_torch_fp32=_float(row.dice_vs_torch_fp32),
-        latency_p50_ms=_float(latency.get("p50")), latency_p95_ms=_float(latency.get("p95")),
-        latency_p99_ms=_float(latency.get("p99")), latency_n=latency.get("n"),
+        latency_p50_ms=_float(latency.get("p50")), latency_p95_ms=_float(supported(latency, 95)),
+        latency_p99_ms=_float(supported(latency, 99)), latency_n=latency.get("n"),
         threads=(row.engine_info or {}).get("threads", row.threads), host_load_1m=_float(row.host_load_1m),
         noisy=row.noisy, noisy_reason=row.noisy_reason, memory_note=row.memory_note,
         throughput_ips=_float(row.throughput_ips),
