@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 
@@ -23,6 +24,14 @@ def check_format(fmt: str, formats: tuple[str, ...] = OUTPUT_FORMATS) -> None:
         raise SegdeployError(f"unknown format {fmt!r}.", fix=f"use --format {' or '.join(formats)}.")
 
 
-def fmt_num(value, spec: str) -> str:
-    """A table cell: ``value`` formatted with ``spec``, or "-" when there is none."""
-    return "-" if value is None else format(value, spec)
+def fmt_num(value, spec: str, missing: str = "-") -> str:
+    """A table cell: ``value`` formatted with ``spec``, or ``missing`` when there is none (or it is not finite).
+    A value that rounds to zero prints as zero without a sign: never "-0.0000" (a tiny negative ΔDice) nor
+    "+0.0000"."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return missing
+    text = format(value, spec)
+    mantissa = text.lower().split("e")[0]
+    if text[:1] in "+-" and not any(c in "123456789" for c in mantissa):
+        text = text[1:]
+    return text

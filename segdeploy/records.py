@@ -18,10 +18,14 @@ from typing import Any, NamedTuple
 from segdeploy.errors import SegdeployError
 
 RUN_SCHEMA = "segdeploy.run/1"
-BENCH_SCHEMA = "segdeploy.bench/2"
+BENCH_SCHEMA = "segdeploy.bench/3"
 # bench/1 -> bench/2: dice_vs_torch_fp32 follows reference_row() (also the same dataset and device kind; the
-# torch fp32 row itself gets 0.0), and every field is written, null where nothing was measured
-BENCH_SCHEMAS = ("segdeploy.bench/1", BENCH_SCHEMA)
+# torch fp32 row itself gets 0.0), and every field is written, null where nothing was measured.
+# bench/2 -> bench/3: a timing's p90/p95/p99 is null where its count does not support it
+# (segdeploy.bench.latency.PERCENTILE_MIN_N) and it has a ``cv``; ``noisy``/``noisy_reason``; memory figures are
+# null in rows measured in a shared process (isolation "none"), with ``memory_note`` saying why. Older rows load
+# with noisy and memory_note null (unknown), their percentiles as they were written.
+BENCH_SCHEMAS = ("segdeploy.bench/1", "segdeploy.bench/2", BENCH_SCHEMA)
 
 REFERENCE_BACKEND, REFERENCE_PRECISION = "torch", "fp32"
 # a deployed precision must keep 99% of its reference Dice (MLPerf Inference's target for medical segmentation)
@@ -266,11 +270,17 @@ class BenchRow(_JsonRecord):
     load_memory_mb: float | None = None  # the load footprint: right after loading, above the baseline
     load_memory_method: str | None = None
     host_load_1m: float | None = None
+    # why the memory figures are null although the row is ok (measured in a shared process)
+    memory_note: str | None = None
     # how the configuration ran: "process" (a fresh worker, segdeploy.bench.isolate) or "none" (the bench process)
     isolation: str | None = None
     # noise and the machine's limit (segdeploy.roofline.derived_fields): latency p90/p50; achieved GMAC/s
     # (gmacs x throughput_ips) and its fraction of the probed GEMM peak named by roofline_basis
     latency_spread: float | None = None
+    # a timed loop scattered (CV or p90/p50 above segdeploy.bench.latency's thresholds) or the host was overloaded:
+    # True/False with the reason; None where it was not judged (rows written before bench/3, or not ok)
+    noisy: bool | None = None
+    noisy_reason: str | None = None
     gmacs_per_s: float | None = None
     roofline_gmacs_per_s: float | None = None
     roofline_fraction: float | None = None

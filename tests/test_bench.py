@@ -37,10 +37,13 @@ def test_percentile_follows_trtexecs_exclusion_rule(n):
 def test_summarize_known_series():
     series = np.random.default_rng(0).permutation(np.arange(1, 101, dtype=float))  # 1..100 in random order
     s = summarize(series)
+    cv = s.pop("cv")
     assert s == {"mean": 50.5, "p50": 50.5, "p90": 90.0, "p95": 95.0, "p99": 99.0, "min": 1.0, "max": 100.0,
                  "n": 100}
+    assert cv == pytest.approx(np.sqrt((100**2 - 1) / 12) / 50.5)
     odd = summarize([5.0, 1.0, 3.0])
-    assert (odd["p50"], odd["p90"], odd["p99"]) == (3.0, 5.0, 5.0)  # fewer than 10 runs: p90 is the maximum
+    # fewer than 10 runs: p90 would be the maximum, and is left out
+    assert (odd["p50"], odd["p90"], odd["p99"], odd["max"]) == (3.0, None, None, 5.0)
 
 
 def test_measure_iteration_counts_and_sync():
@@ -49,7 +52,7 @@ def test_measure_iteration_counts_and_sync():
                   sync=lambda: syncs.append(1))
     assert out["n"] == 25
     assert len(calls) == 26 and len(syncs) == 26  # one warm-up call, then the timed ones, each synchronised
-    assert out["min"] <= out["p50"] <= out["p90"] <= out["p95"] <= out["p99"] <= out["max"]
+    assert out["min"] <= out["p50"] <= out["p90"] <= out["p95"] <= out["max"] and out["p99"] is None  # 25 < 100
     capped = measure(lambda: None, warmup_s=0.0, duration_s=60.0, min_iters=2, max_iters=5)
     assert capped["n"] == 5
     with pytest.raises(ValueError):
@@ -341,11 +344,13 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     assert ok.engine_info == {"provider": "fake"} and ok.compute_timer == "host"
     assert 0.03 < ok.dice < 0.9 and set(ok.dice_per_class) == set(ds.classes[1:])
     assert ok.dice_per_image > 0 and ok.hd95 > 0 and ok.precision_fg > 0 and ok.recall_fg > 0
-    assert set(ok.latency_ms) == {"mean", "p50", "p90", "p95", "p99", "min", "max", "n", "total_s"}
+    assert set(ok.latency_ms) == {"mean", "p50", "p90", "p95", "p99", "min", "max", "n", "total_s", "cv"}
     assert ok.latency_ms["n"] >= 3 and ok.compute_ms["n"] >= 3 and ok.throughput_ips > 0
-    assert ok.peak_memory_method in ("linux-vmhwm", "psutil-rss") and ok.peak_memory_mb > 0
+    # measured in this process (run_bench's default isolate "none"): no memory figure, and the reason
+    assert ok.peak_memory_method in ("linux-vmhwm", "psutil-rss") and ok.peak_memory_mb is None
+    assert "shared process" in ok.memory_note and ok.noisy in (True, False)
     assert ok.file_size_mb == pytest.approx((tiny_run / "model.safetensors").stat().st_size / 1e6, abs=1e-3)
-    assert ok.params_m > 0 and ok.schema == "segdeploy.bench/2" and ok.env
+    assert ok.params_m > 0 and ok.schema == "segdeploy.bench/3" and ok.env
     # the trivial predictors on the same test images: all background scores 0, the others something in (0, 1)
     trivial = ok.extra["trivial_dice"]
     assert set(trivial) == {"all_bg", "all_fg", "prior"} and trivial["all_bg"] == 0.0
@@ -391,7 +396,7 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     # no torch fp32 row in this suite: no ΔDice reference for the fake backend, in the row and in the table
     assert ok.dice_vs_torch_fp32 is None and "+0.0000" not in text
     assert ds.name in text and "unet-tiny" in text
-    assert "unavailable" in text and "kernel exploded" in text and f"{ok.dice:.4f}" in text
+    assert "not run here: fake fp16" in text and "kernel exploded" in text and f"{ok.dice:.4f}" in text
 
 
 def test_run_bench_rejects_a_dataset_with_other_classes(tiny_run, tmp_path, fake_backends):
@@ -482,17 +487,20 @@ def test_table_shows_compute_time_and_energy_only_where_measured():
 
     from segdeploy.bench.table import render
 
-    def row(backend, energy):
+    def row(backend, energy, timer):
         return {"dataset": "d", "run": "r", "model": "m", "backend": backend, "precision": "fp32", "status": "ok",
                 "dice": 0.8, "latency_ms": {"p50": 2.5, "p90": 3.0}, "compute_ms": {"p50": 1.25},
-                "throughput_ips": 400.0, "energy_j_per_image": energy, "batch": 8, "split": "test"}
+                "compute_timer": timer, "throughput_ips": 400.0, "energy_j_per_image": energy, "batch": 8,
+                "split": "test"}
 
     def text(rows):
         console = Console(record=True, width=220)
         console.print(*render(rows))
         return console.export_text()
 
-    cpu = text([row("onnxruntime", None)])
-    assert "Compute ms" in cpu and "1.25" in cpu and "J/img" not in cpu
-    gpu = text([row("tensorrt", 0.0123), row("onnxruntime", None)])
-    assert "J/img" in gpu and "0.012" in gpu
+    # on the host the compute loop is the latency loop again: no column
+    cpu = text([row("onnxruntime", None, "host")])
+    assert "GPU ms" not in cpu and "1.25" not in cpu and "J/img" not in cpu
+    gpu = text([row("tensorrt", 0.0123, "cuda-events"), row("onnxruntime", None, "host")])
+    assert "J/img" in gpu and "0.012" in gpu and "GPU ms" in gpu and "1.25" in gpu
+    assert max(map(len, gpu.splitlines())) <= 120

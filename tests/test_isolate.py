@@ -114,11 +114,13 @@ def test_isolated_memory_does_not_depend_on_order_and_in_process_memory_does(tin
         for row in (a, b):
             assert 0.95 * w[name] <= row.load_memory_mb <= w[name] + 10 and row.load_memory_method == "rss"
             assert row.load_memory_mb < row.peak_memory_delta_mb
-    # the same order in this process: the big arena, kept after its configuration, hides the small workspace
+    # the same order in this process: the big arena, kept after its configuration, would hide the small workspace;
+    # a shared process gives no memory figure, and says why
     shared = {r.backend: r for r in _bench(tiny_run, "arena-big,arena-small", tmp_path / "c.jsonl", "none")}
-    assert shared["arena-small"].isolation == "none"
-    assert shared["arena-small"].peak_memory_delta_mb < 0.5 * s["arena-small"]
-    assert shared["arena-small"].baseline_memory_mb > forward["arena-small"].baseline_memory_mb + 0.9 * s["arena-big"]
+    for row in shared.values():
+        assert row.isolation == "none" and row.status == "ok"
+        assert row.peak_memory_delta_mb is row.load_memory_mb is row.baseline_memory_mb is None
+        assert "shared process" in row.memory_note
 
 
 @pytest.mark.slow  # one worker with torch, and the same configuration in this process

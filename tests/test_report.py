@@ -295,7 +295,7 @@ def test_cost_only_tables_have_no_dice_columns_plain_numbers_and_the_plain_op_no
     limitations line."""
     lines = [{"model": model, "family": family, "dataset": "synthetic", "backend": "onnxruntime",
               "precision": "fp32", "device": "cpu", "status": "ok", "dice": None, "dice_status": "not measured",
-              "split": "all", "n_images": 4, "batch": 1, "latency_ms": {"p50": p50, "p99": p50 * 1.02, "n": 10},
+              "split": "all", "n_images": 4, "batch": 1, "latency_ms": {"p50": p50, "p95": p50 * 1.02, "n": 20},
               "throughput_ips": 1000 / p50, "peak_memory_delta_mb": 5021.4, "file_size_mb": 240.0,
               "params_m": 58.0, "gmacs": 60.0, "env": ENV_CPU, "run": f"/runs/{model}", "run_name": model}
              for model, family, p50 in (("transnext-t-upernet", "general", 2436.03), ("unet", "specialized", 415.2))]
@@ -304,8 +304,11 @@ def test_cost_only_tables_have_no_dice_columns_plain_numbers_and_the_plain_op_no
     result = CliRunner().invoke(app, ["report", str(tmp_path / "results.jsonl"), "--out", str(out)])
     assert result.exit_code == 0, result.output
     md = (out / "report.md").read_text(encoding="utf-8")
-    assert "| model | family | backend | precision | p50 ms | p99 ms | img/s | memory MB | size MB | params M | GMACs |" in md
+    assert ("| model | family | backend | precision | p50 ms | p95 ms | img/s | memory MB | size MB | params M | GMACs "
+            "| iters | threads | batch | load | timing |") in md
     assert "| transnext-t-upernet | general | onnxruntime | fp32 | 2440 | 2480 | 0.411 | 5020 | 240 |" in md
+    assert "| 20 | - | 1 | - | - |" in md  # 20 iterations at batch 1; threads, load and noise not recorded
+    assert "rows written before noise was judged" in md
     assert "e+0" not in md
     assert "transnext-t-upernet: aggregated attention (a CUDA kernel) as pad + shifted slices" in md
     assert "the cost of transnext-t-upernet is that of plain-PyTorch versions of their CUDA operators" in md

@@ -30,7 +30,9 @@ def bench(
     warmup_iters: int = typer.Option(5, help="Warm-up calls before each timed loop, as well as --warmup seconds "
                                      "(a slow CPU model needs more than one call to settle)."),
     duration: float = typer.Option(1.0, help="Minimum seconds per timed loop (trtexec: 3)."),
-    min_iters: int = typer.Option(10, help="Minimum timed iterations per loop."),
+    min_iters: int = typer.Option(20, "--min-iters", min=1,
+                                  help="Minimum timed iterations per loop, as well as --duration (p90 needs 10, "
+                                       "p95 20, p99 100; a percentile with fewer is left blank)."),
     force: bool = typer.Option(False, help="Re-run configurations that already have a row in --results."),
     class_map: Optional[str] = typer.Option(None, "--class-map", help="Map --data's labels onto the runs' classes, "
                                             "e.g. 'polyp=1,2' (cross-dataset scoring; refused if the classes differ)."),
@@ -51,7 +53,7 @@ def bench(
     from rich.console import Console
 
     from segdeploy.bench.runner import run_bench
-    from segdeploy.bench.table import render
+    from segdeploy.bench.table import print_tables
     from segdeploy.locks import hold
 
     # one bench per results file: two would run the same configurations and write each row twice
@@ -62,8 +64,7 @@ def bench(
                          class_map=class_map, allow_missing=allow_missing, threads=threads, isolate=isolate,
                          timeout_s=timeout)
     console = Console()
-    for table in render(rows):
-        console.print(table)
+    print_tables(rows, console)
     counts = {s: sum(r.status == s for r in rows) for s in ("ok", "unavailable", "failed")}
     console.print(f"{counts['ok']} ok, {counts['unavailable']} unavailable, {counts['failed']} failed -> {results}"
                   + (f"; predictions in {save_predictions}" if save_predictions else ""))

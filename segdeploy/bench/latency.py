@@ -14,6 +14,14 @@ for each of:
   Like trtexec's, the event time includes gaps where the GPU waits for the host to enqueue, so a model whose
   launch overhead exceeds its kernels shows that overhead here (CUDA graphs remove it);
 * "Throughput" = queries / wall time: here images per second at batch B, ``B / median(batch-B run time)``.
+
+A percentile is reported only where the count of timings supports it (``PERCENTILE_MIN_N``): p90 from 10, p95
+from 20, p99 from 100 timed iterations, else it is null. trtexec would print "p99" of 10 runs, which is their
+maximum; a table that shows it as a p99 claims a tail it never observed. The default loop runs at least
+``MIN_ITERS`` = 20 iterations so that p95 is supported.
+
+A loop whose timings scatter is flagged ``noisy`` (:func:`noise`), as trtexec warns that "GPU compute time is
+unstable, with coefficient of variance = X%".
 """
 
 from __future__ import annotations
@@ -24,6 +32,17 @@ from collections.abc import Callable
 import numpy as np
 
 PERCENTILES = (90, 95, 99)
+# the fewest timings that support each percentile: the smallest counts where it is not simply the maximum (p90
+# of 10 timings is the 9th, of 9 the 9th = the maximum; p95 of 20 the 19th; p99 of 100 the 99th)
+PERCENTILE_MIN_N = {90: 10, 95: 20, 99: 100}
+# the default minimum of timed iterations per loop: enough for p95 (PERCENTILE_MIN_N)
+MIN_ITERS = PERCENTILE_MIN_N[95]
+# a loop is noisy above either threshold. trtexec warns from a coefficient of variation of 1% on a GPU with
+# locked clocks; a CPU that shares its cores with the OS scatters more, so 10% here. CV alone is swayed by one
+# slow call, so the robust p90/p50 ratio is checked too: 1.5 means a tenth of the calls took half as long again as
+# the median (the cost study's unet torch fp32 on a busy host: p90/p50 2.45; its quiet rows: 1.01-1.20)
+NOISY_CV = 0.10
+NOISY_SPREAD = 1.5
 # warm-up runs at least this many calls as well as ``warmup_s``: trtexec's 200 ms is one call of a 150 ms CPU
 # model, and the first calls of a CPU session are slower (thread-pool spin-up, arena growth, first-touch pages)
 WARMUP_ITERS = 5
@@ -46,14 +65,54 @@ def find_percentile(sorted_ms: np.ndarray, percentile: float) -> float:
 
 def summarize(times_ms: np.ndarray | list[float]) -> dict:
     """mean, p50 (the median: mean of the two middle values for an even count, as trtexec's ``findMedian``),
-    p90/p95/p99 (``find_percentile``), min, max and n, in milliseconds."""
+    p90/p95/p99 (``find_percentile``; None where fewer timings than ``PERCENTILE_MIN_N`` asks), min, max, n,
+    in milliseconds, and ``cv``: the coefficient of variation (population standard deviation / mean, as
+    trtexec computes it)."""
     x = np.sort(np.asarray(times_ms, dtype=np.float64))
     if x.size == 0:
         raise ValueError("no timings to summarize")
-    out = {"mean": float(x.mean()), "p50": float(np.median(x))}
-    out.update({f"p{p}": find_percentile(x, p) for p in PERCENTILES})
-    out.update({"min": float(x[0]), "max": float(x[-1]), "n": int(x.size)})
+    mean = float(x.mean())
+    out = {"mean": mean, "p50": float(np.median(x))}
+    out.update({f"p{p}": find_percentile(x, p) if x.size >= PERCENTILE_MIN_N[p] else None for p in PERCENTILES})
+    out.update({"min": float(x[0]), "max": float(x[-1]), "n": int(x.size),
+                "cv": float(x.std() / mean) if mean > 0 else None})
     return out
+
+
+def supported(summary: dict | None, p: int) -> float | None:
+    """``summary``'s p-th percentile where its count supports it: rows written before bench/3 stored p99 of 10
+    runs (their maximum), and are read through this."""
+    summary = summary or {}
+    n = summary.get("n")
+    return None if n is not None and n < PERCENTILE_MIN_N[p] else summary.get(f"p{p}")
+
+
+def noise(loops: dict[str, dict | None], host_load: float | None = None,
+          cores: int | None = None) -> tuple[bool | None, str | None]:
+    """``(noisy, reason)`` for a row's timed loops (``{"latency": summary, "batch-8": summary, ...}``): noisy where
+    a loop's coefficient of variation exceeds ``NOISY_CV`` or its p90/p50 exceeds ``NOISY_SPREAD``, or where
+    the host's 1-minute load exceeded its cores (other work competed for them). None where nothing could be
+    judged (no loop with a CV or a p90, and no load)."""
+    reasons, judged = [], False
+    for name, s in loops.items():
+        if not s:
+            continue
+        cv, p50, p90 = s.get("cv"), s.get("p50"), s.get("p90")
+        if cv is not None:
+            judged = True
+            if cv > NOISY_CV:
+                reasons.append(f"{name} CV {cv:.0%} > {NOISY_CV:.0%}")
+        if p90 is not None and p50:
+            judged = True
+            if p90 / p50 > NOISY_SPREAD:
+                reasons.append(f"{name} p90/p50 {p90 / p50:.2f} > {NOISY_SPREAD}")
+    if host_load is not None and cores:
+        judged = True
+        if host_load > cores:
+            reasons.append(f"host load {host_load:.1f} > {cores} cores")
+    if not judged:
+        return None, None
+    return bool(reasons), "; ".join(reasons) or None
 
 
 class HostTimer:
@@ -100,8 +159,8 @@ class CudaEventTimer:
         return float(self._start.elapsed_time(self._end))
 
 
-def measure(fn: Callable[[], object], *, warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10,
-            max_iters: int = 100_000, sync: Callable[[], None] | None = None, timer=None,
+def measure(fn: Callable[[], object], *, warmup_s: float = 0.2, duration_s: float = 1.0,
+            min_iters: int = MIN_ITERS, max_iters: int = 100_000, sync: Callable[[], None] | None = None, timer=None,
             warmup_iters: int = WARMUP_ITERS) -> dict:
     """Time ``fn`` after a warm-up: at least ``warmup_iters`` calls (and at least one) and ``warmup_s`` seconds,
     then timed calls until both ``duration_s`` seconds and ``min_iters`` iterations are reached (never more than
@@ -139,7 +198,7 @@ def compute_timer(engine):
 
 
 def measure_engine(engine, batch_1: np.ndarray, batch_b: np.ndarray, *, warmup_s: float = 0.2,
-                   duration_s: float = 1.0, min_iters: int = 10, max_iters: int = 100_000,
+                   duration_s: float = 1.0, min_iters: int = MIN_ITERS, max_iters: int = 100_000,
                    warmup_iters: int = WARMUP_ITERS) -> dict:
     """trtexec-style numbers for one engine (see the module docstring).
 

@@ -54,7 +54,7 @@ import numpy as np
 
 from segdeploy.bench.artifacts import artifact_sha256
 from segdeploy.bench.isolate import ISOLATIONS, make_job, run_in_child
-from segdeploy.bench.latency import WARMUP_ITERS, measure_engine
+from segdeploy.bench.latency import MIN_ITERS, WARMUP_ITERS, measure_engine, noise
 from segdeploy.bench.memory import MemoryProbe
 from segdeploy.cli_util import comma_list
 from segdeploy.device import resolve_device
@@ -138,6 +138,28 @@ def _random_inputs(run, batch: int) -> tuple[np.ndarray, np.ndarray]:
     return batch_b[:1].copy(), batch_b
 
 
+MEMORY_FIELDS = ("peak_memory_mb", "peak_memory_delta_mb", "host_peak_rss_mb", "baseline_memory_mb", "load_memory_mb")
+SHARED_MEMORY_NOTE = ("not measured: the configuration ran in a shared process (isolate none), where memory an "
+                      "earlier configuration's runtime freed is reused; use isolate process")
+
+
+def judge_row(row: BenchRow) -> dict:
+    """Fields an ok row derives from how it was measured: ``noisy``/``noisy_reason`` (``latency.noise`` over its
+    timed loops and the host load against the cores it could use), and, for a row measured in a shared process,
+    its memory figures blanked with ``memory_note``: there a runtime reuses what earlier configurations left
+    (segformer-tiny once showed 1 MB), so the figure is not the configuration's own."""
+    if not row.ok:
+        return {}
+    loops = {"latency": row.latency_ms, f"batch-{row.batch}": row.batch_latency_ms}
+    if row.compute_timer == "cuda-events":  # on the host it is the latency loop again
+        loops["compute"] = row.compute_ms
+    noisy, reason = noise(loops, row.host_load_1m, (row.env or {}).get("cpu_cores"))
+    out = {"noisy": noisy, "noisy_reason": reason}
+    if row.isolation == "none":
+        out.update({k: None for k in MEMORY_FIELDS}, memory_note=SHARED_MEMORY_NOTE)
+    return out
+
+
 def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predictions, timing,
                progress, measure_accuracy: bool = True, threads=None) -> tuple[dict, Evaluation | None]:
     """The row's measured fields, and the evaluation behind its accuracy fields (per-image confusions; None when
@@ -210,7 +232,7 @@ def bench_config(backend, precision, run, ds, ids, **kwargs) -> tuple[dict, Eval
 def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequence[str],
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
-              warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = 10,
+              warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = MIN_ITERS,
               warmup_iters: int = WARMUP_ITERS, force: bool = False,
               allow_missing: bool = False, progress: bool = True, class_map: str | None = None,
               measure_accuracy: bool = True,
@@ -317,6 +339,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                     row.update(env=env, version=segdeploy.__version__, dice_vs_torch_fp32=delta)
                     if row.status == "ok" and row.dice is not None and trivial() is not None:
                         row.update(trivial_dice=trivial())  # what no learning scores on the same images
+                    row.update(judge_row(row))
                     if evaluation is not None and row.status == "ok":
                         row.per_image = sidecar_name(results, [*key, row.timestamp])
                         save_per_image(results.parent / row.per_image, evaluation.image_ids, evaluation.confusion)

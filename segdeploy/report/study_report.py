@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from segdeploy.cli_util import fmt_num
 from segdeploy.cpuinfo import kernel_paths
 from segdeploy.report import figures
 from segdeploy.report.document import Answers, Document, Figure, Paragraph, Section, Table
@@ -28,7 +29,7 @@ MAX_HTML_BYTES = 5_000_000
 
 
 def _f(value, spec: str = ".3f") -> str:
-    return "-" if value is None or (isinstance(value, float) and not np.isfinite(value)) else format(value, spec)
+    return fmt_num(value, spec)  # "-" for none or not finite; never "-0.0000"
 
 
 def _sig(value) -> str:
@@ -264,6 +265,27 @@ def _shift_section(summary: StudySummary) -> Section:
                                                      "out-of-domain", "drop", "n"], rows)])
 
 
+def _timing_notes(entries) -> list[Paragraph]:
+    """Why a cell of the cost table is blank or a row is marked noisy."""
+    from segdeploy.bench.latency import NOISY_CV, NOISY_SPREAD, PERCENTILE_MIN_N
+
+    notes = []
+    if any(e.p95_ms is None and e.p50_ms is not None for e in entries):
+        notes.append(f"p95 blank: p95 needs ≥ {PERCENTILE_MIN_N[95]} timed iterations (p90 10, p99 100); "
+                     "fewer were run.")
+    if any(e.memory_mb is None and e.memory_note for e in entries):
+        notes.append("memory blank: measured in a shared process (isolate none), where a runtime reuses what an "
+                     "earlier configuration freed; only a process of its own gives a configuration's memory.")
+    noisy = [e for e in entries if e.noisy]
+    if noisy:
+        notes.append(f"noisy (coefficient of variation above {NOISY_CV:.0%}, p90/p50 above {NOISY_SPREAD}, or host "
+                     "load above the cores; read its timings as rough): "
+                     + "; ".join(f"{e.model} {e.backend} {e.precision}: {e.noisy_reason}" for e in noisy) + ".")
+    if any(e.noisy is None and e.p50_ms is not None for e in entries):
+        notes.append("timing '-': rows written before noise was judged (results schema before bench/3).")
+    return [Paragraph(text, "note") for text in notes]
+
+
 def _cost_section(summary: StudySummary) -> Section:
     groups = defaultdict(list)
     for e in summary.costs:
@@ -272,20 +294,24 @@ def _cost_section(summary: StudySummary) -> Section:
     for (dataset, device), entries in sorted(groups.items()):
         energy = any(e.energy_j is not None for e in entries)
         scored = any(e.dice is not None for e in entries)  # a cost-only study has no Dice columns to show
-        header = ["model", "family", "backend", "precision", "p50 ms", "p99 ms", "img/s", "memory MB",
+        # iterations, threads, batch and host load beside the timings, as benchmark_app's summary prints them
+        header = ["model", "family", "backend", "precision", "p50 ms", "p95 ms", "img/s", "memory MB",
                   *(["J/img"] if energy else []), "size MB", "params M", "GMACs",
-                  *(["Dice", "ΔDice", "99% rule"] if scored else [])]
+                  *(["Dice", "ΔDice", "99% rule"] if scored else []), "iters", "threads", "batch", "load", "timing"]
         rows = []
         for e in entries:
             rule = "-" if e.passes_99 is None else ("pass" if e.passes_99 else "FAIL")
-            rows.append([e.model + _mark(summary, dataset, e.model) + (" (noisy)" if e.noisy else ""), e.family,
-                         e.backend, e.precision, _sig(e.p50_ms), _sig(e.p99_ms),
+            rows.append([e.model + _mark(summary, dataset, e.model), e.family, e.backend, e.precision,
+                         _sig(e.p50_ms), _sig(e.p95_ms),
                          _sig(e.throughput_ips), _sig(e.memory_mb), *([_sig(e.energy_j)] if energy else []),
                          _sig(e.size_mb), _sig(e.params_m), _sig(e.gmacs),
-                         *([_f(e.dice), _f(e.delta_dice, "+.4f"), rule] if scored else [])])
+                         *([_f(e.dice), _f(e.delta_dice, "+.4f"), rule] if scored else []),
+                         _f(e.latency_n, "d"), _f(e.threads, "d"), _f(e.batch, "d"), _f(e.host_load_1m, ".1f"),
+                         {True: "noisy", False: "ok", None: "-"}[e.noisy]])
         caption = f"{dataset} on {device}: deployment cost (median over folds" + ("; Dice mean over folds)" if scored
                                                                                else "; no Dice measured)")
         blocks.append(Table(f"tab-cost-{_slug(dataset, device)}", caption, header, rows))
+        blocks += _timing_notes(entries)
     plain = plain_op_models(e.model for e in summary.costs)
     if plain:
         blocks.append(Paragraph("Operators written here in plain exportable PyTorch ops (the originals use their "

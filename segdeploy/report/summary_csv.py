@@ -70,10 +70,11 @@ def summary_records(summary: StudySummary, answers: list[Answer]) -> list[dict]:
     for e in summary.costs:
         base = dict(dataset=e.dataset, device=e.device, model=e.model, family=e.family, backend=e.backend,
                     precision=e.precision, n=e.n_rows)
-        for quantity in ("p50_ms", "p99_ms", "throughput_ips", "memory_mb", "energy_j", "size_mb", "params_m",
+        for quantity in ("p50_ms", "p95_ms", "p99_ms", "throughput_ips", "memory_mb", "energy_j", "size_mb", "params_m",
                          "gmacs", "dice", "delta_dice"):
             out.append(_rec("cost", quantity, getattr(e, quantity), **base))
         out.append(_rec("cost", "passes_99", None if e.passes_99 is None else int(e.passes_99), **base))
+        out.append(_rec("cost", "noisy", None if e.noisy is None else int(e.noisy), **base, note=e.noisy_reason))
     for e in summary.shift:
         base = dict(dataset=e.train_dataset, target=e.target, model=e.model, family=e.family, n=e.n)
         out += [_rec("shift", q, v, **base) for q, v in (("in_domain_dice", e.in_dice),

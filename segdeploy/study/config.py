@@ -67,7 +67,7 @@ class StudyConfig:
     bench_batch: int = 8
     duration: float = 1.0
     # bench: each configuration in a fresh process (a clean memory baseline, a runtime crash is a failed row), as
-    # `segdeploy bench` does; "none" runs them in the cell's process (faster to start, memory figures shared)
+    # `segdeploy bench` does; "none" runs them in the cell's process (faster to start; no memory figures)
     isolate: str = "process"
     threads: int | None = None  # host threads of the CPU runtimes at bench; None: resources.num_cpus
     timeout: float | None = None  # seconds before a hung bench worker is killed (a failed row); isolate "process"

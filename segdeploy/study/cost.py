@@ -59,7 +59,14 @@ class CostEntry:
     delta_dice: float | None  # vs the fp32 reference; None for fp32 itself or without a reference
     fp32_dice: float | None
     passes_99: bool | None  # None: fp32, or nothing to compare with
-    noisy: bool = False  # a row's timing was flagged unstable (bench's ``noisy``)
+    # what the timings rest on (benchmark_app's summary): the fewest timed iterations, threads, the highest host
+    # load; noisy if any fold's row was (segdeploy.bench.latency.noise), None if none was judged
+    p95_ms: float | None = None
+    threads: int | None = None
+    host_load_1m: float | None = None
+    noisy: bool | None = None
+    noisy_reason: str | None = None
+    memory_note: str | None = None
 
     @property
     def relative_delta(self) -> float | None:
@@ -75,6 +82,19 @@ def _reference_delta(row: StudyRow, cell_rows: Sequence[StudyRow]) -> float | No
     if (row.backend, row.precision) == ("torch", "fp32"):
         return 0.0
     return row.dice_vs_torch_fp32
+
+
+def _timing_basis(rs: Sequence[StudyRow]) -> dict:
+    counts = [r.latency_n for r in rs if r.latency_n is not None]
+    loads = [r.host_load_1m for r in rs if r.host_load_1m is not None]
+    judged = [r for r in rs if r.noisy is not None]
+    noisy = [r for r in judged if r.noisy]
+    return dict(p95_ms=_median(r.latency_p95_ms for r in rs), threads=rs[0].threads,
+                host_load_1m=max(loads) if loads else None,
+                noisy=bool(noisy) if judged else None,
+                noisy_reason="; ".join(dict.fromkeys(r.noisy_reason for r in noisy if r.noisy_reason)) or None,
+                memory_note=next((r.memory_note for r in rs if r.memory_note), None),
+                latency_n=min(counts) if counts else None)
 
 
 def deployment_cost(rows: Sequence[StudyRow], choices: dict) -> list[CostEntry]:
@@ -99,11 +119,11 @@ def deployment_cost(rows: Sequence[StudyRow], choices: dict) -> list[CostEntry]:
         out.append(CostEntry(
             dataset=dataset, device=device, model=model, family=rs[0].family, backend=backend, precision=precision,
             n_rows=len(rs), p50_ms=_median(r.latency_p50_ms for r in rs), p99_ms=_median(r.latency_p99_ms for r in rs),
-            latency_n=rs[0].latency_n, batch=rs[0].batch, throughput_ips=_median(r.throughput_ips for r in rs),
+            batch=rs[0].batch, throughput_ips=_median(r.throughput_ips for r in rs),
             memory_mb=_median(r.memory_mb for r in rs), energy_j=_median(r.energy_j for r in rs),
             size_mb=_median(r.file_size_mb for r in rs), params_m=_median(r.params_m for r in rs),
             gmacs=_median(r.gmacs for r in rs), dice=dice, delta_dice=delta, fp32_dice=fp32, passes_99=passes,
-            noisy=any(r.noisy for r in rs)))
+            **_timing_basis(rs)))
     out.sort(key=lambda e: (e.dataset, e.device, e.model, e.backend, e.precision))
     return out
 

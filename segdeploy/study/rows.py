@@ -57,8 +57,14 @@ class StudyRow:
     hd95: float | None = None
     dice_vs_torch_fp32: float | None = None
     latency_p50_ms: float | None = None
+    latency_p95_ms: float | None = None
     latency_p99_ms: float | None = None
     latency_n: int | None = None
+    threads: int | None = None  # host threads the runtime used (engine_info), else the --threads asked for
+    host_load_1m: float | None = None
+    noisy: bool | None = None  # segdeploy.bench.latency.noise; None: not judged (rows before bench/3)
+    noisy_reason: str | None = None
+    memory_note: str | None = None  # why memory_mb is None although the row is ok (a shared process)
     throughput_ips: float | None = None
     memory_mb: float | None = None
     energy_j: float | None = None
@@ -71,7 +77,6 @@ class StudyRow:
     in_study: bool = False  # the row has study fields (fold, lr) rather than a plain bench row
     trivial_dice: dict = field(default_factory=dict)  # {"all_bg", "all_fg", "prior"}: trivial predictors' Dice
     curve: dict | None = None  # the cell's training curve: {"loss": [...], "val_dice": [...], "stopped_early"}
-    noisy: bool = False  # timing flagged unstable by bench (spread, variation or host load)
 
     @property
     def ok(self) -> bool:
@@ -106,6 +111,7 @@ def _float(value) -> float | None:
 
 def from_record(raw: dict, base_dir: Path | None = None, source: str | None = None) -> StudyRow:
     """A :class:`StudyRow` from one results row (a JSON object as ``bench`` or ``study run`` writes it)."""
+    from segdeploy.bench.latency import supported
     from segdeploy.records import BenchRow
 
     row = BenchRow.from_json(raw)
@@ -132,15 +138,17 @@ def from_record(raw: dict, base_dir: Path | None = None, source: str | None = No
         dice_status=row.extra.get("dice_status"), dice_per_class=dict(row.dice_per_class or {}),
         iou=_float(row.iou), recall=_float(row.recall_fg), precision_fg=_float(row.precision_fg),
         hd95=_float(row.hd95), dice_vs_torch_fp32=_float(row.dice_vs_torch_fp32),
-        latency_p50_ms=_float(latency.get("p50")), latency_p99_ms=_float(latency.get("p99")),
-        latency_n=latency.get("n"), throughput_ips=_float(row.throughput_ips),
+        latency_p50_ms=_float(latency.get("p50")), latency_p95_ms=_float(supported(latency, 95)),
+        latency_p99_ms=_float(supported(latency, 99)), latency_n=latency.get("n"),
+        threads=(row.engine_info or {}).get("threads", row.threads), host_load_1m=_float(row.host_load_1m),
+        noisy=row.noisy, noisy_reason=row.noisy_reason, memory_note=row.memory_note,
+        throughput_ips=_float(row.throughput_ips),
         memory_mb=_float(row.peak_memory_delta_mb), energy_j=_float(row.energy_j_per_image),
         file_size_mb=_float(row.file_size_mb), params_m=_float(row.params_m),
         gmacs=_float(row.gmacs), per_image=per_image, env=dict(row.env or {}), source=source,
         in_study=bool(study),
         trivial_dice={k: float(v) for k, v in (row.extra.get("trivial_dice") or {}).items() if v is not None},
         curve=row.extra.get("train_curve") if isinstance(row.extra.get("train_curve"), dict) else None,
-        noisy=bool(getattr(row, "noisy", None) or row.extra.get("noisy")),
     )
 
 
