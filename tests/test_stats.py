@@ -202,7 +202,7 @@ def test_several_lrs_without_validation_dice_are_not_reported():
 
 
 def test_deployment_cost_delta_and_the_99_percent_rule():
-    lat = lambda p50: {"latency_ms": {"p50": p50, "p99": 2 * p50, "n": 20}}  # noqa: E731
+    lat = lambda p50: {"latency_ms": {"p50": p50, "p99": 2 * p50, "n": 100}}  # noqa: E731
     rows = []
     for fold, p50 in enumerate((10.0, 12.0, 11.0)):
         rows += [row("a", "d", fold, 1e-4, 0.800, **lat(p50 * 3)),
