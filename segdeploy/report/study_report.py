@@ -108,6 +108,12 @@ def _accuracy_by_dataset(summary: StudySummary) -> list[tuple[str, list]]:
     return [(dataset, sorted(accs, key=lambda a: -(a.dice or 0))) for dataset, accs in sorted(by_dataset.items())]
 
 
+def _trivial(summary: StudySummary, dataset: str) -> float | None:
+    """The best trivial predictor's Dice on the dataset's test split (the plot's "not learned" band), if recorded."""
+    v = summary.learned.get(dataset)
+    return v.baseline[1] if v is not None and v.baseline is not None else None
+
+
 def _accuracy_section(summary: StudySummary, draw: bool = True) -> Section:
     published = _published_by_model(summary)
     blocks = []
@@ -122,7 +128,7 @@ def _accuracy_section(summary: StudySummary, draw: bool = True) -> Section:
                 f"fig-dice-{_slug(dataset)}", f"{dataset}: which model is most accurate, and how sure are we?",
                 f"Test Dice, mean over up to {folds} folds at the chosen learning rate (coloured), each fold (grey), "
                 "95% bootstrap CI over test images (whiskers); reference row per fold: torch fp32.",
-                figures.to_svg(figures.dice_figure(entries))))
+                figures.to_svg(figures.dice_figure(entries, trivial=_trivial(summary, dataset)))))
         ranks = summary.ranks
         blocks.append(Table(f"tab-accuracy-{_slug(dataset)}", f"{dataset}: accuracy (test split, chosen lr)",
                             ["model", "family", "lr", "folds", "Dice mean ± std", "95% CI", "mIoU", "mean recall",
