@@ -1,0 +1,55 @@
+"""Fault catalogue, issue 16 (round two): non-finite durations, a failed study cell in the report, the regression
+gate over multi-fold files and other machine classes, and results rows of the wrong type or schema version."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import DATA, cli
+from segdeploy.errors import SegdeployError
+
+
+def _error_line(result) -> str:
+    text = result.stderr if result.stderr else result.output
+    assert result.exit_code == 2, (result.exit_code, result.output, result.exception)
+    assert "Traceback" not in result.output
+    lines = [ln for ln in text.splitlines() if ln.startswith("error:")]
+    assert lines, text
+    return " ".join(text.split())
+
+
+# -- bug 3: NaN/inf/negative durations, warm-ups, timeouts and learning rates ---------------------------------
+
+@pytest.mark.parametrize("option,value", [("--duration", "nan"), ("--duration", "inf"), ("--duration", "-1"),
+                                          ("--warmup", "nan"), ("--warmup", "-5"), ("--timeout", "inf"),
+                                          ("--timeout", "nan")])
+def test_bench_refuses_non_finite_or_negative_times_before_running(option, value, tmp_path):
+    # a run folder that does not exist: the option must be refused while parsing, before any run is opened
+    # (before the fix NaN and inf reached the timing loop, which never ends)
+    result = cli("bench", tmp_path / "no-run", "--data", DATA, "--results", tmp_path / "r.jsonl", option, value)
+    text = _error_line(result)
+    assert option in text and ("finite" in text or ">= 0" in text or "> 0" in text), text
+    assert not (tmp_path / "r.jsonl").exists()
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1e-4", "0"])
+def test_train_refuses_a_learning_rate_that_is_not_a_positive_finite_number(value, tmp_path):
+    result = cli("train", "--data", DATA, "--model", "unet-tiny", "--out", tmp_path / "run", "--lr", value)
+    assert "--lr" in _error_line(result)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("line", ["duration = nan", "duration = inf", "duration = -1.0", "lr = [inf]",
+                                  "lr = [1e-4, nan]", "timeout = nan", "timeout = inf", "augment = nan"])
+def test_a_study_file_with_a_non_finite_time_or_rate_is_refused_when_loaded(line, tmp_path):
+    from segdeploy.study.config import load_study
+
+    path = tmp_path / "s.toml"
+    path.write_text(f'models = ["unet-tiny"]\ndatasets = ["synthetic:24"]\n{line}\n')
+    key = line.split()[0]
+    with pytest.raises(SegdeployError, match=f"`{key}`") as info:
+        load_study(path)
+    assert str(path) in str(info.value)
