@@ -120,7 +120,8 @@ def from_record(raw: dict, base_dir: Path | None = None, source: str | None = No
     return StudyRow(
         model=str(row.model or study.get("model")), family=str(row.family or "unknown"),
         train_dataset=str(train), target=str(row.extra.get("target") or row.dataset or train),
-        backend=str(row.backend), precision=str(row.precision), device=str(row.device),
+        # "-": a failed cell's row names no backend, precision or device (it never reached bench)
+        backend=str(row.backend or "-"), precision=str(row.precision or "-"), device=str(row.device or "-"),
         status=str(row.status), reason=row.reason, run=row.run, run_name=row.run_name,
         split=row.split if isinstance(row.split, (str, type(None))) else str(row.split),
         batch=row.batch, n_images=row.n_images,
@@ -169,7 +170,10 @@ def load_rows(paths: Sequence[str | Path]) -> list[StudyRow]:
     latest: dict[tuple, tuple[dict, StudyRow]] = {}
     for path in results_files(paths):
         for raw in iter_jsonl(path):
-            if not isinstance(raw, dict) or not raw.get("model") or not raw.get("backend"):
+            # a cell that failed before bench (training, export) is one failed row without a backend or
+            # precision: the report lists it among the failures; only a measured row needs them
+            if not isinstance(raw, dict) or not raw.get("model") or (not raw.get("backend")
+                                                                     and raw.get("status") == "ok"):
                 raise SegdeployError("a row lacks model or backend.", path=path,
                                      fix="pass results written by `segdeploy bench` or `segdeploy study run`.")
             key = (str(path.resolve()), *_config_key(raw))

@@ -53,3 +53,40 @@ def test_a_study_file_with_a_non_finite_time_or_rate_is_refused_when_loaded(line
     with pytest.raises(SegdeployError, match=f"`{key}`") as info:
         load_study(path)
     assert str(path) in str(info.value)
+
+
+# -- bug 4: a failed cell is a row the report lists, not a reason to stop -------------------------------------
+
+def _failed_cell_row(tmp_path) -> dict:
+    """The row study/cell.py writes for a cell that failed in training: no backend, no precision."""
+    from segdeploy.study.cell import failed_row
+    from segdeploy.study.config import parse_study
+    from segdeploy.study.plan import Cell
+
+    config = parse_study({"models": ["unet-tiny"], "datasets": ["synthetic:24"]})
+    cell = Cell("segnext-l-derm-f1-lr0.0001", "segnext-l", "derm", "derm", 1, 1e-4)
+    return failed_row(config, cell, "train", "RuntimeError: out of memory")
+
+
+def test_a_failed_cell_is_listed_by_report_and_summarize(tmp_path):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from study_synth import SynthStudy
+
+    study = tmp_path / "study"
+    results = SynthStudy(datasets={"derm": ["lesion"]}, skills={"unet": 0.8, "segnext-l": 0.85}, folds=(0, 1),
+                         lrs=(1e-4,), n_images=12, cross={}).write(study)
+    row = _failed_cell_row(tmp_path)
+    assert row["backend"] is None and row["status"] == "failed"
+    with results.open("a") as f:
+        f.write(json.dumps(row) + "\n")
+    out = study / "report"
+    result = cli("report", study, "--out", out, "--resamples", "100")
+    assert result.exit_code == 0, result.output
+    html = (out / "report.html").read_text()
+    assert "out of memory" in html and "segnext-l" in html
+    result = cli("study", "summarize", study, "--resamples", "100")
+    assert result.exit_code == 0, result.output
+    listed = " ".join(result.output.split())
+    assert "segnext-l derm 1 0.0001 - - - failed train: RuntimeError: out of memory" in listed, result.output
