@@ -360,21 +360,48 @@ class ConfigKey(NamedTuple):
 
 
 class CheckKey(NamedTuple):
-    """What ``segdeploy check`` compares across machines and runs: the device kind, never the GPU's name, and
-    the model, not the run directory."""
+    """What ``segdeploy check`` compares: everything that identifies one accuracy measurement, so two rows with the
+    same key measured the same thing and a baseline entry names exactly one row. ``run`` is the run's folder name
+    (``run_name``), not its path, so a baseline applies in another checkout; ``fold``, ``lr``, ``train_dataset`` and
+    ``target`` are a study cell's (None in a plain bench row); ``n_images`` keeps a ``--max-images`` smoke test
+    from standing in for the split and ``class_map`` (canonical JSON) a mapped scoring from the unmapped one;
+    ``batch`` and ``threads`` are bench's pipeline settings (``ConfigKey``: another batch is another row). The
+    device is its kind, never the GPU's name (the machine class is the baseline entry's ``machine``)."""
 
+    run: str | None
     dataset: str | None
+    split: str | None
+    fold: str | None
+    lr: float | None
+    train_dataset: str | None
+    target: str | None
     model: str | None
     backend: str | None
     precision: str | None
     device_kind: str
-    split: str | None
+    n_images: int | None
+    class_map: str | None
+    batch: int | None = None
+    threads: int | None = None
 
     @classmethod
     def of(cls, row: BenchRow | Mapping) -> CheckKey:
-        """The key of a row, or of a baseline entry (which records the device kind as ``device``)."""
+        """THE key of a results row, or of a baseline entry (which records the device kind as ``device``, the
+        run's name as ``run`` and the study fields at its top level)."""
         row = BenchRow.coerce(row)
-        return cls(row.dataset_name, row.model, row.backend, row.precision, row.device_kind, split_text(row.split))
+        study = row.extra.get("study") if isinstance(row.extra.get("study"), Mapping) else {}
+        fold = study.get("fold", row.extra.get("fold"))
+        lr = study.get("lr", row.extra.get("lr"))
+        run = row.run_name or (Path(str(row.run)).name if row.run else None)
+        mapped = json.dumps(row.class_map, sort_keys=True) if row.class_map else None
+        return cls(run, row.dataset_name, split_text(row.split), None if fold is None else str(fold),
+                   None if lr is None else float(lr), row.extra.get("train_dataset") or study.get("dataset"),
+                   row.extra.get("target"), row.model, row.backend, row.precision, row.device_kind, row.n_images,
+                   mapped, row.batch, row.threads)
+
+    def text(self) -> str:
+        """The key in words (the fields it has), for an error or a table."""
+        return ", ".join(f"{name} {value}" for name, value in self._asdict().items() if value is not None)
 
 
 # -- the ΔDice reference -------------------------------------------------------------------------------------

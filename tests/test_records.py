@@ -134,7 +134,8 @@ def test_one_reference_where_the_three_old_rules_disagreed():
     # the gate: 0.78 < 0.99 x 0.80 fails against the reference (it passed against tensorrt's own 0.70)
     findings = check_results([r.to_json() for r in rows], {"schema": "segdeploy.baseline/1", "entries": []})
     (bad,) = [f for f in findings if f.failed]
-    assert bad.key == CheckKey("d", "unet", "tensorrt", "int8", "cuda", "test") and bad.status == "<99% fp32"
+    assert bad.key == CheckKey("r", "d", "test", None, None, None, None, "unet", "tensorrt", "int8", "cuda", 48,
+                               None, None, None) and bad.status == "<99% fp32"
     assert bad.reference == 0.80
 
 

@@ -90,3 +90,68 @@ def test_a_failed_cell_is_listed_by_report_and_summarize(tmp_path):
     assert result.exit_code == 0, result.output
     listed = " ".join(result.output.split())
     assert "segnext-l derm 1 0.0001 - - - failed train: RuntimeError: out of memory" in listed, result.output
+
+
+# -- bug 11: the regression gate keys every measurement, not one fold --------------------------------------
+
+def _study_results(tmp_path) -> Path:
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from study_synth import SynthStudy
+
+    return SynthStudy(datasets={"derm": ["lesion"]}, skills={"unet": 0.8}, folds=(0, 1, 2), lrs=(1e-4, 1e-5),
+                      n_images=8, cross={}, backends=(("torch", "fp32"),)).write(tmp_path / "study")
+
+
+def _rewrite(path: Path, rows: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_check_sees_every_fold_and_lr_of_a_study(tmp_path):
+    results = _study_results(tmp_path)
+    rows = [r for r in map(json.loads, results.read_text().splitlines()) if r["status"] == "ok"]
+    _rewrite(results, rows)
+    baseline = tmp_path / "baseline.json"
+    written = cli("check", results, "--baseline", baseline, "--write-baseline")
+    assert written.exit_code == 0, written.output
+    assert "6 configurations" in written.output, written.output  # 3 folds x 2 lrs, not 1
+    assert cli("check", results, "--baseline", baseline).exit_code == 0
+    # fold 0 of lr 1e-4 regressed: the gate fails wherever the row sits in the file
+    (bad,) = [r for r in rows if r["study"]["fold"] == 0 and r["study"]["lr"] == 1e-4]
+    bad["dice"] = 0.10
+    for order in (rows, [bad] + [r for r in rows if r is not bad]):
+        _rewrite(results, order)
+        result = cli("check", results, "--baseline", baseline)
+        assert result.exit_code == 1, result.output
+        assert "regressed" in result.output and "1 of 6 configurations failed" in result.output, result.output
+
+
+def test_check_refuses_a_repeated_configuration_naming_it(tmp_path):
+    results = _study_results(tmp_path)
+    rows = [r for r in map(json.loads, results.read_text().splitlines()) if r["status"] == "ok"]
+    _rewrite(results, rows + [dict(rows[2], dice=0.5)])
+    text = _error_line(cli("check", results, "--baseline", tmp_path / "b.json", "--write-baseline"))
+    assert str(results) in text and "same configuration" in text and "fold 2" in text, text
+
+
+def test_a_baseline_entry_without_a_row_warns_and_fails_when_strict(tmp_path):
+    results = _study_results(tmp_path)
+    rows = [r for r in map(json.loads, results.read_text().splitlines()) if r["status"] == "ok"]
+    _rewrite(results, rows)
+    baseline = tmp_path / "baseline.json"
+    assert cli("check", results, "--baseline", baseline, "--write-baseline").exit_code == 0
+    _rewrite(results, rows[1:])
+    loose = cli("check", results, "--baseline", baseline)
+    assert loose.exit_code == 0 and "warning" in loose.output and "1 baseline entries have no row" in loose.output
+    strict = cli("check", results, "--baseline", baseline, "--strict")
+    assert strict.exit_code == 1 and "missing" in strict.output, strict.output
+
+
+def test_old_baselines_still_load_and_map_to_the_new_key():
+    from segdeploy.report.check import config_key, load_baseline
+
+    root = Path(__file__).resolve().parents[2]
+    for path in (root / "tests/data/baseline-1.json", root / "results/baseline.json"):
+        entries = load_baseline(path)["entries"]
+        assert entries and all(config_key(e).run == e["model"] for e in entries), path
