@@ -10,6 +10,7 @@ later version recorded is not dropped. This module imports nothing heavy: every 
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -21,7 +22,7 @@ RUN_SCHEMA = "segdeploy.run/1"
 BENCH_SCHEMA = "segdeploy.bench/2"
 # bench/1 -> bench/2: dice_vs_torch_fp32 follows reference_row() (also the same dataset and device kind; the
 # torch fp32 row itself gets 0.0), and every field is written, null where nothing was measured
-BENCH_SCHEMAS = ("segdeploy.bench/1", BENCH_SCHEMA)
+BENCH_SCHEMAS = ("segdeploy.bench/1", BENCH_SCHEMA)  # every version this release reads (a row without one: /1)
 
 REFERENCE_BACKEND, REFERENCE_PRECISION = "torch", "fp32"
 # a deployed precision must keep 99% of its reference Dice (MLPerf Inference's target for medical segmentation)
@@ -291,10 +292,26 @@ class BenchRow(_JsonRecord):
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, data: Mapping, path: str | Path | None = None) -> BenchRow:
-        data = _expect_mapping(data, "a results row", path, fix="pass a results file written by `segdeploy bench`.")
+    def from_json(cls, data: Mapping, path: str | Path | None = None, line: int | None = None) -> BenchRow:
+        """A row read from a results file: its schema version must be one this release reads (a row without one
+        is the first, ``segdeploy.bench/1``) and every known field must have its type (``dice: "high"`` would
+        otherwise surface as a traceback, or a string compared with a number, far from the file)."""
+        where = f"line {line}" if line is not None else "a results row"
+        fix = "pass a results file written by `segdeploy bench`."
+        data = _expect_mapping(data, where if line is not None else "a results row", path, fix=fix)
         schema = data.get("schema") or BENCH_SCHEMAS[0]
+        if schema not in BENCH_SCHEMAS:
+            newer = isinstance(schema, str) and schema.startswith("segdeploy.bench/")
+            raise SegdeployError(
+                f"{where} has schema {schema!r}; this release of segdeploy reads {', '.join(BENCH_SCHEMAS)}.",
+                path=path, fix="upgrade segdeploy (pip install -U segdeploy) to read rows a newer version wrote."
+                if newer else fix)
         known, extra = _split_known(cls, data)
+        for name, value in known.items():
+            expected = _FIELD_TYPES[name]
+            if value is not None and not _has_type(value, expected):
+                raise SegdeployError(f"{where}: field {name!r} is {value!r}, not {' or '.join(expected)}.",
+                                     path=path, fix=f"correct or delete that row; {fix}")
         return cls(**{**known, "schema": schema}, extra=extra)
 
     @classmethod
@@ -326,6 +343,20 @@ class BenchRow(_JsonRecord):
     @property
     def device_kind(self) -> str:
         return device_kind(self.device, self.backend)
+
+
+def _has_type(value, expected: tuple[str, ...]) -> bool:
+    checks = {"str": lambda v: isinstance(v, str), "dict": lambda v: isinstance(v, Mapping),
+              "list": lambda v: isinstance(v, list), "bool": lambda v: isinstance(v, bool),
+              "int": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+              "float": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)}
+    return any(checks[t](value) for t in expected)
+
+
+# field -> the JSON types it may hold besides null, from the annotations ("float | None" -> ("float",))
+_FIELD_TYPES = {f.name: tuple(t.strip() for t in str(f.type).split("|") if t.strip() != "None")
+                for f in fields(BenchRow) if f.name != "extra"}
+_FIELD_TYPES["split"] = ("str", "dict")  # a split given by its parameters (split_text)
 
 
 class ConfigKey(NamedTuple):

@@ -52,7 +52,7 @@ from pathlib import Path
 
 from segdeploy.cpuinfo import kernel_paths
 from segdeploy.errors import SegdeployError
-from segdeploy.fileio import read_json, read_jsonl
+from segdeploy.fileio import iter_jsonl, read_json
 from segdeploy.records import FP32_SHARE, BenchRow, CheckKey, References, device_kind
 
 __all__ = ["BASELINE_SCHEMA", "CheckKey", "Finding", "applicable_entries", "check_results", "config_key",
@@ -190,7 +190,7 @@ def load_results(path: str | Path) -> list[BenchRow]:
     path = Path(path)
     if not path.is_file():
         raise SegdeployError("results file not found.", path=path, fix="run `segdeploy bench` to write it.")
-    rows = read_jsonl(path)
+    rows = [BenchRow.from_json(raw, path, line) for line, raw in iter_jsonl(path, numbered=True)]
     if not rows:
         raise SegdeployError("results file has no rows.", path=path, fix="run `segdeploy bench` to fill it.")
     rows = _as_rows(rows, path)

@@ -166,10 +166,12 @@ def results_files(paths: Iterable[str | Path]) -> list[Path]:
 def load_rows(paths: Sequence[str | Path]) -> list[StudyRow]:
     """Rows of every results file (or study folder) in ``paths``; the latest row per configuration."""
     from segdeploy.fileio import iter_jsonl
+    from segdeploy.records import BenchRow
 
     latest: dict[tuple, tuple[dict, StudyRow]] = {}
     for path in results_files(paths):
-        for raw in iter_jsonl(path):
+        for line, raw in iter_jsonl(path, numbered=True):
+            BenchRow.from_json(raw, path, line)  # the schema version and every field's type, naming the line
             # a cell that failed before bench (training, export) is one failed row without a backend or
             # precision: the report lists it among the failures; only a measured row needs them
             if not isinstance(raw, dict) or not raw.get("model") or (not raw.get("backend")

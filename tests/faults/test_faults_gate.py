@@ -155,3 +155,41 @@ def test_old_baselines_still_load_and_map_to_the_new_key():
     for path in (root / "tests/data/baseline-1.json", root / "results/baseline.json"):
         entries = load_baseline(path)["entries"]
         assert entries and all(config_key(e).run == e["model"] for e in entries), path
+
+
+# -- poor paths: a results row of the wrong type or of an unknown schema version ------------------------------
+
+def _two_rows(tmp_path, **second) -> Path:
+    first = {"schema": "segdeploy.bench/2", "dataset": "d", "run": "runs/r", "model": "unet", "backend": "torch",
+             "precision": "fp32", "device": "cpu", "split": "test", "n_images": 4, "batch": 2, "status": "ok",
+             "dice": 0.8}
+    path = tmp_path / "results.jsonl"
+    _rewrite(path, [first, {**first, "backend": "onnxruntime", **second}])
+    return path
+
+
+@pytest.mark.parametrize("command", ["check", "report", "summarize"])
+def test_a_row_with_a_field_of_the_wrong_type_is_one_line_naming_file_line_and_field(command, tmp_path):
+    results = _two_rows(tmp_path, dice="high")
+    args = {"check": ["check", results, "--baseline", tmp_path / "b.json", "--write-baseline"],
+            "report": ["report", results, "--out", tmp_path / "rep"],
+            "summarize": ["study", "summarize", results]}[command]
+    text = _error_line(cli(*args))
+    assert str(results) in text and "line 2" in text and "'dice'" in text and "'high'" in text, text
+
+
+@pytest.mark.parametrize("command", ["check", "report"])
+def test_a_row_of_a_newer_schema_version_is_refused_naming_the_upgrade(command, tmp_path):
+    results = _two_rows(tmp_path, schema="segdeploy.bench/99")
+    args = {"check": ["check", results, "--baseline", tmp_path / "b.json", "--write-baseline"],
+            "report": ["report", results, "--out", tmp_path / "rep"]}[command]
+    text = _error_line(cli(*args))
+    assert str(results) in text and "line 2" in text and "segdeploy.bench/99" in text and "upgrade" in text, text
+
+
+def test_rows_of_older_schema_versions_or_none_are_read_as_the_first_version(tmp_path):
+    from segdeploy.report.check import load_results
+
+    results = _two_rows(tmp_path, schema=None)
+    rows = load_results(results)
+    assert [r.schema for r in rows] == ["segdeploy.bench/2", "segdeploy.bench/1"]
