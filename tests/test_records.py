@@ -73,8 +73,11 @@ def test_bench_rows_of_today_load_round_trip_and_key_as_before():
         assert ConfigKey.of(r).artifact is None and ConfigKey.of(r).threads is None
     ok = rows[0]
     assert ok.ok and ok.latency_ms["p50"] == stored[0]["latency_ms"]["p50"] and ok.device_kind == "cpu"
-    future = BenchRow.from_json({**stored[0], "schema": "segdeploy.bench/9", "dice_ci95": [0.1, 0.2]})
-    assert future.extra == {"dice_ci95": [0.1, 0.2]} and future.to_json()["dice_ci95"] == [0.1, 0.2]
+    # keys this version does not know are kept; a schema version newer than this release is refused (issue 16)
+    more = BenchRow.from_json({**stored[0], "schema": "segdeploy.bench/2", "dice_ci95": [0.1, 0.2]})
+    assert more.extra == {"dice_ci95": [0.1, 0.2]} and more.to_json()["dice_ci95"] == [0.1, 0.2]
+    with pytest.raises(SegdeployError, match="upgrade segdeploy"):
+        BenchRow.from_json({**stored[0], "schema": "segdeploy.bench/9"})
 
 
 def test_row_update_routes_unknown_producer_keys_to_extra():
