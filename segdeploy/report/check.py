@@ -147,15 +147,21 @@ def _entry(key: CheckKey, row: BenchRow) -> dict:
 
 
 def make_baseline(rows: Iterable[BenchRow | Mapping], tolerance: float = DEFAULT_TOLERANCE, *,
-                  per_machine: bool = True, keep: Iterable[Mapping] = ()) -> dict:
+                  per_machine: bool = True, keep: Iterable[Mapping] = (), previous: Iterable[Mapping] = ()) -> dict:
     """A baseline from the ok row of every configuration, each entry naming its machine class unless
-    ``per_machine`` is False; ``keep`` (an earlier baseline's entries) contributes those of other machine classes."""
+    ``per_machine`` is False; ``keep`` (an earlier baseline's entries) contributes those of other machine classes;
+    an entry of ``previous`` (the file being replaced) with the same key and class passes on its own
+    ``tolerance_dice_points`` (a tolerance is reasoned, not measured: re-recording the Dice keeps it)."""
+    own_tolerance = {(config_key(e), e.get("machine")): e["tolerance_dice_points"] for e in previous
+                     if e.get("tolerance_dice_points") is not None}
     entries = []
     for key, row in keyed_rows(rows).items():
         if _usable(row):
             entry = _entry(key, row)
             if per_machine and (machine := machine_class(row)) is not None:
                 entry["machine"] = machine
+            if (tol := own_tolerance.get((key, entry.get("machine")))) is not None:
+                entry["tolerance_dice_points"] = tol
             entries.append(entry)
     if not entries:
         raise SegdeployError("no ok row with a Dice to record.", fix="run `segdeploy bench` first, then write the "

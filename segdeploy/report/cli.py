@@ -46,9 +46,9 @@ def check(
     machines = sorted({m for r in rows if (m := machine_class(r)) is not None})
     if write_baseline:
         existed = baseline.exists()
-        keep = load_baseline(baseline)["entries"] if existed and not any_machine else []
+        previous = load_baseline(baseline)["entries"] if existed else []
         data = make_baseline(rows, DEFAULT_TOLERANCE if tolerance is None else tolerance,
-                             per_machine=not any_machine, keep=keep)
+                             per_machine=not any_machine, keep=[] if any_machine else previous, previous=previous)
         atomic_write_json(baseline, data)
         n_kept = len(data["entries"]) - len(make_baseline(rows, per_machine=not any_machine)["entries"])
         scope = "any machine" if any_machine or not machines else " and ".join(machines)

@@ -193,3 +193,27 @@ def test_rows_of_older_schema_versions_or_none_are_read_as_the_first_version(tmp
     results = _two_rows(tmp_path, schema=None)
     rows = load_results(results)
     assert [r.schema for r in rows] == ["segdeploy.bench/2", "segdeploy.bench/1"]
+
+
+# -- bug 12: a machine class with no baseline entries is not a silent pass ---------------------------------
+
+ZEN2 = {"cpu": "AMD EPYC 7B12", "cpu_isa": {"arch": "x86_64", "int8": "AVX2", "bf16": None, "fp16": None}}
+XEON = {"cpu": "Intel(R) Xeon(R) Platinum", "cpu_isa": {"arch": "x86_64", "int8": "AMX-INT8", "bf16": "AMX-BF16",
+                                                        "fp16": "AVX512-FP16"}}
+
+
+def test_a_machine_class_without_baseline_entries_fails_when_strict_and_warns_otherwise(tmp_path):
+    results = _two_rows(tmp_path, env=XEON)
+    rows = [dict(r, env=XEON) for r in map(json.loads, results.read_text().splitlines())]
+    _rewrite(results, rows)
+    baseline = tmp_path / "baseline.json"
+    assert cli("check", results, "--baseline", baseline, "--write-baseline").exit_code == 0
+    _rewrite(results, [dict(r, env=ZEN2) for r in rows])  # the same configurations on an AVX2-only EPYC
+    loose = cli("check", results, "--baseline", baseline)
+    text = " ".join(loose.output.split())
+    assert loose.exit_code == 0 and "warning: no baseline entries for this machine class" in text, text
+    assert "int8 AVX2" in text and "(--strict fails them)" in text
+    strict = cli("check", results, "--baseline", baseline, "--strict")
+    text = " ".join(strict.output.split())
+    assert strict.exit_code == 1 and "error: no baseline entries for this machine class" in text, text
+    assert "2 of 2 configurations failed (2 other machine class)" in text, text
