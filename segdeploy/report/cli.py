@@ -11,6 +11,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from segdeploy.cli_util import number_option
+
 
 def _points(value: float | None, signed: bool = False) -> str:
     if value is None:
@@ -22,7 +24,7 @@ def check(
     results: Path = typer.Argument(..., help="results JSONL written by `segdeploy bench`"),
     baseline: Path = typer.Option(..., "--baseline", help="baseline JSON (segdeploy.baseline/2; /1 still loads)"),
     tolerance: float | None = typer.Option(
-        None, "--tolerance", min=0.0, help="allowed Dice drop in points (default: the baseline's value, else 1.0)"),
+        None, "--tolerance", callback=number_option("--tolerance"), help="allowed Dice drop in points (default: the baseline's value, else 1.0)"),
     write_baseline: bool = typer.Option(False, "--write-baseline",
                                         help="write --baseline from RESULTS (latest ok row per configuration)"),
     strict: bool = typer.Option(False, "--strict", help="also fail (else warn): a non-fp32 row without a torch fp32 "
