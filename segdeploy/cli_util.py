@@ -54,6 +54,6 @@ def number_option(option: str, *, positive: bool = False):
         except ValueError as e:
             from segdeploy.errors import SegdeployError
 
-            raise SegdeployError(f"{option} {e}.", fix=f"give {option} a finite number "
+            raise SegdeployError(f"{option} {value:g}: {e}.", fix=f"give {option} a finite number "
                                                       f"{'above' if positive else 'of at least'} 0.") from None
     return callback
