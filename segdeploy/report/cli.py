@@ -81,7 +81,7 @@ def check(
     values = {name: {getattr(f.key, name) for f in findings} for name in fields}
     varying = [name for name in fields if len(values[name]) > 1]
     common = ", ".join(f"{label.get(name, name)} {next(iter(values[name]))}" for name in fields
-                       if len(values[name]) == 1)
+                       if len(values[name]) == 1 and values[name] != {None})  # None: a field no row has
     table = Table(title=f"accuracy check of {results} against {baseline}" + (f" ({common})" if common else ""),
                   title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("status", no_wrap=True)
