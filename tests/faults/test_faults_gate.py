@@ -217,3 +217,18 @@ def test_a_machine_class_without_baseline_entries_fails_when_strict_and_warns_ot
     text = " ".join(strict.output.split())
     assert strict.exit_code == 1 and "error: no baseline entries for this machine class" in text, text
     assert "2 of 2 configurations failed (2 other machine class)" in text, text
+
+
+def test_check_names_a_failed_cell_as_the_reason_its_entries_are_missing(tmp_path):
+    from segdeploy.report.check import check_results, make_baseline
+
+    row = {"dataset": "derm", "run_name": "unet-derm-f1-lr0.0001", "model": "unet", "backend": "torch",
+           "precision": "fp32", "device": "cpu", "split": "test", "n_images": 8, "batch": 8, "status": "ok",
+           "dice": 0.8, "study": {"model": "unet", "dataset": "derm", "fold": 1, "lr": 1e-4},
+           "train_dataset": "derm", "target": "derm"}
+    baseline = make_baseline([row])
+    failed = {"status": "failed", "reason": "train: RuntimeError: out of memory", "model": "unet",
+              "dataset": "derm", "run_name": "unet-derm-f1-lr0.0001", "backend": None, "precision": None,
+              "study": row["study"], "train_dataset": "derm", "target": "derm"}
+    (finding,) = check_results([failed], baseline)
+    assert finding.status == "missing" and finding.failed and "out of memory" in finding.reason
