@@ -17,7 +17,14 @@ GPU_RESULTS ?= $(OUT)/results-gpu.jsonl
 # onnxruntime-gpu where an NVIDIA driver answers, the CPU build elsewhere
 ORT_EXTRA := $(shell nvidia-smi >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: install demo test test-fast train export engines bench bench-gpu cam check baseline report env clean
+# the CI gate's fixed weights: unet-tiny trained on the synthetic set, committed (tests/data/gate/), exported and
+# benched here on its recorded synthetic test split, checked against machine-free entries (results/baseline-fixed.json)
+GATE_RUN := tests/data/gate/unet-tiny-fixed
+GATE_DATA := synthetic:96
+GATE_OUT ?= $(OUT)/gate
+GATE_RESULTS := $(GATE_OUT)/results.jsonl
+
+.PHONY: install demo test test-fast train export engines bench bench-gpu cam gate check baseline report env clean
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -58,7 +65,16 @@ bench-gpu: install
 cam: install
 	for r in $(RUNS); do $(SEG) cam $$r --data $(DATA) --out $$r/cam || exit 1; done
 
-check: install
+# the regression gate, on any machine: (1) the fixed weights' Dice per backend and precision, within tolerances that
+# hold across CPU classes (--strict: every entry must have its row); (2) the demo's own training, per machine class
+# (a class without entries is a warning there: its weights differ). Both apply the 99%-of-torch-fp32 rule.
+gate: install
+	rm -rf $(GATE_OUT) && mkdir -p $(GATE_OUT) && cp -r $(GATE_RUN) $(GATE_OUT)/
+	$(SEG) export $(GATE_OUT)/$(notdir $(GATE_RUN)) --precisions fp32,int8
+	$(SEG) bench $(GATE_OUT)/$(notdir $(GATE_RUN)) --data $(GATE_DATA) --backends torch,onnxruntime,openvino --precisions fp32,int8 --device cpu --warmup 0 --duration 0 --min-iters 2 --results $(GATE_RESULTS)
+	$(SEG) check $(GATE_RESULTS) --baseline results/baseline-fixed.json --strict
+
+check: install gate
 	$(SEG) check $(RESULTS) --baseline results/baseline.json
 
 # after a change meant to move accuracy: the demo's results become the new baseline (review the diff before committing)

@@ -35,3 +35,34 @@ def fmt_num(value, spec: str, missing: str = "-") -> str:
     if text[:1] in "+-" and not any(c in "123456789" for c in mantissa):
         text = text[1:]
     return text
+
+
+def checked_number(value, *, positive: bool = False) -> float:
+    """THE check of a duration, warm-up, timeout or learning rate, from the command line or a study file: a finite
+    number, >= 0 (> 0 with ``positive``); otherwise ValueError saying what is wrong. NaN passes every ``<``
+    comparison, so a loop ``while elapsed < duration`` with NaN or inf never ends: both are refused here, where the
+    value is parsed, not discovered as a hang."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"must be {'> 0' if positive else '>= 0'}, got {value:g}")
+    return float(value)
+
+
+def number_option(option: str, *, positive: bool = False):
+    """A typer callback applying :func:`checked_number` to ``option`` (None, an unset option, passes)."""
+    def callback(value):
+        if value is None:
+            return None
+        try:
+            return checked_number(value, positive=positive)
+        except ValueError as e:
+            from segdeploy.errors import SegdeployError
+
+            raise SegdeployError(f"{option} {value:g}: {e}.", fix=f"give {option} a finite number "
+                                                      f"{'above' if positive else 'of at least'} 0.") from None
+    return callback

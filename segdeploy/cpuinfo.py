@@ -80,3 +80,45 @@ def cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
         "bf16": best(BF16_PATHS),
         "fp16": best(FP16_PATHS),
     }
+
+
+# -- what a CPU's int8 path guarantees (test tolerances come from here, not from one machine's numbers) ---------
+
+# u8 x s8 dot products accumulated in int32 with no narrower intermediate: VNNI's vpdpbusd (4 products -> int32),
+# AMX's tile multiply, Arm's sdot/usdot/usmmla and NEON's widening multiply-accumulate (int16 products of s8/u8
+# widened, then int32 sums)
+EXACT_INT8_PATHS = ("AMX-INT8", "AVX512-VNNI", "AVX-VNNI", "I8MM", "NEON-DOTPROD", "NEON")
+# vpmaddubsw (AVX2, and AVX512BW without VNNI) multiplies u8 x s8 and adds each adjacent pair with signed
+# saturation to int16: a pair can reach 2 x 255 x 128 = 65280, twice what int16 holds
+_INT16_MAX = 32767
+
+
+def int8_exact(isa: dict | None) -> bool:
+    """Whether this CPU's int8 path accumulates every u8 x s8 product exactly in int32 (an unknown path is
+    assumed not to: a tolerance must hold on the weakest machine it may meet)."""
+    return bool(isa) and isa.get("int8") in EXACT_INT8_PATHS
+
+
+def u8s8_matmul_error_bound(a, b, isa: dict | None):
+    """Elementwise bound on ``|runtime(a @ b) - exact(a @ b)|`` for a u8 (M, K) x s8 (K, N) product on a path
+    whose adjacent products saturate to int16 (vpmaddubsw). A pair ``p1 + p2`` loses
+    ``max(0, |p1 + p2| - 32767) <= max(0, |p1| - 16383.5) + max(0, |p2| - 16383.5)``, so whatever pairs of K the
+    kernel forms, the error of an output is at most the sum over K of ``max(0, |a_ik b_kj| - 16383.5)``
+    (products below half of int16 can never saturate a pair). On an exact path (``int8_exact``) the bound is 0."""
+    import numpy as np
+
+    if int8_exact(isa):
+        return np.zeros((a.shape[0], b.shape[1]), np.int64)
+    products = np.abs(a.astype(np.int64)[:, :, None] * b.astype(np.int64)[None, :, :])  # (M, K, N)
+    return np.clip(products - (_INT16_MAX + 1) / 2, 0, None).sum(axis=1)
+
+
+def int8_noise_factor(isa: dict | None) -> float:
+    """How many times larger int8 quantization noise may be on this CPU than on an exact int32 path: 1 on VNNI,
+    AMX and Arm's int8 paths; 2 where u8 x s8 pairs go through int16 (AVX2, AVX512BW without VNNI). There
+    onnxruntime's kernels saturate the pair sums (``u8s8_matmul_error_bound``) and OpenVINO's oneDNN avoids the
+    saturation by halving the weights' range (7-bit weights): either way each weight's quantization step, and so
+    the noise it adds to a layer's output, is up to twice the exact path's. A tolerance measured on an exact path
+    (pixels that flip class, logit differences) is scaled by it: pixels flip where the two best logits lie closer
+    than the noise, a fraction that grows about linearly with the noise for small noise."""
+    return 1.0 if int8_exact(isa) else 2.0

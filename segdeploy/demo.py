@@ -11,6 +11,8 @@ from pathlib import Path
 
 import typer
 
+from segdeploy.cli_util import number_option
+
 DEMO_MODELS = ("unet-tiny", "segformer-tiny")  # specialized vs general, small enough for a 2-core CPU
 
 
@@ -19,13 +21,14 @@ def demo(
     data: str = typer.Option("synthetic", help="Dataset: the generated default or a folder."),
     models: str = typer.Option(",".join(DEMO_MODELS), help="Comma-separated registered models."),
     epochs: int = typer.Option(20, help="Training epochs per model."),
-    lr: float = typer.Option(2e-3, help="AdamW learning rate (tiny models from scratch take a larger one)."),
-    augment: float = typer.Option(0.5, help="Geometric augmentation strength (1 = the study's ranges)."),
+    lr: float = typer.Option(2e-3, callback=number_option("--lr", positive=True), help="AdamW learning rate (tiny models from scratch take a larger one)."),
+    augment: float = typer.Option(0.5, callback=number_option("--augment"), help="Geometric augmentation strength (1 = the study's ranges)."),
     img_size: int = typer.Option(128, help="Network input size."),
     backends: str = typer.Option("torch,onnxruntime", help="Backends to benchmark."),
     precisions: str = typer.Option("fp32,fp16,int8", help="Precisions to export and benchmark."),
     device: str = typer.Option("auto"),
-    duration: float = typer.Option(1.0, help="Seconds of timed iterations per latency figure."),
+    duration: float = typer.Option(1.0, callback=number_option("--duration"),
+                                   help="Seconds of timed iterations per latency figure."),
     min_iters: int = typer.Option(20, "--min-iters", min=1,
                                   help="Minimum timed iterations per latency figure, as well as --duration (p95 "
                                        "needs 20)."),

@@ -219,9 +219,10 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return list(iter_jsonl(path))
 
 
-def iter_jsonl(path: str | Path) -> Iterator[dict]:
-    """The rows of a JSON-lines file. A torn last line (an interrupted write) is skipped with a warning that
-    names it; an invalid line elsewhere is an error."""
+def iter_jsonl(path: str | Path, *, numbered: bool = False) -> Iterator:
+    """The rows of a JSON-lines file (``(line number, row)`` pairs with ``numbered``, for errors that name the
+    line). A torn last line (an interrupted write) is skipped with a warning that names it; an invalid line
+    elsewhere is an error."""
     from segdeploy.errors import SegdeployError, warn
 
     path = Path(path)
@@ -232,7 +233,7 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
         if not line.strip():
             continue
         try:
-            yield json.loads(line)
+            row = json.loads(line)
         except json.JSONDecodeError as e:
             if i == len(lines):
                 warn(f"line {i} is an incomplete row from an interrupted write; skipped (the next append "
@@ -240,6 +241,7 @@ def iter_jsonl(path: str | Path) -> Iterator[dict]:
                 return
             raise SegdeployError(f"line {i} is not valid JSON ({e.msg}).", path=path,
                                  fix="delete that line; the other rows are kept.") from e
+        yield (i, row) if numbered else row
 
 
 def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:

@@ -10,6 +10,7 @@ later version recorded is not dropped. This module imports nothing heavy: every 
 from __future__ import annotations
 
 import json
+import numbers
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -25,7 +26,7 @@ BENCH_SCHEMA = "segdeploy.bench/3"
 # (segdeploy.bench.latency.PERCENTILE_MIN_N) and it has a ``cv``; ``noisy``/``noisy_reason``; memory figures are
 # null in rows measured in a shared process (isolation "none"), with ``memory_note`` saying why. Older rows load
 # with noisy and memory_note null (unknown), their percentiles as they were written.
-BENCH_SCHEMAS = ("segdeploy.bench/1", "segdeploy.bench/2", BENCH_SCHEMA)
+BENCH_SCHEMAS = ("segdeploy.bench/1", "segdeploy.bench/2", BENCH_SCHEMA)  # every version this release reads (a row without one: /1)
 
 REFERENCE_BACKEND, REFERENCE_PRECISION = "torch", "fp32"
 # a deployed precision must keep 99% of its reference Dice (MLPerf Inference's target for medical segmentation)
@@ -302,10 +303,26 @@ class BenchRow(_JsonRecord):
     extra: dict = field(default_factory=dict)
 
     @classmethod
-    def from_json(cls, data: Mapping, path: str | Path | None = None) -> BenchRow:
-        data = _expect_mapping(data, "a results row", path, fix="pass a results file written by `segdeploy bench`.")
+    def from_json(cls, data: Mapping, path: str | Path | None = None, line: int | None = None) -> BenchRow:
+        """A row read from a results file: its schema version must be one this release reads (a row without one
+        is the first, ``segdeploy.bench/1``) and every known field must have its type (``dice: "high"`` would
+        otherwise surface as a traceback, or a string compared with a number, far from the file)."""
+        where = f"line {line}" if line is not None else "a results row"
+        fix = "pass a results file written by `segdeploy bench`."
+        data = _expect_mapping(data, where if line is not None else "a results row", path, fix=fix)
         schema = data.get("schema") or BENCH_SCHEMAS[0]
+        if schema not in BENCH_SCHEMAS:
+            newer = isinstance(schema, str) and schema.startswith("segdeploy.bench/")
+            raise SegdeployError(
+                f"{where} has schema {schema!r}; this release of segdeploy reads {', '.join(BENCH_SCHEMAS)}.",
+                path=path, fix="upgrade segdeploy (pip install -U segdeploy) to read rows a newer version wrote."
+                if newer else fix)
         known, extra = _split_known(cls, data)
+        for name, value in known.items():
+            expected = _FIELD_TYPES[name]
+            if value is not None and not _has_type(value, expected):
+                raise SegdeployError(f"{where}: field {name!r} is {value!r}, not {' or '.join(expected)}.",
+                                     path=path, fix=f"correct or delete that row; {fix}")
         return cls(**{**known, "schema": schema}, extra=extra)
 
     @classmethod
@@ -337,6 +354,20 @@ class BenchRow(_JsonRecord):
     @property
     def device_kind(self) -> str:
         return device_kind(self.device, self.backend)
+
+
+def _has_type(value, expected: tuple[str, ...]) -> bool:
+    checks = {"str": lambda v: isinstance(v, str), "dict": lambda v: isinstance(v, Mapping),
+              "list": lambda v: isinstance(v, list), "bool": lambda v: isinstance(v, bool),
+              "int": lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool),
+              "float": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)}
+    return any(checks[t](value) for t in expected)
+
+
+# field -> the JSON types it may hold besides null, from the annotations ("float | None" -> ("float",))
+_FIELD_TYPES = {f.name: tuple(t.strip() for t in str(f.type).split("|") if t.strip() != "None")
+                for f in fields(BenchRow) if f.name != "extra"}
+_FIELD_TYPES["split"] = ("str", "dict")  # a split given by its parameters (split_text)
 
 
 class ConfigKey(NamedTuple):
@@ -371,21 +402,48 @@ class ConfigKey(NamedTuple):
 
 
 class CheckKey(NamedTuple):
-    """What ``segdeploy check`` compares across machines and runs: the device kind, never the GPU's name, and
-    the model, not the run directory."""
+    """What ``segdeploy check`` compares: everything that identifies one accuracy measurement, so two rows with the
+    same key measured the same thing and a baseline entry names exactly one row. ``run`` is the run's folder name
+    (``run_name``), not its path, so a baseline applies in another checkout; ``fold``, ``lr``, ``train_dataset`` and
+    ``target`` are a study cell's (None in a plain bench row); ``n_images`` keeps a ``--max-images`` smoke test
+    from standing in for the split and ``class_map`` (canonical JSON) a mapped scoring from the unmapped one;
+    ``batch`` and ``threads`` are bench's pipeline settings (``ConfigKey``: another batch is another row). The
+    device is its kind, never the GPU's name (the machine class is the baseline entry's ``machine``)."""
 
+    run: str | None
     dataset: str | None
+    split: str | None
+    fold: str | None
+    lr: float | None
+    train_dataset: str | None
+    target: str | None
     model: str | None
     backend: str | None
     precision: str | None
     device_kind: str
-    split: str | None
+    n_images: int | None
+    class_map: str | None
+    batch: int | None = None
+    threads: int | None = None
 
     @classmethod
     def of(cls, row: BenchRow | Mapping) -> CheckKey:
-        """The key of a row, or of a baseline entry (which records the device kind as ``device``)."""
+        """THE key of a results row, or of a baseline entry (which records the device kind as ``device``, the
+        run's name as ``run`` and the study fields at its top level)."""
         row = BenchRow.coerce(row)
-        return cls(row.dataset_name, row.model, row.backend, row.precision, row.device_kind, split_text(row.split))
+        study = row.extra.get("study") if isinstance(row.extra.get("study"), Mapping) else {}
+        fold = study.get("fold", row.extra.get("fold"))
+        lr = study.get("lr", row.extra.get("lr"))
+        run = row.run_name or (Path(str(row.run)).name if row.run else None)
+        mapped = json.dumps(row.class_map, sort_keys=True) if row.class_map else None
+        return cls(run, row.dataset_name, split_text(row.split), None if fold is None else str(fold),
+                   None if lr is None else float(lr), row.extra.get("train_dataset") or study.get("dataset"),
+                   row.extra.get("target"), row.model, row.backend, row.precision, row.device_kind, row.n_images,
+                   mapped, row.batch, row.threads)
+
+    def text(self) -> str:
+        """The key in words (the fields it has), for an error or a table."""
+        return ", ".join(f"{name} {value}" for name, value in self._asdict().items() if value is not None)
 
 
 # -- the ΔDice reference -------------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import append_jsonl, read_json
-from segdeploy.report.check import check_results, config_key, device_kind, load_baseline, make_baseline
+from segdeploy.report.check import (BASELINE_SCHEMA, check_results, config_key, device_kind, load_baseline,
+                                    load_results, make_baseline)
 from segdeploy.report.cli import check
 
 
@@ -55,7 +56,7 @@ def test_mlperf_99_percent_rule():
     found = statuses(check_results(rows, {"schema": "segdeploy.baseline/1", "entries": []}))
     assert found[("unet", "onnxruntime", "fp16")] == ["new"]
     assert found[("unet", "onnxruntime", "int8")] == ["new"]
-    rows.append(row(0.7919, backend="onnxruntime", precision="int8"))  # just below: fails
+    rows[-1] = row(0.7919, backend="onnxruntime", precision="int8")  # just below: fails
     findings = check_results(rows, {"schema": "segdeploy.baseline/1", "entries": []})
     (bad,) = [f for f in findings if f.failed]
     assert bad.status == "<99% fp32" and bad.key.precision == "int8"
@@ -108,12 +109,21 @@ def test_missing_explained_by_row_that_failed_before_choosing_a_device():
     assert finding.key.device_kind == "cpu"
 
 
-def test_latest_row_wins():
+def test_a_repeated_configuration_is_an_error_not_the_last_row_winning(tmp_path):
     baseline = make_baseline([row(0.85)])
-    assert check_results([row(0.50), row(0.85)], baseline)[0].status == "ok"
-    assert check_results([row(0.85), row(0.50)], baseline)[0].status == "regressed"
-    # the latest row of the baseline's own source is what it records
-    assert make_baseline([row(0.5), row(0.7)])["entries"][0]["dice"] == 0.7
+    with pytest.raises(SegdeployError, match="rows 1 and 2 measure the same configuration .*run x.*backend torch"):
+        check_results([row(0.50), row(0.85)], baseline)
+    with pytest.raises(SegdeployError, match="same configuration"):
+        make_baseline([row(0.5), row(0.7)])
+    results = tmp_path / "r.jsonl"
+    for r in (row(0.85), row(0.50)):
+        append_jsonl(results, r)
+    with pytest.raises(SegdeployError) as info:
+        load_results(results)
+    assert str(results) in str(info.value)
+    # another image count, fold or lr is another measurement, not a repeat
+    assert len(check_results([row(0.85), row(0.84, n_images=4), row(0.83, study={"fold": 1, "lr": 1e-4})],
+                             baseline)) == 3
 
 
 def test_device_kind_not_gpu_name():
@@ -153,7 +163,9 @@ def test_cli_exit_codes_and_baseline_round_trip(tmp_path):
     assert "OK" in ok.output and "3 configurations" in ok.output
 
     # -0.6 points: beyond the stored 0.5 (and still 99.3% of torch fp32)
-    append_jsonl(results, row(0.844, backend="onnxruntime", precision="int8"))
+    results.unlink()
+    for r in [row(0.85), row(0.845, backend="onnxruntime"), row(0.844, backend="onnxruntime", precision="int8")]:
+        append_jsonl(results, r)
     failed = runner.invoke(app, ["check", str(results), "--baseline", str(baseline)])
     assert failed.exit_code == 1, failed.output
     assert "FAIL" in failed.output and "regressed" in failed.output
@@ -193,7 +205,7 @@ def test_baseline_file_is_valid_json_with_schema(tmp_path):
     assert CliRunner().invoke(_app(), ["check", str(results), "--baseline", str(baseline),
                                        "--write-baseline"]).exit_code == 0
     data = read_json(baseline)
-    assert data["schema"] == "segdeploy.baseline/1" and "created" in data
+    assert data["schema"] == BASELINE_SCHEMA and "created" in data
     assert len(data["entries"]) == 1  # the unavailable row is not a baseline
 
 
@@ -211,8 +223,11 @@ def test_baseline_entries_apply_to_their_machine_class_only():
     (finding,) = check_results([row(0.73, env=EPYC)], baseline)
     assert finding.status == "regressed" and finding.failed
     # on the Xeon the EPYC's entry is not a yardstick: new, not regressed (and the 99% rule still holds)
-    (finding,) = check_results([row(0.73, env=XEON)], baseline)
-    assert finding.status == "new" and not finding.failed
+    findings = check_results([row(0.73, env=XEON)], baseline)
+    assert [(f.status, f.failed) for f in findings] == [("new", False), ("other machine class", False)]
+    # ... unless --strict: a gate that compared nothing on this class fails there
+    strict = check_results([row(0.73, env=XEON)], baseline, strict=True)
+    assert [(f.status, f.failed) for f in strict] == [("other machine class", True)]
     bad = check_results([row(0.73, env=XEON), row(0.70, precision="int8", backend="onnxruntime", env=XEON)],
                         baseline)
     assert [f.status for f in bad if f.failed] == ["<99% fp32"]

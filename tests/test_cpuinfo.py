@@ -63,3 +63,52 @@ def test_environment_record_carries_the_isa():
     record = environment()
     assert set(record["cpu_isa"]) == {"arch", "logical_cpus", "features", "int8", "bf16", "fp16"}
     assert record["cpu_isa"] == cpu_isa()
+
+
+def _vpmaddubsw_matmul(a, b, order):
+    """u8 x s8 -> int32 as AVX2 computes it: products of K in the given order, adjacent pairs summed with
+    saturation to int16, the pair sums added in int32."""
+    import numpy as np
+
+    prod = a.astype(np.int64)[:, order, None] * b.astype(np.int64)[None, order, :]
+    if prod.shape[1] % 2:
+        prod = np.concatenate([prod, np.zeros_like(prod[:, :1])], axis=1)
+    pairs = np.clip(prod[:, 0::2] + prod[:, 1::2], -32768, 32767)
+    return pairs.sum(axis=1)
+
+
+@pytest.mark.parametrize("int8,exact", [("AMX-INT8", True), ("AVX512-VNNI", True), ("AVX-VNNI", True),
+                                        ("AVX512BW", False), ("AVX2", False), (None, False), ("I8MM", True)])
+def test_the_int8_guarantee_follows_the_path(int8, exact):
+    from segdeploy.cpuinfo import int8_exact, int8_noise_factor
+
+    isa = {"arch": "x86_64", "int8": int8}
+    assert int8_exact(isa) is exact
+    assert int8_noise_factor(isa) == (1.0 if exact else 2.0)
+    assert int8_exact(None) is False and int8_noise_factor(None) == 2.0  # unknown: the weakest guarantee
+
+
+def test_the_u8s8_bound_holds_for_any_pairing_and_is_reached():
+    import numpy as np
+
+    from segdeploy.cpuinfo import u8s8_matmul_error_bound
+
+    avx2, vnni = {"int8": "AVX2"}, {"int8": "AVX512-VNNI"}
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (9, 33), dtype=np.uint8)
+    b = rng.integers(-128, 128, (33, 7), dtype=np.int8)
+    exact = a.astype(np.int64) @ b.astype(np.int64)
+    bound = u8s8_matmul_error_bound(a, b, avx2)
+    assert not u8s8_matmul_error_bound(a, b, vnni).any()
+    saturated = 0
+    for order in [np.arange(33)] + [rng.permutation(33) for _ in range(20)]:
+        error = np.abs(_vpmaddubsw_matmul(a, b, order) - exact)
+        assert np.all(error <= bound)
+        saturated += int(error.any())
+    assert saturated  # random full-range operands do saturate some pairs: the bound is not vacuous
+    # the worst pair, 255 x -128 twice, loses 65280 - 32768 = 32512: exactly the bound
+    a1, b1 = np.full((1, 2), 255, np.uint8), np.full((2, 1), -128, np.int8)
+    assert abs(_vpmaddubsw_matmul(a1, b1, np.arange(2)) - (-65280))[0, 0] == 32512
+    assert u8s8_matmul_error_bound(a1, b1, avx2)[0, 0] == 32512
+    # small operands never saturate: bound 0, exact on any path
+    assert not u8s8_matmul_error_bound(a // 4, b // 2, avx2).any()

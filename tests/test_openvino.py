@@ -73,9 +73,14 @@ def test_int8_runs_int8_kernels_from_the_cpu_form(run, batch):
     ort_same_file = ort_session(info["onnx"]).run(None, {"input": batch})[0]
     got = engine.run(batch)
     assert (got.argmax(1) == fp32.argmax(1)).mean() > 0.9
-    # the same quantized model on both runtimes: they differ by less than quantization moves either from fp32
+    # the same quantized model on both runtimes: on an exact int8 path (VNNI, AMX) they differ by less than half
+    # of what quantization moves either from fp32; where u8 x s8 pairs go through int16 (AVX2) onnxruntime
+    # saturates them and OpenVINO halves the weights' range, so each carries up to twice the noise
+    # (cpuinfo.int8_noise_factor): one quantization step (measured on an AVX2 EPYC: 0.0020 against a step of 0.0030)
+    from segdeploy.cpuinfo import cpu_isa, int8_noise_factor
+
     quantization_error = np.abs(ort_same_file - fp32).mean()
-    assert np.abs(got - ort_same_file).mean() < 0.5 * quantization_error
+    assert np.abs(got - ort_same_file).mean() < 0.5 * int8_noise_factor(cpu_isa()) * quantization_error
 
 
 def test_threads_are_applied_and_recorded(run, batch):

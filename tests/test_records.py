@@ -73,8 +73,11 @@ def test_bench_rows_of_today_load_round_trip_and_key_as_before():
         assert ConfigKey.of(r).artifact is None and ConfigKey.of(r).threads is None
     ok = rows[0]
     assert ok.ok and ok.latency_ms["p50"] == stored[0]["latency_ms"]["p50"] and ok.device_kind == "cpu"
-    future = BenchRow.from_json({**stored[0], "schema": "segdeploy.bench/9", "dice_ci95": [0.1, 0.2]})
-    assert future.extra == {"dice_ci95": [0.1, 0.2]} and future.to_json()["dice_ci95"] == [0.1, 0.2]
+    # keys this version does not know are kept; a schema version newer than this release is refused (issue 16)
+    more = BenchRow.from_json({**stored[0], "schema": "segdeploy.bench/2", "dice_ci95": [0.1, 0.2]})
+    assert more.extra == {"dice_ci95": [0.1, 0.2]} and more.to_json()["dice_ci95"] == [0.1, 0.2]
+    with pytest.raises(SegdeployError, match="upgrade segdeploy"):
+        BenchRow.from_json({**stored[0], "schema": "segdeploy.bench/9"})
 
 
 def test_row_update_routes_unknown_producer_keys_to_extra():
@@ -134,7 +137,8 @@ def test_one_reference_where_the_three_old_rules_disagreed():
     # the gate: 0.78 < 0.99 x 0.80 fails against the reference (it passed against tensorrt's own 0.70)
     findings = check_results([r.to_json() for r in rows], {"schema": "segdeploy.baseline/1", "entries": []})
     (bad,) = [f for f in findings if f.failed]
-    assert bad.key == CheckKey("d", "unet", "tensorrt", "int8", "cuda", "test") and bad.status == "<99% fp32"
+    assert bad.key == CheckKey("r", "d", "test", None, None, None, None, "unet", "tensorrt", "int8", "cuda", 48,
+                               None, None, None) and bad.status == "<99% fp32"
     assert bad.reference == 0.80
 
 

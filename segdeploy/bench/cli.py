@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from segdeploy.cli_util import number_option
+
 
 def bench(
     run_dirs: list[Path] = typer.Argument(..., help="Run directories (from `segdeploy train`, exported with "
@@ -26,10 +28,11 @@ def bench(
                               "throughput at that profile's largest batch, as trtexec would)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     max_images: Optional[int] = typer.Option(None, help="Score only the first N images of the split (smoke tests)."),
-    warmup: float = typer.Option(0.2, help="Warm-up seconds before each timed loop (trtexec: 0.2)."),
+    warmup: float = typer.Option(0.2, callback=number_option("--warmup"), help="Warm-up seconds before each timed loop (trtexec: 0.2)."),
     warmup_iters: int = typer.Option(5, help="Warm-up calls before each timed loop, as well as --warmup seconds "
                                      "(a slow CPU model needs more than one call to settle)."),
-    duration: float = typer.Option(1.0, help="Minimum seconds per timed loop (trtexec: 3)."),
+    duration: float = typer.Option(1.0, callback=number_option("--duration"),
+                                   help="Minimum seconds per timed loop (trtexec: 3)."),
     min_iters: int = typer.Option(20, "--min-iters", min=1,
                                   help="Minimum timed iterations per loop, as well as --duration (p90 needs 10, "
                                        "p95 20, p99 100; a percentile with fewer is left blank)."),
@@ -45,7 +48,7 @@ def bench(
                                                "default: each runtime's own. Recorded in each row."),
     isolate: str = typer.Option("process", help="process: each configuration in a fresh process (its own memory "
                                 "baseline; a crash is a failed row); none: all in this process."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=1.0,
+    timeout: Optional[float] = typer.Option(None, "--timeout", callback=number_option("--timeout", positive=True),
                                             help="With --isolate process: seconds after which a configuration's "
                                                  "worker is killed and recorded as a failed row (a hung runtime)."),
 ) -> None:

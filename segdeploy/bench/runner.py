@@ -276,7 +276,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
         warn_unfinished(run)
 
     results = Path(results)
-    stored = [BenchRow.from_json(r, path=results) for r in iter_jsonl(results)]
+    stored = [BenchRow.from_json(r, results, line) for line, r in iter_jsonl(results, numbered=True)]
     done = {} if force else {ConfigKey.of(r): r for r in stored if r.status in RESUMABLE}
     unavailable = {} if force else {ConfigKey.of(r): r for r in stored if r.status == "unavailable"}
     timing = dict(warmup_s=warmup_s, duration_s=duration_s, min_iters=min_iters, warmup_iters=warmup_iters)

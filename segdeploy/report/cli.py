@@ -11,6 +11,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from segdeploy.cli_util import number_option
+
 
 def _points(value: float | None, signed: bool = False) -> str:
     if value is None:
@@ -20,13 +22,16 @@ def _points(value: float | None, signed: bool = False) -> str:
 
 def check(
     results: Path = typer.Argument(..., help="results JSONL written by `segdeploy bench`"),
-    baseline: Path = typer.Option(..., "--baseline", help="baseline JSON (segdeploy.baseline/1)"),
+    baseline: Path = typer.Option(..., "--baseline", help="baseline JSON (segdeploy.baseline/2; /1 still loads)"),
     tolerance: float | None = typer.Option(
-        None, "--tolerance", min=0.0, help="allowed Dice drop in points (default: the baseline's value, else 1.0)"),
+        None, "--tolerance", callback=number_option("--tolerance"), help="allowed Dice drop in points (default: the baseline's value, else 1.0)"),
     write_baseline: bool = typer.Option(False, "--write-baseline",
                                         help="write --baseline from RESULTS (latest ok row per configuration)"),
-    strict: bool = typer.Option(False, "--strict", help="fail a non-fp32 row that has no torch fp32 reference "
-                                                        "(same run, split, images and device kind) for the 99% rule"),
+    strict: bool = typer.Option(False, "--strict", help="also fail (else warn): a non-fp32 row without a torch fp32 "
+                                                        "reference (same run, split, images and device kind) for the "
+                                                        "99% rule, a baseline entry with no row in RESULTS, and a "
+                                                        "configuration whose entries are all for other machine "
+                                                        "classes"),
     any_machine: bool = typer.Option(False, "--any-machine",
                                      help="with --write-baseline: entries that apply on every machine class (fixed "
                                           "weights, only deployment varies); default: this machine class's entries, "
@@ -43,11 +48,11 @@ def check(
     machines = sorted({m for r in rows if (m := machine_class(r)) is not None})
     if write_baseline:
         existed = baseline.exists()
-        keep = load_baseline(baseline)["entries"] if existed and not any_machine else []
+        previous = load_baseline(baseline)["entries"] if existed else []
         data = make_baseline(rows, DEFAULT_TOLERANCE if tolerance is None else tolerance,
-                             per_machine=not any_machine, keep=keep)
+                             per_machine=not any_machine, keep=[] if any_machine else previous, previous=previous)
         atomic_write_json(baseline, data)
-        n_kept = sum(e.get("machine") not in machines for e in data["entries"]) if not any_machine else 0
+        n_kept = len(data["entries"]) - len(make_baseline(rows, per_machine=not any_machine)["entries"])
         scope = "any machine" if any_machine or not machines else " and ".join(machines)
         console.print(f"{'replaced' if existed else 'wrote'} {baseline}: {len(data['entries']) - n_kept} "
                       f"configurations for {scope}" + (f", {n_kept} of other machine classes kept" if n_kept else "")
@@ -56,19 +61,27 @@ def check(
 
     base = load_baseline(baseline)
     applied, others = applicable_entries(base, rows)
-    if others and not any(e.get("machine") for e in applied):
-        # trained weights differ between machine classes, so another class's Dice is not this one's yardstick
-        console.print(f"[yellow]no baseline entries for this machine class ({', '.join(machines) or 'unknown'})"
-                      f"[/]: {baseline} has entries for {'; '.join(others)}. Every configuration is new here and "
-                      f"only the 99% rule applies; record this class with --write-baseline (it keeps the others).")
     findings = check_results(rows, base, tolerance, strict=strict)
+    elsewhere = [f for f in findings if f.status == "other machine class"]
+    if others and elsewhere:
+        # trained weights differ between machine classes, so another class's Dice is not this one's yardstick
+        console.print(f"[{'bold red]error' if strict else 'yellow]warning'}: no baseline entries for this machine "
+                      f"class ({', '.join(machines) or 'unknown'})[/] for {len(elsewhere)} configurations: "
+                      f"{baseline} has entries for {'; '.join(others)}. Only the 99% rule applies to them"
+                      f"{' (--strict fails them)' if not strict else ''}; record this class with --write-baseline "
+                      "(it keeps the others).", soft_wrap=True)
+    absent = [f for f in findings if f.status == "missing" and f.dice is None and f.reason is None
+              and f.rule.endswith("not in the results")]
+    if absent and not strict:
+        console.print(f"[yellow]warning[/]: {len(absent)} baseline entries have no row in {results} "
+                      "(--strict fails them).", soft_wrap=True)
     # a field with one value across all configurations goes to the title, leaving room for the rest
     fields = CheckKey._fields
     label = {"device_kind": "device"}
     values = {name: {getattr(f.key, name) for f in findings} for name in fields}
     varying = [name for name in fields if len(values[name]) > 1]
     common = ", ".join(f"{label.get(name, name)} {next(iter(values[name]))}" for name in fields
-                       if len(values[name]) == 1)
+                       if len(values[name]) == 1 and values[name] != {None})  # None: a field no row has
     table = Table(title=f"accuracy check of {results} against {baseline}" + (f" ({common})" if common else ""),
                   title_justify="left", box=box.SIMPLE_HEAD)
     table.add_column("status", no_wrap=True)

@@ -141,13 +141,9 @@ def _int(lo: int, hi: int | None = None) -> Callable[[Any], int]:
 
 
 def _number(positive: bool = True) -> Callable[[Any], float]:
-    def check(v: Any) -> float:
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"must be a number, got {v!r}")
-        if v < 0 or (positive and v == 0):
-            raise ValueError(f"must be {'> 0' if positive else '>= 0'}, got {v}")
-        return float(v)
-    return check
+    from segdeploy.cli_util import checked_number  # the command line's check: finite, >= 0 (> 0 if positive)
+
+    return lambda v: checked_number(v, positive=positive)
 
 
 def _bool(v: Any) -> bool:

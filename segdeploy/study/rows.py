@@ -129,7 +129,8 @@ def from_record(raw: dict, base_dir: Path | None = None, source: str | None = No
     return StudyRow(
         model=str(row.model or study.get("model")), family=str(row.family or "unknown"),
         train_dataset=str(train), target=str(row.extra.get("target") or row.dataset or train),
-        backend=str(row.backend), precision=str(row.precision), device=str(row.device),
+        # "-": a failed cell's row names no backend, precision or device (it never reached bench)
+        backend=str(row.backend or "-"), precision=str(row.precision or "-"), device=str(row.device or "-"),
         status=str(row.status), reason=row.reason, run=row.run, run_name=row.run_name,
         split=row.split if isinstance(row.split, (str, type(None))) else str(row.split),
         batch=row.batch, n_images=row.n_images,
@@ -179,11 +180,16 @@ def results_files(paths: Iterable[str | Path]) -> list[Path]:
 def load_rows(paths: Sequence[str | Path]) -> list[StudyRow]:
     """Rows of every results file (or study folder) in ``paths``; the latest row per configuration."""
     from segdeploy.fileio import iter_jsonl
+    from segdeploy.records import BenchRow
 
     latest: dict[tuple, tuple[dict, StudyRow]] = {}
     for path in results_files(paths):
-        for raw in iter_jsonl(path):
-            if not isinstance(raw, dict) or not raw.get("model") or not raw.get("backend"):
+        for line, raw in iter_jsonl(path, numbered=True):
+            BenchRow.from_json(raw, path, line)  # the schema version and every field's type, naming the line
+            # a cell that failed before bench (training, export) is one failed row without a backend or
+            # precision: the report lists it among the failures; only a measured row needs them
+            if not isinstance(raw, dict) or not raw.get("model") or (not raw.get("backend")
+                                                                     and raw.get("status") == "ok"):
                 raise SegdeployError("a row lacks model or backend.", path=path,
                                      fix="pass results written by `segdeploy bench` or `segdeploy study run`.")
             key = (str(path.resolve()), *_config_key(raw))

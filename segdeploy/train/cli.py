@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from segdeploy.cli_util import number_option
+
 
 def train(
     data: str = typer.Option(..., "--data", help="Dataset folder (standard layout) or a registered name, e.g. synthetic."),
@@ -15,16 +17,16 @@ def train(
     epochs: int = typer.Option(150, help="Maximum epochs (the study: 150, with early stopping)."),
     img_size: int = typer.Option(512, help="Square network input; images are padded to square and resized."),
     batch_size: int = typer.Option(8),
-    lr: float = typer.Option(1e-4, help="AdamW learning rate (the study picks from 1e-4, 5e-5, 1e-5)."),
+    lr: float = typer.Option(1e-4, callback=number_option("--lr", positive=True), help="AdamW learning rate (the study picks from 1e-4, 5e-5, 1e-5)."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     seed: int = typer.Option(42),
     patience: int = typer.Option(20, help="Early stopping: epochs without a validation Dice gain of min-delta."),
-    min_delta: float = typer.Option(0.001),
+    min_delta: float = typer.Option(0.001, callback=number_option("--min-delta")),
     k: int = typer.Option(5, help="Cross-validation folds (ignored when the dataset has split.json)."),
     fold: int = typer.Option(0, help="Which fold is validation."),
     group_regex: Optional[str] = typer.Option(None, help="Regex on the image id whose group 1 names the patient/case; "
                                                          "a group never spans two splits."),
-    augment: float = typer.Option(1.0, help="Strength of the geometric augmentations (0 = none)."),
+    augment: float = typer.Option(1.0, callback=number_option("--augment"), help="Strength of the geometric augmentations (0 = none)."),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers (default: 0 on CPU, 4 on CUDA)."),
     amp: bool = typer.Option(True, help="Mixed precision on CUDA (bf16 where supported, else fp16)."),
     pretrained: bool = typer.Option(False, help="Load the library's ImageNet encoder weights (needs the hub)."),
