@@ -33,7 +33,7 @@ def make_run(model_name: str, size: int, out: Path, calib_images: int) -> Path:
 
     from segdeploy.export import export_run
     from segdeploy.models import create_model
-    from segdeploy.runs import manifest_path, save_checkpoint
+    from segdeploy.run.folder import manifest_path, save_checkpoint
 
     run_dir = out / f"{model_name}-{size}"
     if manifest_path(run_dir).is_file():
@@ -72,7 +72,7 @@ def engines(run, threads: int, tmp: Path) -> dict:
     import onnxruntime as ort
 
     from segdeploy.engines import load_engine, openvino_backend
-    from segdeploy.runs import onnx_path
+    from segdeploy.run.folder import onnx_path
 
     class OrtSession:  # one given ONNX file on ORT's CPU EP, whichever form the backend itself would pick
         def __init__(self, session):
@@ -131,7 +131,7 @@ def interleaved(timed: dict, x: np.ndarray, rounds: int, per_round: int, warmup:
 
 def bench_model(model_name: str, args, out: Path) -> dict:
     from segdeploy.export import load_images, read_manifest
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     print(f"\n## {model_name} at {args.size} px, batch 1, {args.threads} threads", flush=True)
     run = load_run(make_run(model_name, args.size, out, args.calib_images))
@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     args = parser.parse_args()
 
-    from segdeploy.envinfo import environment
+    from segdeploy.machine.envinfo import environment
 
     env = environment()
     print(f"CPU {env['cpu']} ({env['cpu_cores']} cores usable), ISA {env['cpu_isa']}; "

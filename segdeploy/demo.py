@@ -34,7 +34,7 @@ def demo(
     from segdeploy.bench.table import render
     from segdeploy.export import export_run
     from segdeploy.fileio import read_json
-    from segdeploy.runs import TRAIN_STATE, manifest_path, read_meta
+    from segdeploy.run.folder import TRAIN_STATE, manifest_path, read_meta
     from segdeploy.train.loop import TrainConfig, train_model
 
     console = Console()

@@ -1,4 +1,4 @@
-"""``segdeploy env``: the environment record (:mod:`segdeploy.envinfo`) as a table or JSON."""
+"""``segdeploy env``: the environment record (:mod:`segdeploy.machine.envinfo`) as a table or JSON."""
 
 from __future__ import annotations
 
@@ -23,13 +23,13 @@ def env(format: str = typer.Option("table", "--format", help="table or json"),
         probe_device: str = typer.Option("cpu", "--probe-device", help="cpu, or cuda[:N] for a GPU.")) -> None:
     """Show the machine and software versions that results are recorded with."""
     from segdeploy.cli_util import check_format
-    from segdeploy.envinfo import environment
+    from segdeploy.machine.envinfo import environment
     from segdeploy.fileio import dumps
 
     check_format(format)
     info = environment()
     if probe:
-        from segdeploy.roofline import probe as run_probe
+        from segdeploy.machine.roofline import probe as run_probe
 
         info["probe"] = run_probe(probe_device)
     if format == "json":

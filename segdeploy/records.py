@@ -107,7 +107,7 @@ class DatasetRef(_JsonRecord):
 class SplitRecord(_JsonRecord):
     """How the run's splits were made (``SegDataset.split_info``): the arguments that reproduce them
     (``seed, k, fold, group_regex``; None where a split.json decided), the method and the counts.
-    ``ids_sha256`` (split name -> sha256 of its id list, :func:`segdeploy.run_splits.ids_sha256`) seals the ids
+    ``ids_sha256`` (split name -> sha256 of its id list, :func:`segdeploy.run.splits.ids_sha256`) seals the ids
     recorded in the run's ``splits.json``; None in runs trained before ids were recorded."""
 
     method: str | None = None
@@ -267,7 +267,7 @@ class BenchRow(_JsonRecord):
     host_load_1m: float | None = None
     # how the configuration ran: "process" (a fresh worker, segdeploy.bench.isolate) or "none" (the bench process)
     isolation: str | None = None
-    # noise and the machine's limit (segdeploy.roofline.derived_fields): latency p90/p50; achieved GMAC/s
+    # noise and the machine's limit (segdeploy.machine.roofline.derived_fields): latency p90/p50; achieved GMAC/s
     # (gmacs x throughput_ips) and its fraction of the probed GEMM peak named by roofline_basis
     latency_spread: float | None = None
     gmacs_per_s: float | None = None

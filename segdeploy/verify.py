@@ -116,7 +116,7 @@ def verify_models(names: list[str], img_size: int = 256, num_classes: int = 3, i
     what it measured."""
     import os
 
-    from segdeploy import envinfo
+    from segdeploy.machine import envinfo
     from segdeploy.errors import describe_error
     from segdeploy.fileio import atomic_write_json
     from segdeploy.models import model_info

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from segdeploy.cpuinfo import cpu_features, cpu_isa
+from segdeploy.machine.cpuinfo import cpu_features, cpu_isa
 
 # the flags lines below are abridged from real machines (only flags that matter here, plus neighbours)
 SAPPHIRE_RAPIDS = """processor\t: 0
@@ -58,7 +58,7 @@ def test_unreadable_cpuinfo_is_unknown_not_absent(tmp_path):
 
 
 def test_environment_record_carries_the_isa():
-    from segdeploy.envinfo import environment
+    from segdeploy.machine.envinfo import environment
 
     record = environment()
     assert set(record["cpu_isa"]) == {"arch", "logical_cpus", "features", "int8", "bf16", "fp16"}

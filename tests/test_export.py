@@ -18,7 +18,7 @@ from segdeploy.export import export_run, read_manifest
 from segdeploy.export.onnx_export import export_onnx, ort_session, parity
 from segdeploy.export.quantize import ArrayCalibrationReader, qdq_report
 from segdeploy.fileio import sha256_file
-from segdeploy.runs import Run, load_run, manifest_path, onnx_path
+from segdeploy.run.folder import Run, load_run, manifest_path, onnx_path
 
 from helpers import make_meta, make_run
 

@@ -75,8 +75,8 @@ def _scored_ids(run, data, results, **kwargs) -> list[str]:
 
 
 def test_training_records_the_split_ids_sealed_in_model_json(trained):
-    from segdeploy.run_splits import SPLITS_FILE, ids_sha256
-    from segdeploy.runs import load_run
+    from segdeploy.run.splits import SPLITS_FILE, ids_sha256
+    from segdeploy.run.folder import load_run
 
     run_dir, _, splits = trained
     recorded = json.loads((run_dir / SPLITS_FILE).read_text())
@@ -136,7 +136,7 @@ def test_export_calibrates_on_recorded_training_ids_only(trained, dataset_copy, 
     from segdeploy.data.folder import SegDataset
     from segdeploy.export import load_images
     from segdeploy.records import DatasetRef
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     run_dir, _, splits = trained
     _delete(dataset_copy, splits["train"][0])
@@ -170,8 +170,8 @@ def test_cam_refuses_a_missing_test_image(trained, dataset_copy, tmp_path):
 
 def test_an_edited_or_missing_splits_file_is_refused(trained, tmp_path):
     from segdeploy.data import open_dataset
-    from segdeploy.run_splits import SPLITS_FILE
-    from segdeploy.runs import load_run
+    from segdeploy.run.splits import SPLITS_FILE
+    from segdeploy.run.folder import load_run
 
     run_dir, data, splits = trained
     copy = tmp_path / "run"
@@ -190,8 +190,8 @@ def test_an_edited_or_missing_splits_file_is_refused(trained, tmp_path):
 def test_a_run_without_recorded_ids_recomputes_the_split_with_a_warning(trained, dataset_copy, tmp_path):
     from segdeploy.data import open_dataset
     from segdeploy.fileio import atomic_write_json
-    from segdeploy.run_splits import SPLITS_FILE
-    from segdeploy.runs import load_run
+    from segdeploy.run.splits import SPLITS_FILE
+    from segdeploy.run.folder import load_run
 
     run_dir, _, splits = trained
     legacy = tmp_path / "legacy"
@@ -209,7 +209,7 @@ def test_a_run_without_recorded_ids_recomputes_the_split_with_a_warning(trained,
 
 
 def test_resuming_training_on_a_changed_folder_is_refused(tmp_path):
-    from segdeploy.run_splits import SPLITS_FILE, record_splits
+    from segdeploy.run.splits import SPLITS_FILE, record_splits
 
     splits = {"train": ["a", "b"], "val": ["c"], "test": ["d"]}
     sealed = record_splits(tmp_path, splits, dataset="x", resume=False)
@@ -305,7 +305,7 @@ def test_tensorrt_artifact_is_the_build_record_of_todays_onnx(tmp_path):
     from segdeploy.bench.artifacts import artifact_sha256
     from segdeploy.engines.trt_build import engine_path, record_path
     from segdeploy.fileio import sha256_file
-    from segdeploy.runs import Run, onnx_path
+    from segdeploy.run.folder import Run, onnx_path
 
     from helpers import make_meta
 

@@ -53,7 +53,7 @@ def test_met_target_changes_nothing(run_dir, tmp_path):
 
 def test_sensitivity_ranks_existing_quantized_nodes(run_dir):
     from segdeploy.export import load_images
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     run = load_run(run_dir)
     export_run(run_dir, ["fp32", "int8"], calib_images=8, parity_images=4)
@@ -73,7 +73,7 @@ def test_onnx_dice_equals_the_pytorch_models_dice(run_dir):
 
     from segdeploy.data import open_dataset
     from segdeploy.data.transforms import preprocess, restore
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     run = load_run(run_dir)
     export_run(run_dir, ["fp32"], parity_images=2)

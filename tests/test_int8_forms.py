@@ -21,7 +21,7 @@ from segdeploy.export.quantize import (CALIB_METHODS, QUANTIZED_OP_TYPES, TENSOR
                                        ArrayCalibrationReader, preprocess_for_quantization, qdq_report,
                                        quantize_int8)
 from segdeploy.models import create_model
-from segdeploy.runs import load_run, onnx_path
+from segdeploy.run.folder import load_run, onnx_path
 from segdeploy.train import TrainConfig, train_model
 
 

@@ -12,7 +12,7 @@ from segdeploy.engines import check_backend, load_engine
 from segdeploy.export import export_run
 from segdeploy.export.onnx_export import ort_session
 from segdeploy.models import create_model
-from segdeploy.runs import load_run, save_checkpoint
+from segdeploy.run.folder import load_run, save_checkpoint
 
 ov = pytest.importorskip("openvino")
 from segdeploy.engines import openvino_backend  # noqa: E402

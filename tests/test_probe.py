@@ -1,4 +1,4 @@
-"""segdeploy.roofline: the GEMM/bandwidth probe (rates computed from a fake clock, products checked), its cache
+"""segdeploy.machine.roofline: the GEMM/bandwidth probe (rates computed from a fake clock, products checked), its cache
 keyed by device, and the rows' achieved GMAC/s and roofline fraction."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from segdeploy import roofline
+from segdeploy.machine import roofline
 from segdeploy.records import BenchRow
 
 STEP = 2.0**-10  # seconds per clock reading: a binary fraction, so differences are exact
@@ -62,7 +62,7 @@ def test_the_probed_products_are_right():
 
 
 def test_the_cache_is_keyed_by_cpu_model_and_threads(monkeypatch, tmp_path):
-    import segdeploy.envinfo as envinfo
+    import segdeploy.machine.envinfo as envinfo
 
     monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
     monkeypatch.setattr(roofline, "cpu_threads", lambda: 2)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segdeploy.runs import TRAIN_STATE
+from segdeploy.run.folder import TRAIN_STATE
 from segdeploy.study.config import load_study
 from segdeploy.study.plan import MARKER, STATUS, cell_dir, expand
 from segdeploy.study.results import RESULTS, SELECTION, read_rows

@@ -68,7 +68,7 @@ def onnx_sha256(path: Path) -> str | None:
 
 def artifact_sha256(run, backend: str, precision: str) -> str | None:
     """The sha256 of what ``backend`` runs for ``run`` at ``precision`` (see the module docstring)."""
-    from segdeploy.runs import WEIGHTS, onnx_path
+    from segdeploy.run.folder import WEIGHTS, onnx_path
 
     if backend in TORCH_BACKENDS:
         return file_sha256(Path(run.dir) / WEIGHTS)

@@ -44,7 +44,7 @@ def bench_job(job, progress) -> dict:
     from segdeploy.data.class_map import dataset_for_run
     from segdeploy.errors import WriteFailed
     from segdeploy.evaluation.per_image import save_per_image
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     if job.backend_module:
         engines.BACKENDS[job.backend] = job.backend_module

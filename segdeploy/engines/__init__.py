@@ -4,7 +4,7 @@ A backend is one module in this package with one :class:`segdeploy.engines.base.
 ``check`` says in one line why a configuration cannot run here (cheap, no model loaded), ``load`` loads it,
 ``infer`` computes. Heavy libraries (onnxruntime, tensorrt) are imported inside those methods, so a missing one
 costs a one-line :class:`BackendUnavailable`, not an ImportError at start-up. What a device name means is
-:mod:`segdeploy.device`.
+:mod:`segdeploy.machine.device`.
 """
 
 from __future__ import annotations
@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from segdeploy.errors import BackendUnavailable
 from segdeploy.export.artifacts import onnx_digest, onnx_files, onnx_size_mb  # noqa: F401 (re-exported)
 
-if TYPE_CHECKING:  # segdeploy.runs imports torch; `segdeploy engines --help` should not
+if TYPE_CHECKING:  # segdeploy.run.folder imports torch; `segdeploy engines --help` should not
     import numpy as np
 
     from segdeploy.engines.base import BaseEngine
-    from segdeploy.runs import Run
+    from segdeploy.run.folder import Run
 
 # backend name -> "module:EngineClass" implementing it (one registry; the module is imported on first use)
 BACKENDS: dict[str, str] = {
@@ -85,7 +85,7 @@ def load_engine(backend: str, run: Run, precision: str, device: str = "auto", *,
 def missing_onnx_reason(run: Run, precision: str) -> str | None:
     """The one-line reason when the ONNX file an ONNX backend needs has not been exported."""
     from segdeploy.export import EXPORT_PRECISIONS
-    from segdeploy.runs import onnx_path
+    from segdeploy.run.folder import onnx_path
 
     if onnx_path(run.dir, precision).is_file():
         return None
@@ -103,7 +103,7 @@ def onnx_for_backend(run: Run, precision: str, backend: str) -> tuple[Path, dict
     form was not exported (an older export, ``--int8-forms tensorrt``, or its quantization failed) the backend
     loads model.int8.onnx and ``onnx_form_fallback`` says why, so the row cannot pass for the other form."""
     from segdeploy.export import DEFAULT_INT8_FORM, int8_form_for
-    from segdeploy.runs import onnx_path
+    from segdeploy.run.folder import onnx_path
 
     if precision != "int8":
         return onnx_path(run.dir, precision), {}

@@ -21,7 +21,7 @@ def list_engines(
     from rich.table import Table
 
     from segdeploy.engines import BACKENDS, check_backend
-    from segdeploy.runs import PRECISIONS, load_run
+    from segdeploy.run.folder import PRECISIONS, load_run
 
     run = load_run(run_dir) if run_dir is not None else None
     table = Table(title=f"inference backends (device {device})")
@@ -55,7 +55,7 @@ def build(
     from segdeploy.engines.trt_backend import TensorRTEngine
     from segdeploy.engines.trt_build import build_engine, engine_path
     from segdeploy.errors import BackendUnavailable, SegdeployError
-    from segdeploy.runs import PRECISIONS, load_run
+    from segdeploy.run.folder import PRECISIONS, load_run
 
     run = load_run(run_dir)
     wanted = comma_list(precisions)

@@ -32,11 +32,11 @@ from collections import Counter
 
 import numpy as np
 
-from segdeploy.device import CPU
+from segdeploy.machine.device import CPU
 from segdeploy.engines import missing_onnx_reason, onnx_for_backend, onnx_size_mb
 from segdeploy.engines.base import BaseEngine
 from segdeploy.errors import SegdeployError
-from segdeploy.runs import Run
+from segdeploy.run.folder import Run
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 BACKEND_DEVICES = {"openvino": "CPU", "openvino-gpu": "GPU", "openvino-npu": "NPU"}

@@ -14,12 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.device import CPU, CUDA, cuda_index, resolve_device
+from segdeploy.machine.device import CPU, CUDA, cuda_index, resolve_device
 from segdeploy.engines import missing_onnx_reason, onnx_for_backend, onnx_size_mb
 from segdeploy.engines.base import BaseEngine
 from segdeploy.engines.profiles import DEFAULT_BATCH, onnx_input_name, profile_shapes
 from segdeploy.errors import BackendUnavailable, SegdeployError
-from segdeploy.runs import PRECISIONS, Run
+from segdeploy.run.folder import PRECISIONS, Run
 
 PROVIDERS = {
     "onnxruntime": "CPUExecutionProvider",

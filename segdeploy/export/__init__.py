@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 
 from segdeploy.export.calibration import load_images
-from segdeploy.export.manifest import read_manifest
+from segdeploy.run.manifest import read_manifest
 from segdeploy.export.pipeline import (DEFAULT_INT8_FORM, EXPORT_PRECISIONS, INT8_FORM_BACKENDS, MIN_OPSET,
                                        export_run, int8_form_for)
 

@@ -35,7 +35,7 @@ def export(
 
     from segdeploy.cli_util import comma_list, fmt_num
     from segdeploy.export import export_run
-    from segdeploy.runs import manifest_path
+    from segdeploy.run.folder import manifest_path
 
     console = Console()
     wanted = comma_list(precisions)

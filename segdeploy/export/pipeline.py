@@ -12,7 +12,7 @@ import numpy as np
 
 from segdeploy.errors import SegdeployError
 from segdeploy.export.calibration import load_images
-from segdeploy.export.manifest import manifest_header, now, read_manifest, write_manifest
+from segdeploy.run.manifest import manifest_header, now, read_manifest, write_manifest
 
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 MIN_OPSET = 17  # LayerNormalization is one op from 17; split LayerNorm overflows in TensorRT FP16
@@ -81,7 +81,7 @@ def _int8_forms_entry(run, fp32_file: Path, calib_batch: np.ndarray, calib_metho
     from segdeploy.errors import describe_error
     from segdeploy.export.onnx_export import remove_onnx
     from segdeploy.export.quantize import INT8_FORMS, qdq_report, quantize_int8
-    from segdeploy.runs import onnx_path
+    from segdeploy.run.folder import onnx_path
 
     record = {DEFAULT_INT8_FORM: {"file": onnx_path(run.dir, "int8").relative_to(run.dir).as_posix(),
                                   "backends": list(INT8_FORM_BACKENDS[DEFAULT_INT8_FORM])}}
@@ -139,7 +139,7 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
     from segdeploy.export.onnx_export import ExportFailed, export_onnx, remove_onnx
     from segdeploy.export.precision import convert_fp16
     from segdeploy.export.quantize import INT8_FORMS, qdq_report, quantize_int8
-    from segdeploy.runs import load_run, onnx_path
+    from segdeploy.run.folder import load_run, onnx_path
 
     precisions = _check_args(precisions, calib_images, calib_method, parity_images, opset)
     int8_forms = _check_forms(int8_forms)

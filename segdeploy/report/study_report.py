@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.cpuinfo import kernel_paths
+from segdeploy.machine.cpuinfo import kernel_paths
 from segdeploy.report import figures
 from segdeploy.report.document import Answers, Document, Figure, Paragraph, Section, Table
 from segdeploy.study.aggregate import ALL_DATASETS

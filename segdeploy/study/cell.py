@@ -116,7 +116,7 @@ def failed_row(config: StudyConfig, cell: Cell, stage: str, reason: str) -> dict
 
 def _train(config: StudyConfig, cell: Cell, folder: Path):
     """The cell's trained run (a ``RunMeta``): trained here, continued from its last epoch, or found complete."""
-    from segdeploy.runs import HISTORY, META, TRAIN_STATE, WEIGHTS, read_meta
+    from segdeploy.run.folder import HISTORY, META, TRAIN_STATE, WEIGHTS, read_meta
     from segdeploy.train.loop import TrainConfig, train_model
 
     if (folder / META).is_file():
@@ -143,8 +143,8 @@ def _init_untrained(config: StudyConfig, cell: Cell, folder: Path):
     from segdeploy.data import open_dataset
     from segdeploy.data.class_map import class_map_record
     from segdeploy.models import count_params, create_model, model_info
-    from segdeploy.run_splits import write_splits
-    from segdeploy.runs import META, read_meta, save_checkpoint
+    from segdeploy.run.splits import write_splits
+    from segdeploy.run.folder import META, read_meta, save_checkpoint
 
     if (folder / META).is_file() and read_meta(folder).complete:
         return read_meta(folder)

@@ -27,14 +27,14 @@ import torch
 import torch.nn.functional as F
 
 from segdeploy import __version__
-from segdeploy.device import missing_device_reason, resolve_device
-from segdeploy.envinfo import has_native_bf16
+from segdeploy.machine.device import missing_device_reason, resolve_device
+from segdeploy.machine.envinfo import has_native_bf16
 from segdeploy.errors import SegdeployError, WriteFailed
 from segdeploy.fileio import append_jsonl, atomic_write_json
 from segdeploy.numerics import NonFinite, nonfinite_tensors
 from segdeploy.records import DatasetRef, RunMeta, SplitRecord
-from segdeploy.run_splits import record_splits
-from segdeploy.runs import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
+from segdeploy.run.splits import record_splits
+from segdeploy.run.folder import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
 from segdeploy.train.guard import check_config, check_input_size, diverged
 from segdeploy.train.schedule import rex_factor
 
@@ -78,7 +78,7 @@ class TrainConfig:
 
 
 def training_device(requested: str) -> torch.device:
-    """The device to train on, by the rule every stage uses (:mod:`segdeploy.device`); one that is not here is
+    """The device to train on, by the rule every stage uses (:mod:`segdeploy.machine.device`); one that is not here is
     an error, not a silent fallback."""
     device = resolve_device(requested)
     missing = missing_device_reason(device)

@@ -161,7 +161,7 @@ def gradcam_run(run_dir: str | Path, data: str, out: str | Path, *, worst: int =
     from segdeploy.data.class_map import dataset_for_run
     from segdeploy.data.transforms import preprocess, restore
     from segdeploy.evaluation.evaluate import evaluate, torch_predictor
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     run = load_run(run_dir)
     meta = run.meta

@@ -75,7 +75,7 @@ def test_nan_weights_are_named_by_export_cam_and_bench(run_copy, tmp_path):
 
 
 def test_non_finite_logits_make_the_bench_row_failed(run_copy, tmp_path):
-    from segdeploy.runs import load_run, onnx_path
+    from segdeploy.run.folder import load_run, onnx_path
 
     run = load_run(run_copy)
     model = run.build_model()
@@ -157,7 +157,7 @@ def test_unfinished_run_is_marked_in_the_row_and_the_table(run_copy, tmp_path):
 
 def test_onnx_replaced_by_another_export_is_refused(exported_copy, tmp_path):
     from segdeploy.models import create_model
-    from segdeploy.runs import load_run, onnx_path
+    from segdeploy.run.folder import load_run, onnx_path
 
     run = load_run(exported_copy)
     torch.manual_seed(123)

@@ -6,7 +6,7 @@
       train_state.safetensors  resumable training state (last epoch; tensors + JSON metadata, no pickle),
                              removed when training finishes
       history.jsonl          one line per epoch
-      splits.json            the train/val/test ids, written before the first checkpoint (segdeploy.run_splits)
+      splits.json            the train/val/test ids, written before the first checkpoint (segdeploy.run.splits)
       onnx/model.<precision>.onnx + onnx/manifest.json     (segdeploy export; int8 also model.int8-cpu.onnx)
       engines/               TensorRT engines and their build records (segdeploy engines build)
 
@@ -88,8 +88,8 @@ class Run:
     def split_ids(self, dataset, split: str, *, allow_missing: bool = False) -> list[str]:
         """Ids of ``split`` ("train", "val", "test" or "all") in ``dataset``. On the dataset the run was trained on,
         the ids recorded at training time (``splits.json``), so its test images are the ones it never saw; a
-        missing test id refuses unless ``allow_missing`` (the rules: :mod:`segdeploy.run_splits`)."""
-        from segdeploy.run_splits import split_ids
+        missing test id refuses unless ``allow_missing`` (the rules: :mod:`segdeploy.run.splits`)."""
+        from segdeploy.run.splits import split_ids
 
         return split_ids(self, dataset, split, allow_missing=allow_missing)
 

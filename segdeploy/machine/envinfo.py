@@ -19,7 +19,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from segdeploy.cpuinfo import cpu_isa
+from segdeploy.machine.cpuinfo import cpu_isa
 
 
 def _probe(fn: Callable[[], Any]) -> Any:
@@ -183,7 +183,7 @@ class Environment:
     machine: str
     python: str
     cpu: str | None
-    cpu_isa: dict | None  # the instruction sets int8/bf16/fp16 speed depends on (segdeploy.cpuinfo)
+    cpu_isa: dict | None  # the instruction sets int8/bf16/fp16 speed depends on (segdeploy.machine.cpuinfo)
     cpu_cores: int  # the cores this process may use (a container's CPU set): what CPU latency depends on
     ram_gb: float | None
     gpus: list[dict] = field(default_factory=list)  # name, compute_capability, memory_gb

@@ -11,14 +11,14 @@ from segdeploy.fileio import atomic_write_json, read_json
 
 def read_manifest(run_dir: str | Path) -> dict:
     """The run's ``onnx/manifest.json``, or ``{}`` before the first export."""
-    from segdeploy.runs import manifest_path
+    from segdeploy.run.folder import manifest_path
 
     path = manifest_path(run_dir)
     return read_json(path) if path.is_file() else {}
 
 
 def write_manifest(run_dir: str | Path, manifest: dict) -> None:
-    from segdeploy.runs import manifest_path
+    from segdeploy.run.folder import manifest_path
 
     atomic_write_json(manifest_path(run_dir), manifest)
 

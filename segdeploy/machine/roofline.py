@@ -56,7 +56,7 @@ def device_key(device: str, *, threads: int | None = None) -> str | None:
 
         index = int(device.partition(":")[2] or 0)
         return f"cuda|{torch.cuda.get_device_name(index)}"
-    from segdeploy.envinfo import cpu_model
+    from segdeploy.machine.envinfo import cpu_model
 
     model = cpu_model()
     return f"cpu|{model}|{threads or cpu_threads()}t" if model else None
