@@ -37,6 +37,13 @@ def dumps(obj: Any, indent: int | None = None) -> str:
     return json.dumps(_clean(obj), indent=indent, default=_json_default, allow_nan=False)
 
 
+def cache_dir() -> Path:
+    """Where segdeploy keeps what it can regenerate (synthetic datasets, the probe): ``$SEGDEPLOY_CACHE`` or
+    ``~/.cache/segdeploy``."""
+    env = os.environ.get("SEGDEPLOY_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "segdeploy"
+
+
 def _umask() -> int:
     """The process umask. Linux reports it in /proc (no side effect); elsewhere it is read by setting and
     restoring it."""

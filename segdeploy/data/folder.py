@@ -43,12 +43,6 @@ _BUILTIN_MODULES = ("segdeploy.data.synthetic",)
 _builtins_loaded = False
 
 
-def cache_dir() -> Path:
-    """Where generated datasets live: ``$SEGDEPLOY_CACHE`` or ``~/.cache/segdeploy``."""
-    env = os.environ.get("SEGDEPLOY_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "segdeploy"
-
-
 def register_dataset(name: str) -> Callable:
     """Register a factory that returns (creating it if needed) a dataset folder.
 

@@ -35,19 +35,40 @@ BF16_PATHS = ("AMX-BF16", "AVX512-BF16", "BF16")
 FP16_PATHS = ("AMX-FP16", "AVX512-FP16", "NEON-FP16")
 
 
+CPUINFO = Path("/proc/cpuinfo")
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on (a container's or taskset's share), which is what CPU latency depends on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _read(cpuinfo: Path) -> str | None:
+    try:
+        return cpuinfo.read_text(errors="replace")
+    except OSError:
+        return None
+
+
 def _first_field(text: str, keys: tuple[str, ...]) -> str | None:
+    """The first non-empty value of any of ``keys`` in /proc/cpuinfo's ``key : value`` lines."""
     for line in text.splitlines():
         key, sep, value = line.partition(":")
-        if sep and key.strip() in keys:
+        if sep and key.strip() in keys and value.strip():
             return value.strip()
     return None
 
 
-def cpu_features(cpuinfo: Path = Path("/proc/cpuinfo")) -> list[str] | None:
+def cpuinfo_model(cpuinfo: Path = CPUINFO) -> str | None:
+    """The CPU's model name as /proc/cpuinfo gives it (x86 ``model name``, some Arm kernels ``Model``)."""
+    text = _read(cpuinfo)
+    return None if text is None else _first_field(text, ("model name", "Model"))
+
+
+def cpu_features(cpuinfo: Path = CPUINFO) -> list[str] | None:
     """The features above that this CPU has (x86 and Arm names), or None where /proc/cpuinfo is not readable."""
-    try:
-        text = cpuinfo.read_text(errors="replace")
-    except OSError:
+    text = _read(cpuinfo)
+    if text is None:
         return None
     flags = _first_field(text, ("flags",))
     table = X86_FEATURES
@@ -62,7 +83,7 @@ def kernel_paths(isa: dict) -> str:
     return ", ".join(f"{kind} {isa.get(kind) or '-'}" for kind in ("int8", "bf16", "fp16"))
 
 
-def cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
+def cpu_isa(cpuinfo: Path = CPUINFO) -> dict:
     """``{arch, logical_cpus, features, int8, bf16, fp16}``: ``int8``/``bf16``/``fp16`` name the fastest path the
     features allow (None: no such instructions, or unknown when ``features`` is None)."""
     features = cpu_features(cpuinfo)
@@ -73,8 +94,7 @@ def cpu_isa(cpuinfo: Path = Path("/proc/cpuinfo")) -> dict:
 
     return {
         "arch": platform.machine() or None,
-        # the CPUs this process may run on (a container's or taskset's share), which is what CPU latency depends on
-        "logical_cpus": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "logical_cpus": usable_cpus(),
         "features": features,
         "int8": best(INT8_PATHS),
         "bf16": best(BF16_PATHS),

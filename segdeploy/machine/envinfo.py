@@ -9,7 +9,6 @@ null. Nothing heavy is imported at module import; ``probe_environment()`` import
 from __future__ import annotations
 
 import functools
-import os
 import platform
 import re
 import shutil
@@ -19,7 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
-from segdeploy.machine.cpuinfo import cpu_isa
+from segdeploy.machine.cpuinfo import cpu_isa, cpuinfo_model, usable_cpus
 
 
 def _probe(fn: Callable[[], Any]) -> Any:
@@ -47,12 +46,9 @@ def _command(*args: str, timeout: float = 10) -> str | None:
 
 
 def cpu_model() -> str | None:
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model") and value.strip():
-                return value.strip()
+    model = cpuinfo_model()
+    if model:
+        return model
     lscpu = _probe(lambda: _command("lscpu"))  # ARM boards name the core here, not in /proc/cpuinfo
     for line in (lscpu or "").splitlines():
         key, _, value = line.partition(":")
@@ -214,7 +210,7 @@ def probe_environment() -> Environment:
         python=platform.python_version(),
         cpu=_probe(cpu_model),
         cpu_isa=_probe(cpu_isa),
-        cpu_cores=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        cpu_cores=usable_cpus(),
         ram_gb=_probe(ram_gb),
         gpus=_probe(gpus) or [],
         nvidia_driver=_probe(nvidia_driver),

@@ -25,18 +25,16 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.fileio import atomic_write_json, read_json
+from segdeploy.fileio import atomic_write_json, cache_dir, read_json
+from segdeploy.machine import envinfo
+from segdeploy.machine.cpuinfo import usable_cpus
+from segdeploy.machine.device import cuda_index
 
 PROBE_SCHEMA = "segdeploy.probe/1"
 PROBE_FILE = "probe.json"
 # the row precision -> the probed rate it is held against; CPU fp16/bf16 have no probe of their own
 CPU_BASIS = {"fp32": "fp32", "int8": "int8"}
 CUDA_BASIS = {"fp32": "fp32", "fp16": "fp16", "bf16": "bf16", "int8": "int8"}
-
-
-def cache_dir() -> Path:
-    env = os.environ.get("SEGDEPLOY_CACHE")  # the rule of segdeploy.data.folder.cache_dir
-    return Path(env) if env else Path.home() / ".cache" / "segdeploy"
 
 
 def cpu_threads() -> int:
@@ -46,19 +44,17 @@ def cpu_threads() -> int:
     torch = sys.modules.get("torch")
     if torch is not None:
         return int(torch.get_num_threads())
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return usable_cpus()
 
 
 def device_key(device: str, *, threads: int | None = None) -> str | None:
     """The cache key of a device: ``cpu|<CPU model>|<threads>t`` or ``cuda|<GPU name>``; None if unnamed."""
-    if device.startswith("cuda"):
+    index = cuda_index(device)
+    if index is not None:
         import torch
 
-        index = int(device.partition(":")[2] or 0)
         return f"cuda|{torch.cuda.get_device_name(index)}"
-    from segdeploy.machine.envinfo import cpu_model
-
-    model = cpu_model()
+    model = envinfo.cpu_model()  # looked up on the module, so a test can stand in for the CPU
     return f"cpu|{model}|{threads or cpu_threads()}t" if model else None
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.errors import SegdeployError
+from segdeploy.machine.device import cuda_index
 
 RESULTS_NAME = "results.jsonl"
 
@@ -86,9 +87,9 @@ class StudyRow:
     @property
     def device_label(self) -> str:
         """The device with the hardware it is, so rows from two machines are never pooled."""
-        if self.device.startswith("cuda"):
+        index = cuda_index(self.device) if self.device.startswith("cuda") else None
+        if index is not None:
             gpus = self.env.get("gpus") or []
-            index = int(self.device.partition(":")[2] or 0)
             name = gpus[index].get("name") if index < len(gpus) else None
             return f"{self.device}: {name}" if name else self.device
         cpu, cores = self.env.get("cpu"), self.env.get("cpu_cores")
