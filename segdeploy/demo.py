@@ -30,7 +30,7 @@ def demo(
     from rich.console import Console
 
     from segdeploy.bench.runner import run_bench
-    from segdeploy.cli_util import comma_list
+    from segdeploy.commands.util import comma_list
     from segdeploy.bench.table import render
     from segdeploy.export import export_run
     from segdeploy.fileio import read_json

@@ -2,7 +2,7 @@
 one, and its ONNX Runtime CPU latency.
 
 It uses the model registry, the exporter and the latency loop, so it sits above all three (``segdeploy.models``
-imports none of them); :mod:`segdeploy.cli` registers :func:`verify` under ``segdeploy models``.
+imports none of them); :mod:`segdeploy.commands.app` registers :func:`verify` under ``segdeploy models``.
 """
 
 from __future__ import annotations
@@ -185,7 +185,7 @@ def _print_single(result: dict, console: Console) -> None:
 
 
 def _print_report(report: dict, console: Console) -> None:
-    from segdeploy.cli_util import fmt_num
+    from segdeploy.commands.util import fmt_num
 
     size, host = report["img_size"], report["host"]
     table = Table(title=f"segdeploy models verify ({size}x{size}; ONNX Runtime {host['onnxruntime']} CPU on "
@@ -225,7 +225,7 @@ def verify(name: str = typer.Argument(..., help="Registered model name (see `seg
     the built model is within ±10% of its declared size. `all` verifies every registered model, going on past
     failures (each becomes a row with its reason). Exits 1 if any model does not pass.
     """
-    from segdeploy.cli_util import check_format
+    from segdeploy.commands.util import check_format
     from segdeploy.fileio import atomic_write_json, dumps
 
     check_format(fmt)

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from segdeploy.engines import check_backend, load_engine, onnx_files
 from segdeploy.engines import ort_backend
-from segdeploy.engines.cli import app
+from segdeploy.commands.engines import app
 from segdeploy.engines.profiles import profile_record, profile_shapes
 from segdeploy.engines.trt_build import (build_plan, engine_is_stale, make_record, parse_version,
                                          precision_flags_removed, supports_strongly_typed)

@@ -32,7 +32,7 @@ def _make_run(run_dir, model_name: str = "unet-tiny"):
 
 
 def _cli():
-    from segdeploy.export.cli import export
+    from segdeploy.commands.export import export
 
     app = typer.Typer()
     app.command()(export)

@@ -154,7 +154,7 @@ def test_bench_rows_carry_the_fraction_of_the_cached_probe(tmp_path, monkeypatch
 def test_env_probe_prints_and_caches(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    from segdeploy.cli import app
+    from segdeploy.commands.app import app
 
     monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
     monkeypatch.setattr(roofline, "measure_device",

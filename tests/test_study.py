@@ -243,7 +243,7 @@ def test_ray_executor_without_ray_names_the_extra(tmp_path, monkeypatch):
 def test_cli_init_writes_a_loadable_file_and_refuses_to_overwrite(tmp_path):
     from typer.testing import CliRunner
 
-    from segdeploy.cli import app
+    from segdeploy.commands.app import app
 
     target = tmp_path / "study.toml"
     runner = CliRunner()

@@ -80,7 +80,7 @@ def study_file(shared_datasets, tmp_path_factory) -> Path:
 
 
 def cli_run(study: Path, out: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "segdeploy.cli", "study", "run", str(study), "--out", str(out)],
+    return subprocess.Popen([sys.executable, "-m", "segdeploy.commands.app", "study", "run", str(study), "--out", str(out)],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=os.environ.copy())
 
 
@@ -178,7 +178,7 @@ def test_reported_lr_has_the_best_mean_validation_dice(local):
 def test_summarize_and_report_read_the_study_folder(local, tmp_path):
     from typer.testing import CliRunner
 
-    from segdeploy.cli import app
+    from segdeploy.commands.app import app
 
     runner = CliRunner()
     summary = runner.invoke(app, ["study", "summarize", str(local["out"]), "--resamples", "200"])

@@ -55,7 +55,7 @@ from segdeploy.bench.artifacts import artifact_sha256
 from segdeploy.bench.isolate import ISOLATIONS, make_job, run_in_child
 from segdeploy.bench.latency import WARMUP_ITERS, measure_engine
 from segdeploy.bench.memory import MemoryProbe
-from segdeploy.cli_util import comma_list
+from segdeploy.commands.util import comma_list
 from segdeploy.machine.device import resolve_device
 from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed
 from segdeploy.evaluation.evaluate import Evaluation, PreparedImages, evaluate

@@ -1,5 +1,5 @@
 """What a result row needs to say about the machine it was measured on: probes, and the typed record they fill
-(:class:`Environment`). The ``segdeploy env`` command that shows it is :mod:`segdeploy.env_cli`.
+(:class:`Environment`). The ``segdeploy env`` command that shows it is :mod:`segdeploy.commands.env`.
 
 Privacy: no hostname, user name, paths or serial numbers; only hardware models and software versions.
 Robustness: every probe is allowed to fail (a missing driver, a locked-down Jetson, no torch): its field is then

@@ -238,7 +238,7 @@ def test_second_bench_on_one_results_file_is_refused_then_kill_9(run_copy, tmp_p
     args = ["bench", run_copy, *FAST_BENCH, "--backends", "torch", "--precisions", "fp32", "--results", results]
     slow = list(args)
     slow[slow.index("--duration") + 1] = "600"  # timing until killed
-    child = subprocess.Popen([sys.executable, "-m", "segdeploy.cli", *map(str, slow)], cwd=ROOT, env=env,
+    child = subprocess.Popen([sys.executable, "-m", "segdeploy.commands.app", *map(str, slow)], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         end = time.monotonic() + 240

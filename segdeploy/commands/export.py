@@ -33,7 +33,7 @@ def export(
     """
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from segdeploy.cli_util import comma_list, fmt_num
+    from segdeploy.commands.util import comma_list, fmt_num
     from segdeploy.export import export_run
     from segdeploy.run.folder import manifest_path
 

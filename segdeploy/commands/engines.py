@@ -50,7 +50,7 @@ def build(
     from rich.console import Console
     from rich.table import Table
 
-    from segdeploy.cli_util import comma_list
+    from segdeploy.commands.util import comma_list
     from segdeploy.engines.profiles import profile_shapes
     from segdeploy.engines.trt_backend import TensorRTEngine
     from segdeploy.engines.trt_build import build_engine, engine_path

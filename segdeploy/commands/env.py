@@ -22,7 +22,7 @@ def env(format: str = typer.Option("table", "--format", help="table or json"),
                                    "copy bandwidth (seconds), cached for bench's roofline_fraction."),
         probe_device: str = typer.Option("cpu", "--probe-device", help="cpu, or cuda[:N] for a GPU.")) -> None:
     """Show the machine and software versions that results are recorded with."""
-    from segdeploy.cli_util import check_format
+    from segdeploy.commands.util import check_format
     from segdeploy.machine.envinfo import environment
     from segdeploy.fileio import dumps
 

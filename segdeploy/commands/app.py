@@ -65,20 +65,20 @@ app = typer.Typer(name="segdeploy", cls=_Group, no_args_is_help=True, pretty_exc
 
 
 def _register() -> None:
-    from segdeploy.bench.cli import bench
-    from segdeploy.data.cli import app as data_app
+    from segdeploy.commands.bench import bench
+    from segdeploy.commands.data import app as data_app
     from segdeploy.demo import demo
-    from segdeploy.engines.cli import app as engines_app
-    from segdeploy.env_cli import env
-    from segdeploy.export.cli import export
-    from segdeploy.models.cli import app as models_app
-    from segdeploy.report.cli import check, report
-    from segdeploy.study.cli import app as study_app
-    from segdeploy.study.run_cli import init as study_init
-    from segdeploy.study.run_cli import run as study_run
-    from segdeploy.train.cli import train
+    from segdeploy.commands.engines import app as engines_app
+    from segdeploy.commands.env import env
+    from segdeploy.commands.export import export
+    from segdeploy.commands.models import app as models_app
+    from segdeploy.commands.report import check, report
+    from segdeploy.commands.study import app as study_app
+    from segdeploy.commands.study_run import init as study_init
+    from segdeploy.commands.study_run import run as study_run
+    from segdeploy.commands.train import train
     from segdeploy.verify import verify
-    from segdeploy.xai.cli import cam
+    from segdeploy.commands.cam import cam
 
     models_app.command()(verify)  # segdeploy models verify: above models, export and bench, so not in models/
     study_app.command("init")(study_init)  # segdeploy study init / run: running a study, beside summarize

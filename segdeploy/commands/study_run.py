@@ -1,5 +1,5 @@
-"""``segdeploy study init`` and ``segdeploy study run`` (registered on ``segdeploy.study.cli.app`` beside
-``summarize`` by ``segdeploy.cli``)."""
+"""``segdeploy study init`` and ``segdeploy study run`` (registered on ``segdeploy.commands.study.app`` beside
+``summarize`` by ``segdeploy.commands.app``)."""
 
 from __future__ import annotations
 

@@ -37,7 +37,7 @@ def _model_rows(console: Console) -> list[dict]:
 def models(ctx: typer.Context,
            fmt: str = typer.Option("table", "--format", help="table or json.")) -> None:
     """Registered models: family, measured and declared parameters, compute at 512x512, source."""
-    from segdeploy.cli_util import check_format, fmt_num
+    from segdeploy.commands.util import check_format, fmt_num
     from segdeploy.models.profile import PROFILE_SIZE
 
     if ctx.invoked_subcommand is not None:
