@@ -67,7 +67,7 @@ app = typer.Typer(name="segdeploy", cls=_Group, no_args_is_help=True, pretty_exc
 def _register() -> None:
     from segdeploy.commands.bench import bench
     from segdeploy.commands.data import app as data_app
-    from segdeploy.demo import demo
+    from segdeploy.commands.demo import demo
     from segdeploy.commands.engines import app as engines_app
     from segdeploy.commands.env import env
     from segdeploy.commands.export import export
@@ -77,7 +77,7 @@ def _register() -> None:
     from segdeploy.commands.study_run import init as study_init
     from segdeploy.commands.study_run import run as study_run
     from segdeploy.commands.train import train
-    from segdeploy.verify import verify
+    from segdeploy.bench.verify import verify
     from segdeploy.commands.cam import cam
 
     models_app.command()(verify)  # segdeploy models verify: above models, export and bench, so not in models/

@@ -1,5 +1,5 @@
 """``segdeploy models``: the registry with measured size and compute. (``segdeploy models verify`` lives in
-:mod:`segdeploy.verify`: it exports and times, which is the layers above this one.)"""
+:mod:`segdeploy.bench.verify`: it exports and times, which is the layers above this one.)"""
 
 from __future__ import annotations
 
