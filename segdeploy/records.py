@@ -428,3 +428,10 @@ def reference_dice(row: BenchRow | Mapping, rows: Iterable[BenchRow | Mapping]) 
 def dice_delta(row: BenchRow | Mapping, rows: Iterable[BenchRow | Mapping]) -> float | None:
     """ΔDice of ``row``: its Dice minus its reference's (see :class:`References`)."""
     return References(rows).delta(row)
+
+
+def comma_list(value: str | Iterable[str]) -> list[str]:
+    """``"fp32, fp16,,fp32"`` -> ``["fp32", "fp16"]``: the items of a comma-separated option (or of a list of
+    them, as the Python API takes), blanks dropped, each item once, in the order first given."""
+    items = value.split(",") if isinstance(value, str) else [part for v in value for part in str(v).split(",")]
+    return list(dict.fromkeys(s.strip() for s in items if s.strip()))

@@ -55,15 +55,15 @@ from segdeploy.bench.artifacts import artifact_sha256
 from segdeploy.bench.isolate import ISOLATIONS, make_job, run_in_child
 from segdeploy.bench.latency import WARMUP_ITERS, measure_engine
 from segdeploy.bench.memory import MemoryProbe
-from segdeploy.commands.util import comma_list
-from segdeploy.machine.device import resolve_device
 from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed
 from segdeploy.evaluation.evaluate import Evaluation, PreparedImages, evaluate
 from segdeploy.evaluation.per_image import save_per_image, sidecar_name
 from segdeploy.fileio import append_jsonl, iter_jsonl
-from segdeploy.numerics import require_finite_logits
-from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References
+from segdeploy.locks import hold
+from segdeploy.machine.device import resolve_device
 from segdeploy.machine.roofline import derived_fields
+from segdeploy.numerics import require_finite_logits
+from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References, comma_list
 
 SCHEMA = BENCH_SCHEMA
 SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-dataset evaluation
@@ -194,6 +194,19 @@ def bench_config(backend, precision, run, ds, ids, **kwargs) -> tuple[dict, Eval
         return {"status": "failed", "reason": f"{type(e).__name__}: {e}"}, None
 
 
+def _holding_results_lock(fn: Callable) -> Callable:
+    """One bench per results file, whoever calls (the command, a study cell, the demo, Python): two would run the
+    same configurations and write each row twice."""
+    @functools.wraps(fn)
+    def holding(run_dirs, data, backends, precisions, results, **kwargs):
+        results = Path(results)
+        with hold(results.with_name(f".{results.name}.lock"), "bench", results):
+            return fn(run_dirs, data, backends, precisions, results, **kwargs)
+
+    return holding
+
+
+@_holding_results_lock
 def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequence[str],
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,

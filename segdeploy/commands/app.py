@@ -77,7 +77,7 @@ def _register() -> None:
     from segdeploy.commands.study_run import init as study_init
     from segdeploy.commands.study_run import run as study_run
     from segdeploy.commands.train import train
-    from segdeploy.bench.verify import verify
+    from segdeploy.commands.verify import verify
     from segdeploy.commands.cam import cam
 
     models_app.command()(verify)  # segdeploy models verify: above models, export and bench, so not in models/

@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from segdeploy.commands.options import BenchBatch, Device, Duration, Threads, Timeout, Warmup, WarmupIters
+
 
 def bench(
     run_dirs: list[Path] = typer.Argument(..., help="Run directories (from `segdeploy train`, exported with "
@@ -21,15 +23,12 @@ def bench(
                                                     help="Write DIR/<run>/<backend>-<precision>/<id>.png class-index "
                                                          "masks at each image's original resolution."),
     split: str = typer.Option("test", help="train, val, test, or all (every image: cross-dataset evaluation)."),
-    batch: int = typer.Option(8, help="Batch size for the accuracy pass and the throughput measurement (tensorrt: "
-                              "within the engine profile, 1:8:32 unless built otherwise; --batch 32 measures "
-                              "throughput at that profile's largest batch, as trtexec would)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    batch: BenchBatch = 8,
+    device: Device = "auto",
     max_images: Optional[int] = typer.Option(None, help="Score only the first N images of the split (smoke tests)."),
-    warmup: float = typer.Option(0.2, help="Warm-up seconds before each timed loop (trtexec: 0.2)."),
-    warmup_iters: int = typer.Option(5, help="Warm-up calls before each timed loop, as well as --warmup seconds "
-                                     "(a slow CPU model needs more than one call to settle)."),
-    duration: float = typer.Option(1.0, help="Minimum seconds per timed loop (trtexec: 3)."),
+    warmup: Warmup = 0.2,
+    warmup_iters: WarmupIters = 5,
+    duration: Duration = 1.0,
     min_iters: int = typer.Option(10, help="Minimum timed iterations per loop."),
     force: bool = typer.Option(False, help="Re-run configurations that already have a row in --results."),
     class_map: Optional[str] = typer.Option(None, "--class-map", help="Map --data's labels onto the runs' classes, "
@@ -37,30 +36,22 @@ def bench(
     allow_missing: bool = typer.Option(False, "--allow-missing",
                                        help="When images of a run's recorded test split are gone from --data, score "
                                             "the remaining ones (default: refuse)."),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1,
-                                          help="Host threads for the CPU runtimes (torch: set_num_threads, "
-                                               "onnxruntime: intra_op_num_threads, openvino: INFERENCE_NUM_THREADS); "
-                                               "default: each runtime's own. Recorded in each row."),
+    threads: Threads = None,
     isolate: str = typer.Option("process", help="process: each configuration in a fresh process (its own memory "
                                 "baseline; a crash is a failed row); none: all in this process."),
-    timeout: Optional[float] = typer.Option(None, "--timeout", min=1.0,
-                                            help="With --isolate process: seconds after which a configuration's "
-                                                 "worker is killed and recorded as a failed row (a hung runtime)."),
+    timeout: Timeout = None,
 ) -> None:
     """Accuracy (on the split, at original resolution) and deployment cost of every run x backend x precision."""
     from rich.console import Console
 
     from segdeploy.bench.runner import run_bench
     from segdeploy.bench.table import render
-    from segdeploy.locks import hold
 
-    # one bench per results file: two would run the same configurations and write each row twice
-    with hold(results.with_name(f".{results.name}.lock"), "bench", results):
-        rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
-                         save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
-                         duration_s=duration, min_iters=min_iters, warmup_iters=warmup_iters, force=force,
-                         class_map=class_map, allow_missing=allow_missing, threads=threads, isolate=isolate,
-                         timeout_s=timeout)
+    rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
+                     save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
+                     duration_s=duration, min_iters=min_iters, warmup_iters=warmup_iters, force=force,
+                     class_map=class_map, allow_missing=allow_missing, threads=threads, isolate=isolate,
+                     timeout_s=timeout)
     console = Console()
     for table in render(rows):
         console.print(table)

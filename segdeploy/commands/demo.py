@@ -1,7 +1,7 @@
 """``segdeploy demo``: the whole pipeline on the built-in default, one specialized and one general model.
 
-data (generated) -> train -> export (fp32/fp16/int8 ONNX) -> bench (torch, onnxruntime) -> table.
-Every step is resumable: re-running the demo reuses finished runs, exports and result rows.
+data (generated) -> train -> export (fp32/fp16/int8 ONNX) -> bench (torch, onnxruntime) -> table; the steps are
+:func:`segdeploy.study.demo.run_demo`.
 """
 
 from __future__ import annotations
@@ -9,6 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+
+from segdeploy.commands.options import Device, Duration
 
 DEMO_MODELS = ("unet-tiny", "segformer-tiny")  # specialized vs general, small enough for a 2-core CPU
 
@@ -23,53 +25,27 @@ def demo(
     img_size: int = typer.Option(128, help="Network input size."),
     backends: str = typer.Option("torch,onnxruntime", help="Backends to benchmark."),
     precisions: str = typer.Option("fp32,fp16,int8", help="Precisions to export and benchmark."),
-    device: str = typer.Option("auto"),
-    duration: float = typer.Option(1.0, help="Seconds of timed iterations per latency figure."),
+    device: Device = "auto",
+    duration: Duration = 1.0,
 ) -> None:
     """Run the main job end to end and print the comparison table."""
     from rich.console import Console
 
-    from segdeploy.bench.runner import run_bench
-    from segdeploy.commands.util import comma_list
     from segdeploy.bench.table import render
-    from segdeploy.export import export_run
-    from segdeploy.fileio import read_json
-    from segdeploy.run.folder import TRAIN_STATE, manifest_path, read_meta
-    from segdeploy.train.loop import TrainConfig, train_model
+    from segdeploy.records import comma_list
+    from segdeploy.study.demo import run_demo
 
     console = Console()
-    wanted = comma_list(precisions)
-    run_dirs = []
-    for name in comma_list(models):
-        run_dir = out / name
-        run_dirs.append(run_dir)
-        has_meta = (run_dir / "model.json").is_file()
-        if has_meta and read_meta(run_dir).complete:
-            console.print(f"[dim]train {name}: done earlier ({run_dir})[/]")
-        else:
-            console.rule(f"train {name}")
-            resume = (run_dir / TRAIN_STATE).is_file()
-            # an unfinished run without a state to resume (killed before its first epoch was saved) starts over
-            train_model(TrainConfig(data=data, model=name, out=run_dir, epochs=epochs, img_size=img_size,
-                                    batch_size=8, lr=lr, augment=augment, device=device, patience=epochs,
-                                    resume=resume, restart=not resume and has_meta))
-        manifest = read_json(manifest_path(run_dir)) if manifest_path(run_dir).is_file() else {}
-        todo = [p for p in wanted if manifest.get("precisions", {}).get(p, {}).get("status") != "ok"]
-        if todo:
-            console.rule(f"export {name}")
-            export_run(run_dir, todo)
-        else:
-            console.print(f"[dim]export {name}: done earlier[/]")
-
-    results = out / "results.jsonl"
-    console.rule("bench")
-    rows = run_bench(run_dirs, data, comma_list(backends), wanted, results, device=device,
-                     duration_s=duration, save_predictions=out / "predictions")
+    run_dirs, rows = run_demo(out, models, data=data, epochs=epochs, lr=lr, augment=augment,
+                              img_size=img_size, backends=backends, precisions=precisions, device=device,
+                              duration=duration, say=lambda text: console.print(f"[dim]{text}[/]"),
+                              stage=console.rule)
     for table in render(rows):
         console.print(table)
+    wanted = comma_list(precisions)
     console.print("\n[bold]Wrote[/]")
     for run_dir in run_dirs:
         console.print(f"  {run_dir}/model.safetensors, model.json   (checkpoint + metadata)")
         console.print(f"  {run_dir}/onnx/model.{{{','.join(wanted)}}}.onnx, onnx/manifest.json")
-    console.print(f"  {results}   (one JSON line per model x backend x precision)")
+    console.print(f"  {out / 'results.jsonl'}   (one JSON line per model x backend x precision)")
     console.print(f"  {out}/predictions/   (class-index PNGs at original resolution)")

@@ -7,13 +7,15 @@ from typing import Optional
 
 import typer
 
+from segdeploy.commands.options import Device
+
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Inference backends: what can run on this machine, and TensorRT engine building.")
 
 
 @app.command("list")
 def list_engines(
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N"),
+    device: Device = "auto",
     run_dir: Optional[Path] = typer.Option(None, "--run", help="also check this run's ONNX files"),
 ) -> None:
     """Every backend x precision: available here, or the one-line reason it is not."""
@@ -50,7 +52,7 @@ def build(
     from rich.console import Console
     from rich.table import Table
 
-    from segdeploy.commands.util import comma_list
+    from segdeploy.records import comma_list
     from segdeploy.engines.profiles import profile_shapes
     from segdeploy.engines.trt_backend import TensorRTEngine
     from segdeploy.engines.trt_build import build_engine, engine_path

@@ -33,7 +33,8 @@ def export(
     """
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from segdeploy.commands.util import comma_list, fmt_num
+    from segdeploy.commands.util import fmt_num
+    from segdeploy.records import comma_list
     from segdeploy.export import export_run
     from segdeploy.run.folder import manifest_path
 

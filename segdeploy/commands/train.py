@@ -7,6 +7,8 @@ from typing import Optional
 
 import typer
 
+from segdeploy.commands.options import Device
+
 
 def train(
     data: str = typer.Option(..., "--data", help="Dataset folder (standard layout) or a registered name, e.g. synthetic."),
@@ -16,7 +18,7 @@ def train(
     img_size: int = typer.Option(512, help="Square network input; images are padded to square and resized."),
     batch_size: int = typer.Option(8),
     lr: float = typer.Option(1e-4, help="AdamW learning rate (the study picks from 1e-4, 5e-5, 1e-5)."),
-    device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
+    device: Device = "auto",
     seed: int = typer.Option(42),
     patience: int = typer.Option(20, help="Early stopping: epochs without a validation Dice gain of min-delta."),
     min_delta: float = typer.Option(0.001),
