@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from segdeploy.errors import BackendUnavailable
-from segdeploy.export.artifacts import onnx_digest, onnx_files, onnx_size_mb  # noqa: F401 (re-exported)
+from segdeploy.run.artifacts import onnx_digest, onnx_files, onnx_size_mb  # noqa: F401 (re-exported)
 
 if TYPE_CHECKING:  # segdeploy.run.folder imports torch; `segdeploy engines --help` should not
     import numpy as np

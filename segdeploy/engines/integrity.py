@@ -20,7 +20,7 @@ def verify_onnx(run, precision: str, form: str | None = None) -> None:
     """Raise :class:`StaleArtifact` when ``onnx/model.<precision>.onnx`` (with ``form``, an INT8 form's own file,
     e.g. ``model.int8-cpu.onnx``) is not the file its manifest entry describes."""
     from segdeploy.export import DEFAULT_INT8_FORM, read_manifest
-    from segdeploy.export.artifacts import onnx_digest
+    from segdeploy.run.artifacts import onnx_digest
     from segdeploy.run.folder import manifest_path, onnx_path
 
     form = None if form == DEFAULT_INT8_FORM else form  # the tensorrt form is model.int8.onnx, the entry itself

@@ -21,7 +21,7 @@ from pathlib import Path
 from segdeploy.machine.device import CUDA, cuda_device, cuda_index, resolve_device
 from segdeploy.engines.profiles import DEFAULT_BATCH, onnx_input_name, profile_record, profile_shapes
 from segdeploy.errors import BackendUnavailable, SegdeployError
-from segdeploy.export.artifacts import onnx_digest  # noqa: F401 (re-exported)
+from segdeploy.run.artifacts import onnx_digest  # noqa: F401 (re-exported)
 from segdeploy.fileio import atomic_write_bytes, atomic_write_json, read_json
 from segdeploy.run.folder import Run, onnx_path
 

@@ -108,7 +108,7 @@ def _int8_forms_entry(run, fp32_file: Path, calib_batch: np.ndarray, calib_metho
 
 
 def _file_entry(run_dir: Path, path: Path, model, parity_images: np.ndarray) -> dict:
-    from segdeploy.export.artifacts import onnx_digest
+    from segdeploy.run.artifacts import onnx_digest
     from segdeploy.export.onnx_export import check_dynamic_batch, onnx_opset, parity
 
     check_dynamic_batch(path, parity_images.shape[1:])
