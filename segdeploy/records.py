@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from segdeploy.backends import needs_gpu
 from segdeploy.errors import SegdeployError
 
 RUN_SCHEMA = "segdeploy.run/1"
@@ -26,7 +27,6 @@ BENCH_SCHEMAS = ("segdeploy.bench/1", BENCH_SCHEMA)
 REFERENCE_BACKEND, REFERENCE_PRECISION = "torch", "fp32"
 # a deployed precision must keep 99% of its reference Dice (MLPerf Inference's target for medical segmentation)
 FP32_SHARE = 0.99
-_GPU_BACKENDS = {"onnxruntime-cuda", "onnxruntime-trt", "tensorrt"}
 
 
 def _known(cls) -> list[str]:
@@ -192,7 +192,7 @@ def device_kind(device: str | None, backend: str | None = None) -> str:
     """``cpu`` or ``cuda`` from a row's device (``cpu``, ``cuda:0``, ...), never the GPU's name; GPU-only backends
     are ``cuda``. Anything else (``auto`` in a row that failed before a device was chosen) is returned as is."""
     text = (device or "").lower()
-    if text.startswith(("cuda", "gpu")) or backend in _GPU_BACKENDS:
+    if text.startswith(("cuda", "gpu")) or needs_gpu(backend):
         return "cuda"
     return "cpu" if text.startswith("cpu") or not text else text
 

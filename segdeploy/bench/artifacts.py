@@ -25,10 +25,9 @@ import hashlib
 import json
 from pathlib import Path
 
+from segdeploy.backends import backend_info
 from segdeploy.fileio import sha256_file
 
-TORCH_BACKENDS = ("torch", "torch-compile")
-ONNX_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "openvino", "openvino-gpu", "openvino-npu")
 # the ONNX precision each openvino precision reads (bf16 is computed from the fp32 file)
 _ONNX_PRECISION = {"bf16": "fp32"}
 
@@ -70,25 +69,26 @@ def artifact_sha256(run, backend: str, precision: str) -> str | None:
     """The sha256 of what ``backend`` runs for ``run`` at ``precision`` (see the module docstring)."""
     from segdeploy.run.folder import WEIGHTS, onnx_path
 
-    if backend in TORCH_BACKENDS:
+    info = backend_info(backend)
+    if info is None:
+        return None
+    if not info.reads_onnx:
         return file_sha256(Path(run.dir) / WEIGHTS)
-    if backend in ONNX_BACKENDS:
+    if backend != "tensorrt":  # tensorrt runs an engine built from the ONNX file: its record is hashed below
         from segdeploy.engines import onnx_for_backend
 
         if backend.startswith("openvino"):
             precision = _ONNX_PRECISION.get(precision, precision)
         return onnx_sha256(onnx_for_backend(run, precision, backend)[0])
-    if backend == "tensorrt":
-        from segdeploy.engines.trt_build import engine_path, record_path
+    from segdeploy.engines.trt_build import engine_path, record_path
 
-        record, onnx = record_path(run.dir, precision), onnx_sha256(onnx_path(run.dir, precision))
-        if onnx is None or not (record.is_file() and engine_path(run.dir, precision).is_file()):
-            return None
-        try:
-            built = json.loads(record.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None  # a damaged record: load() rebuilds the engine
-        if not isinstance(built, dict) or built.get("onnx_sha256") != onnx:
-            return None  # built from another ONNX file: load() rebuilds it
-        return hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()
-    return None
+    record, onnx = record_path(run.dir, precision), onnx_sha256(onnx_path(run.dir, precision))
+    if onnx is None or not (record.is_file() and engine_path(run.dir, precision).is_file()):
+        return None
+    try:
+        built = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a damaged record: load() rebuilds the engine
+    if not isinstance(built, dict) or built.get("onnx_sha256") != onnx:
+        return None  # built from another ONNX file: load() rebuilds it
+    return hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
+from segdeploy.backends import backend_info
 from segdeploy.machine.device import KINDS, resolve_device
 from segdeploy.errors import BackendUnavailable
 
@@ -31,7 +32,7 @@ class BaseEngine(abc.ABC):
     """A model on one backend. ``run(x) == to_host(infer(to_device(x)))``; the split form lets a benchmark time
     device compute (``infer`` + ``synchronize``) apart from end-to-end latency (``run``)."""
 
-    # the device kinds this backend runs on, preferred first: what "auto" may resolve to (segdeploy.machine.device)
+    # the device kinds of a backend segdeploy.backends does not list (a test double), preferred first
     DEVICE_KINDS: ClassVar[tuple[str, ...]] = KINDS
 
     def __init__(self, run: Run, precision: str, device: str = "auto", *, backend: str, threads: int | None = None):
@@ -52,7 +53,8 @@ class BaseEngine(abc.ABC):
     @classmethod
     def device_kinds(cls, backend: str) -> tuple[str, ...]:
         """What ``auto`` may resolve to for ``backend`` (one class may serve backends on different devices)."""
-        return cls.DEVICE_KINDS
+        info = backend_info(backend)
+        return info.device_kinds if info else cls.DEVICE_KINDS
 
     # -- what a backend fills in ---------------------------------------------------------------------------------
     @classmethod

@@ -19,7 +19,8 @@ class StaleArtifact(SegdeployError):
 def verify_onnx(run, precision: str, form: str | None = None) -> None:
     """Raise :class:`StaleArtifact` when ``onnx/model.<precision>.onnx`` (with ``form``, an INT8 form's own file,
     e.g. ``model.int8-cpu.onnx``) is not the file its manifest entry describes."""
-    from segdeploy.export import DEFAULT_INT8_FORM, read_manifest
+    from segdeploy.backends import DEFAULT_INT8_FORM
+    from segdeploy.run.manifest import read_manifest
     from segdeploy.run.artifacts import onnx_digest
     from segdeploy.run.folder import manifest_path, onnx_path
 

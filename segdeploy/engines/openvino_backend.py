@@ -89,8 +89,6 @@ class OpenVinoEngine(BaseEngine):
     """One compiled model and its synchronous infer request. NPUs compile static shapes only: there a model is
     compiled per input shape on first use (``static_shapes``)."""
 
-    DEVICE_KINDS = (CPU,)  # segdeploy's device rule knows cpu and cuda; Intel GPUs/NPUs are named below
-
     def __init__(self, run: Run, precision: str, device: str = "auto", *, backend: str, threads: int | None = None):
         target = BACKEND_DEVICES.get(backend, "CPU")
         # the row's own name for an Intel device (intel-gpu) is accepted like auto; anything else is the device rule's

@@ -87,10 +87,6 @@ def _session_load_errors():
 
 class OrtEngine(BaseEngine):
     @classmethod
-    def device_kinds(cls, backend: str) -> tuple[str, ...]:
-        return (CPU,) if backend == "onnxruntime" else (CUDA,)
-
-    @classmethod
     def check(cls, precision: str, device: str = "auto", *, backend: str, run: Run | None = None) -> str | None:
         if backend not in PROVIDERS:
             return f"{backend} is not an onnxruntime backend ({', '.join(PROVIDERS)})"

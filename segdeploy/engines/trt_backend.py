@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from segdeploy.machine.device import CPU, CUDA, cuda_device, missing_device_reason, resolve_device
+from segdeploy.machine.device import CPU, cuda_device, missing_device_reason, resolve_device
 from segdeploy.engines import missing_onnx_reason
 from segdeploy.engines.base import BaseEngine
 from segdeploy.engines.profiles import DEFAULT_BATCH
@@ -34,8 +34,6 @@ def _activation_bytes(trt_engine) -> int:
 
 
 class TensorRTEngine(BaseEngine):
-    DEVICE_KINDS = (CUDA,)
-
     @classmethod
     def check(cls, precision: str, device: str = "auto", *, backend: str = "tensorrt",
               run: Run | None = None) -> str | None:

@@ -12,29 +12,11 @@ import numpy as np
 
 from segdeploy.errors import SegdeployError
 from segdeploy.export.calibration import load_images
+from segdeploy.backends import DEFAULT_INT8_FORM, INT8_FORM_BACKENDS
+from segdeploy.run.folder import EXPORT_PRECISIONS
 from segdeploy.run.manifest import manifest_header, now, read_manifest, write_manifest
 
-EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 MIN_OPSET = 17  # LayerNormalization is one op from 17; split LayerNorm overflows in TensorRT FP16
-
-# INT8 Q/DQ forms (how each is quantized: segdeploy.export.quantize.INT8_FORMS) and the backends that load each,
-# chosen by measurement (benchmarks/cpu_int8.py): TensorRT accepts only the symmetric int8 form; onnxruntime's CPU
-# kernels run the uint8-activation form faster (every Conv/MatMul fused); OpenVINO's CPU plugin runs the symmetric
-# int8 form a little faster but far less exactly (SegFormer-B3: 71% of pixels keep their fp32 class, against 96%
-# for onnxruntime on the same file and 97% for OpenVINO on the uint8 form). OpenVINO's
-# GPU/NPU plugins share its low-precision transformations and load the same form (not measured: no such device
-# here). A backend not listed loads the tensorrt form, model.int8.onnx.
-DEFAULT_INT8_FORM = "tensorrt"
-INT8_FORM_BACKENDS = {
-    "tensorrt": ("tensorrt", "onnxruntime-trt", "onnxruntime-cuda"),
-    "cpu": ("onnxruntime", "openvino", "openvino-gpu", "openvino-npu"),
-}
-
-
-def int8_form_for(backend: str) -> str:
-    """The INT8 form ``backend`` loads."""
-    return next((form for form, backends in INT8_FORM_BACKENDS.items() if backend in backends), DEFAULT_INT8_FORM)
-
 
 class PrecisionFailed(Exception):
     """A precision's own check failed (the message is the manifest's reason as it stands)."""

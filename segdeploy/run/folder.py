@@ -26,6 +26,7 @@ from segdeploy.numerics import require_finite_weights
 from segdeploy.records import RunMeta
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+EXPORT_PRECISIONS = ("fp32", "fp16", "int8")  # the ONNX files export writes (bf16 runs on torch only)
 WEIGHTS = "model.safetensors"
 META = "model.json"
 TRAIN_STATE = "train_state.safetensors"

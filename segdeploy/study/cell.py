@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from segdeploy.backends import reads_onnx
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_write_json, atomic_write_text
 from segdeploy.study.config import CrossTarget, StudyConfig
@@ -25,8 +26,6 @@ from segdeploy.study.plan import CELL_RECORD, STATUS, Cell, cell_dir, fingerprin
 
 BENCH_FILE = "bench.jsonl"
 CAM_DIR = "cam"
-ONNX_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt", "openvino", "openvino-gpu",
-                 "openvino-npu")  # the backends that read the exported ONNX files
 
 
 @dataclass
@@ -71,7 +70,7 @@ def run_cell(config: StudyConfig, cell: Cell, study_dir: str | Path) -> CellOutc
         enter("train" if config.train else "init")
         meta = _train(config, cell, folder) if config.train else _init_untrained(config, cell, folder)
         val_dice = (meta.val or {}).get("dice") if config.train else None
-        if any(b in ONNX_BACKENDS for b in config.backends):
+        if any(reads_onnx(b) for b in config.backends):
             enter("export")
             _export(config, folder)
         enter("bench")
