@@ -46,7 +46,7 @@ def make_run(model_name: str, size: int, out: Path, calib_images: int) -> Path:
     save_checkpoint(run_dir, create_model(model_name, num_classes=4, in_chans=1, img_size=size), meta)
     t0 = time.perf_counter()
     manifest = export_run(run_dir, ["fp32", "int8"], calib_images=calib_images, parity_images=2)
-    failed = {p: e.get("error") for p, e in manifest["precisions"].items() if e["status"] != "ok"}
+    failed = {p: e.get("error") for p, e in manifest.precisions.items() if e["status"] != "ok"}
     if failed:
         raise SystemExit(f"{model_name}: export failed: {failed}")
     print(f"  exported {model_name} in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -135,7 +135,7 @@ def bench_model(model_name: str, args, out: Path) -> dict:
 
     print(f"\n## {model_name} at {args.size} px, batch 1, {args.threads} threads", flush=True)
     run = load_run(make_run(model_name, args.size, out, args.calib_images))
-    manifest = read_manifest(run.dir)["precisions"]
+    manifest = read_manifest(run.dir).precisions
     sizes = {"fp32": manifest["fp32"]["size_mb"], "int8 (tensorrt form)": manifest["int8"]["size_mb"],
              "int8 (cpu form)": manifest["int8"]["forms"]["cpu"]["size_mb"]}
     images = load_images(run, "test", 4)

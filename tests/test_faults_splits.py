@@ -252,7 +252,7 @@ def test_bench_measures_a_file_exported_after_it_was_missing_and_a_recalibrated_
     assert int8.ok, int8.reason
     assert first["torch", "fp32"].artifact_sha256 is not None
     # onnxruntime's CPU EP loads the CPU form of the int8 export: the artifact is that file, as the manifest hashed it
-    assert int8.artifact_sha256 == read_manifest(run)["precisions"]["int8"]["forms"]["cpu"]["sha256"]
+    assert int8.artifact_sha256 == read_manifest(run).precisions["int8"]["forms"]["cpu"]["sha256"]
     assert second["torch", "fp32"] == first["torch", "fp32"]  # same checkpoint: resumed, not re-measured
     # fp32 ONNX was not exported: still unavailable for the same reason, so the stored row stands (not appended)
     assert second["onnxruntime", "fp32"] == first["onnxruntime", "fp32"]
@@ -264,7 +264,7 @@ def test_bench_measures_a_file_exported_after_it_was_missing_and_a_recalibrated_
     export_run(run, ["int8"], calib_images=4, parity_images=2, calib_method="percentile")
     third = bench()["onnxruntime", "int8"]
     assert third.ok and third.timestamp >= int8.timestamp
-    assert third.artifact_sha256 == read_manifest(run)["precisions"]["int8"]["forms"]["cpu"]["sha256"] != int8.artifact_sha256
+    assert third.artifact_sha256 == read_manifest(run).precisions["int8"]["forms"]["cpu"]["sha256"] != int8.artifact_sha256
     stored = read_jsonl(results)
     assert len(stored) == 6 and stored[-1]["artifact_sha256"] == third.artifact_sha256
     # the study reads the latest row of each configuration: the re-calibrated file, not the stale one

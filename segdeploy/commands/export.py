@@ -54,8 +54,8 @@ def export(
                               parity_images=parity_images, opset=opset, int8_auto=int8_auto, on_step=on_step,
                               int8_forms=comma_list(int8_forms))
 
-    entries = manifest["precisions"]
-    table = Table(title=f"ONNX export of {manifest['model']} ({run_dir})")
+    entries = manifest.precisions
+    table = Table(title=f"ONNX export of {manifest.model} ({run_dir})")
     for column, justify in (("precision", "left"), ("file", "left"), ("MB", "right"), ("max |diff|", "right"),
                             ("argmax agree", "right"), ("status", "left")):
         table.add_column(column, justify=justify, no_wrap=column == "file")

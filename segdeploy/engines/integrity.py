@@ -27,10 +27,10 @@ def verify_onnx(run, precision: str, form: str | None = None) -> None:
     form = None if form == DEFAULT_INT8_FORM else form  # the tensorrt form is model.int8.onnx, the entry itself
     path = onnx_path(run.dir, precision, form)
     manifest = read_manifest(run.dir)
-    if not manifest or not path.is_file():
+    if not manifest.precisions or not path.is_file():
         return
     fix = f"re-export it: segdeploy export {run.dir} --precisions {precision}"
-    entry = (manifest.get("precisions") or {}).get(precision) or {}
+    entry = manifest.entry(precision)
     if form is not None:  # an INT8 form is recorded under its precision's entry, with its own sha256
         entry = ((entry.get("forms") or {}).get(form) or {}) if entry.get("status") == "ok" else {}
     what = f"{precision} ({form} form)" if form else precision

@@ -5,14 +5,15 @@ the others are still exported."""
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
+from segdeploy.backends import DEFAULT_INT8_FORM, INT8_FORM_BACKENDS
 from segdeploy.errors import SegdeployError
 from segdeploy.export.calibration import load_images
-from segdeploy.backends import DEFAULT_INT8_FORM, INT8_FORM_BACKENDS
 from segdeploy.run.folder import EXPORT_PRECISIONS
 from segdeploy.run.manifest import manifest_header, now, read_manifest, write_manifest
 
@@ -195,7 +196,6 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
             entries[precision] = entry
             step(precision, "done")
 
-    manifest.update(manifest_header(run))
-    manifest["precisions"] = {**manifest.get("precisions", {}), **entries}
+    manifest = replace(manifest, **manifest_header(run), precisions={**manifest.precisions, **entries})
     write_manifest(run.dir, manifest)
     return manifest

@@ -174,8 +174,7 @@ def _export(config: StudyConfig, folder: Path) -> None:
     from segdeploy.export import EXPORT_PRECISIONS, export_run, read_manifest
 
     manifest = read_manifest(folder)
-    todo = [p for p in config.precisions if p in EXPORT_PRECISIONS
-            and manifest.get("precisions", {}).get(p, {}).get("status") != "ok"]
+    todo = [p for p in config.precisions if p in EXPORT_PRECISIONS and not manifest.is_ok(p)]
     if todo:
         export_run(folder, todo)  # a precision that fails is a manifest entry; bench makes it a row
 

@@ -39,7 +39,7 @@ def run_demo(out: Path, models: str | Sequence[str], *, data: str = "synthetic",
                                     batch_size=8, lr=lr, augment=augment, device=device, patience=epochs,
                                     resume=resume, restart=not resume and has_meta))
         manifest = read_manifest(run_dir)
-        todo = [p for p in wanted if manifest.get("precisions", {}).get(p, {}).get("status") != "ok"]
+        todo = [p for p in wanted if not manifest.is_ok(p)]
         if todo:
             stage(f"export {name}")
             export_run(run_dir, todo)
