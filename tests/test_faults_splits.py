@@ -229,7 +229,7 @@ def test_bench_measures_a_file_exported_after_it_was_missing_and_a_recalibrated_
     re-export with another calibration -> measured again, and the study keeps only the latest row."""
     from segdeploy.bench.runner import run_bench
     from segdeploy.export import export_run, read_manifest
-    from segdeploy.study.rows import load_rows
+    from segdeploy.analysis.rows import load_rows
 
     run_dir, data, _ = trained
     run = tmp_path / "run"

@@ -19,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from study_synth import ENV_CPU, SynthStudy  # noqa: E402
 
 from segdeploy.commands.app import app  # noqa: E402
-from segdeploy.study.summary import sig3  # noqa: E402
+from segdeploy.analysis.summary import sig3  # noqa: E402
 
 MAX_BYTES = 5_000_000
 

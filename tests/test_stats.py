@@ -17,14 +17,14 @@ from study_synth import SynthStudy  # noqa: E402
 
 from segdeploy.evaluation.metrics import SegMetrics  # noqa: E402
 from segdeploy.errors import SegdeployError  # noqa: E402
-from segdeploy.study import stats  # noqa: E402
-from segdeploy.study.aggregate import (ALL_DATASETS, family_comparison, model_accuracy,  # noqa: E402
+from segdeploy.analysis import stats  # noqa: E402
+from segdeploy.analysis.aggregate import (ALL_DATASETS, family_comparison, model_accuracy,  # noqa: E402
                                        select_lr)
-from segdeploy.study.cost import deployment_cost, shift_table  # noqa: E402
-from segdeploy.study.published import (canonical_model, join_costs, load_published,  # noqa: E402
+from segdeploy.analysis.cost import deployment_cost, shift_table  # noqa: E402
+from segdeploy.analysis.published import (canonical_model, join_costs, load_published,  # noqa: E402
                                        published_for)
-from segdeploy.study.rows import from_record, load_rows  # noqa: E402
-from segdeploy.study.summary import summarize  # noqa: E402
+from segdeploy.analysis.rows import from_record, load_rows  # noqa: E402
+from segdeploy.analysis.summary import summarize  # noqa: E402
 
 
 def binary_confusions(rng, n: int, q: np.ndarray | float) -> np.ndarray:
@@ -299,7 +299,7 @@ def test_published_table_names_registered_models_and_never_joins_tiny_configurat
 
 @pytest.mark.parametrize("lrs, said", [((1e-4,), True), ((1e-4, 1e-5), False)])
 def test_limitations_say_when_no_learning_rate_was_chosen(tmp_path, lrs, said):
-    from segdeploy.study.summary import limitations
+    from segdeploy.analysis.summary import limitations
 
     SynthStudy(n_images=20, folds=(0, 1), lrs=lrs).write(tmp_path)
     text = limitations(summarize(load_rows([tmp_path]), n_resamples=100))
@@ -312,6 +312,6 @@ def test_limitations_say_when_no_learning_rate_was_chosen(tmp_path, lrs, said):
                                          (0.4271, "0.427"), (0.0, "0"), (-1234.0, "-1230"), (None, "-"),
                                          (float("nan"), "-")])
 def test_three_significant_figures_never_in_exponent_notation(value, text):
-    from segdeploy.study.summary import sig3
+    from segdeploy.analysis.summary import sig3
 
     assert sig3(value) == text

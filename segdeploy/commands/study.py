@@ -27,8 +27,8 @@ def summarize(
     from segdeploy.report.build import resolve_published
     from segdeploy.report.console import print_document
     from segdeploy.report.study_report import build_document
-    from segdeploy.study.rows import load_rows, results_files
-    from segdeploy.study.summary import summarize as compute
+    from segdeploy.analysis.rows import load_rows, results_files
+    from segdeploy.analysis.summary import summarize as compute
 
     rows = load_rows(inputs)
     summary = compute(rows, resolve_published(published, inputs), n_resamples=resamples, seed=seed)

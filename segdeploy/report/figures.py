@@ -142,7 +142,7 @@ def pareto_figure(points: Sequence[dict]):
     backend, precision, dice, published (bool) and the cost keys. The front (lower cost, higher Dice) is computed
     over the measured points (over the published ones when nothing was measured) and drawn as a step line; a
     model's configurations are joined by a faint dotted line so that one label per model is enough."""
-    from segdeploy.study.stats import pareto_front
+    from segdeploy.analysis.stats import pareto_front
 
     plt = _plt()
     axes_used = [(k, label) for k, label in PARETO_AXES if any(p.get(k) for p in points)]

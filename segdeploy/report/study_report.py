@@ -20,9 +20,9 @@ import numpy as np
 from segdeploy.machine.cpuinfo import kernel_paths
 from segdeploy.report import figures
 from segdeploy.report.document import Answers, Document, Figure, Paragraph, Section, Table
-from segdeploy.study.aggregate import ALL_DATASETS
-from segdeploy.study.published import LABEL, canonical_dataset
-from segdeploy.study.summary import StudySummary, answers, fmt_p, limitations, plain_op_models, sig3
+from segdeploy.analysis.aggregate import ALL_DATASETS
+from segdeploy.analysis.published import LABEL, canonical_dataset
+from segdeploy.analysis.summary import StudySummary, answers, fmt_p, limitations, plain_op_models, sig3
 
 MAX_HTML_BYTES = 5_000_000
 

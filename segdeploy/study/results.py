@@ -22,7 +22,7 @@ from segdeploy.fileio import atomic_write_json, atomic_write_text, dumps
 RESULTS = "results.jsonl"
 SELECTION = "selection.json"
 SELECTION_RULE = ("per model x dataset, the lr with the best mean validation Dice over its folds (Borst & Kounev "
-                  "2026); ties go to the smaller lr (as segdeploy.study.aggregate.select_lr); a model x dataset is "
+                  "2026); ties go to the smaller lr (as segdeploy.analysis.aggregate.select_lr); a model x dataset is "
                   "complete when every fold of every lr has finished")
 
 
@@ -99,7 +99,7 @@ def select_lr(rows: Iterable[dict], lrs: Iterable[float], folds: Iterable[int]) 
             if scores:
                 candidates.append({"lr": lr, "mean_val_dice": float(np.mean(list(scores.values()))),
                                    "folds": sorted(scores), "val_dice": [scores[f] for f in sorted(scores)]})
-        # ties: the smaller lr, the rule of the statistics (segdeploy.study.aggregate.select_lr)
+        # ties: the smaller lr, the rule of the statistics (segdeploy.analysis.aggregate.select_lr)
         best = max(candidates, key=lambda c: (c["mean_val_dice"], -c["lr"])) if candidates else None
         complete = all(set(by_lr.get(lr, {})) >= set(folds) for lr in lrs)
         out.append({"model": model, "dataset": dataset, "lr": best["lr"] if best else None,

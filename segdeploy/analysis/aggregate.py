@@ -1,11 +1,11 @@
 """Accuracy over a study's rows: learning-rate choice, per model x dataset Dice over folds with its bootstrap CI,
-the specialized-vs-general comparison and ranks (the numeric work is in ``segdeploy.study.stats``).
+the specialized-vs-general comparison and ranks (the numeric work is in ``segdeploy.analysis.stats``).
 
 Rules:
 
 * **accuracy row of a cell** (one trained model scored on one dataset): its ``torch`` fp32 row (THE reference of
   ΔDice), else its first fp32 row that has a Dice; lower precisions are deployment variants, judged in
-  ``segdeploy.study.cost``.
+  ``segdeploy.analysis.cost``.
 * **learning rate**: per model x training dataset, the lr with the highest mean *validation* Dice over folds
   (``val_dice``; the test split is never looked at); ties go to the smaller lr. With one lr there is nothing to
   choose; with several and no validation Dice the model is not reported (and says why), never chosen on test.
@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from segdeploy.study import stats
-from segdeploy.study.rows import StudyRow, load_per_image
+from segdeploy.analysis import stats
+from segdeploy.analysis.rows import StudyRow, load_per_image
 
 SPECIALIZED, GENERAL = "specialized", "general"
 ALL_DATASETS = "all datasets"

@@ -8,12 +8,12 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from segdeploy.study import stats
-from segdeploy.study.aggregate import (ALL_DATASETS, GENERAL, SPECIALIZED, Comparison, LrChoice, ModelAccuracy,
+from segdeploy.analysis import stats
+from segdeploy.analysis.aggregate import (ALL_DATASETS, GENERAL, SPECIALIZED, Comparison, LrChoice, ModelAccuracy,
                                        family_comparison, model_accuracy, rank_table, select_lr)
-from segdeploy.study.cost import CostEntry, ShiftEntry, deployment_cost, shift_table
-from segdeploy.study.published import LABEL, PublishedDice, canonical_dataset, join_costs
-from segdeploy.study.rows import StudyRow
+from segdeploy.analysis.cost import CostEntry, ShiftEntry, deployment_cost, shift_table
+from segdeploy.analysis.published import LABEL, PublishedDice, canonical_dataset, join_costs
+from segdeploy.analysis.rows import StudyRow
 
 
 @dataclass

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from segdeploy.records import FP32_SHARE
-from segdeploy.study.aggregate import ModelAccuracy, accuracy_row, chosen
-from segdeploy.study.rows import StudyRow
+from segdeploy.analysis.aggregate import ModelAccuracy, accuracy_row, chosen
+from segdeploy.analysis.rows import StudyRow
 
 
 def _median(values) -> float | None:

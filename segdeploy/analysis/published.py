@@ -100,6 +100,6 @@ def published_for(model: str, published: Sequence[PublishedDice]) -> list[Publis
 
 
 def join_costs(entries: Sequence, published: Sequence[PublishedDice]) -> list[tuple[object, PublishedDice]]:
-    """Every (cost entry, published Dice) pair with the same model (entries: ``segdeploy.study.cost.CostEntry``
+    """Every (cost entry, published Dice) pair with the same model (entries: ``segdeploy.analysis.cost.CostEntry``
     or anything with a ``model`` attribute), in the entries' order."""
     return [(e, p) for e in entries for p in published_for(e.model, published)]
