@@ -1,8 +1,9 @@
 """One writer per results file or run folder: an OS file lock (``filelock``) and a note of who holds it.
 
 The lock is the kernel's (``flock``): it is released when its process ends, however it ends (kill -9 included),
-so there are no stale locks to clear by hand. A lock is re-entrant within its thread: a caller that already holds
-it (a study around its benches, a command around the API) passes through instead of refusing itself. The holder note beside it (pid, host, command, since) is only read
+so there are no stale locks to clear by hand. A lock taken with ``reentrant=True`` (the results lock of run_bench)
+lets a caller in the same thread that already holds it pass through instead of refusing itself; a study driver's
+lock stays exclusive even within one process. The holder note beside it (pid, host, command, since) is only read
 to say who is in the way; a note left by a killed process is overwritten by the next holder.
 """
 
@@ -36,16 +37,17 @@ def _describe(note: Path) -> str:
 
 
 @contextmanager
-def hold(lock_file: str | Path, command: str, what: str | Path) -> Iterator[None]:
+def hold(lock_file: str | Path, command: str, what: str | Path, *, reentrant: bool = False) -> Iterator[None]:
     """Hold ``lock_file`` while the block runs; when another process holds it, raise a one-line error naming
-    ``what`` (the file or folder being written) and the holder."""
+    ``what`` (the file or folder being written) and the holder. ``reentrant``: where this thread holds it already
+    (taken by an outer ``hold``), pass through."""
     from filelock import FileLock, Timeout
 
     from segdeploy.fileio import atomic_write_json, write_failed
 
     lock_file = Path(lock_file).absolute()
     held = _local.__dict__.setdefault("held", {})
-    if held.get(lock_file):
+    if reentrant and held.get(lock_file):
         held[lock_file] += 1
         try:
             yield

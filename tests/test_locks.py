@@ -40,14 +40,17 @@ def test_run_bench_refuses_a_results_file_another_writer_holds(tmp_path):
 def test_a_holder_calling_again_passes_through_and_keeps_the_lock(tmp_path):
     lock = tmp_path / ".x.lock"
     with hold(lock, "study run", tmp_path):
-        with hold(lock, "bench", tmp_path):  # re-entered: no refusal of itself
+        with pytest.raises(SegdeployError, match="in use"):  # not re-entrant unless asked: a second driver
+            with hold(lock, "study run", tmp_path):
+                pass
+        with hold(lock, "bench", tmp_path, reentrant=True):  # re-entered: no refusal of itself
             pass
         # still held after the inner block: another thread is refused
         errors = []
 
         def other():
             try:
-                with hold(lock, "bench", tmp_path):
+                with hold(lock, "bench", tmp_path, reentrant=True):
                     pass
             except SegdeployError as e:
                 errors.append(str(e))

@@ -200,7 +200,7 @@ def _holding_results_lock(fn: Callable) -> Callable:
     @functools.wraps(fn)
     def holding(run_dirs, data, backends, precisions, results, **kwargs):
         results = Path(results)
-        with hold(results.with_name(f".{results.name}.lock"), "bench", results):
+        with hold(results.with_name(f".{results.name}.lock"), "bench", results, reentrant=True):
             return fn(run_dirs, data, backends, precisions, results, **kwargs)
 
     return holding
