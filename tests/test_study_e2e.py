@@ -168,10 +168,10 @@ def test_reported_lr_has_the_best_mean_validation_dice(local):
         assert selection[model]["lr"] == max(means, key=means.get) and selection[model]["complete"]
         assert selection[model]["mean_val_dice"] == pytest.approx(max(means.values()))
     # the statistics behind `study summarize` and `report` read the same rows and make the same choice
-    from segdeploy.analysis.aggregate import select_lr
+    from segdeploy.analysis.aggregate import lr_choices
     from segdeploy.analysis.rows import load_rows
 
-    choices = select_lr(load_rows([out]))
+    choices = lr_choices(load_rows([out]))
     assert {m: c.lr for (m, _), c in choices.items()} == {m: s["lr"] for m, s in selection.items()}
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from segdeploy.analysis import stats
 from segdeploy.analysis.rows import StudyRow, load_per_image
+from segdeploy.evaluation.selection import mean_by_lr, select_lr
 
 SPECIALIZED, GENERAL = "specialized", "general"
 ALL_DATASETS = "all datasets"
@@ -49,7 +50,7 @@ class LrChoice:
     note: str = ""
 
 
-def select_lr(rows: Sequence[StudyRow]) -> dict[tuple[str, str], LrChoice]:
+def lr_choices(rows: Sequence[StudyRow]) -> dict[tuple[str, str], LrChoice]:
     """(model, training dataset) -> the lr reported; see the module docstring."""
     val: dict[tuple, dict] = defaultdict(lambda: defaultdict(dict))
     for r in rows:
@@ -59,21 +60,16 @@ def select_lr(rows: Sequence[StudyRow]) -> dict[tuple[str, str], LrChoice]:
                 folds[r.fold] = r.val_dice if r.val_dice is not None else folds.get(r.fold)
     choices = {}
     for (model, dataset), by_lr in val.items():
-        summary = {}
-        for lr, folds in by_lr.items():
-            present = [v for v in folds.values() if v is not None]
-            summary[lr] = (float(np.mean(present)) if present else None, len(present))
+        summary = mean_by_lr(by_lr)
         if len(by_lr) == 1:
             lr = next(iter(by_lr))
             choices[(model, dataset)] = LrChoice(model, dataset, lr, summary, "one learning rate")
             continue
-        scored = [(lr, m) for lr, (m, _) in summary.items() if m is not None]
-        if not scored:
+        lr = select_lr({lr: m for lr, (m, _) in summary.items()})
+        if lr is None:
             choices[(model, dataset)] = LrChoice(model, dataset, None, summary,
                                                  "several learning rates and no validation Dice to choose one")
             continue
-        best = max(m for _, m in scored)
-        lr = min(lr for lr, m in scored if m == best)
         choices[(model, dataset)] = LrChoice(model, dataset, lr, summary, "best mean validation Dice")
     return choices
 

@@ -1,6 +1,6 @@
 """Deployment cost per model x backend x precision, and the cross-dataset shift table.
 
-* **cost**: ok in-domain rows of the chosen lr (``aggregate.select_lr``), grouped by scored dataset x device x
+* **cost**: ok in-domain rows of the chosen lr (``aggregate.lr_choices``), grouped by scored dataset x device x
   model x backend x precision. Timings, memory, energy and sizes are the median over the group's rows (the folds
   are one architecture with different weights); Dice and ΔDice are means over folds.
 * **ΔDice vs fp32**: the row's ``dice_vs_torch_fp32``, written by bench under the one reference rule

@@ -32,26 +32,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as sps
 
-from segdeploy.evaluation.metrics import image_dice, per_class_scores
+from segdeploy.evaluation.metrics import image_dice, micro_scores  # noqa: F401 (stats.micro_scores)
 
 N_RESAMPLES = 2000
 CONFIDENCE = 0.95
-
-
-def _fg_mean(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values[1:] if v is not None]
-    return float(np.mean(present)) if present else None
-
-
-def micro_scores(confusion: np.ndarray) -> dict:
-    """mDSC, mIoU, mean recall, mean precision and foreground Dice per class from (K, K) or summed (N, K, K)."""
-    cm = np.asarray(confusion)
-    if cm.ndim == 3:
-        cm = cm.sum(axis=0)
-    scores = per_class_scores(cm)
-    return {"dice": _fg_mean(scores["dice"]), "iou": _fg_mean(scores["iou"]),
-            "recall": _fg_mean(scores["recall"]), "precision": _fg_mean(scores["precision"]),
-            "dice_per_class": scores["dice"][1:]}
 
 
 def per_image_dice(confusions: np.ndarray) -> np.ndarray:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from segdeploy.analysis import stats
 from segdeploy.analysis.aggregate import (ALL_DATASETS, GENERAL, SPECIALIZED, Comparison, LrChoice, ModelAccuracy,
-                                       family_comparison, model_accuracy, rank_table, select_lr)
+                                       family_comparison, model_accuracy, rank_table, lr_choices)
 from segdeploy.analysis.cost import CostEntry, ShiftEntry, deployment_cost, shift_table
 from segdeploy.analysis.published import LABEL, PublishedDice, canonical_dataset, join_costs
 from segdeploy.analysis.rows import StudyRow
@@ -41,7 +41,7 @@ class StudySummary:
 def summarize(rows: Sequence[StudyRow], published: Sequence[PublishedDice] = (), *,
               n_resamples: int = stats.N_RESAMPLES, seed: int = 0, permutation: bool = True) -> StudySummary:
     rows = list(rows)
-    choices = select_lr(rows)
+    choices = lr_choices(rows)
     accs = model_accuracy(rows, choices, n_resamples=n_resamples, seed=seed)
     costs = deployment_cost(rows, choices)
     joined = join_costs(costs, published)
