@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from segdeploy.errors import SegdeployError, WriteFailed, warn
+
 
 def _json_default(obj: Any) -> Any:
     # numpy scalars/arrays and paths show up in metrics and metadata
@@ -60,7 +62,6 @@ def _umask() -> int:
 
 def write_failed(path: str | Path, error: OSError) -> Exception:
     """The one-line error for a write that failed (disk full, read-only file system, no permission)."""
-    from segdeploy.errors import WriteFailed
 
     why = error.strerror or type(error).__name__
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -144,8 +145,6 @@ def atomic_save_safetensors(path: str | Path, tensors: dict, metadata: dict[str,
 
 
 def read_json(path: str | Path) -> Any:
-    from segdeploy.errors import SegdeployError
-
     path = Path(path)
     if not path.is_file():
         raise SegdeployError("file not found.", path=path, fix="check the path.")
@@ -173,7 +172,6 @@ def _last_line_start(f, size: int) -> int:
 def _repair_tail(f, path: Path) -> None:
     """A file that does not end with a newline has a torn last line (a write that was cut off): a complete row
     gets its newline, an incomplete one is removed with a warning, so the next row starts on a fresh line."""
-    from segdeploy.errors import warn
 
     size = f.seek(0, os.SEEK_END)
     if size == 0:
@@ -229,7 +227,6 @@ def read_jsonl(path: str | Path) -> list[dict]:
 def iter_jsonl(path: str | Path) -> Iterator[dict]:
     """The rows of a JSON-lines file. A torn last line (an interrupted write) is skipped with a warning that
     names it; an invalid line elsewhere is an error."""
-    from segdeploy.errors import SegdeployError, warn
 
     path = Path(path)
     if not path.exists():

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from segdeploy.errors import SegdeployError
+from segdeploy.fileio import atomic_write_json, write_failed
 
 # lock files this thread holds -> nesting depth (per thread: another thread of the process must still wait)
 _local = threading.local()
@@ -43,7 +44,6 @@ def hold(lock_file: str | Path, command: str, what: str | Path, *, reentrant: bo
     (taken by an outer ``hold``), pass through."""
     from filelock import FileLock, Timeout
 
-    from segdeploy.fileio import atomic_write_json, write_failed
 
     lock_file = Path(lock_file).absolute()
     held = _local.__dict__.setdefault("held", {})

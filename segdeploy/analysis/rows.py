@@ -22,7 +22,10 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.errors import SegdeployError
+from segdeploy.evaluation.per_image import load_per_image as read_sidecar
+from segdeploy.fileio import iter_jsonl
 from segdeploy.machine.device import cuda_index
+from segdeploy.records import BenchRow, ConfigKey, References
 
 RESULTS_NAME = "results.jsonl"
 
@@ -104,7 +107,6 @@ def _float(value) -> float | None:
 
 def from_record(raw: dict, base_dir: Path | None = None, source: str | None = None) -> StudyRow:
     """A :class:`StudyRow` from one results row (a JSON object as ``bench`` or ``study run`` writes it)."""
-    from segdeploy.records import BenchRow
 
     row = BenchRow.from_json(raw)
     study = row.extra.get("study") or {}
@@ -143,7 +145,6 @@ def _config_key(raw: dict) -> tuple:
     # the bench runner's configuration (segdeploy.records.ConfigKey without the artifact: a row measured on a
     # re-exported file replaces the stale one) plus what tells rows without a run folder apart: the model, the
     # scored target and the study cell
-    from segdeploy.records import BenchRow, ConfigKey
 
     study = raw.get("study") or {}
     return (*ConfigKey.of(BenchRow.coerce(raw)).configuration(), raw.get("model"), raw.get("run_name"),
@@ -165,7 +166,6 @@ def results_files(paths: Iterable[str | Path]) -> list[Path]:
 
 def load_rows(paths: Sequence[str | Path]) -> list[StudyRow]:
     """Rows of every results file (or study folder) in ``paths``; the latest row per configuration."""
-    from segdeploy.fileio import iter_jsonl
 
     latest: dict[tuple, tuple[dict, StudyRow]] = {}
     for path in results_files(paths):
@@ -183,7 +183,6 @@ def load_rows(paths: Sequence[str | Path]) -> list[StudyRow]:
     # one reference rule over all rows loaded, never from another rule
     from dataclasses import replace
 
-    from segdeploy.records import References
 
     refs = References(raw for raw, _ in latest.values())
     return [row if row.dice_vs_torch_fp32 is not None else replace(row, dice_vs_torch_fp32=refs.delta(raw))
@@ -200,7 +199,6 @@ def load_per_image(row: StudyRow) -> PerImage | None:
     """The row's per-image confusion sidecar, or None when the row has none."""
     if row.per_image is None:
         return None
-    from segdeploy.evaluation.per_image import load_per_image as read_sidecar
 
     ids, confusion = read_sidecar(row.per_image)
     return PerImage(ids, confusion)

@@ -26,6 +26,7 @@ import json
 from pathlib import Path
 
 from segdeploy.backends import backend_info
+from segdeploy.engines import onnx_files
 from segdeploy.fileio import sha256_file
 
 # the ONNX precision each openvino precision reads (bf16 is computed from the fp32 file)
@@ -49,7 +50,6 @@ def file_sha256(path: Path) -> str | None:
 
 def onnx_sha256(path: Path) -> str | None:
     """``onnx_digest`` with cached file hashes; None without the file, or for one ONNX cannot read."""
-    from segdeploy.engines import onnx_files
 
     if not path.is_file():
         return None

@@ -55,12 +55,14 @@ from segdeploy.bench.artifacts import artifact_sha256
 from segdeploy.bench.isolate import ISOLATIONS, make_job, run_in_child
 from segdeploy.bench.latency import WARMUP_ITERS, measure_engine
 from segdeploy.bench.memory import MemoryProbe
-from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed
+from segdeploy.engines import BACKENDS
+from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed, warn
 from segdeploy.evaluation.evaluate import Evaluation, PreparedImages, evaluate
 from segdeploy.evaluation.per_image import save_per_image, sidecar_name
 from segdeploy.fileio import append_jsonl, iter_jsonl
 from segdeploy.locks import hold
 from segdeploy.machine.device import resolve_device
+from segdeploy.machine.envinfo import environment
 from segdeploy.machine.roofline import derived_fields
 from segdeploy.numerics import require_finite_logits
 from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References, comma_list
@@ -72,7 +74,6 @@ RESUMABLE = ("ok",)  # unavailable and failed configurations are tried again
 
 def check_choices(backends: Sequence[str], precisions: Sequence[str], max_images: int | None) -> None:
     """Values that name no backend or precision are typing errors: refused before any work, not stored as rows."""
-    from segdeploy.engines import BACKENDS
     from segdeploy.run.folder import PRECISIONS
 
     for kind, given, known in (("backend", backends, BACKENDS), ("precision", precisions, PRECISIONS)):
@@ -86,8 +87,6 @@ def check_choices(backends: Sequence[str], precisions: Sequence[str], max_images
 
 
 def warn_unfinished(run) -> None:
-    from segdeploy.errors import warn
-
     if run.meta.complete is False:
         warn("the run is unfinished (model.json \"complete\": false: training stopped or is still going); its "
              "rows are marked run_complete: false.", path=run.dir)
@@ -97,8 +96,6 @@ def warn_unfinished(run) -> None:
 
 @functools.cache  # probing versions and devices takes seconds and cannot change within one process
 def _environment() -> dict:
-    from segdeploy.machine.envinfo import environment
-
     return environment()
 
 

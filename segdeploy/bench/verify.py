@@ -11,6 +11,11 @@ from pathlib import Path
 
 from rich.console import Console
 
+from segdeploy.bench.latency import measure
+from segdeploy.errors import SegdeployError, describe_error
+from segdeploy.fileio import atomic_write_json
+from segdeploy.machine import envinfo
+
 VERIFY_BATCHES = (1, 3)  # the export's dummy batch is 2: both sizes prove the batch axis is dynamic
 # ORT and PyTorch fp32 usually agree to ~1e-5; 1e-3 of the logit scale leaves room for different conv
 # algorithms while catching a wrong graph. Pixels whose top two logits tie may flip class, hence 0.999.
@@ -39,7 +44,6 @@ def _ort_latency(onnx_file: Path, in_chans: int, img_size: int) -> dict:
     """Median and tail of fp32 ONNX Runtime (CPU EP, default threads) at batch 1, in milliseconds."""
     import numpy as np
 
-    from segdeploy.bench.latency import measure
     from segdeploy.export.onnx_export import INPUT_NAME, OUTPUT_NAME, ort_session
 
     session = ort_session(onnx_file)
@@ -114,9 +118,6 @@ def verify_models(names: list[str], img_size: int = 256, num_classes: int = 3, i
     what it measured."""
     import os
 
-    from segdeploy.machine import envinfo
-    from segdeploy.errors import describe_error
-    from segdeploy.fileio import atomic_write_json
     from segdeploy.models import model_info
 
     report = {"img_size": img_size, "num_classes": num_classes, "in_chans": in_chans,
@@ -145,7 +146,6 @@ def verify_models(names: list[str], img_size: int = 256, num_classes: int = 3, i
 def select_models(name: str, tiny: bool | None) -> list[str]:
     """``name`` alone, or with ``all`` every registered model (``tiny``: only the -tiny configurations, or only
     the full ones); unknown names and empty selections are user errors."""
-    from segdeploy.errors import SegdeployError
     from segdeploy.models import list_models, model_info
 
     if name != "all":

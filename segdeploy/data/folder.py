@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from segdeploy.data.class_map import ClassMap
 from segdeploy.data.splits import SPLIT_NAMES, make_splits, splits_from_mapping
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import read_json
@@ -196,8 +197,6 @@ class SegDataset:
         return view
 
     def _apply_class_map(self, class_map) -> None:
-        from segdeploy.data.class_map import ClassMap
-
         if self.class_map is not None:
             raise SegdeployError("a class map is already applied to this dataset.", path=self.root,
                                  fix="give one --class-map, written against the dataset's own labels.")

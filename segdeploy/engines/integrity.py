@@ -9,7 +9,9 @@ to compare with.
 
 from __future__ import annotations
 
+from segdeploy.backends import DEFAULT_INT8_FORM
 from segdeploy.errors import SegdeployError
+from segdeploy.run.artifacts import onnx_digest
 
 
 class StaleArtifact(SegdeployError):
@@ -19,10 +21,8 @@ class StaleArtifact(SegdeployError):
 def verify_onnx(run, precision: str, form: str | None = None) -> None:
     """Raise :class:`StaleArtifact` when ``onnx/model.<precision>.onnx`` (with ``form``, an INT8 form's own file,
     e.g. ``model.int8-cpu.onnx``) is not the file its manifest entry describes."""
-    from segdeploy.backends import DEFAULT_INT8_FORM
-    from segdeploy.run.manifest import read_manifest
-    from segdeploy.run.artifacts import onnx_digest
     from segdeploy.run.folder import manifest_path, onnx_path
+    from segdeploy.run.manifest import read_manifest
 
     form = None if form == DEFAULT_INT8_FORM else form  # the tensorrt form is model.int8.onnx, the entry itself
     path = onnx_path(run.dir, precision, form)

@@ -32,10 +32,11 @@ from collections import Counter
 
 import numpy as np
 
-from segdeploy.machine.device import CPU
 from segdeploy.engines import missing_onnx_reason, onnx_for_backend, onnx_size_mb
 from segdeploy.engines.base import BaseEngine
+from segdeploy.engines.integrity import verify_onnx
 from segdeploy.errors import SegdeployError
+from segdeploy.machine.device import CPU
 from segdeploy.run.folder import Run
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -133,7 +134,6 @@ class OpenVinoEngine(BaseEngine):
     def load(self) -> None:
         import openvino as ov
 
-        from segdeploy.engines.integrity import verify_onnx
 
         run, target, threads = self.source, self._target, self.threads
         onnx_precision = ONNX_PRECISION[self.precision]

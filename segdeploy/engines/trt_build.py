@@ -18,11 +18,13 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from segdeploy.machine.device import CUDA, cuda_device, cuda_index, resolve_device
+from segdeploy.engines import missing_onnx_reason
+from segdeploy.engines.integrity import verify_onnx
 from segdeploy.engines.profiles import DEFAULT_BATCH, onnx_input_name, profile_record, profile_shapes
 from segdeploy.errors import BackendUnavailable, SegdeployError
-from segdeploy.run.artifacts import onnx_digest  # noqa: F401 (re-exported)
 from segdeploy.fileio import atomic_write_bytes, atomic_write_json, read_json
+from segdeploy.machine.device import CUDA, cuda_device, cuda_index, resolve_device
+from segdeploy.run.artifacts import onnx_digest  # noqa: F401 (re-exported)
 from segdeploy.run.folder import Run, onnx_path
 
 STRONGLY_TYPED_SINCE = (10, 0)  # NetworkDefinitionCreationFlag.STRONGLY_TYPED in every 10.x, Jetson's 10.3 too
@@ -218,13 +220,11 @@ def build_engine(run: Run, precision: str, *, batch: str = DEFAULT_BATCH, worksp
     """Build (or reuse) ``engines/model.<precision>.engine``; returns its record and what happened. ``dla``: build
     for that Jetson DLA core with GPU fallback (DLA runs fp16/int8 only)."""
     trt = import_tensorrt()
-    from segdeploy.engines import missing_onnx_reason
 
     device = resolve_device(device, (CUDA,))
     reason = missing_onnx_reason(run, precision)
     if reason:
         raise BackendUnavailable(reason)
-    from segdeploy.engines.integrity import verify_onnx
 
     verify_onnx(run, precision)
     problem = dla_problem(precision, batch) if dla is not None else None

@@ -12,9 +12,12 @@ from typing import Callable, Iterable
 import numpy as np
 
 from segdeploy.backends import DEFAULT_INT8_FORM, INT8_FORM_BACKENDS
-from segdeploy.errors import SegdeployError
+from segdeploy.errors import SegdeployError, describe_error
 from segdeploy.export.calibration import load_images
-from segdeploy.run.folder import EXPORT_PRECISIONS
+from segdeploy.export.onnx_export import check_dynamic_batch, onnx_opset, parity, remove_onnx
+from segdeploy.export.precision import convert_fp16
+from segdeploy.run.artifacts import onnx_digest
+from segdeploy.run.folder import EXPORT_PRECISIONS, load_run, onnx_path
 from segdeploy.run.manifest import manifest_header, now, read_manifest, write_manifest
 
 MIN_OPSET = 17  # LayerNormalization is one op from 17; split LayerNorm overflows in TensorRT FP16
@@ -61,10 +64,7 @@ def _int8_forms_entry(run, fp32_file: Path, calib_batch: np.ndarray, calib_metho
     calibration images and excluded nodes, and checked like any precision (its own ``sha256``, which the engines
     verify before loading it). A form that fails is recorded with its reason; the backends that would load it fall
     back to the tensorrt form (and say so in their rows)."""
-    from segdeploy.errors import describe_error
-    from segdeploy.export.onnx_export import remove_onnx
     from segdeploy.export.quantize import INT8_FORMS, qdq_report, quantize_int8
-    from segdeploy.run.folder import onnx_path
 
     record = {DEFAULT_INT8_FORM: {"file": onnx_path(run.dir, "int8").relative_to(run.dir).as_posix(),
                                   "backends": list(INT8_FORM_BACKENDS[DEFAULT_INT8_FORM])}}
@@ -91,9 +91,6 @@ def _int8_forms_entry(run, fp32_file: Path, calib_batch: np.ndarray, calib_metho
 
 
 def _file_entry(run_dir: Path, path: Path, model, parity_images: np.ndarray) -> dict:
-    from segdeploy.run.artifacts import onnx_digest
-    from segdeploy.export.onnx_export import check_dynamic_batch, onnx_opset, parity
-
     check_dynamic_batch(path, parity_images.shape[1:])
     return {
         "file": path.relative_to(run_dir).as_posix(),
@@ -118,11 +115,8 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
     ``int8_forms``: the INT8 Q/DQ forms to write (:data:`segdeploy.export.quantize.INT8_FORMS`; ``tensorrt`` is
     model.int8.onnx and always written); the int8 entry's ``forms`` says which file each backend loads.
     """
-    from segdeploy.errors import describe_error
     from segdeploy.export.onnx_export import ExportFailed, export_onnx, remove_onnx
-    from segdeploy.export.precision import convert_fp16
     from segdeploy.export.quantize import INT8_FORMS, qdq_report, quantize_int8
-    from segdeploy.run.folder import load_run, onnx_path
 
     precisions = _check_args(precisions, calib_images, calib_method, parity_images, opset)
     int8_forms = _check_forms(int8_forms)

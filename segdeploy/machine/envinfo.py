@@ -18,6 +18,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+from segdeploy import __version__
 from segdeploy.machine.cpuinfo import cpu_isa, cpuinfo_model, usable_cpus
 
 
@@ -200,7 +201,6 @@ class Environment:
 @functools.lru_cache(maxsize=1)
 def probe_environment() -> Environment:
     """Every probe, once per process (versions and devices cannot change within one); never raises."""
-    from segdeploy import __version__
 
     uname = platform.uname()
     return Environment(

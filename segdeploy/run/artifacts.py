@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+from segdeploy.errors import SegdeployError
 from segdeploy.fileio import sha256_file
 
 
@@ -15,7 +16,6 @@ def onnx_files(path: Path) -> list[Path]:
     import onnx
     from onnx.external_data_helper import ExternalDataInfo, uses_external_data
 
-    from segdeploy.errors import SegdeployError
 
     model = onnx.load(str(path), load_external_data=False)
     locations = sorted({ExternalDataInfo(t).location for t in model.graph.initializer if uses_external_data(t)})

@@ -22,8 +22,10 @@ import torch.nn as nn
 
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_save_safetensors, atomic_write_json, read_json
+from segdeploy.models import create_model
 from segdeploy.numerics import require_finite_weights
 from segdeploy.records import RunMeta
+from segdeploy.run.splits import split_ids
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 EXPORT_PRECISIONS = ("fp32", "fp16", "int8")  # the ONNX files export writes (bf16 runs on torch only)
@@ -90,7 +92,6 @@ class Run:
         """Ids of ``split`` ("train", "val", "test" or "all") in ``dataset``. On the dataset the run was trained on,
         the ids recorded at training time (``splits.json``), so its test images are the ones it never saw; a
         missing test id refuses unless ``allow_missing`` (the rules: :mod:`segdeploy.run.splits`)."""
-        from segdeploy.run.splits import split_ids
 
         return split_ids(self, dataset, split, allow_missing=allow_missing)
 
@@ -98,7 +99,6 @@ class Run:
         """The trained PyTorch model, on CPU, in eval mode."""
         from safetensors.torch import load_file
 
-        from segdeploy.models import create_model
 
         m = self.meta
         model = create_model(m.model, num_classes=m.num_classes, in_chans=m.in_chans, img_size=m.img_size)

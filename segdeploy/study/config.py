@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
+from segdeploy.engines import BACKENDS
 from segdeploy.errors import SegdeployError
 
 TEMPLATES = ("demo", "reference", "cost")
@@ -291,7 +292,6 @@ def parse_study(data: dict, *, path: str | Path | None = None, default_name: str
     if unknown:
         raise SegdeployError(f"`models` names unregistered model(s) {', '.join(unknown)}.", path=path,
                              fix=f"choose from `segdeploy models`: {', '.join(sorted(known))}.")
-    from segdeploy.engines import BACKENDS
 
     bad = [b for b in values.get("backends", ()) if b not in BACKENDS]
     if bad:
