@@ -33,7 +33,7 @@ def make_run(model_name: str, size: int, out: Path, calib_images: int) -> Path:
 
     from segdeploy.export import export_run
     from segdeploy.models import create_model
-    from segdeploy.runs import manifest_path, save_checkpoint
+    from segdeploy.run.folder import manifest_path, save_checkpoint
 
     run_dir = out / f"{model_name}-{size}"
     if manifest_path(run_dir).is_file():
@@ -46,7 +46,7 @@ def make_run(model_name: str, size: int, out: Path, calib_images: int) -> Path:
     save_checkpoint(run_dir, create_model(model_name, num_classes=4, in_chans=1, img_size=size), meta)
     t0 = time.perf_counter()
     manifest = export_run(run_dir, ["fp32", "int8"], calib_images=calib_images, parity_images=2)
-    failed = {p: e.get("error") for p, e in manifest["precisions"].items() if e["status"] != "ok"}
+    failed = {p: e.get("error") for p, e in manifest.precisions.items() if e["status"] != "ok"}
     if failed:
         raise SystemExit(f"{model_name}: export failed: {failed}")
     print(f"  exported {model_name} in {time.perf_counter() - t0:.0f} s", flush=True)
@@ -72,7 +72,7 @@ def engines(run, threads: int, tmp: Path) -> dict:
     import onnxruntime as ort
 
     from segdeploy.engines import load_engine, openvino_backend
-    from segdeploy.runs import onnx_path
+    from segdeploy.run.folder import onnx_path
 
     class OrtSession:  # one given ONNX file on ORT's CPU EP, whichever form the backend itself would pick
         def __init__(self, session):
@@ -131,11 +131,11 @@ def interleaved(timed: dict, x: np.ndarray, rounds: int, per_round: int, warmup:
 
 def bench_model(model_name: str, args, out: Path) -> dict:
     from segdeploy.export import load_images, read_manifest
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     print(f"\n## {model_name} at {args.size} px, batch 1, {args.threads} threads", flush=True)
     run = load_run(make_run(model_name, args.size, out, args.calib_images))
-    manifest = read_manifest(run.dir)["precisions"]
+    manifest = read_manifest(run.dir).precisions
     sizes = {"fp32": manifest["fp32"]["size_mb"], "int8 (tensorrt form)": manifest["int8"]["size_mb"],
              "int8 (cpu form)": manifest["int8"]["forms"]["cpu"]["size_mb"]}
     images = load_images(run, "test", 4)
@@ -183,7 +183,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="write the figures to this file")
     args = parser.parse_args()
 
-    from segdeploy.envinfo import environment
+    from segdeploy.machine.envinfo import environment
 
     env = environment()
     print(f"CPU {env['cpu']} ({env['cpu_cores']} cores usable), ISA {env['cpu_isa']}; "

@@ -235,7 +235,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, help="append one JSON line per pair")
     args = ap.parse_args(argv)
 
-    from segdeploy.runs import load_run, onnx_path
+    from segdeploy.run.folder import load_run, onnx_path
 
     tools = [t.strip() for t in args.tools.split(",") if t.strip()]
     if "trtexec" in tools:

@@ -1,3 +1,3 @@
-from segdeploy.cli import main
+from segdeploy.commands.app import main
 
 main()

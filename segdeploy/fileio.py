@@ -12,6 +12,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+from segdeploy.errors import SegdeployError, WriteFailed, warn
+
 
 def _json_default(obj: Any) -> Any:
     # numpy scalars/arrays and paths show up in metrics and metadata
@@ -37,6 +39,13 @@ def dumps(obj: Any, indent: int | None = None) -> str:
     return json.dumps(_clean(obj), indent=indent, default=_json_default, allow_nan=False)
 
 
+def cache_dir() -> Path:
+    """Where segdeploy keeps what it can regenerate (synthetic datasets, the probe): ``$SEGDEPLOY_CACHE`` or
+    ``~/.cache/segdeploy``."""
+    env = os.environ.get("SEGDEPLOY_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "segdeploy"
+
+
 def _umask() -> int:
     """The process umask. Linux reports it in /proc (no side effect); elsewhere it is read by setting and
     restoring it."""
@@ -53,7 +62,6 @@ def _umask() -> int:
 
 def write_failed(path: str | Path, error: OSError) -> Exception:
     """The one-line error for a write that failed (disk full, read-only file system, no permission)."""
-    from segdeploy.errors import WriteFailed
 
     why = error.strerror or type(error).__name__
     if error.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -137,8 +145,6 @@ def atomic_save_safetensors(path: str | Path, tensors: dict, metadata: dict[str,
 
 
 def read_json(path: str | Path) -> Any:
-    from segdeploy.errors import SegdeployError
-
     path = Path(path)
     if not path.is_file():
         raise SegdeployError("file not found.", path=path, fix="check the path.")
@@ -166,7 +172,6 @@ def _last_line_start(f, size: int) -> int:
 def _repair_tail(f, path: Path) -> None:
     """A file that does not end with a newline has a torn last line (a write that was cut off): a complete row
     gets its newline, an incomplete one is removed with a warning, so the next row starts on a fresh line."""
-    from segdeploy.errors import warn
 
     size = f.seek(0, os.SEEK_END)
     if size == 0:
@@ -223,8 +228,6 @@ def iter_jsonl(path: str | Path, *, numbered: bool = False) -> Iterator:
     """The rows of a JSON-lines file (``(line number, row)`` pairs with ``numbered``, for errors that name the
     line). A torn last line (an interrupted write) is skipped with a warning that names it; an invalid line
     elsewhere is an error."""
-    from segdeploy.errors import SegdeployError, warn
-
     path = Path(path)
     if not path.exists():
         return

@@ -1,7 +1,9 @@
 """One writer per results file or run folder: an OS file lock (``filelock``) and a note of who holds it.
 
 The lock is the kernel's (``flock``): it is released when its process ends, however it ends (kill -9 included),
-so there are no stale locks to clear by hand. The holder note beside it (pid, host, command, since) is only read
+so there are no stale locks to clear by hand. A lock taken with ``reentrant=True`` (the results lock of run_bench)
+lets a caller in the same thread that already holds it pass through instead of refusing itself; a study driver's
+lock stays exclusive even within one process. The holder note beside it (pid, host, command, since) is only read
 to say who is in the way; a note left by a killed process is overwritten by the next holder.
 """
 
@@ -10,12 +12,17 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Iterator
 
 from segdeploy.errors import SegdeployError
+from segdeploy.fileio import atomic_write_json, write_failed
+
+# lock files this thread holds -> nesting depth (per thread: another thread of the process must still wait)
+_local = threading.local()
 
 
 def _holder_note(lock_file: Path) -> Path:
@@ -31,14 +38,22 @@ def _describe(note: Path) -> str:
 
 
 @contextmanager
-def hold(lock_file: str | Path, command: str, what: str | Path) -> Iterator[None]:
+def hold(lock_file: str | Path, command: str, what: str | Path, *, reentrant: bool = False) -> Iterator[None]:
     """Hold ``lock_file`` while the block runs; when another process holds it, raise a one-line error naming
-    ``what`` (the file or folder being written) and the holder."""
+    ``what`` (the file or folder being written) and the holder. ``reentrant``: where this thread holds it already
+    (taken by an outer ``hold``), pass through."""
     from filelock import FileLock, Timeout
 
-    from segdeploy.fileio import atomic_write_json, write_failed
 
-    lock_file = Path(lock_file)
+    lock_file = Path(lock_file).absolute()
+    held = _local.__dict__.setdefault("held", {})
+    if reentrant and held.get(lock_file):
+        held[lock_file] += 1
+        try:
+            yield
+        finally:
+            held[lock_file] -= 1
+        return
     try:
         lock_file.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -54,7 +69,9 @@ def hold(lock_file: str | Path, command: str, what: str | Path) -> Iterator[None
     try:
         atomic_write_json(note, {"command": command, "pid": os.getpid(), "host": socket.gethostname(),
                                  "since": datetime.now(timezone.utc).isoformat(timespec="seconds")})
+        held[lock_file] = 1
         yield
     finally:
+        held.pop(lock_file, None)
         note.unlink(missing_ok=True)
         lock.release()

@@ -6,6 +6,7 @@ benchmarked as a model that predicts background everywhere (Dice 0.0, status ok)
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,3 +65,39 @@ def require_finite_logits(logits: np.ndarray, engine) -> np.ndarray:
     info = getattr(engine, "info", None) or {}
     source = next((info[k] for k in ("onnx", "engine", "weights", "file") if info.get(k)), None)
     return require_finite(logits, f"{engine.backend} {engine.precision} logits", source)
+
+
+def checked_number(value, *, positive: bool = False) -> float:
+    """THE check of a duration, warm-up, timeout or learning rate, from the command line or a study file: a finite
+    number, >= 0 (> 0 with ``positive``); otherwise ValueError saying what is wrong. NaN passes every ``<``
+    comparison, so a loop ``while elapsed < duration`` with NaN or inf never ends: both are refused here, where the
+    value is parsed, not discovered as a hang."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"must be a finite number, got {value}")
+    if value < 0 or (positive and value == 0):
+        raise ValueError(f"must be {'> 0' if positive else '>= 0'}, got {value:g}")
+    return float(value)
+
+
+def fmt_num(value, spec: str, missing: str = "-") -> str:
+    """A table cell: ``value`` formatted with ``spec``, or ``missing`` when there is none (or it is not finite).
+    A value that rounds to zero prints as zero without a sign: never "-0.0000" (a tiny negative ΔDice) nor
+    "+0.0000"."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return missing
+    text = format(value, spec)
+    mantissa = text.lower().split("e")[0]
+    if text[:1] in "+-" and not any(c in "123456789" for c in mantissa):
+        text = text[1:]
+    return text
+
+
+def sig3(value: float | None) -> str:
+    """Three significant figures, never in exponent notation (2440, 61.6, 0.427): latencies, memory, sizes."""
+    if value is None or not math.isfinite(value):
+        return "-"
+    if value == 0 or abs(value) >= 100:
+        return f"{round(value, 2 - int(math.floor(math.log10(abs(value))))) if value else 0:.0f}"
+    return f"{value:.3g}"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from segdeploy.backends import needs_gpu
 from segdeploy.errors import SegdeployError
 
 RUN_SCHEMA = "segdeploy.run/1"
@@ -31,7 +32,6 @@ BENCH_SCHEMAS = ("segdeploy.bench/1", "segdeploy.bench/2", BENCH_SCHEMA)  # ever
 REFERENCE_BACKEND, REFERENCE_PRECISION = "torch", "fp32"
 # a deployed precision must keep 99% of its reference Dice (MLPerf Inference's target for medical segmentation)
 FP32_SHARE = 0.99
-_GPU_BACKENDS = {"onnxruntime-cuda", "onnxruntime-trt", "tensorrt"}
 
 
 def _known(cls) -> list[str]:
@@ -112,7 +112,7 @@ class DatasetRef(_JsonRecord):
 class SplitRecord(_JsonRecord):
     """How the run's splits were made (``SegDataset.split_info``): the arguments that reproduce them
     (``seed, k, fold, group_regex``; None where a split.json decided), the method and the counts.
-    ``ids_sha256`` (split name -> sha256 of its id list, :func:`segdeploy.run_splits.ids_sha256`) seals the ids
+    ``ids_sha256`` (split name -> sha256 of its id list, :func:`segdeploy.run.splits.ids_sha256`) seals the ids
     recorded in the run's ``splits.json`` (and its key ``pixels`` the images' pixel digests there, where recorded);
     None in runs trained before ids were recorded."""
 
@@ -198,7 +198,7 @@ def device_kind(device: str | None, backend: str | None = None) -> str:
     """``cpu`` or ``cuda`` from a row's device (``cpu``, ``cuda:0``, ...), never the GPU's name; GPU-only backends
     are ``cuda``. Anything else (``auto`` in a row that failed before a device was chosen) is returned as is."""
     text = (device or "").lower()
-    if text.startswith(("cuda", "gpu")) or backend in _GPU_BACKENDS:
+    if text.startswith(("cuda", "gpu")) or needs_gpu(backend):
         return "cuda"
     return "cpu" if text.startswith("cpu") or not text else text
 
@@ -275,7 +275,7 @@ class BenchRow(_JsonRecord):
     memory_note: str | None = None
     # how the configuration ran: "process" (a fresh worker, segdeploy.bench.isolate) or "none" (the bench process)
     isolation: str | None = None
-    # noise and the machine's limit (segdeploy.roofline.derived_fields): latency p90/p50; achieved GMAC/s
+    # noise and the machine's limit (segdeploy.machine.roofline.derived_fields): latency p90/p50; achieved GMAC/s
     # (gmacs x throughput_ips) and its fraction of the probed GEMM peak named by roofline_basis
     latency_spread: float | None = None
     # a timed loop scattered (CV or p90/p50 above segdeploy.bench.latency's thresholds) or the host was overloaded:
@@ -497,3 +497,10 @@ def reference_dice(row: BenchRow | Mapping, rows: Iterable[BenchRow | Mapping]) 
 def dice_delta(row: BenchRow | Mapping, rows: Iterable[BenchRow | Mapping]) -> float | None:
     """ΔDice of ``row``: its Dice minus its reference's (see :class:`References`)."""
     return References(rows).delta(row)
+
+
+def comma_list(value: str | Iterable[str]) -> list[str]:
+    """``"fp32, fp16,,fp32"`` -> ``["fp32", "fp16"]``: the items of a comma-separated option (or of a list of
+    them, as the Python API takes), blanks dropped, each item once, in the order first given."""
+    items = value.split(",") if isinstance(value, str) else [part for v in value for part in str(v).split(",")]
+    return list(dict.fromkeys(s.strip() for s in items if s.strip()))

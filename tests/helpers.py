@@ -31,7 +31,7 @@ def make_run(run_dir: str | Path, meta: RunMeta | None = None, *, seed: int = 0,
     import torch
 
     from segdeploy.models import create_model
-    from segdeploy.runs import save_checkpoint
+    from segdeploy.run.folder import save_checkpoint
 
     meta = meta or make_meta(**meta_overrides)
     torch.manual_seed(seed)

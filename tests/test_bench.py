@@ -438,7 +438,7 @@ def test_run_bench_real_backends_match_a_direct_forward_pass(tiny_run, tmp_path,
     from segdeploy.bench.runner import run_bench
     from segdeploy.data import open_dataset
     from segdeploy.data.transforms import preprocess, restore
-    from segdeploy.runs import load_run, onnx_path
+    from segdeploy.run.folder import load_run, onnx_path
 
     run = load_run(tiny_run)
     model = run.build_model()

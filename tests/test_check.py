@@ -13,7 +13,7 @@ from segdeploy.errors import SegdeployError
 from segdeploy.fileio import append_jsonl, read_json
 from segdeploy.report.check import (BASELINE_SCHEMA, check_results, config_key, device_kind, load_baseline,
                                     load_results, make_baseline)
-from segdeploy.report.cli import check
+from segdeploy.commands.report import check
 
 
 def row(dice, *, model="unet", backend="torch", precision="fp32", device="cpu", status="ok", **extra) -> dict:
@@ -189,7 +189,7 @@ def test_cli_bad_input_is_a_user_error(tmp_path):
 
 
 def test_main_exits_2_on_bad_input(tmp_path, monkeypatch):
-    from segdeploy.cli import main
+    from segdeploy.commands.app import main
 
     monkeypatch.setattr(sys, "argv", ["segdeploy", "check", str(tmp_path / "none.jsonl"), "--baseline",
                                       str(tmp_path / "b.json")])

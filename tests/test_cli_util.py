@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from segdeploy.cli_util import comma_list
+from segdeploy.records import comma_list
 
 
 def test_comma_list_drops_blanks_and_repeats_in_order():

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from segdeploy.cpuinfo import cpu_features, cpu_isa
+from segdeploy.machine.cpuinfo import cpu_features, cpu_isa
 
 # the flags lines below are abridged from real machines (only flags that matter here, plus neighbours)
 SAPPHIRE_RAPIDS = """processor\t: 0
@@ -58,7 +58,7 @@ def test_unreadable_cpuinfo_is_unknown_not_absent(tmp_path):
 
 
 def test_environment_record_carries_the_isa():
-    from segdeploy.envinfo import environment
+    from segdeploy.machine.envinfo import environment
 
     record = environment()
     assert set(record["cpu_isa"]) == {"arch", "logical_cpus", "features", "int8", "bf16", "fp16"}
@@ -80,7 +80,7 @@ def _vpmaddubsw_matmul(a, b, order):
 @pytest.mark.parametrize("int8,exact", [("AMX-INT8", True), ("AVX512-VNNI", True), ("AVX-VNNI", True),
                                         ("AVX512BW", False), ("AVX2", False), (None, False), ("I8MM", True)])
 def test_the_int8_guarantee_follows_the_path(int8, exact):
-    from segdeploy.cpuinfo import int8_exact, int8_noise_factor
+    from segdeploy.machine.cpuinfo import int8_exact, int8_noise_factor
 
     isa = {"arch": "x86_64", "int8": int8}
     assert int8_exact(isa) is exact
@@ -91,7 +91,7 @@ def test_the_int8_guarantee_follows_the_path(int8, exact):
 def test_the_u8s8_bound_holds_for_any_pairing_and_is_reached():
     import numpy as np
 
-    from segdeploy.cpuinfo import u8s8_matmul_error_bound
+    from segdeploy.machine.cpuinfo import u8s8_matmul_error_bound
 
     avx2, vnni = {"int8": "AVX2"}, {"int8": "AVX512-VNNI"}
     rng = np.random.default_rng(0)

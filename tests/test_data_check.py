@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from segdeploy.data import check_dataset, dataset_info, open_dataset
-from segdeploy.data.cli import app
+from segdeploy.commands.data import app
 from segdeploy.errors import SegdeployError
 
 CLASSES = ["background", "a", "b"]

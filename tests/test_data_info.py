@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from segdeploy.data import dataset_info
-from segdeploy.data.cli import app
+from segdeploy.commands.data import app
 
 
 def test_info_reports_sizes_intensities_empty_masks_and_groups(tmp_path):

@@ -13,7 +13,7 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from segdeploy.data import open_dataset
-from segdeploy.data.cli import app
+from segdeploy.commands.data import app
 from segdeploy.data.dedupe import DEFAULT_THRESHOLD, find_duplicates, hash_image
 from segdeploy.data.importers.base import ImportOptions
 from segdeploy.data.importers.build import import_dataset

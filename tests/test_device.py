@@ -1,4 +1,4 @@
-"""The one device rule (segdeploy.device), on fake CUDA machines: what "auto" and "cuda" mean for every stage, when
+"""The one device rule (segdeploy.machine.device), on fake CUDA machines: what "auto" and "cuda" mean for every stage, when
 a device counts as missing, and that the current CUDA device is restored after a block that changes it."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from segdeploy.device import cuda_device, cuda_index, missing_device_reason, resolve_device
+from segdeploy.machine.device import cuda_device, cuda_index, missing_device_reason, resolve_device
 from segdeploy.errors import BackendUnavailable, SegdeployError
 
 

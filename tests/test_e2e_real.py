@@ -16,7 +16,7 @@ from onnx import numpy_helper
 from PIL import Image
 from typer.testing import CliRunner
 
-from segdeploy.cli import app
+from segdeploy.commands.app import app
 
 pytestmark = pytest.mark.slow  # minutes: trains, exports and benchmarks real models (make test-fast skips it)
 runner = CliRunner()

@@ -15,12 +15,12 @@ from typer.testing import CliRunner
 
 from segdeploy.engines import check_backend, load_engine, onnx_files
 from segdeploy.engines import ort_backend
-from segdeploy.engines.cli import app
+from segdeploy.commands.engines import app
 from segdeploy.engines.profiles import profile_record, profile_shapes
 from segdeploy.engines.trt_build import (build_plan, engine_is_stale, make_record, parse_version,
                                          precision_flags_removed, supports_strongly_typed)
 from segdeploy.errors import BackendUnavailable, SegdeployError
-from segdeploy.runs import load_run, onnx_path
+from segdeploy.run.folder import load_run, onnx_path
 
 from helpers import make_meta, make_run
 
@@ -392,7 +392,7 @@ def test_dla_engines_are_fixed_shape_reduced_precision_files_of_their_own(run, t
 
 
 def test_engine_records_tell_jetson_modules_apart(monkeypatch):
-    from segdeploy import envinfo
+    from segdeploy.machine import envinfo
     from segdeploy.engines.trt_build import engine_is_stale, gpu_identity
 
     monkeypatch.setattr(envinfo, "gpus", lambda: [{"name": "Orin", "compute_capability": "8.7", "memory_gb": 7.4}])

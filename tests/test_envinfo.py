@@ -11,7 +11,7 @@ import pytest
 from typer.testing import CliRunner
 
 import segdeploy
-from segdeploy import envinfo
+from segdeploy.machine import envinfo
 
 KEYS = {"os", "platform", "machine", "python", "cpu", "cpu_isa", "cpu_cores", "ram_gb", "gpus", "nvidia_driver", "cuda",
         "torch", "onnx", "onnxruntime", "tensorrt", "polygraphy", "segdeploy", "jetson"}
@@ -74,7 +74,7 @@ def test_jetson_files_are_parsed(tmp_path):
 
 
 def test_import_is_light():
-    code = "import sys, segdeploy.envinfo, segdeploy.env_cli, segdeploy.engines.cli; print(sorted({'torch', " \
+    code = "import sys, segdeploy.machine.envinfo, segdeploy.commands.env, segdeploy.commands.engines; print(sorted({'torch', " \
            "'onnxruntime', 'tensorrt', 'onnx'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
@@ -95,7 +95,7 @@ def test_env_command_json_and_table():
 def _app():
     import typer
 
-    from segdeploy.env_cli import env
+    from segdeploy.commands.env import env
 
     app = typer.Typer()
     app.command()(env)

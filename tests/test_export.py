@@ -18,7 +18,7 @@ from segdeploy.export import export_run, read_manifest
 from segdeploy.export.onnx_export import export_onnx, ort_session, parity
 from segdeploy.export.quantize import ArrayCalibrationReader, qdq_report
 from segdeploy.fileio import sha256_file
-from segdeploy.runs import Run, load_run, manifest_path, onnx_path
+from segdeploy.run.folder import Run, load_run, manifest_path, onnx_path
 
 from helpers import make_meta, make_run
 
@@ -32,7 +32,7 @@ def _make_run(run_dir, model_name: str = "unet-tiny"):
 
 
 def _cli():
-    from segdeploy.export.cli import export
+    from segdeploy.commands.export import export
 
     app = typer.Typer()
     app.command()(export)
@@ -60,12 +60,12 @@ def test_cli_exits_0_and_prints_the_table(exported):
 
 def test_manifest_lists_every_file(exported):
     run_dir, manifest, _ = exported
-    assert manifest["model"] == "unet-tiny"
-    assert manifest["input"] == {"name": "input", "shape": ["batch", 1, SIZE, SIZE], "dtype": "float32"}
-    assert manifest["output"]["shape"] == ["batch", 4, SIZE, SIZE]
-    assert {"torch", "onnx", "onnxruntime", "created"} <= set(manifest)
-    assert set(manifest["precisions"]) == {"fp32", "fp16", "int8"}
-    for precision, entry in manifest["precisions"].items():
+    assert manifest.model == "unet-tiny"
+    assert manifest.input == {"name": "input", "shape": ["batch", 1, SIZE, SIZE], "dtype": "float32"}
+    assert manifest.output["shape"] == ["batch", 4, SIZE, SIZE]
+    assert {"torch", "onnx", "onnxruntime", "created"} <= set(manifest.to_json()) and manifest.schema == "segdeploy.manifest/1"
+    assert set(manifest.precisions) == {"fp32", "fp16", "int8"}
+    for precision, entry in manifest.precisions.items():
         path = onnx_path(run_dir, precision)
         assert entry["status"] == "ok", entry
         assert entry["file"] == f"onnx/model.{precision}.onnx"
@@ -83,7 +83,7 @@ def test_manifest_lists_every_file(exported):
 
 def test_fp32_parity_against_pytorch(exported):
     run_dir, manifest, _ = exported
-    recorded = manifest["precisions"]["fp32"]["parity"]
+    recorded = manifest.precisions["fp32"]["parity"]
     assert recorded["max_abs_diff"] < 1e-4 and recorded["argmax_agreement"] == 1.0
     # recomputed independently of parity(): plain ORT at batch 1 and 3 against the checkpoint's model
     model = load_run(run_dir).build_model()
@@ -101,14 +101,14 @@ def test_fp16_has_half_weights_and_close_outputs(exported):
     model = onnx.load(str(onnx_path(run_dir, "fp16")))
     dtypes = {t.data_type for t in model.graph.initializer if len(t.dims) == 4}  # conv kernels
     assert dtypes == {onnx.TensorProto.FLOAT16}
-    p = manifest["precisions"]["fp16"]["parity"]
+    p = manifest.precisions["fp16"]["parity"]
     assert 0 < p["max_abs_diff"] < 0.02 * max(1.0, p["ref_abs_max"])
     assert p["argmax_agreement"] > 0.99
 
 
 def test_int8_is_tensorrt_style_qdq(exported):
     run_dir, manifest, _ = exported
-    entry = manifest["precisions"]["int8"]
+    entry = manifest.precisions["int8"]
     path = onnx_path(run_dir, "int8")
     assert entry["qdq"] == qdq_report(path)
     assert entry["qdq"]["quantize_linear"] > 0 and entry["qdq"]["dequantize_linear"] > 0
@@ -155,23 +155,23 @@ def test_failed_precision_is_reported_and_others_kept(exported, tmp_path, monkey
     import onnxruntime.transformers.float16 as ort_float16
 
     run_dir = shutil.copytree(exported[0], tmp_path / "run")
-    before = read_manifest(run_dir)["precisions"]
+    before = read_manifest(run_dir).precisions
 
     def broken(*args, **kwargs):
         raise ValueError("fp16 conversion broke")
 
     monkeypatch.setattr(ort_float16, "convert_float_to_float16", broken)
     manifest = export_run(run_dir, ["fp16"], parity_images=2)
-    fp16 = manifest["precisions"]["fp16"]
+    fp16 = manifest.precisions["fp16"]
     assert fp16["status"] == "failed" and "fp16 conversion broke" in fp16["error"] and fp16["file"] is None
     assert not onnx_path(run_dir, "fp16").exists()  # no stale file left for an engine to pick up
-    assert manifest["precisions"]["fp32"] == before["fp32"] and manifest["precisions"]["int8"] == before["int8"]
+    assert manifest.precisions["fp32"] == before["fp32"] and manifest.precisions["int8"] == before["int8"]
 
     monkeypatch.undo()
     manifest = export_run(run_dir, ["fp16"], parity_images=2)
-    assert manifest["precisions"]["fp16"]["status"] == "ok"
-    assert manifest["precisions"]["fp16"]["sha256"] == sha256_file(onnx_path(run_dir, "fp16"))
-    assert manifest["precisions"]["fp32"] == before["fp32"]
+    assert manifest.precisions["fp16"]["status"] == "ok"
+    assert manifest.precisions["fp16"]["sha256"] == sha256_file(onnx_path(run_dir, "fp16"))
+    assert manifest.precisions["fp32"] == before["fp32"]
 
 
 def test_dynamo_failure_falls_back_to_legacy_exporter(tmp_path, monkeypatch):
@@ -208,7 +208,7 @@ def test_unexportable_model_fails_its_entries_and_exits_1(tmp_path, monkeypatch)
     monkeypatch.setattr(Run, "build_model", lambda self: _Unexportable().eval())
     result = CliRunner().invoke(_cli(), ["export", str(run_dir), "--precisions", "fp32,fp16", "--parity-images", "2"])
     assert result.exit_code == 1, result.output
-    entries = read_manifest(run_dir)["precisions"]
+    entries = read_manifest(run_dir).precisions
     assert entries["fp32"]["status"] == "failed" and "linalg_eig" in entries["fp32"]["error"]
     assert entries["fp16"]["status"] == "failed" and entries["fp16"]["error"].startswith("the fp32 export failed")
     assert not onnx_path(run_dir, "fp32").exists()

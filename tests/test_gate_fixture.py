@@ -17,7 +17,7 @@ BASELINE = ROOT / "results/baseline-fixed.json"
 
 
 def test_the_fixture_is_a_small_complete_run_without_this_machines_paths():
-    from segdeploy.runs import read_meta
+    from segdeploy.run.folder import read_meta
 
     meta = read_meta(RUN)
     assert meta.complete and meta.model == "unet-tiny" and meta.dataset.spec == "synthetic:96"
@@ -42,7 +42,7 @@ def test_make_gate_passes_here(tmp_path):
     """`make gate`'s commands on this machine: export, bench, check --strict."""
     from typer.testing import CliRunner
 
-    from segdeploy.cli import app
+    from segdeploy.commands.app import app
 
     run = shutil.copytree(RUN, tmp_path / RUN.name)
     results = tmp_path / "results.jsonl"

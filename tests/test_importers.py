@@ -16,7 +16,7 @@ from scipy import ndimage
 from typer.testing import CliRunner
 
 from segdeploy.data import open_dataset
-from segdeploy.data.cli import app
+from segdeploy.commands.data import app
 from segdeploy.data.importers.base import ImportOptions
 from segdeploy.data.importers.build import import_dataset
 from segdeploy.errors import SegdeployError

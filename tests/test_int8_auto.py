@@ -30,8 +30,8 @@ def _float_weighted_nodes(path) -> set[str]:
 def test_unreachable_target_excludes_more_layers_each_try(run_dir):
     manifest = export_run(run_dir, ["fp32", "int8"], calib_images=8, parity_images=4, int8_auto=True,
                           int8_target=1.5)  # 150% of fp32 can never be met: every try is made
-    auto = manifest["precisions"]["int8"]["int8_auto"]
-    assert manifest["precisions"]["int8"]["status"] == "ok" and auto["met"] is False
+    auto = manifest.precisions["int8"]["int8_auto"]
+    assert manifest.precisions["int8"]["status"] == "ok" and auto["met"] is False
     tries = [a["excluded"] for a in auto["attempts"]]
     assert tries[0] == 0 and tries[1:] == [2 ** i for i in range(len(tries) - 1)]
     assert len(auto["excluded_nodes"]) == tries[-1] >= 1
@@ -40,20 +40,20 @@ def test_unreachable_target_excludes_more_layers_each_try(run_dir):
     assert set(auto["excluded_nodes"]) == _float_weighted_nodes(int8_file)
     # the CPU form is quantized with the same layers kept in floating point
     assert set(auto["excluded_nodes"]) == _float_weighted_nodes(run_dir / "onnx" / "model.int8-cpu.onnx")
-    assert manifest["precisions"]["int8"]["qdq"]["all_zero_points_zero"]
+    assert manifest.precisions["int8"]["qdq"]["all_zero_points_zero"]
 
 
 def test_met_target_changes_nothing(run_dir, tmp_path):
     manifest = export_run(run_dir, ["fp32", "int8"], calib_images=8, parity_images=4, int8_auto=True,
                           int8_target=0.0)
-    auto = manifest["precisions"]["int8"]["int8_auto"]
+    auto = manifest.precisions["int8"]["int8_auto"]
     assert auto["met"] is True and auto["excluded_nodes"] == [] and len(auto["attempts"]) == 1
     assert _float_weighted_nodes(run_dir / "onnx" / "model.int8.onnx") == set()
 
 
 def test_sensitivity_ranks_existing_quantized_nodes(run_dir):
     from segdeploy.export import load_images
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     run = load_run(run_dir)
     export_run(run_dir, ["fp32", "int8"], calib_images=8, parity_images=4)
@@ -73,7 +73,7 @@ def test_onnx_dice_equals_the_pytorch_models_dice(run_dir):
 
     from segdeploy.data import open_dataset
     from segdeploy.data.transforms import preprocess, restore
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     run = load_run(run_dir)
     export_run(run_dir, ["fp32"], parity_images=2)

@@ -21,7 +21,7 @@ from segdeploy.export.quantize import (CALIB_METHODS, QUANTIZED_OP_TYPES, TENSOR
                                        ArrayCalibrationReader, preprocess_for_quantization, qdq_report,
                                        quantize_int8)
 from segdeploy.models import create_model
-from segdeploy.runs import load_run, onnx_path
+from segdeploy.run.folder import load_run, onnx_path
 from segdeploy.train import TrainConfig, train_model
 
 
@@ -66,7 +66,7 @@ def test_dq_only_int8_is_a_quarter_of_fp32_with_the_same_outputs_and_dice(traine
     fp32_mb, int8_mb, pair_mb = (p.stat().st_size / 2**20 for p in (fp32, int8, pair))
     assert pair_mb > 0.95 * fp32_mb  # float weights: as large as fp32, what file_size_mb used to report
     assert int8_mb < 0.3 * fp32_mb  # int8 weights: about a quarter (scales and graph on top)
-    assert manifest["precisions"]["int8"]["size_mb"] == pytest.approx(int8_mb, abs=1e-3)
+    assert manifest.precisions["int8"]["size_mb"] == pytest.approx(int8_mb, abs=1e-3)
     # the same arithmetic: ORT folds Q(W) of the pair file into the int8 constant the DQ-only file stores
     got = ort_session(int8).run(None, {"input": images})[0]
     ref = ort_session(pair).run(None, {"input": images})[0]
@@ -77,7 +77,7 @@ def test_dq_only_int8_is_a_quarter_of_fp32_with_the_same_outputs_and_dice(traine
 
 def test_cpu_form_is_written_checked_and_keeps_dice(trained):
     run, manifest, images, _ = trained
-    entry = manifest["precisions"]["int8"]
+    entry = manifest.precisions["int8"]
     forms = entry["forms"]
     assert forms["tensorrt"]["file"] == entry["file"] == "onnx/model.int8.onnx"
     cpu = forms["cpu"]
@@ -85,7 +85,7 @@ def test_cpu_form_is_written_checked_and_keeps_dice(trained):
     assert cpu["status"] == "ok" and cpu["file"] == "onnx/model.int8-cpu.onnx" and path.is_file()
     assert cpu["backends"] == list(INT8_FORM_BACKENDS["cpu"]) and "onnxruntime" in cpu["backends"]
     assert cpu["qdq"] == qdq_report(path) and cpu["qdq"]["weight_storage"] == "int8"
-    assert cpu["size_mb"] < 0.35 * manifest["precisions"]["fp32"]["size_mb"]  # + int32 biases on a tiny model
+    assert cpu["size_mb"] < 0.35 * manifest.precisions["fp32"]["size_mb"]  # + int32 biases on a tiny model
     # uint8 activations with zero-points (not TensorRT's form), int8 per-channel weights with zero-point 0
     model = onnx.load(str(path))
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
@@ -100,7 +100,7 @@ def test_cpu_form_is_written_checked_and_keeps_dice(trained):
     # A pixel flips where its two best logits lie closer than the int8 noise: on an exact int8 path (VNNI, AMX)
     # fewer than 3% of pixels and 0.01 Dice; where u8 x s8 pairs go through int16 (AVX2) the noise may double
     # (cpuinfo.int8_noise_factor), and so may the flips (measured on an AVX2 EPYC: agreement 0.955)
-    from segdeploy.cpuinfo import cpu_isa, int8_noise_factor
+    from segdeploy.machine.cpuinfo import cpu_isa, int8_noise_factor
 
     factor = int8_noise_factor(cpu_isa())
     fp32_dice = _dice(run, fp32_file)
@@ -135,7 +135,7 @@ def test_a_replaced_cpu_form_is_refused_and_its_hash_keys_the_rows(trained, tmp_
 
     run, manifest, _, _ = trained
     cpu_file = onnx_path(run.dir, "int8", "cpu")
-    assert manifest["precisions"]["int8"]["forms"]["cpu"]["sha256"] == onnx_sha256(cpu_file)
+    assert manifest.precisions["int8"]["forms"]["cpu"]["sha256"] == onnx_sha256(cpu_file)
     assert artifact_sha256(run, "onnxruntime", "int8") == artifact_sha256(run, "openvino", "int8") \
         == onnx_sha256(cpu_file) != artifact_sha256(run, "onnxruntime-cuda", "int8") == onnx_sha256(onnx_path(run.dir, "int8"))
     copy = load_run(shutil.copytree(run.dir, tmp_path / "run"))
@@ -148,7 +148,7 @@ def test_tensorrt_only_export_removes_a_stale_cpu_form(trained, tmp_path):
     run, _, _, _ = trained
     copy = shutil.copytree(run.dir, tmp_path / "run")
     manifest = export_run(copy, ["int8"], calib_images=4, parity_images=2, int8_forms=["tensorrt"])
-    assert set(manifest["precisions"]["int8"]["forms"]) == {"tensorrt"}
+    assert set(manifest.precisions["int8"]["forms"]) == {"tensorrt"}
     assert not onnx_path(copy, "int8", "cpu").exists() and onnx_path(copy, "int8").is_file()
 
 
@@ -166,7 +166,7 @@ def test_a_failed_cpu_form_leaves_the_tensorrt_form(trained, tmp_path, monkeypat
 
     monkeypatch.setattr(quantize, "quantize_int8", cpu_form_breaks)
     manifest = export_run(copy, ["int8"], calib_images=4, parity_images=2)
-    entry = manifest["precisions"]["int8"]
+    entry = manifest.precisions["int8"]
     assert entry["status"] == "ok" and onnx_path(copy, "int8").is_file()
     assert entry["forms"]["cpu"]["status"] == "failed" and "simulated" in entry["forms"]["cpu"]["error"]
     assert not onnx_path(copy, "int8", "cpu").exists()

@@ -166,7 +166,7 @@ def test_the_job_carries_the_parents_torch_threads(tiny_run, monkeypatch):
     import torch
 
     from segdeploy.bench.isolate import make_job
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     monkeypatch.setattr(torch, "get_num_threads", lambda: 3)
     job = make_job("torch", "fp32", load_run(tiny_run), "synthetic:24", ["x"], batch=1, device="cpu",

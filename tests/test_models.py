@@ -80,7 +80,7 @@ def test_onnx_export_parity_at_two_batch_sizes(name, tmp_path):
 @pytest.fixture(scope="module")
 def listed_models() -> dict[str, dict]:
     """``segdeploy models --format json``, run once: building the full models is the slow part."""
-    from segdeploy.models.cli import app
+    from segdeploy.commands.models import app
 
     result = CliRunner().invoke(app, ["--format", "json"])
     assert result.exit_code == 0, result.output
@@ -139,7 +139,7 @@ def test_models_cli_lists_measured_numbers(listed_models):
 
 @pytest.mark.slow  # export + parity + timing; test_models_cli covers the rows
 def test_models_verify_passes_for_a_tiny_model():
-    from segdeploy.cli import app
+    from segdeploy.commands.app import app
 
     result = CliRunner().invoke(app, ["models", "verify", "unet-tiny", "--img-size", "64", "--format", "json"])
     assert result.exit_code == 0, result.output
@@ -151,7 +151,7 @@ def test_models_verify_passes_for_a_tiny_model():
 def test_models_verify_exits_1_on_mismatch(monkeypatch):
     """Export a model whose weights differ from the one compared: verify must catch it."""
     import segdeploy.export.onnx_export as onnx_export
-    from segdeploy.cli import app
+    from segdeploy.commands.app import app
 
     real_export = onnx_export.export_onnx
 

@@ -35,7 +35,7 @@ def _conv_macs(model: nn.Module, in_chans: int, size: int) -> int:
 
 
 def _invoke(*args: str):
-    from segdeploy.cli import app
+    from segdeploy.commands.app import app
 
     return CliRunner().invoke(app, ["models", "verify", *args])
 
@@ -99,7 +99,7 @@ def test_failures_become_rows_and_exit_1(monkeypatch, tmp_path):
 
 
 def test_tiny_full_flags_need_all():
-    from segdeploy.cli import app
+    from segdeploy.commands.app import app
 
     result = CliRunner().invoke(app, ["models", "verify", "unet-tiny", "--full"])
     assert result.exit_code == 2

@@ -12,7 +12,7 @@ from segdeploy.engines import check_backend, load_engine
 from segdeploy.export import export_run
 from segdeploy.export.onnx_export import ort_session
 from segdeploy.models import create_model
-from segdeploy.runs import load_run, save_checkpoint
+from segdeploy.run.folder import load_run, save_checkpoint
 
 ov = pytest.importorskip("openvino")
 from segdeploy.engines import openvino_backend  # noqa: E402
@@ -77,7 +77,7 @@ def test_int8_runs_int8_kernels_from_the_cpu_form(run, batch):
     # of what quantization moves either from fp32; where u8 x s8 pairs go through int16 (AVX2) onnxruntime
     # saturates them and OpenVINO halves the weights' range, so each carries up to twice the noise
     # (cpuinfo.int8_noise_factor): one quantization step (measured on an AVX2 EPYC: 0.0020 against a step of 0.0030)
-    from segdeploy.cpuinfo import cpu_isa, int8_noise_factor
+    from segdeploy.machine.cpuinfo import cpu_isa, int8_noise_factor
 
     quantization_error = np.abs(ort_same_file - fp32).mean()
     assert np.abs(got - ort_same_file).mean() < 0.5 * int8_noise_factor(cpu_isa()) * quantization_error

@@ -1,4 +1,4 @@
-"""segdeploy.roofline: the GEMM/bandwidth probe (rates computed from a fake clock, products checked), its cache
+"""segdeploy.machine.roofline: the GEMM/bandwidth probe (rates computed from a fake clock, products checked), its cache
 keyed by device, and the rows' achieved GMAC/s and roofline fraction."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from segdeploy import roofline
+from segdeploy.machine import roofline
 from segdeploy.records import BenchRow
 
 STEP = 2.0**-10  # seconds per clock reading: a binary fraction, so differences are exact
@@ -54,7 +54,7 @@ def test_the_probed_products_are_right():
     exact = a8.astype(np.int64) @ b8.astype(np.int64)
     # MatMulInteger: u8 x s8 -> s32, exact on an int32-accumulating int8 path (VNNI, AMX); where pairs of products
     # saturate to int16 (AVX2's vpmaddubsw) within the bound that saturation allows, and exact where it cannot occur
-    from segdeploy.cpuinfo import cpu_isa, u8s8_matmul_error_bound
+    from segdeploy.machine.cpuinfo import cpu_isa, u8s8_matmul_error_bound
 
     bound = u8s8_matmul_error_bound(a8, b8, cpu_isa())
     assert np.all(np.abs(roofline.ort_matmul(a8, b8)() - exact) <= bound)
@@ -67,7 +67,7 @@ def test_the_probed_products_are_right():
 
 
 def test_the_cache_is_keyed_by_cpu_model_and_threads(monkeypatch, tmp_path):
-    import segdeploy.envinfo as envinfo
+    import segdeploy.machine.envinfo as envinfo
 
     monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
     monkeypatch.setattr(roofline, "cpu_threads", lambda: 2)
@@ -159,7 +159,7 @@ def test_bench_rows_carry_the_fraction_of_the_cached_probe(tmp_path, monkeypatch
 def test_env_probe_prints_and_caches(monkeypatch, tmp_path):
     from typer.testing import CliRunner
 
-    from segdeploy.cli import app
+    from segdeploy.commands.app import app
 
     monkeypatch.setenv("SEGDEPLOY_CACHE", str(tmp_path))
     monkeypatch.setattr(roofline, "measure_device",

@@ -39,7 +39,7 @@ def test_model_json_of_the_first_format_loads_with_every_value():
 
 
 def test_run_meta_keeps_unknown_keys_and_rejects_incomplete_files(tmp_path):
-    from segdeploy.runs import read_meta
+    from segdeploy.run.folder import read_meta
 
     raw = {**read_json(MODEL_JSON), "schema": "segdeploy.run/7", "calibration": {"temperature": 1.3}}
     raw["dataset"]["checksum"] = "abc"

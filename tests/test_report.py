@@ -18,9 +18,9 @@ from typer.testing import CliRunner
 sys.path.insert(0, str(Path(__file__).parent))
 from study_synth import ENV_CPU, SynthStudy  # noqa: E402
 
-from segdeploy.cli import app  # noqa: E402
+from segdeploy.commands.app import app  # noqa: E402
 from segdeploy.report.document import md_text  # noqa: E402
-from segdeploy.study.summary import sig3  # noqa: E402
+from segdeploy.numerics import sig3  # noqa: E402
 
 MAX_BYTES = 5_000_000
 

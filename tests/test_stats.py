@@ -17,14 +17,14 @@ from study_synth import SynthStudy  # noqa: E402
 
 from segdeploy.evaluation.metrics import SegMetrics  # noqa: E402
 from segdeploy.errors import SegdeployError  # noqa: E402
-from segdeploy.study import stats  # noqa: E402
-from segdeploy.study.aggregate import (ALL_DATASETS, family_comparison, model_accuracy,  # noqa: E402
-                                       select_lr)
-from segdeploy.study.cost import deployment_cost, shift_table  # noqa: E402
-from segdeploy.study.published import (canonical_model, join_costs, load_published,  # noqa: E402
+from segdeploy.analysis import stats  # noqa: E402
+from segdeploy.analysis.aggregate import (ALL_DATASETS, family_comparison, model_accuracy,  # noqa: E402
+                                       lr_choices)
+from segdeploy.analysis.cost import deployment_cost, shift_table  # noqa: E402
+from segdeploy.analysis.published import (canonical_model, join_costs, load_published,  # noqa: E402
                                        published_for)
-from segdeploy.study.rows import from_record, load_rows  # noqa: E402
-from segdeploy.study.summary import summarize  # noqa: E402
+from segdeploy.analysis.rows import from_record, load_rows  # noqa: E402
+from segdeploy.analysis.summary import summarize  # noqa: E402
 
 
 def binary_confusions(rng, n: int, q: np.ndarray | float) -> np.ndarray:
@@ -152,7 +152,7 @@ def test_family_comparison_p_values_equal_scipy_on_per_image_dice(tmp_path):
     b = binary_confusions(rng, n, 0.84 - difficulty)
     order = rng.permutation(n)  # B's sidecar lists the images in another order
     rows = _write_pair(tmp_path, a, b[order], ids(n), ids(n)[order])
-    accs = model_accuracy(rows, select_lr(rows), n_resamples=300)
+    accs = model_accuracy(rows, lr_choices(rows), n_resamples=300)
     (comparison,) = family_comparison(accs, n_resamples=300)
 
     def dice(cm):  # per-image binary Dice written out independently
@@ -172,7 +172,7 @@ def test_stale_sidecar_is_refused_for_ci_and_tests(tmp_path):
     a, b = binary_confusions(rng, 30, 0.8), binary_confusions(rng, 30, 0.7)
     rows = _write_pair(tmp_path, a, b, ids(30), ids(30))
     np.savez(tmp_path / "unet.npz", ids=ids(30), confusion=binary_confusions(rng, 30, 0.5))  # overwritten later
-    accs = model_accuracy(rows, select_lr(rows), n_resamples=300)
+    accs = model_accuracy(rows, lr_choices(rows), n_resamples=300)
     unet = next(x for x in accs if x.model == "unet")
     assert unet.ci is None and "sidecar" in unet.note and unet.dice == pytest.approx(rows[1].dice)
     (comparison,) = family_comparison(accs, n_resamples=300)
@@ -187,18 +187,18 @@ def test_lr_is_chosen_by_validation_dice_not_test():
                                                                               (0.69, 0.89)])]
     rows += [row("m", "d", f, 1e-5, dice=t, val=v) for f, (t, v) in enumerate([(0.85, 0.80), (0.86, 0.81),
                                                                               (0.84, 0.79)])]
-    choice = select_lr(rows)[("m", "d")]
+    choice = lr_choices(rows)[("m", "d")]
     assert choice.lr == 1e-4 and choice.val_by_lr[1e-4] == (pytest.approx(0.90), 3)
-    (acc,) = model_accuracy(rows, select_lr(rows))
+    (acc,) = model_accuracy(rows, lr_choices(rows))
     assert acc.lr == 1e-4 and acc.dice == pytest.approx(statistics.mean([0.70, 0.72, 0.69]))
     assert acc.dice_std == pytest.approx(statistics.stdev([0.70, 0.72, 0.69]))
 
 
 def test_several_lrs_without_validation_dice_are_not_reported():
     rows = [row("m", "d", 0, 1e-4, dice=0.7), row("m", "d", 0, 1e-5, dice=0.8)]
-    choice = select_lr(rows)[("m", "d")]
+    choice = lr_choices(rows)[("m", "d")]
     assert choice.lr is None and "no validation Dice" in choice.note
-    assert model_accuracy(rows, select_lr(rows)) == []
+    assert model_accuracy(rows, lr_choices(rows)) == []
 
 
 def test_deployment_cost_delta_and_the_99_percent_rule():
@@ -212,7 +212,7 @@ def test_deployment_cost_delta_and_the_99_percent_rule():
                  row("b", "d", fold, 1e-4, 0.590, backend="onnxruntime", precision="int8", **lat(p50),
                      dice_vs_torch_fp32=0.590 - 0.600),
                  row("b", "d", fold, 1e-4, 0.500, backend="onnxruntime", precision="fp16", **lat(p50))]
-    costs = {(c.model, c.backend, c.precision): c for c in deployment_cost(rows, select_lr(rows))}
+    costs = {(c.model, c.backend, c.precision): c for c in deployment_cost(rows, lr_choices(rows))}
     a8, b8 = costs[("a", "onnxruntime", "int8")], costs[("b", "onnxruntime", "int8")]
     assert a8.delta_dice == pytest.approx(-0.007) and a8.passes_99 is True  # 0.793 >= 0.99 * 0.8 = 0.792
     assert b8.delta_dice == pytest.approx(-0.010) and b8.passes_99 is False  # 0.590 < 0.594
@@ -232,7 +232,7 @@ def test_shift_table_in_domain_out_of_domain_and_drop():
                                         "dice": outside + 0.01 * fold, "split": "all", "n_images": 5},
                                      "study": {"model": model, "dataset": "a", "fold": fold, "lr": 1e-4},
                                      "train_dataset": "a", "target": "b"}))
-    choices = select_lr(rows)
+    choices = lr_choices(rows)
     table = {e.model: e for e in shift_table(rows, choices, model_accuracy(rows, choices))}
     assert table["g"].out_dice == pytest.approx(0.505) and table["g"].drop == pytest.approx(0.295)
     assert table["s"].drop == pytest.approx(0.095)
@@ -299,7 +299,7 @@ def test_published_table_names_registered_models_and_never_joins_tiny_configurat
 
 @pytest.mark.parametrize("lrs, said", [((1e-4,), True), ((1e-4, 1e-5), False)])
 def test_limitations_say_when_no_learning_rate_was_chosen(tmp_path, lrs, said):
-    from segdeploy.study.summary import limitations
+    from segdeploy.analysis.summary import limitations
 
     SynthStudy(n_images=20, folds=(0, 1), lrs=lrs).write(tmp_path)
     text = limitations(summarize(load_rows([tmp_path]), n_resamples=100))
@@ -312,6 +312,6 @@ def test_limitations_say_when_no_learning_rate_was_chosen(tmp_path, lrs, said):
                                          (0.4271, "0.427"), (0.0, "0"), (-1234.0, "-1230"), (None, "-"),
                                          (float("nan"), "-")])
 def test_three_significant_figures_never_in_exponent_notation(value, text):
-    from segdeploy.study.summary import sig3
+    from segdeploy.numerics import sig3
 
     assert sig3(value) == text

@@ -13,7 +13,7 @@ from PIL import Image
 from segdeploy.errors import SegdeployError
 from segdeploy.study.config import TEMPLATES, load_study, template_text
 from segdeploy.study.plan import (MARKER, expand, fingerprint, is_done, prepare, read_marker, write_marker)
-from segdeploy.study.results import RESULTS, read_rows, replace_cell_rows, select_lr, write_rows
+from segdeploy.study.results import RESULTS, read_rows, replace_cell_rows, lr_selections, write_rows
 
 BASE = """
 models = ["unet-tiny", "segformer-tiny"]
@@ -167,14 +167,14 @@ def test_lr_is_chosen_on_mean_validation_dice_not_on_one_fold_or_on_test():
         for backend in ("torch", "onnxruntime"):  # several rows per cell carry the cell's one val_dice
             rows.append({"study": {"model": "m", "dataset": "d", "lr": lr, "fold": fold, "cell_id": f"{lr}-{fold}"},
                          "val_dice": v, "dice": test[lr], "backend": backend})
-    (choice,) = select_lr(rows, [1e-3, 1e-4], [0, 1])
+    (choice,) = lr_selections(rows, [1e-3, 1e-4], [0, 1])
     means = {lr: (val[(lr, 0)] + val[(lr, 1)]) / 2 for lr in (1e-3, 1e-4)}
     assert choice["lr"] == max(means, key=means.get) == 1e-4
     assert choice["mean_val_dice"] == pytest.approx(means[1e-4]) and choice["complete"]
-    (partial,) = select_lr(rows[:4], [1e-3, 1e-4], [0, 1])
+    (partial,) = lr_selections(rows[:4], [1e-3, 1e-4], [0, 1])
     assert not partial["complete"]
     tied = [{**r, "val_dice": 0.7} for r in rows]
-    assert select_lr(tied, [1e-3, 1e-4], [0, 1])[0]["lr"] == 1e-4  # a tie goes to the smaller lr
+    assert lr_selections(tied, [1e-3, 1e-4], [0, 1])[0]["lr"] == 1e-4  # a tie goes to the smaller lr
 
 
 def test_failed_cells_are_rows_and_are_retried(tmp_path, monkeypatch):
@@ -243,7 +243,7 @@ def test_ray_executor_without_ray_names_the_extra(tmp_path, monkeypatch):
 def test_cli_init_writes_a_loadable_file_and_refuses_to_overwrite(tmp_path):
     from typer.testing import CliRunner
 
-    from segdeploy.cli import app
+    from segdeploy.commands.app import app
 
     target = tmp_path / "study.toml"
     runner = CliRunner()

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from segdeploy.runs import TRAIN_STATE
+from segdeploy.run.folder import TRAIN_STATE
 from segdeploy.study.config import load_study
 from segdeploy.study.plan import MARKER, STATUS, cell_dir, expand
 from segdeploy.study.results import RESULTS, SELECTION, read_rows
@@ -80,7 +80,7 @@ def study_file(shared_datasets, tmp_path_factory) -> Path:
 
 
 def cli_run(study: Path, out: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "segdeploy.cli", "study", "run", str(study), "--out", str(out)],
+    return subprocess.Popen([sys.executable, "-m", "segdeploy.commands.app", "study", "run", str(study), "--out", str(out)],
                             stdout=log.open("w"), stderr=subprocess.STDOUT, env=os.environ.copy())
 
 
@@ -173,17 +173,17 @@ def test_reported_lr_has_the_best_mean_validation_dice(local):
         assert selection[model]["lr"] == max(means, key=means.get) and selection[model]["complete"]
         assert selection[model]["mean_val_dice"] == pytest.approx(max(means.values()))
     # the statistics behind `study summarize` and `report` read the same rows and make the same choice
-    from segdeploy.study.aggregate import select_lr
-    from segdeploy.study.rows import load_rows
+    from segdeploy.analysis.aggregate import lr_choices
+    from segdeploy.analysis.rows import load_rows
 
-    choices = select_lr(load_rows([out]))
+    choices = lr_choices(load_rows([out]))
     assert {m: c.lr for (m, _), c in choices.items()} == {m: s["lr"] for m, s in selection.items()}
 
 
 def test_summarize_and_report_read_the_study_folder(local, tmp_path):
     from typer.testing import CliRunner
 
-    from segdeploy.cli import app
+    from segdeploy.commands.app import app
 
     runner = CliRunner()
     summary = runner.invoke(app, ["study", "summarize", str(local["out"]), "--resamples", "200"])

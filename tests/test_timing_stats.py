@@ -87,7 +87,7 @@ def test_a_row_measured_in_a_shared_process_has_no_memory_figure_and_says_why():
                                                (-0.0123, "+.4f", "-0.0123"), (0.0123, "+.4f", "+0.0123"),
                                                (None, ".2f", "-"), (float("nan"), ".2f", "-")])
 def test_a_value_that_rounds_to_zero_has_no_sign(value, spec, text):
-    from segdeploy.cli_util import fmt_num
+    from segdeploy.numerics import fmt_num
 
     assert fmt_num(value, spec) == text
 
@@ -153,8 +153,8 @@ def test_the_demo_table_fits_120_columns_with_unavailable_configurations_as_one_
 def test_the_report_cost_table_shows_what_timings_rest_on_and_marks_noisy_rows():
     from segdeploy.report.document import Paragraph, Table
     from segdeploy.report.study_report import _cost_section
-    from segdeploy.study.rows import from_record
-    from segdeploy.study.summary import summarize as study_summary
+    from segdeploy.analysis.rows import from_record
+    from segdeploy.analysis.summary import summarize as study_summary
 
     def raw(model, family, noisy, n, memory):
         lat = _summary(np.linspace(10.0, 10.5, n))
@@ -218,7 +218,7 @@ def test_configurations_that_cannot_run_group_by_backend_and_reason():
 
 
 def test_rows_written_before_bench3_show_no_unsupported_percentile():
-    from segdeploy.study.rows import from_record
+    from segdeploy.analysis.rows import from_record
 
     old = {"schema": "segdeploy.bench/2", "model": "m", "dataset": "d", "backend": "torch", "precision": "fp32",
            "device": "cpu", "status": "ok", "latency_ms": {"p50": 495.0, "p90": 1213.0, "p95": 1464.0,

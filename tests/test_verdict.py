@@ -12,9 +12,9 @@ import pytest
 
 pytest.importorskip("scipy")
 
-from segdeploy.study import stats  # noqa: E402
-from segdeploy.study.rows import load_rows  # noqa: E402
-from segdeploy.study.summary import summarize  # noqa: E402
+from segdeploy.analysis import stats  # noqa: E402
+from segdeploy.analysis.rows import load_rows  # noqa: E402
+from segdeploy.analysis.summary import summarize  # noqa: E402
 from study_synth import SynthStudy, draw_confusions  # noqa: E402
 
 NOISE = {"unet": 0.28, "hiformer-b": 0.05, "segformer-b3": 0.10, "segnext-l": 0.29, "unetplusplus": 0.2}
@@ -38,7 +38,7 @@ def noisy_study(tmp_path_factory):
 
 
 def test_shuffled_labels_are_not_learned_and_left_out_of_pooling_and_ranks(noisy_study):
-    from segdeploy.study.answer import NOT_LEARNED, answer_sentences, study_answer
+    from segdeploy.analysis.answer import NOT_LEARNED, answer_sentences, study_answer
 
     s = noisy_study
     assert s.learned["noise"].learned is False and s.learned["derm"].learned and s.learned["cardio"].learned
@@ -61,7 +61,7 @@ def test_shuffled_labels_are_not_learned_and_left_out_of_pooling_and_ranks(noisy
 
 
 def test_under_trained_cells_are_marked(noisy_study):
-    from segdeploy.study.verdict import under_trained
+    from segdeploy.analysis.verdict import under_trained
 
     assert noisy_study.under_trained("derm", "segnext-l") == ["0"]
     assert noisy_study.under_trained("derm", "segformer-b3") == []
@@ -72,7 +72,7 @@ def test_under_trained_cells_are_marked(noisy_study):
 
 
 def test_answer_json_has_the_issue_schema(noisy_study, tmp_path):
-    from segdeploy.study.answer import ANSWER_SCHEMA, write_answer
+    from segdeploy.analysis.answer import ANSWER_SCHEMA, write_answer
 
     doc = json.loads(write_answer(tmp_path / "answer.json", noisy_study).read_text())
     assert doc["schema"] == ANSWER_SCHEMA
@@ -117,7 +117,7 @@ def test_ci_excludes_zero_exactly_when_p_is_below_005():
 
 
 def test_power_formula_and_its_inverse():
-    from segdeploy.study.verdict import images_needed, min_detectable_delta, z_sum
+    from segdeploy.analysis.verdict import images_needed, min_detectable_delta, z_sum
 
     assert z_sum() == pytest.approx(1.959964 + 0.841621, abs=1e-5)
     mde = min_detectable_delta(0.1, 100)
@@ -144,7 +144,7 @@ def test_trivial_baselines_on_known_masks():
 
 
 def test_fronts_claim_between_front_configurations_only():
-    from segdeploy.study.fronts import Config, Point, tradeoff
+    from segdeploy.analysis.fronts import Config, Point, tradeoff
 
     def pt(model, family, dice, ms, noisy=False):
         return Point(Config(model, "onnxruntime", "fp32", "cpu"), family, dice, ms, noisy)
@@ -166,7 +166,7 @@ def test_fronts_claim_between_front_configurations_only():
 def test_study_plan_prints_the_images_needed():
     from typer.testing import CliRunner
 
-    from segdeploy.cli import app
+    from segdeploy.commands.app import app
 
     result = CliRunner().invoke(app, ["study", "plan", "none", "--sd", "0.1", "--fold-sd", "0.005", "--delta",
                                       "0.02"], env={"COLUMNS": "200"})

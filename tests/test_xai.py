@@ -148,7 +148,7 @@ def test_gradcam_run_end_to_end(synthetic_run, tmp_path):
     from typer.testing import CliRunner
 
     from segdeploy.data.synthetic import GROUP_REGEX
-    from segdeploy.xai.cli import cam
+    from segdeploy.commands.cam import cam
 
     run_dir, dataset, _ = synthetic_run
     app = typer.Typer()

@@ -22,37 +22,20 @@ one measured. Each file is hashed once per process while its inode, size and tim
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from pathlib import Path
 
-from segdeploy.fileio import sha256_file
+from segdeploy.backends import backend_info
+from segdeploy.engines import onnx_files
+from segdeploy.run.artifacts import file_sha256
 
-TORCH_BACKENDS = ("torch", "torch-compile")
-ONNX_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "openvino", "openvino-gpu", "openvino-npu")
 # the ONNX precision each openvino precision reads (bf16 is computed from the fp32 file)
 _ONNX_PRECISION = {"bf16": "fp32"}
 
 
-@functools.lru_cache(maxsize=256)
-def _sha256(path: str, identity: tuple) -> str:  # identity: a rewritten or replaced file is hashed again
-    return sha256_file(path)
-
-
-def file_sha256(path: Path) -> str | None:
-    try:
-        st = path.stat()
-        # atomic writes replace the inode, so a re-export is a new identity even where mtimes are coarse
-        identity = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
-        return _sha256(str(path.resolve()), identity) if path.is_file() else None
-    except OSError:  # absent or unreadable: loading it reports why on the row
-        return None
-
-
 def onnx_sha256(path: Path) -> str | None:
     """``onnx_digest`` with cached file hashes; None without the file, or for one ONNX cannot read."""
-    from segdeploy.engines import onnx_files
 
     if not path.is_file():
         return None
@@ -70,13 +53,16 @@ def onnx_sha256(path: Path) -> str | None:
 
 def artifact_sha256(run, backend: str, precision: str) -> str | None:
     """The sha256 of what ``backend`` runs for ``run`` at ``precision`` (see the module docstring)."""
-    from segdeploy.runs import WEIGHTS, onnx_path
+    from segdeploy.run.folder import WEIGHTS, onnx_path
 
-    if backend in TORCH_BACKENDS:
+    info = backend_info(backend)
+    if info is None:
+        return None
+    if not info.reads_onnx:
         return file_sha256(Path(run.dir) / WEIGHTS)
     from segdeploy.engines.integrity import checkpoint_changed
 
-    if backend in ONNX_BACKENDS:
+    if backend != "tensorrt":  # tensorrt runs an engine built from the ONNX file: its record is hashed below
         from segdeploy.engines import onnx_for_backend
 
         if backend.startswith("openvino"):
@@ -84,18 +70,16 @@ def artifact_sha256(run, backend: str, precision: str) -> str | None:
         if checkpoint_changed(run, precision):
             return None
         return onnx_sha256(onnx_for_backend(run, precision, backend)[0])
-    if backend == "tensorrt":
-        from segdeploy.engines.trt_build import engine_path, record_path
+    from segdeploy.engines.trt_build import engine_path, record_path
 
-        record, onnx = record_path(run.dir, precision), onnx_sha256(onnx_path(run.dir, precision))
-        if onnx is None or checkpoint_changed(run, precision) or not (record.is_file()
-                                                                      and engine_path(run.dir, precision).is_file()):
-            return None
-        try:
-            built = json.loads(record.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None  # a damaged record: load() rebuilds the engine
-        if not isinstance(built, dict) or built.get("onnx_sha256") != onnx:
-            return None  # built from another ONNX file: load() rebuilds it
-        return hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()
-    return None
+    record, onnx = record_path(run.dir, precision), onnx_sha256(onnx_path(run.dir, precision))
+    if onnx is None or checkpoint_changed(run, precision) or not (record.is_file()
+                                                                  and engine_path(run.dir, precision).is_file()):
+        return None
+    try:
+        built = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # a damaged record: load() rebuilds the engine
+    if not isinstance(built, dict) or built.get("onnx_sha256") != onnx:
+        return None  # built from another ONNX file: load() rebuilds it
+    return hashlib.sha256(json.dumps(built, sort_keys=True).encode()).hexdigest()

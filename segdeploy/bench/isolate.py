@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segdeploy import engines
+from segdeploy.evaluation.per_image import load_per_image
 from segdeploy.fileio import dumps
 
 ISOLATIONS = ("process", "none")
@@ -112,7 +114,6 @@ def _torch_threads() -> int | None:
 def make_job(backend: str, precision: str, run, data: str, ids: list[str], *, batch: int, device: str,
              save_predictions, timing: dict, measure_accuracy: bool = True, threads: int | None = None,
              class_map: str | None = None, timeout_s: float | None = None) -> Job:
-    from segdeploy import engines
 
     return Job(run=str(Path(run.dir).resolve()), data=str(data), ids=list(ids), backend=backend,
                precision=precision, batch=batch, device=device,
@@ -156,7 +157,6 @@ def _evaluation(summary: dict, path: Path):
     """The worker's evaluation as an ``Evaluation``: its metrics and class names from the result message, the
     per-image confusions from the ``.npz`` it wrote (its input batches stay in the worker: empty here)."""
     from segdeploy.evaluation.evaluate import Evaluation
-    from segdeploy.evaluation.per_image import load_per_image
 
     ids, confusion = load_per_image(path)
     empty = np.zeros((0,), np.float32)

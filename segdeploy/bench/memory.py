@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from segdeploy.bench import nvml, tegrastats
-from segdeploy.device import cuda_index, resolve_device
+from segdeploy.machine.device import cuda_index, resolve_device
 
 MIB = 1024 * 1024
 _STATUS = Path("/proc/self/status")
@@ -166,7 +166,7 @@ class MemoryProbe:
 
         if not torch.cuda.is_available():
             return
-        # where "auto" lands on a GPU (segdeploy.device); only that device is touched (mem_get_info creates a CUDA
+        # where "auto" lands on a GPU (segdeploy.machine.device); only that device is touched (mem_get_info creates a CUDA
         # context, which on a shared server should not appear on every GPU)
         dev = resolve_device(requested_device)
         self._gpu_baselines[dev, "torch.cuda.max_memory_allocated"] = torch.cuda.memory_allocated(dev)

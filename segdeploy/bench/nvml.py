@@ -7,7 +7,7 @@ so the GPU is matched by its UUID, which both report, with its PCI address as a 
 
 from __future__ import annotations
 
-from segdeploy.device import cuda_index
+from segdeploy.machine.device import cuda_index
 
 
 def pci_bus_id(props) -> str:

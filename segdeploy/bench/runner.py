@@ -10,7 +10,7 @@ Per configuration, in this order:
    a class-index PNG;
 3. latency (batch 1), compute time and throughput (batch B) with peak memory sampled during those loops
    (``segdeploy.bench.latency``, ``segdeploy.bench.memory``), the memory right after loading (the load
-   footprint), and the achieved GMAC/s against the machine's probed limit (``segdeploy.roofline``).
+   footprint), and the achieved GMAC/s against the machine's probed limit (``segdeploy.machine.roofline``).
 
 With ``isolate="process"`` (``segdeploy bench``'s default) each configuration runs in a fresh worker process
 (``segdeploy.bench.isolate``): a clean memory baseline per configuration, and a crash in a runtime is a ``failed``
@@ -23,7 +23,7 @@ confusion counts are written first, beside the results file, and the row names t
 (``segdeploy.evaluation.per_image``).
 
 Images: on the dataset a run was trained on, the split is the run's recorded ids (``Run.split_ids``,
-``segdeploy.run_splits``): images the folder gained since training are never scored as test images, and a
+``segdeploy.run.splits``): images the folder gained since training are never scored as test images, and a
 missing recorded test image refuses the run unless ``allow_missing``.
 
 Resuming: a configuration whose ``ConfigKey`` ``(dataset, run, backend, precision, device, batch, split, n_images,
@@ -56,15 +56,17 @@ from segdeploy.bench.artifacts import artifact_sha256
 from segdeploy.bench.isolate import ISOLATIONS, make_job, run_in_child
 from segdeploy.bench.latency import MIN_ITERS, WARMUP_ITERS, measure_engine, noise
 from segdeploy.bench.memory import MemoryProbe
-from segdeploy.cli_util import comma_list
-from segdeploy.device import resolve_device
-from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed
+from segdeploy.engines import BACKENDS
+from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed, warn
 from segdeploy.evaluation.evaluate import Evaluation, PreparedImages, evaluate
 from segdeploy.evaluation.per_image import save_per_image, sidecar_name
 from segdeploy.fileio import append_jsonl, iter_jsonl
+from segdeploy.locks import hold
+from segdeploy.machine.device import resolve_device
+from segdeploy.machine.envinfo import environment
+from segdeploy.machine.roofline import derived_fields
 from segdeploy.numerics import require_finite_logits
-from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References
-from segdeploy.roofline import derived_fields
+from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References, comma_list
 
 SCHEMA = BENCH_SCHEMA
 SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-dataset evaluation
@@ -73,8 +75,7 @@ RESUMABLE = ("ok",)  # unavailable and failed configurations are tried again
 
 def check_choices(backends: Sequence[str], precisions: Sequence[str], max_images: int | None) -> None:
     """Values that name no backend or precision are typing errors: refused before any work, not stored as rows."""
-    from segdeploy.engines import BACKENDS
-    from segdeploy.runs import PRECISIONS
+    from segdeploy.run.folder import PRECISIONS
 
     for kind, given, known in (("backend", backends, BACKENDS), ("precision", precisions, PRECISIONS)):
         unknown = [v for v in given if v not in known]
@@ -87,8 +88,6 @@ def check_choices(backends: Sequence[str], precisions: Sequence[str], max_images
 
 
 def warn_unfinished(run) -> None:
-    from segdeploy.errors import warn
-
     if run.meta.complete is False:
         warn("the run is unfinished (model.json \"complete\": false: training stopped or is still going); its "
              "rows are marked run_complete: false.", path=run.dir)
@@ -98,8 +97,6 @@ def warn_unfinished(run) -> None:
 
 @functools.cache  # probing versions and devices takes seconds and cannot change within one process
 def _environment() -> dict:
-    from segdeploy.envinfo import environment
-
     return environment()
 
 
@@ -125,7 +122,7 @@ def _file_size_mb(engine, run) -> float | None:
     """The deployed artifact: what the engine reports, else the file it names, else (torch) the checkpoint."""
     if engine.info.get("file_size_mb") is not None:
         return engine.info["file_size_mb"]
-    from segdeploy.runs import WEIGHTS
+    from segdeploy.run.folder import WEIGHTS
 
     named = next((engine.info[k] for k in ("engine", "onnx", "file") if engine.info.get(k)), None)
     path = Path(named) if named else run.dir / WEIGHTS
@@ -205,7 +202,7 @@ def _trivial(run, ds, ids: Sequence[str]) -> dict | None:
     """The trivial predictors' Dice on ``ids`` (``segdeploy.evaluation.trivial``): the prior from the run's own
     training split where ``ds`` is its training set, else all-background and all-foreground only."""
     from segdeploy.evaluation.trivial import trivial_dice
-    from segdeploy.run_splits import trained_on
+    from segdeploy.run.splits import trained_on
 
     with warnings.catch_warnings():  # a run without recorded splits was already warned about for its test split
         warnings.simplefilter("ignore")
@@ -229,6 +226,19 @@ def bench_config(backend, precision, run, ds, ids, **kwargs) -> tuple[dict, Eval
         return {"status": "failed", "reason": f"{type(e).__name__}: {e}"}, None
 
 
+def _holding_results_lock(fn: Callable) -> Callable:
+    """One bench per results file, whoever calls (the command, a study cell, the demo, Python): two would run the
+    same configurations and write each row twice."""
+    @functools.wraps(fn)
+    def holding(run_dirs, data, backends, precisions, results, **kwargs):
+        results = Path(results)
+        with hold(results.with_name(f".{results.name}.lock"), "bench", results, reentrant=True):
+            return fn(run_dirs, data, backends, precisions, results, **kwargs)
+
+    return holding
+
+
+@_holding_results_lock
 def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequence[str],
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
@@ -254,7 +264,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     import segdeploy
     from segdeploy.data import open_dataset
     from segdeploy.data.class_map import dataset_for_run
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     if split not in SPLITS:
         raise SegdeployError(f"unknown split {split!r}.", fix=f"use one of {', '.join(SPLITS)}.")

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from segdeploy.bench.latency import PERCENTILE_MIN_N, supported
-from segdeploy.cli_util import fmt_num
+from segdeploy.numerics import fmt_num
 from segdeploy.records import BenchRow, References
 
 WIDTH = 120

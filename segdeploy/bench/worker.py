@@ -10,6 +10,10 @@ import json
 import os
 import sys
 
+from segdeploy import engines
+from segdeploy.bench.isolate import Job
+from segdeploy.errors import WriteFailed
+from segdeploy.evaluation.per_image import save_per_image
 from segdeploy.fileio import dumps
 
 
@@ -38,13 +42,10 @@ def bench_job(job, progress) -> dict:
     """The result message of ``job``: ``fields`` (the row's), and for an ``ok`` row with accuracy measured
     ``evaluation`` (metrics and class names; its per-image confusions written to ``job.per_image``); or
     ``write_failed`` with the reason when a write failed (the parent raises it, as the in-process path does)."""
-    from segdeploy import engines
     from segdeploy.bench.runner import bench_config
     from segdeploy.data import open_dataset
     from segdeploy.data.class_map import dataset_for_run
-    from segdeploy.errors import WriteFailed
-    from segdeploy.evaluation.per_image import save_per_image
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     if job.backend_module:
         engines.BACKENDS[job.backend] = job.backend_module
@@ -76,8 +77,6 @@ def bench_job(job, progress) -> dict:
 
 
 def main() -> None:
-    from segdeploy.bench.isolate import Job
-
     # stdout carries the protocol only: keep a private copy of it, and send fd 1 (C libraries' printf, Python's
     # print) to stderr
     protocol = os.fdopen(os.dup(1), "w", buffering=1, encoding="utf-8")

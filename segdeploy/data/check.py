@@ -15,8 +15,8 @@ from typing import Callable, Iterable
 import numpy as np
 from PIL import Image
 
-from segdeploy.data.folder import (GRAY_MODES, GROUPS_FILE, IMAGE_EXTS, META_FILE, SPLIT_FILE, SegDataset,
-                                   list_files, parse_classes, read_mask_array)
+from segdeploy.data.folder import (GRAY_MODES, GROUPS_FILE, IMAGE_EXTS, META_FILE, SPLIT_FILE, SegDataset, list_files,
+                                   parse_classes, read_image_array, read_mask_array)
 from segdeploy.data.splits import compile_group_regex, group_of, split_file_problems
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import read_json
@@ -217,7 +217,6 @@ def check_dataset(path: str | Path) -> list[Problem]:
 def dataset_info(path: str | Path, *, name: str | None = None) -> dict:
     """Counts, image sizes, channels, intensities, class frequencies, groups and split counts of a structurally
     valid folder (decodes every image and mask)."""
-    from segdeploy.data.folder import read_image_array
 
     ds = SegDataset(path, name=name)
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
+from segdeploy.data.folder import SegDataset, read_image_array
+from segdeploy.data.splits import group_of
 from segdeploy.errors import SegdeployError
 
 SCHEMA = "segdeploy.dedupe/1"
@@ -156,8 +158,6 @@ def dedupe_dataset(path: str | Path, *, threshold: int = DEFAULT_THRESHOLD, grou
                    ) -> DedupeReport:
     """Duplicates in a dataset folder, with the groups (``group_regex`` or meta.json's, groups.json) and the
     splits (split.json, else the default k-fold split) each set spans."""
-    from segdeploy.data.folder import SegDataset, read_image_array
-    from segdeploy.data.splits import group_of
 
     ds = SegDataset(path)
     hashes = hash_images(ds.ids, lambda i: read_image_array(ds.image_path(i), ds.in_chans))

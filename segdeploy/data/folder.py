@@ -27,6 +27,7 @@ from typing import Callable
 import numpy as np
 from PIL import Image
 
+from segdeploy.data.class_map import ClassMap
 from segdeploy.data.splits import SPLIT_NAMES, compile_group_regex, make_splits, splits_from_mapping
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import read_json
@@ -41,12 +42,6 @@ _REGISTRY: dict[str, Callable[..., Path]] = {}
 # modules that register built-in datasets; imported on first lookup so importing this module stays cheap
 _BUILTIN_MODULES = ("segdeploy.data.synthetic",)
 _builtins_loaded = False
-
-
-def cache_dir() -> Path:
-    """Where generated datasets live: ``$SEGDEPLOY_CACHE`` or ``~/.cache/segdeploy``."""
-    env = os.environ.get("SEGDEPLOY_CACHE")
-    return Path(env) if env else Path.home() / ".cache" / "segdeploy"
 
 
 def register_dataset(name: str) -> Callable:
@@ -202,8 +197,6 @@ class SegDataset:
         return view
 
     def _apply_class_map(self, class_map) -> None:
-        from segdeploy.data.class_map import ClassMap
-
         if self.class_map is not None:
             raise SegdeployError("a class map is already applied to this dataset.", path=self.root,
                                  fix="give one --class-map, written against the dataset's own labels.")

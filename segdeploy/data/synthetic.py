@@ -37,9 +37,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from segdeploy.data.folder import cache_dir, register_dataset
+from segdeploy.data.folder import register_dataset
 from segdeploy.errors import SegdeployError
-from segdeploy.fileio import atomic_write_bytes, atomic_write_json
+from segdeploy.fileio import atomic_write_bytes, atomic_write_json, cache_dir
 
 GENERATOR_VERSION = 2
 CLASSES = ["background", "cavity", "wall", "lesion"]

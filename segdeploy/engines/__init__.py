@@ -4,7 +4,7 @@ A backend is one module in this package with one :class:`segdeploy.engines.base.
 ``check`` says in one line why a configuration cannot run here (cheap, no model loaded), ``load`` loads it,
 ``infer`` computes. Heavy libraries (onnxruntime, tensorrt) are imported inside those methods, so a missing one
 costs a one-line :class:`BackendUnavailable`, not an ImportError at start-up. What a device name means is
-:mod:`segdeploy.device`.
+:mod:`segdeploy.machine.device`.
 """
 
 from __future__ import annotations
@@ -13,27 +13,20 @@ import importlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from segdeploy.backends import BACKENDS as BACKEND_TABLE
+from segdeploy.backends import DEFAULT_INT8_FORM, int8_form_for
 from segdeploy.errors import BackendUnavailable
-from segdeploy.export.artifacts import onnx_digest, onnx_files, onnx_size_mb  # noqa: F401 (re-exported)
+from segdeploy.run.artifacts import onnx_digest, onnx_files, onnx_size_mb  # noqa: F401 (re-exported)
 
-if TYPE_CHECKING:  # segdeploy.runs imports torch; `segdeploy engines --help` should not
+if TYPE_CHECKING:  # segdeploy.run.folder imports torch; `segdeploy engines --help` should not
     import numpy as np
 
     from segdeploy.engines.base import BaseEngine
-    from segdeploy.runs import Run
+    from segdeploy.run.folder import Run
 
-# backend name -> "module:EngineClass" implementing it (one registry; the module is imported on first use)
-BACKENDS: dict[str, str] = {
-    "torch": "segdeploy.engines.torch_backend:TorchEngine",
-    "torch-compile": "segdeploy.engines.torch_backend:TorchEngine",  # torch.compile (inductor; CUDA graphs on GPU)
-    "onnxruntime": "segdeploy.engines.ort_backend:OrtEngine",  # CPU execution provider
-    "onnxruntime-cuda": "segdeploy.engines.ort_backend:OrtEngine",  # CUDA execution provider
-    "onnxruntime-trt": "segdeploy.engines.ort_backend:OrtEngine",  # TensorRT execution provider
-    "tensorrt": "segdeploy.engines.trt_backend:TensorRTEngine",  # native TensorRT through polygraphy
-    "openvino": "segdeploy.engines.openvino_backend:OpenVinoEngine",  # OpenVINO on the CPU
-    "openvino-gpu": "segdeploy.engines.openvino_backend:OpenVinoEngine",  # an Intel GPU, where OpenVINO lists one
-    "openvino-npu": "segdeploy.engines.openvino_backend:OpenVinoEngine",  # an Intel NPU, where OpenVINO lists one
-}
+# backend name -> "module:EngineClass" implementing it (from the one table, segdeploy.backends; the module is
+# imported on first use)
+BACKENDS: dict[str, str] = {b.name: b.engine for b in BACKEND_TABLE}
 
 
 class Engine(Protocol):
@@ -84,8 +77,7 @@ def load_engine(backend: str, run: Run, precision: str, device: str = "auto", *,
 
 def missing_onnx_reason(run: Run, precision: str) -> str | None:
     """The one-line reason when the ONNX file an ONNX backend needs has not been exported."""
-    from segdeploy.export import EXPORT_PRECISIONS
-    from segdeploy.runs import onnx_path
+    from segdeploy.run.folder import EXPORT_PRECISIONS, onnx_path
 
     if onnx_path(run.dir, precision).is_file():
         return None
@@ -99,11 +91,10 @@ def missing_onnx_reason(run: Run, precision: str) -> str | None:
 def onnx_for_backend(run: Run, precision: str, backend: str) -> tuple[Path, dict]:
     """The ONNX file ``backend`` loads for ``precision``, and what the row should say about it (``onnx_form``).
 
-    INT8 comes in forms made for different runtimes (segdeploy.export.INT8_FORM_BACKENDS). Where a backend's own
+    INT8 comes in forms made for different runtimes (segdeploy.backends). Where a backend's own
     form was not exported (an older export, ``--int8-forms tensorrt``, or its quantization failed) the backend
     loads model.int8.onnx and ``onnx_form_fallback`` says why, so the row cannot pass for the other form."""
-    from segdeploy.export import DEFAULT_INT8_FORM, int8_form_for
-    from segdeploy.runs import onnx_path
+    from segdeploy.run.folder import onnx_path
 
     if precision != "int8":
         return onnx_path(run.dir, precision), {}

@@ -10,7 +10,7 @@ A backend is one module with one :class:`BaseEngine` subclass that fills in
 * ``infer(handle)``: compute only, inputs already where the engine reads them;
 
 and, where its inputs do not stay on the host, ``to_device``/``to_host``/``synchronize``/``release``. The check,
-the device rule (:mod:`segdeploy.device`) and ``run`` are written here once.
+the device rule (:mod:`segdeploy.machine.device`) and ``run`` are written here once.
 """
 
 from __future__ import annotations
@@ -20,18 +20,19 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
-from segdeploy.device import KINDS, resolve_device
+from segdeploy.backends import backend_info
+from segdeploy.machine.device import KINDS, resolve_device
 from segdeploy.errors import BackendUnavailable
 
 if TYPE_CHECKING:
-    from segdeploy.runs import Run
+    from segdeploy.run.folder import Run
 
 
 class BaseEngine(abc.ABC):
     """A model on one backend. ``run(x) == to_host(infer(to_device(x)))``; the split form lets a benchmark time
     device compute (``infer`` + ``synchronize``) apart from end-to-end latency (``run``)."""
 
-    # the device kinds this backend runs on, preferred first: what "auto" may resolve to (segdeploy.device)
+    # the device kinds of a backend segdeploy.backends does not list (a test double), preferred first
     DEVICE_KINDS: ClassVar[tuple[str, ...]] = KINDS
 
     def __init__(self, run: Run, precision: str, device: str = "auto", *, backend: str, threads: int | None = None):
@@ -52,7 +53,8 @@ class BaseEngine(abc.ABC):
     @classmethod
     def device_kinds(cls, backend: str) -> tuple[str, ...]:
         """What ``auto`` may resolve to for ``backend`` (one class may serve backends on different devices)."""
-        return cls.DEVICE_KINDS
+        info = backend_info(backend)
+        return info.device_kinds if info else cls.DEVICE_KINDS
 
     # -- what a backend fills in ---------------------------------------------------------------------------------
     @classmethod

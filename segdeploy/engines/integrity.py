@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from segdeploy.backends import DEFAULT_INT8_FORM
 from segdeploy.errors import SegdeployError, warn
+from segdeploy.run.artifacts import file_sha256, onnx_digest
 
 
 class StaleArtifact(SegdeployError):
@@ -21,17 +23,16 @@ class StaleArtifact(SegdeployError):
 def verify_onnx(run, precision: str, form: str | None = None) -> None:
     """Raise :class:`StaleArtifact` when ``onnx/model.<precision>.onnx`` (with ``form``, an INT8 form's own file,
     e.g. ``model.int8-cpu.onnx``) is not the file its manifest entry describes."""
-    from segdeploy.export import DEFAULT_INT8_FORM, read_manifest
-    from segdeploy.export.artifacts import onnx_digest
-    from segdeploy.runs import manifest_path, onnx_path
+    from segdeploy.run.folder import manifest_path, onnx_path
+    from segdeploy.run.manifest import read_manifest
 
     form = None if form == DEFAULT_INT8_FORM else form  # the tensorrt form is model.int8.onnx, the entry itself
     path = onnx_path(run.dir, precision, form)
     manifest = read_manifest(run.dir)
-    if not manifest or not path.is_file():
+    if not manifest.precisions or not path.is_file():
         return
     fix = f"re-export it: segdeploy export {run.dir} --precisions {precision}"
-    entry = top = (manifest.get("precisions") or {}).get(precision) or {}
+    entry = top = manifest.entry(precision)
     if form is not None:  # an INT8 form is recorded under its precision's entry, with its own sha256
         entry = ((entry.get("forms") or {}).get(form) or {}) if entry.get("status") == "ok" else {}
     what = f"{precision} ({form} form)" if form else precision
@@ -71,8 +72,7 @@ _warned: set[str] = set()
 def other_checkpoint(run, entry: dict) -> str | None:
     """What is wrong when the manifest ``entry`` was exported from another ``model.safetensors`` than the run's
     current one (None when it is the same, or when that cannot be told: see the module docstring)."""
-    from segdeploy.bench.artifacts import file_sha256
-    from segdeploy.runs import WEIGHTS
+    from segdeploy.run.folder import WEIGHTS
 
     recorded = entry.get("checkpoint_sha256")
     weights = Path(run.dir) / WEIGHTS
@@ -91,10 +91,10 @@ def other_checkpoint(run, entry: dict) -> str | None:
 
 def checkpoint_changed(run, precision: str) -> bool:
     """Whether ``precision``'s manifest entry names another checkpoint than the run's current one."""
-    from segdeploy.export import read_manifest
+    from segdeploy.run.manifest import read_manifest
 
     try:
-        entry = (read_manifest(run.dir).get("precisions") or {}).get(precision) or {}
+        entry = read_manifest(run.dir).entry(precision)
     except SegdeployError:
         return False  # a damaged manifest: loading the engine reports it
     return entry.get("status") == "ok" and bool(entry.get("checkpoint_sha256")) and \

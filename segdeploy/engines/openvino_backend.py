@@ -32,11 +32,12 @@ from collections import Counter
 
 import numpy as np
 
-from segdeploy.device import CPU
 from segdeploy.engines import missing_onnx_reason, onnx_for_backend, onnx_size_mb
 from segdeploy.engines.base import BaseEngine
+from segdeploy.engines.integrity import verify_onnx
 from segdeploy.errors import SegdeployError
-from segdeploy.runs import Run
+from segdeploy.machine.device import CPU
+from segdeploy.run.folder import Run
 
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 BACKEND_DEVICES = {"openvino": "CPU", "openvino-gpu": "GPU", "openvino-npu": "NPU"}
@@ -89,8 +90,6 @@ class OpenVinoEngine(BaseEngine):
     """One compiled model and its synchronous infer request. NPUs compile static shapes only: there a model is
     compiled per input shape on first use (``static_shapes``)."""
 
-    DEVICE_KINDS = (CPU,)  # segdeploy's device rule knows cpu and cuda; Intel GPUs/NPUs are named below
-
     def __init__(self, run: Run, precision: str, device: str = "auto", *, backend: str, threads: int | None = None):
         target = BACKEND_DEVICES.get(backend, "CPU")
         # the row's own name for an Intel device (intel-gpu) is accepted like auto; anything else is the device rule's
@@ -135,7 +134,6 @@ class OpenVinoEngine(BaseEngine):
     def load(self) -> None:
         import openvino as ov
 
-        from segdeploy.engines.integrity import verify_onnx
 
         run, target, threads = self.source, self._target, self.threads
         onnx_precision = ONNX_PRECISION[self.precision]

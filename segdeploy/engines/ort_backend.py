@@ -14,12 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.device import CPU, CUDA, cuda_index, resolve_device
 from segdeploy.engines import missing_onnx_reason, onnx_for_backend, onnx_size_mb
 from segdeploy.engines.base import BaseEngine
+from segdeploy.engines.integrity import verify_onnx
 from segdeploy.engines.profiles import DEFAULT_BATCH, onnx_input_name, profile_shapes
 from segdeploy.errors import BackendUnavailable, SegdeployError
-from segdeploy.runs import PRECISIONS, Run
+from segdeploy.machine.device import CPU, CUDA, cuda_index, resolve_device
+from segdeploy.run.folder import PRECISIONS, Run
 
 PROVIDERS = {
     "onnxruntime": "CPUExecutionProvider",
@@ -87,10 +88,6 @@ def _session_load_errors():
 
 class OrtEngine(BaseEngine):
     @classmethod
-    def device_kinds(cls, backend: str) -> tuple[str, ...]:
-        return (CPU,) if backend == "onnxruntime" else (CUDA,)
-
-    @classmethod
     def check(cls, precision: str, device: str = "auto", *, backend: str, run: Run | None = None) -> str | None:
         if backend not in PROVIDERS:
             return f"{backend} is not an onnxruntime backend ({', '.join(PROVIDERS)})"
@@ -118,7 +115,6 @@ class OrtEngine(BaseEngine):
     def load(self) -> None:
         import onnxruntime as ort
 
-        from segdeploy.engines.integrity import verify_onnx
 
         run, backend, precision, target = self.source, self.backend, self.precision, self.device
         path, form_info = onnx_for_backend(run, precision, backend)

@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from segdeploy.device import CPU, missing_device_reason, resolve_device
+from segdeploy.machine.device import CPU, missing_device_reason, resolve_device
 from segdeploy.engines.base import BaseEngine
-from segdeploy.envinfo import has_native_bf16
-from segdeploy.runs import WEIGHTS, Run
+from segdeploy.machine.envinfo import has_native_bf16
+from segdeploy.run.folder import WEIGHTS, Run
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

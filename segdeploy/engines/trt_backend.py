@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from segdeploy.device import CPU, CUDA, cuda_device, missing_device_reason, resolve_device
+from segdeploy.machine.device import CPU, cuda_device, missing_device_reason, resolve_device
 from segdeploy.engines import missing_onnx_reason
 from segdeploy.engines.base import BaseEngine
 from segdeploy.engines.profiles import DEFAULT_BATCH
 from segdeploy.engines.trt_build import (BF16_SINCE, build_engine, engine_path, fresh_record, import_tensorrt,
                                          parse_version)
 from segdeploy.errors import BackendUnavailable, SegdeployError
-from segdeploy.runs import PRECISIONS, Run
+from segdeploy.run.folder import PRECISIONS, Run
 
 
 def _torch_dtype(trt_dtype):
@@ -34,8 +34,6 @@ def _activation_bytes(trt_engine) -> int:
 
 
 class TensorRTEngine(BaseEngine):
-    DEVICE_KINDS = (CUDA,)
-
     @classmethod
     def check(cls, precision: str, device: str = "auto", *, backend: str = "tensorrt",
               run: Run | None = None) -> str | None:

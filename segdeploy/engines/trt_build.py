@@ -18,12 +18,14 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from segdeploy.device import CUDA, cuda_device, cuda_index, resolve_device
+from segdeploy.engines import missing_onnx_reason
+from segdeploy.engines.integrity import verify_onnx
 from segdeploy.engines.profiles import DEFAULT_BATCH, onnx_input_name, profile_record, profile_shapes
 from segdeploy.errors import BackendUnavailable, SegdeployError
-from segdeploy.export.artifacts import onnx_digest  # noqa: F401 (re-exported)
 from segdeploy.fileio import atomic_write_bytes, atomic_write_json, read_json
-from segdeploy.runs import Run, onnx_path
+from segdeploy.machine.device import CUDA, cuda_device, cuda_index, resolve_device
+from segdeploy.run.artifacts import onnx_digest  # noqa: F401 (re-exported)
+from segdeploy.run.folder import Run, onnx_path
 
 STRONGLY_TYPED_SINCE = (10, 0)  # NetworkDefinitionCreationFlag.STRONGLY_TYPED in every 10.x, Jetson's 10.3 too
 FLAGS_REMOVED_SINCE = (11, 0)  # BuilderFlag FP16/INT8/BF16/FP8 no longer exist; networks are always strongly typed
@@ -155,7 +157,7 @@ def import_tensorrt():
 
 
 def gpu_identity(device: str) -> dict:
-    from segdeploy.envinfo import gpus, jetson_model
+    from segdeploy.machine.envinfo import gpus, jetson_model
 
     index = cuda_index(device) or 0
     found = gpus()
@@ -218,13 +220,11 @@ def build_engine(run: Run, precision: str, *, batch: str = DEFAULT_BATCH, worksp
     """Build (or reuse) ``engines/model.<precision>.engine``; returns its record and what happened. ``dla``: build
     for that Jetson DLA core with GPU fallback (DLA runs fp16/int8 only)."""
     trt = import_tensorrt()
-    from segdeploy.engines import missing_onnx_reason
 
     device = resolve_device(device, (CUDA,))
     reason = missing_onnx_reason(run, precision)
     if reason:
         raise BackendUnavailable(reason)
-    from segdeploy.engines.integrity import verify_onnx
 
     verify_onnx(run, precision)
     problem = dla_problem(precision, batch) if dla is not None else None

@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.evaluation.metrics import SegMetrics, confusion_scores, image_dice
+from segdeploy.fileio import atomic_write_bytes
+from segdeploy.numerics import require_finite
 
 Predict = Callable[[np.ndarray], np.ndarray]
 
@@ -124,8 +126,6 @@ def evaluate(predict: Predict, dataset, ids: Sequence[str], *, img_size: int, me
     caller that needs some predictions keeps them). ``compute_hd95=False`` skips the surface distances (the
     slow part) where only overlap is wanted."""
     from segdeploy.data.transforms import restore
-    from segdeploy.fileio import atomic_write_bytes
-    from segdeploy.numerics import require_finite
 
     ids = list(ids)
     if not ids:

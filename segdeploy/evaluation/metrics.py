@@ -140,19 +140,31 @@ class SegMetrics:
         return out
 
 
-def _split_scores(cm: np.ndarray, per_image_dice: Sequence[float], class_names: Sequence[str]) -> dict:
+def micro_scores(confusion: np.ndarray) -> dict:
+    """The micro scores of (K, K) or (N, K, K) confusions (summed over the images first): mDSC, mIoU, mean recall
+    and mean precision over the foreground classes, and the foreground Dice per class. The one place a split's
+    Dice is computed from confusions: bench rows, their statistics and the study's bootstrap all use it."""
+    cm = np.asarray(confusion)
+    if cm.ndim == 3:
+        cm = cm.sum(axis=0)
     scores = per_class_scores(cm)
+    return {"dice": _mean(scores["dice"][1:]), "iou": _mean(scores["iou"][1:]),
+            "recall": _mean(scores["recall"][1:]), "precision": _mean(scores["precision"][1:]),
+            "dice_per_class": scores["dice"][1:], "iou_per_class": scores["iou"][1:]}
+
+
+def _split_scores(cm: np.ndarray, per_image_dice: Sequence[float], class_names: Sequence[str]) -> dict:
+    micro = micro_scores(cm)
     fg = list(class_names)[1:]
-    per_class = {key: dict(zip(fg, values[1:])) for key, values in scores.items()}
     return {
         "n_images": len(per_image_dice),
-        "dice": _mean(scores["dice"][1:]),
-        "dice_per_class": per_class["dice"],
+        "dice": micro["dice"],
+        "dice_per_class": dict(zip(fg, micro["dice_per_class"])),
         "dice_per_image": float(np.mean(per_image_dice)) if len(per_image_dice) else None,
-        "iou": _mean(scores["iou"][1:]),
-        "iou_per_class": per_class["iou"],
-        "precision_fg": _mean(scores["precision"][1:]),
-        "recall_fg": _mean(scores["recall"][1:]),
+        "iou": micro["iou"],
+        "iou_per_class": dict(zip(fg, micro["iou_per_class"])),
+        "precision_fg": micro["precision"],
+        "recall_fg": micro["recall"],
     }
 
 

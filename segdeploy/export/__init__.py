@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import importlib
 
+from segdeploy.backends import DEFAULT_INT8_FORM, INT8_FORM_BACKENDS, int8_form_for
 from segdeploy.export.calibration import load_images
-from segdeploy.export.manifest import read_manifest
-from segdeploy.export.pipeline import (DEFAULT_INT8_FORM, EXPORT_PRECISIONS, INT8_FORM_BACKENDS, MIN_OPSET,
-                                       export_run, int8_form_for)
+from segdeploy.export.pipeline import MIN_OPSET, export_run
+from segdeploy.run.folder import EXPORT_PRECISIONS
+from segdeploy.run.manifest import read_manifest
 
 # public names that live in modules importing torch/onnx/onnxruntime, resolved on first access (PEP 562)
 _LAZY = {

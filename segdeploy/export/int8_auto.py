@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
+from segdeploy.export.onnx_export import INPUT_NAME, ort_session
 from segdeploy.export.quantize import (QUANTIZED_OP_TYPES, ArrayCalibrationReader, preprocess_for_quantization,
                                        quantize_int8)
 
@@ -29,7 +30,6 @@ def onnx_dice(path: str | Path, dataset, ids: Sequence[str], *, img_size: int, m
     """The study's Dice (micro over the images, mean over foreground classes) of an ONNX model in ORT CPU on
     ``ids`` of ``dataset``, through the one evaluation path."""
     from segdeploy.evaluation.evaluate import evaluate
-    from segdeploy.export.onnx_export import INPUT_NAME, ort_session
 
     session = ort_session(path)
     return evaluate(lambda x: session.run(None, {INPUT_NAME: x})[0], dataset, ids, img_size=img_size, mean=mean,

@@ -5,36 +5,23 @@ the others are still exported."""
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Iterable
 
 import numpy as np
 
-from segdeploy.errors import SegdeployError
+from segdeploy.backends import DEFAULT_INT8_FORM, INT8_FORM_BACKENDS
+from segdeploy.errors import SegdeployError, describe_error
 from segdeploy.export.calibration import load_images
-from segdeploy.export.manifest import manifest_header, now, read_manifest, write_manifest
+from segdeploy.export.onnx_export import check_dynamic_batch, onnx_opset, parity, remove_onnx
+from segdeploy.export.precision import convert_fp16
+from segdeploy.fileio import sha256_file
+from segdeploy.run.artifacts import onnx_digest
+from segdeploy.run.folder import EXPORT_PRECISIONS, WEIGHTS, load_run, onnx_path
+from segdeploy.run.manifest import ExportManifest, manifest_header, now, read_manifest, write_manifest
 
-EXPORT_PRECISIONS = ("fp32", "fp16", "int8")
 MIN_OPSET = 17  # LayerNormalization is one op from 17; split LayerNorm overflows in TensorRT FP16
-
-# INT8 Q/DQ forms (how each is quantized: segdeploy.export.quantize.INT8_FORMS) and the backends that load each,
-# chosen by measurement (benchmarks/cpu_int8.py): TensorRT accepts only the symmetric int8 form; onnxruntime's CPU
-# kernels run the uint8-activation form faster (every Conv/MatMul fused); OpenVINO's CPU plugin runs the symmetric
-# int8 form a little faster but far less exactly (SegFormer-B3: 71% of pixels keep their fp32 class, against 96%
-# for onnxruntime on the same file and 97% for OpenVINO on the uint8 form). OpenVINO's
-# GPU/NPU plugins share its low-precision transformations and load the same form (not measured: no such device
-# here). A backend not listed loads the tensorrt form, model.int8.onnx.
-DEFAULT_INT8_FORM = "tensorrt"
-INT8_FORM_BACKENDS = {
-    "tensorrt": ("tensorrt", "onnxruntime-trt", "onnxruntime-cuda"),
-    "cpu": ("onnxruntime", "openvino", "openvino-gpu", "openvino-npu"),
-}
-
-
-def int8_form_for(backend: str) -> str:
-    """The INT8 form ``backend`` loads."""
-    return next((form for form, backends in INT8_FORM_BACKENDS.items() if backend in backends), DEFAULT_INT8_FORM)
-
 
 class PrecisionFailed(Exception):
     """A precision's own check failed (the message is the manifest's reason as it stands)."""
@@ -78,10 +65,7 @@ def _int8_forms_entry(run, fp32_file: Path, calib_batch: np.ndarray, calib_metho
     calibration images and excluded nodes, and checked like any precision (its own ``sha256``, which the engines
     verify before loading it). A form that fails is recorded with its reason; the backends that would load it fall
     back to the tensorrt form (and say so in their rows)."""
-    from segdeploy.errors import describe_error
-    from segdeploy.export.onnx_export import remove_onnx
     from segdeploy.export.quantize import INT8_FORMS, qdq_report, quantize_int8
-    from segdeploy.runs import onnx_path
 
     record = {DEFAULT_INT8_FORM: {"file": onnx_path(run.dir, "int8").relative_to(run.dir).as_posix(),
                                   "backends": list(INT8_FORM_BACKENDS[DEFAULT_INT8_FORM])}}
@@ -108,9 +92,6 @@ def _int8_forms_entry(run, fp32_file: Path, calib_batch: np.ndarray, calib_metho
 
 
 def _file_entry(run_dir: Path, path: Path, model, parity_images: np.ndarray) -> dict:
-    from segdeploy.export.artifacts import onnx_digest
-    from segdeploy.export.onnx_export import check_dynamic_batch, onnx_opset, parity
-
     check_dynamic_batch(path, parity_images.shape[1:])
     return {
         "file": path.relative_to(run_dir).as_posix(),
@@ -124,7 +105,7 @@ def _file_entry(run_dir: Path, path: Path, model, parity_images: np.ndarray) -> 
 def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISIONS, *, calib_images: int = 32,
                calib_method: str = "minmax", parity_images: int = 8, opset: int = 18, int8_auto: bool = False,
                int8_target: float = 0.99, int8_forms: Iterable[str] = ("tensorrt", "cpu"),
-               on_step: Callable[[str, str], None] | None = None) -> dict:
+               on_step: Callable[[str, str], None] | None = None) -> ExportManifest:
     """Export ``run_dir``'s model to ONNX in ``precisions`` and write ``onnx/manifest.json``; returns it.
 
     Parity is measured on the first ``parity_images`` test images, INT8 calibration on a seeded choice of
@@ -135,12 +116,8 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
     ``int8_forms``: the INT8 Q/DQ forms to write (:data:`segdeploy.export.quantize.INT8_FORMS`; ``tensorrt`` is
     model.int8.onnx and always written); the int8 entry's ``forms`` says which file each backend loads.
     """
-    from segdeploy.errors import describe_error
     from segdeploy.export.onnx_export import ExportFailed, export_onnx
-    from segdeploy.export.precision import convert_fp16
     from segdeploy.export.quantize import qdq_report, quantize_int8
-    from segdeploy.fileio import sha256_file
-    from segdeploy.runs import WEIGHTS, load_run, onnx_path
 
     precisions = _check_args(precisions, calib_images, calib_method, parity_images, opset)
     int8_forms = _check_forms(int8_forms)
@@ -226,9 +203,7 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
 
 
 def _remove_precision(run, precision: str) -> None:
-    from segdeploy.export.onnx_export import remove_onnx
     from segdeploy.export.quantize import INT8_FORMS
-    from segdeploy.runs import onnx_path
 
     remove_onnx(onnx_path(run.dir, precision))
     if precision == "int8":
@@ -237,8 +212,7 @@ def _remove_precision(run, precision: str) -> None:
                 remove_onnx(onnx_path(run.dir, "int8", form))
 
 
-def _write_manifest(run, manifest: dict, entries: dict[str, dict]) -> dict:
-    manifest.update(manifest_header(run))
-    manifest["precisions"] = {**manifest.get("precisions", {}), **entries}
+def _write_manifest(run, manifest: ExportManifest, entries: dict[str, dict]) -> ExportManifest:
+    manifest = replace(manifest, **manifest_header(run), precisions={**manifest.precisions, **entries})
     write_manifest(run.dir, manifest)
     return manifest

@@ -13,7 +13,7 @@ the CPU runtimes are built for. With int8 activations ORT's x86 graph optimizer 
 activations every Conv and MatMul becomes QLinearConv/QLinearMatMul (measured with
 ``SessionOptions.optimized_model_filepath``, see benchmarks/cpu_int8.py). OpenVINO runs both forms at about the same
 speed but computes the int8-activation form much less exactly than onnxruntime does. TensorRT rejects this form
-(non-zero zero-points). Which backend loads which form: ``segdeploy.export.INT8_FORM_BACKENDS``.
+(non-zero zero-points). Which backend loads which form: ``segdeploy.backends``.
 """
 
 from __future__ import annotations
@@ -32,9 +32,9 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quantize_static)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from segdeploy.backends import DEFAULT_INT8_FORM as DEFAULT_FORM  # the form in model.int8.onnx
 from segdeploy.errors import SegdeployError, describe_error
 from segdeploy.export.onnx_export import INPUT_NAME
-from segdeploy.export.pipeline import DEFAULT_INT8_FORM as DEFAULT_FORM  # the form in model.int8.onnx
 from segdeploy.fileio import atomic_target, commit
 
 CALIB_METHODS = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
@@ -67,7 +67,7 @@ CPU_QDQ_OPTIONS = {
 
 @dataclass(frozen=True)
 class Int8Form:
-    """How one Q/DQ layout of the INT8 model is quantized (which backends load it: export.INT8_FORM_BACKENDS).
+    """How one Q/DQ layout of the INT8 model is quantized (which backends load it: segdeploy.backends).
 
     ``float_activation_matmuls``: MatMuls of two activations (attention's QK^T and its product with V) stay in
     floating point. On x86 CPUs their int8 versions cost more than they save: onnxruntime runs them as

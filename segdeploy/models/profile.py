@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from segdeploy.models import count_params
+from segdeploy.models import count_params, create_model
 
 PROFILE_SIZE = 512  # the study's input size: GFLOPs are comparable across models only at one size
 PROFILE_CLASSES = 2  # the head's width barely changes the totals; binary is the common case
@@ -49,7 +49,6 @@ def build_for_profile(name: str) -> nn.Module:
     """``name`` at the declared configuration (PROFILE_SIZE, PROFILE_CLASSES, 3 channels) on the meta device (no
     memory, no weight init: a 50M-parameter model builds in well under a second instead of seconds); on CPU when
     its constructor needs real tensors."""
-    from segdeploy.models import create_model
 
     kwargs = dict(num_classes=PROFILE_CLASSES, in_chans=3, img_size=PROFILE_SIZE)
     try:

@@ -33,6 +33,7 @@ from segdeploy.errors import SegdeployError
 from segdeploy.models import register_model
 from segdeploy.models._init import transformer_init
 from segdeploy.models._selective_scan import selective_scan
+from segdeploy.models.weights import read_state_dict
 
 # the VMamba-Tiny release Swin-UMamba's README points to (MzeroMiko/VMamba, release #20240218)
 VMAMBA_TINY_URL = ("https://github.com/MzeroMiko/VMamba/releases/download/%2320240218/"
@@ -217,7 +218,6 @@ def load_vmamba_imagenet(model: SwinUMamba, path: str | Path) -> None:
     Kept out: the classifier (``head``, ``norm``) and the patch embedding, which in Swin-UMamba reads the
     48-channel stem output through a 2x2 patch instead of the image through a 4x4 one.
     """
-    from segdeploy.models.weights import read_state_dict
 
     state = {k: v for k, v in read_state_dict(path).items() if k.startswith("layers.")}
     own = model.vssm_encoder.state_dict()

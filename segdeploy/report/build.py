@@ -1,5 +1,5 @@
 """``write_report(inputs, out)``: load the results, compute the summary once, write ``report.html``, ``report.md``
-``summary.csv`` and ``answer.json`` (``segdeploy.study.answer``) atomically into ``out``."""
+``summary.csv`` and ``answer.json`` (``segdeploy.analysis.answer``) atomically into ``out``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segdeploy.errors import SegdeployError
-from segdeploy.study import stats
+from segdeploy.analysis import stats
 
 PUBLISHED_AUTO = "auto"
 
@@ -26,7 +26,7 @@ class ReportFiles:
 def resolve_published(choice: str | None, inputs: Sequence[Path]):
     """``auto``: a ``published.csv`` in a study folder, else the shipped reference-study table; ``none``: no
     published figures; ``borst2026``: the shipped table; anything else: a CSV path."""
-    from segdeploy.study.published import SHIPPED_NAME, load_published
+    from segdeploy.analysis.published import SHIPPED_NAME, load_published
 
     choice = choice or PUBLISHED_AUTO
     if choice == "none":
@@ -45,7 +45,7 @@ def cam_section(folders: Sequence[Path], summary, *, images: bool = True):
     from segdeploy.report import figures
     from segdeploy.report.cams import cam_share_rows, class_share_text, find_cams, montage_tiles
     from segdeploy.report.document import Figure, Paragraph, Section, Table, slug
-    from segdeploy.study.aggregate import chosen
+    from segdeploy.analysis.aggregate import chosen
 
     chosen_cells = {r.cell for r in chosen(summary.rows, summary.choices)}
     cams, notes = find_cams(folders, summary.rows, chosen_cells)
@@ -80,9 +80,10 @@ def write_report(inputs: Sequence[str | Path], out: str | Path, *, published: st
     from segdeploy.report.document import Figure, to_html, to_markdown
     from segdeploy.report.study_report import MAX_HTML_BYTES, build_document
     from segdeploy.report.summary_csv import summary_records, to_csv
-    from segdeploy.study.rows import load_rows, results_files
-    from segdeploy.study.answer import write_answer
-    from segdeploy.study.summary import answers, summarize
+    from segdeploy.analysis.rows import load_rows, results_files
+    from segdeploy.analysis.answer import write_answer
+    from segdeploy.analysis.answer import answers
+    from segdeploy.analysis.summary import summarize
 
     inputs = [Path(p) for p in inputs]
     files = results_files(inputs)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.study.aggregate import fold_order
-from segdeploy.study.rows import StudyRow
+from segdeploy.analysis.aggregate import fold_order
+from segdeploy.analysis.rows import StudyRow
 
 MAX_TILES = 4
 TILE_PX = 320

@@ -50,7 +50,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from segdeploy.cpuinfo import kernel_paths
+from segdeploy.machine.cpuinfo import kernel_paths
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import iter_jsonl, read_json
 from segdeploy.records import FP32_SHARE, BenchRow, CheckKey, References, device_kind
@@ -125,7 +125,7 @@ def _usable(row: BenchRow | None) -> bool:
 
 def machine_class(row: BenchRow | Mapping) -> str | None:
     """The machine class a row's numbers belong to: the GPU's name for a CUDA row; for a CPU row the architecture
-    and the int8/bf16/fp16 instruction paths its kernels take (``segdeploy.cpuinfo``), which is what changes
+    and the int8/bf16/fp16 instruction paths its kernels take (``segdeploy.machine.cpuinfo``), which is what changes
     oneDNN's kernels, not the marketing name. None when the row recorded no environment."""
     row = BenchRow.coerce(row)
     env = row.env if isinstance(row.env, Mapping) else {}

@@ -8,7 +8,7 @@ import math
 from collections.abc import Sequence
 
 from segdeploy.report.figures import _plt, family_colour
-from segdeploy.study.verdict import under_trained
+from segdeploy.analysis.verdict import under_trained
 
 COLUMNS = 4
 

@@ -176,7 +176,7 @@ def pareto_figure(points: Sequence[dict], numbered: bool | None = None):
     label per model is enough. Labels name the models next to their points; where a panel has more than
     ``MAX_NAMED_LABELS`` of them, or adjustText leaves two overlapping, each model gets a number instead and a key
     beside the plot names it (``numbered`` forces one or the other)."""
-    from segdeploy.study.stats import pareto_front
+    from segdeploy.analysis.stats import pareto_front
 
     plt = _plt()
     axes_used = [(k, label) for k, label in PARETO_AXES

@@ -16,14 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.cli_util import fmt_num
-from segdeploy.cpuinfo import kernel_paths
+from segdeploy.numerics import fmt_num
+from segdeploy.machine.cpuinfo import kernel_paths
 from segdeploy.report import figures
 from segdeploy.report.document import Answers, Document, Figure, Paragraph, Section, Table
 from segdeploy.report.document import slug as _slug
-from segdeploy.study.aggregate import ALL_DATASETS
-from segdeploy.study.published import LABEL, canonical_dataset
-from segdeploy.study.summary import StudySummary, answers, fmt_p, limitations, plain_op_models, sig3
+from segdeploy.analysis.aggregate import ALL_DATASETS
+from segdeploy.analysis.published import LABEL, canonical_dataset
+from segdeploy.analysis.answer import answers
+from segdeploy.analysis.summary import StudySummary, fmt_p, limitations, plain_op_models
+from segdeploy.numerics import sig3
 
 MAX_HTML_BYTES = 5_000_000
 
@@ -78,7 +80,7 @@ def _beats(summary: StudySummary, dataset: str, model: str) -> str:
 
 
 def _verdict(summary: StudySummary, c) -> str:
-    from segdeploy.study.answer import verdict
+    from segdeploy.analysis.answer import verdict
 
     judged = summary.learned.get(c.dataset)
     return verdict(c, True if c.dataset == ALL_DATASETS else (judged.learned if judged else None))

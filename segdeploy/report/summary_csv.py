@@ -14,8 +14,8 @@ import csv
 import io
 import re
 
-from segdeploy.study.aggregate import ALL_DATASETS
-from segdeploy.study.summary import Answer, StudySummary
+from segdeploy.analysis.aggregate import ALL_DATASETS
+from segdeploy.analysis.summary import Answer, StudySummary
 
 COLUMNS = ("section", "dataset", "target", "device", "model", "family", "backend", "precision", "quantity", "value",
            "ci_low", "ci_high", "n", "note")

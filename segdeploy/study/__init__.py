@@ -8,6 +8,5 @@ Running it (``segdeploy study init`` / ``study run``):
 ``executors`` (local, ray), ``results`` (results file, lr selection), ``view`` (live view). The modules import
 torch and ray inside functions, so loading and validating a study file is cheap.
 
-Summarising it: statistics over a grid of bench rows (``stats``, ``aggregate``), the rows' adapter (``rows``) and
-the published accuracy of the reference study (``published``).
+Summarising it is :mod:`segdeploy.analysis` (statistics, aggregation, summary, cost, published accuracy).
 """

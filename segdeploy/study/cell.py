@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from segdeploy.backends import reads_onnx
 from segdeploy.errors import SegdeployError, WriteFailed
 from segdeploy.fileio import atomic_write_json, atomic_write_text
 from segdeploy.study.config import CrossTarget, StudyConfig
@@ -26,8 +27,6 @@ from segdeploy.study.plan import CELL_RECORD, STATUS, Cell, cell_dir, fingerprin
 
 BENCH_FILE = "bench.jsonl"
 CAM_DIR = "cam"
-ONNX_BACKENDS = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-trt", "tensorrt", "openvino", "openvino-gpu",
-                 "openvino-npu")  # the backends that read the exported ONNX files
 
 
 @dataclass
@@ -72,7 +71,7 @@ def run_cell(config: StudyConfig, cell: Cell, study_dir: str | Path) -> CellOutc
         enter("train" if config.train else "init")
         meta = _train(config, cell, folder) if config.train else _init_untrained(config, cell, folder)
         val_dice = (meta.val or {}).get("dice") if config.train else None
-        if any(b in ONNX_BACKENDS for b in config.backends):
+        if any(reads_onnx(b) for b in config.backends):
             enter("export")
             _export(config, folder)
         enter("bench")
@@ -122,7 +121,7 @@ def training_curve(folder: Path, meta) -> dict | None:
     to judge convergence by, not to recompute anything from), and whether training stopped early; carried in the
     cell's in-domain rows so the report needs only the results file."""
     from segdeploy.fileio import iter_jsonl
-    from segdeploy.runs import HISTORY
+    from segdeploy.run.folder import HISTORY
 
     path = folder / HISTORY
     if not path.is_file():
@@ -151,7 +150,7 @@ def failed_row(config: StudyConfig, cell: Cell, stage: str, reason: str) -> dict
 
 def _train(config: StudyConfig, cell: Cell, folder: Path):
     """The cell's trained run (a ``RunMeta``): trained here, continued from its last epoch, or found complete."""
-    from segdeploy.runs import HISTORY, META, TRAIN_STATE, WEIGHTS, read_meta
+    from segdeploy.run.folder import HISTORY, META, TRAIN_STATE, WEIGHTS, read_meta
     from segdeploy.train.loop import TrainConfig, train_model
 
     if (folder / META).is_file():
@@ -178,8 +177,8 @@ def _init_untrained(config: StudyConfig, cell: Cell, folder: Path):
     from segdeploy.data import open_dataset
     from segdeploy.data.class_map import class_map_record
     from segdeploy.models import count_params, create_model, model_info
-    from segdeploy.run_splits import write_splits
-    from segdeploy.runs import META, read_meta, save_checkpoint
+    from segdeploy.run.splits import write_splits
+    from segdeploy.run.folder import META, read_meta, save_checkpoint
 
     if (folder / META).is_file() and read_meta(folder).complete:
         return read_meta(folder)
@@ -210,8 +209,7 @@ def _export(config: StudyConfig, folder: Path) -> None:
     from segdeploy.export import EXPORT_PRECISIONS, export_run, read_manifest
 
     manifest = read_manifest(folder)
-    todo = [p for p in config.precisions if p in EXPORT_PRECISIONS
-            and manifest.get("precisions", {}).get(p, {}).get("status") != "ok"]
+    todo = [p for p in config.precisions if p in EXPORT_PRECISIONS and not manifest.is_ok(p)]
     if todo:
         export_run(folder, todo)  # a precision that fails is a manifest entry; bench makes it a row
 

@@ -15,6 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
+from segdeploy.engines import BACKENDS
 from segdeploy.errors import SegdeployError
 
 TEMPLATES = ("demo", "reference", "cost")
@@ -141,7 +142,7 @@ def _int(lo: int, hi: int | None = None) -> Callable[[Any], int]:
 
 
 def _number(positive: bool = True) -> Callable[[Any], float]:
-    from segdeploy.cli_util import checked_number  # the command line's check: finite, >= 0 (> 0 if positive)
+    from segdeploy.numerics import checked_number  # the command line's check: finite, >= 0 (> 0 if positive)
 
     return lambda v: checked_number(v, positive=positive)
 
@@ -287,7 +288,6 @@ def parse_study(data: dict, *, path: str | Path | None = None, default_name: str
     if unknown:
         raise SegdeployError(f"`models` names unregistered model(s) {', '.join(unknown)}.", path=path,
                              fix=f"choose from `segdeploy models`: {', '.join(sorted(known))}.")
-    from segdeploy.engines import BACKENDS
 
     bad = [b for b in values.get("backends", ()) if b not in BACKENDS]
     if bad:

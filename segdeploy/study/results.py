@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from segdeploy.fileio import atomic_write_json, atomic_write_text, dumps
+from segdeploy.evaluation.selection import RULE, select_lr
+from segdeploy.fileio import atomic_write_json, atomic_write_text, dumps, read_jsonl
 
 RESULTS = "results.jsonl"
 SELECTION = "selection.json"
-SELECTION_RULE = ("per model x dataset, the lr with the best mean validation Dice over its folds (Borst & Kounev "
-                  "2026); ties go to the smaller lr (as segdeploy.study.aggregate.select_lr); a model x dataset is "
-                  "complete when every fold of every lr has finished")
+SELECTION_RULE = f"{RULE}; a model x dataset is complete when every fold of every lr has finished"
 
 
 def cell_of(row: dict) -> str | None:
@@ -32,19 +31,9 @@ def cell_of(row: dict) -> str | None:
 
 
 def read_rows(path: str | Path) -> list[dict]:
-    """Every complete row; a line that does not parse (written by something other than the driver) is skipped."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(row, dict):
-            rows.append(row)
-    return rows
+    """Every row, read by the one results reader (:func:`segdeploy.fileio.iter_jsonl`): a torn last line (an
+    interrupted write) is skipped with a warning naming it; an invalid line elsewhere is a one-line error."""
+    return read_jsonl(path)
 
 
 def write_rows(path: str | Path, rows: Iterable[dict]) -> None:
@@ -79,7 +68,7 @@ def _clean(path: str | Path) -> bool:
     return True
 
 
-def select_lr(rows: Iterable[dict], lrs: Iterable[float], folds: Iterable[int]) -> list[dict]:
+def lr_selections(rows: Iterable[dict], lrs: Iterable[float], folds: Iterable[int]) -> list[dict]:
     """The lr choice per model x dataset from the rows' validation Dice (one value per cell)."""
     lrs, folds = list(lrs), list(folds)
     per_cell: dict[str, dict] = {}
@@ -99,8 +88,8 @@ def select_lr(rows: Iterable[dict], lrs: Iterable[float], folds: Iterable[int]) 
             if scores:
                 candidates.append({"lr": lr, "mean_val_dice": float(np.mean(list(scores.values()))),
                                    "folds": sorted(scores), "val_dice": [scores[f] for f in sorted(scores)]})
-        # ties: the smaller lr, the rule of the statistics (segdeploy.study.aggregate.select_lr)
-        best = max(candidates, key=lambda c: (c["mean_val_dice"], -c["lr"])) if candidates else None
+        chosen = select_lr({c["lr"]: c["mean_val_dice"] for c in candidates})
+        best = next((c for c in candidates if c["lr"] == chosen), None)
         complete = all(set(by_lr.get(lr, {})) >= set(folds) for lr in lrs)
         out.append({"model": model, "dataset": dataset, "lr": best["lr"] if best else None,
                     "mean_val_dice": best["mean_val_dice"] if best else None, "complete": complete,
@@ -110,4 +99,4 @@ def select_lr(rows: Iterable[dict], lrs: Iterable[float], folds: Iterable[int]) 
 
 def write_selection(study_dir: str | Path, rows: Iterable[dict], lrs, folds) -> Path:
     return atomic_write_json(Path(study_dir) / SELECTION,
-                             {"rule": SELECTION_RULE, "selections": select_lr(rows, lrs, folds)})
+                             {"rule": SELECTION_RULE, "selections": lr_selections(rows, lrs, folds)})

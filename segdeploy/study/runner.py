@@ -19,8 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from segdeploy.errors import SegdeployError
+from segdeploy.locks import hold
 from segdeploy.study.cell import CellOutcome
 from segdeploy.study.config import StudyConfig, load_study
+from segdeploy.study.executors import check_executor, make_executor
 from segdeploy.study.plan import Cell, expand, fingerprint, is_done, prepare, read_marker, write_marker
 from segdeploy.study.results import RESULTS, drop_cells, replace_cell_rows, write_selection
 
@@ -90,8 +92,6 @@ def run_study(study: str | Path | StudyConfig, out: str | Path, *, executor: str
               address: str | None = None, force: bool = False, console=None) -> StudyRun:
     from rich.console import Console
 
-    from segdeploy.locks import hold
-    from segdeploy.study.executors import check_executor
 
     check_executor(executor, address)
     config = study if isinstance(study, StudyConfig) else load_study(study)
@@ -108,7 +108,6 @@ def _run(config: StudyConfig, study_dir: Path, cells: list[Cell], *, executor: s
          force: bool, console) -> StudyRun:
     from rich.live import Live
 
-    from segdeploy.study.executors import make_executor
     from segdeploy.study.view import StudyView
 
     stale = prepare(study_dir, config, cells, force=force)

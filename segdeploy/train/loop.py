@@ -27,16 +27,19 @@ import torch
 import torch.nn.functional as F
 
 from segdeploy import __version__
-from segdeploy.device import missing_device_reason, resolve_device
-from segdeploy.envinfo import has_native_bf16
 from segdeploy.errors import SegdeployError, WriteFailed
-from segdeploy.fileio import append_jsonl, atomic_write_json
+from segdeploy.fileio import append_jsonl, atomic_write_json, atomic_write_text, dumps, read_jsonl
+from segdeploy.locks import hold
+from segdeploy.machine.device import missing_device_reason, resolve_device
+from segdeploy.machine.envinfo import has_native_bf16
+from segdeploy.models import count_params, create_model, model_info
 from segdeploy.numerics import NonFinite, nonfinite_tensors
 from segdeploy.records import DatasetRef, RunMeta, SplitRecord
-from segdeploy.run_splits import record_splits
-from segdeploy.runs import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
+from segdeploy.run.folder import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
+from segdeploy.run.splits import record_splits
 from segdeploy.train.guard import check_config, check_input_size, diverged
 from segdeploy.train.schedule import rex_factor
+from segdeploy.train.state import open_run_dir, save_train_state
 
 # what must match between the original run and a --resume of it
 _RESUME_KEYS = ("data", "model", "img_size", "batch_size", "lr", "seed", "k", "fold", "group_regex", "augment",
@@ -78,7 +81,7 @@ class TrainConfig:
 
 
 def training_device(requested: str) -> torch.device:
-    """The device to train on, by the rule every stage uses (:mod:`segdeploy.device`); one that is not here is
+    """The device to train on, by the rule every stage uses (:mod:`segdeploy.machine.device`); one that is not here is
     an error, not a silent fallback."""
     device = resolve_device(requested)
     missing = missing_device_reason(device)
@@ -156,7 +159,6 @@ def _make_loaders(cfg: TrainConfig, ds, device: torch.device, mean, std):
 
 def train_model(cfg: TrainConfig, *, progress: bool = True) -> RunMeta:
     """Train ``cfg.model`` on ``cfg.data`` into ``cfg.out``; returns the run's metadata (model.json)."""
-    from segdeploy.locks import hold
 
     check_config(cfg)
     out = Path(cfg.out)
@@ -175,8 +177,6 @@ def _train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
 
     from segdeploy.data import open_dataset
     from segdeploy.data.class_map import class_map_record
-    from segdeploy.models import count_params, create_model, model_info
-    from segdeploy.train.state import open_run_dir
 
     console = Console(stderr=True)
     out = Path(cfg.out)
@@ -309,7 +309,6 @@ def _train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
 
 def _drop_history_after(path: Path, epochs_done: int) -> None:
     """A crash between an epoch's history line and its state leaves a line that the resumed run writes again."""
-    from segdeploy.fileio import atomic_write_text, dumps, read_jsonl
 
     rows = read_jsonl(path)
     kept = [r for r in rows if r.get("epoch", 0) <= epochs_done]
@@ -323,7 +322,6 @@ def _val_summary(val: dict) -> dict:
 
 def _save_state(path: Path, cfg, model, optimizer, scheduler, scaler, loader, epoch, best, best_epoch, stale,
                 amp: str | None, run_id: str) -> None:
-    from segdeploy.train.state import save_train_state
 
     save_train_state(path, {"config": cfg.for_record(), "epoch": epoch, "best": best, "best_epoch": best_epoch,
                             "stale": stale, "amp": amp, "model": model.state_dict(),

@@ -21,8 +21,8 @@ import numpy as np
 
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_save_safetensors
-from segdeploy.run_splits import SPLITS_FILE
-from segdeploy.runs import HISTORY, LEGACY_TRAIN_STATE, META, TRAIN_STATE, WEIGHTS, read_meta
+from segdeploy.run.splits import SPLITS_FILE
+from segdeploy.run.folder import HISTORY, LEGACY_TRAIN_STATE, META, TRAIN_STATE, WEIGHTS, read_meta
 
 SCHEMA = "segdeploy.train_state/1"
 _KEY = "segdeploy.train_state"

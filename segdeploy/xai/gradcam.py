@@ -29,6 +29,7 @@ import torch.nn as nn
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_write_bytes, atomic_write_json
 from segdeploy.numerics import require_finite
+from segdeploy.run.folder import load_run
 
 CAM_JSON = "cam.json"
 TARGET = "sum of class-c logits over the pixels predicted as c (argmax); M3d-CAM analogue of 'logits above 0.5'"
@@ -161,7 +162,6 @@ def gradcam_run(run_dir: str | Path, data: str, out: str | Path, *, worst: int =
     from segdeploy.data.class_map import dataset_for_run
     from segdeploy.data.transforms import preprocess, restore
     from segdeploy.evaluation.evaluate import evaluate, torch_predictor
-    from segdeploy.runs import load_run
 
     run = load_run(run_dir)
     meta = run.meta

@@ -20,7 +20,7 @@ FAST_BENCH = ["--data", DATA, "--device", "cpu", "--max-images", "2", "--batch",
 
 def cli(*args: str):
     """``segdeploy ARGS`` in this process; the result's ``output`` holds stdout and stderr."""
-    from segdeploy.cli import app
+    from segdeploy.commands.app import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
 

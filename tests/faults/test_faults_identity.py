@@ -75,7 +75,7 @@ def _bench_on(run, data, results):
 
 def test_a_renamed_copy_of_the_training_folder_is_scored_on_the_runs_test_ids_only(trained_run, tmp_path):
     from segdeploy.data import open_dataset
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     copy, recorded = _renamed_copy(trained_run, tmp_path / "DATA2")
     run = load_run(trained_run)
@@ -103,7 +103,7 @@ def test_a_renamed_copy_missing_a_recorded_test_image_is_refused(trained_run, tm
 
 def test_a_run_without_pixel_digests_falls_back_to_the_name_with_a_warning(run_copy, tmp_path):
     from segdeploy.data import open_dataset
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     meta = json.loads((run_copy / "model.json").read_text())
     del meta["split"]["ids_sha256"]["pixels"]  # as a run trained before the digests were recorded
@@ -121,7 +121,7 @@ def test_another_dataset_that_reuses_the_ids_is_not_the_runs(trained_run, tmp_pa
     from PIL import Image
 
     from segdeploy.data import open_dataset
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     other = Path(shutil.copytree(open_dataset(DATA).root, tmp_path / "other"))
     for path in (other / "images").iterdir():
@@ -164,7 +164,7 @@ def test_onnx_of_an_earlier_checkpoint_is_refused_naming_the_re_export(exported_
 def test_a_damaged_checkpoint_is_not_another_checkpoint(exported_copy, tmp_path):
     """Truncation is damage, not a retraining: the last export stays usable (the torch row names the damage)."""
     from segdeploy.engines.integrity import verify_onnx
-    from segdeploy.runs import load_run
+    from segdeploy.run.folder import load_run
 
     weights = exported_copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:1000])
@@ -173,7 +173,7 @@ def test_a_damaged_checkpoint_is_not_another_checkpoint(exported_copy, tmp_path)
 
 def test_an_export_stopped_half_way_leaves_no_file_it_did_not_finish(exported_copy, monkeypatch):
     from segdeploy.export import export_run, precision, read_manifest
-    from segdeploy.runs import onnx_path
+    from segdeploy.run.folder import onnx_path
 
     def killed(src, dst, *args, **kwargs):
         Path(dst).write_bytes(b"half an ONNX file")
@@ -184,11 +184,11 @@ def test_an_export_stopped_half_way_leaves_no_file_it_did_not_finish(exported_co
     with pytest.raises(KeyboardInterrupt):
         export_run(exported_copy, ["fp32", "fp16"], parity_images=2)
     assert not onnx_path(exported_copy, "fp16").exists()
-    entry = read_manifest(exported_copy)["precisions"]["fp32"]  # finished before the stop: recorded
+    entry = read_manifest(exported_copy).precisions["fp32"]  # finished before the stop: recorded
     assert entry["status"] == "ok" and onnx_path(exported_copy, "fp32").is_file()
     digest = hashlib.sha256((exported_copy / "model.safetensors").read_bytes()).hexdigest()
     assert entry["checkpoint_sha256"] == digest
-    assert "fp16" not in read_manifest(exported_copy)["precisions"]
+    assert "fp16" not in read_manifest(exported_copy).precisions
 
 
 # -- poor paths: weight files that are not what they claim; a full disk in a study ------------------------------

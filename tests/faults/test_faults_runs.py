@@ -75,7 +75,7 @@ def test_nan_weights_are_named_by_export_cam_and_bench(run_copy, tmp_path):
 
 
 def test_non_finite_logits_make_the_bench_row_failed(run_copy, tmp_path):
-    from segdeploy.runs import load_run, onnx_path
+    from segdeploy.run.folder import load_run, onnx_path
 
     run = load_run(run_copy)
     model = run.build_model()
@@ -157,7 +157,7 @@ def test_unfinished_run_is_marked_in_the_row_and_the_table(run_copy, tmp_path):
 
 def test_onnx_replaced_by_another_export_is_refused(exported_copy, tmp_path):
     from segdeploy.models import create_model
-    from segdeploy.runs import load_run, onnx_path
+    from segdeploy.run.folder import load_run, onnx_path
 
     run = load_run(exported_copy)
     torch.manual_seed(123)
@@ -238,7 +238,7 @@ def test_second_bench_on_one_results_file_is_refused_then_kill_9(run_copy, tmp_p
     args = ["bench", run_copy, *FAST_BENCH, "--backends", "torch", "--precisions", "fp32", "--results", results]
     slow = list(args)
     slow[slow.index("--duration") + 1] = "600"  # timing until killed
-    child = subprocess.Popen([sys.executable, "-m", "segdeploy.cli", *map(str, slow)], cwd=ROOT, env=env,
+    child = subprocess.Popen([sys.executable, "-m", "segdeploy.commands.app", *map(str, slow)], cwd=ROOT, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         end = time.monotonic() + 240

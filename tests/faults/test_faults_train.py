@@ -174,7 +174,7 @@ def test_an_image_size_the_model_cannot_take_is_one_line(tmp_path):
 
 def _segdeploy(*args) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "240"}
-    return subprocess.Popen([sys.executable, "-m", "segdeploy.cli", *map(str, args)], cwd=ROOT, env=env,
+    return subprocess.Popen([sys.executable, "-m", "segdeploy.commands.app", *map(str, args)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

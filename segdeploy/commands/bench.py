@@ -1,0 +1,62 @@
+"""``segdeploy bench``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from segdeploy.commands.options import BenchBatch, Device, Duration, MinIters, Threads, Timeout, Warmup, WarmupIters
+
+
+def bench(
+    run_dirs: list[Path] = typer.Argument(..., help="Run directories (from `segdeploy train`, exported with "
+                                                    "`segdeploy export` for the ONNX backends)."),
+    data: str = typer.Option(..., "--data", help="Dataset folder or registered name, with the runs' classes."),
+    backends: str = typer.Option("torch,onnxruntime", help="Comma-separated: torch, torch-compile, onnxruntime, "
+                                                          "onnxruntime-cuda, onnxruntime-trt, tensorrt, openvino, "
+                                                          "openvino-gpu, openvino-npu."),
+    precisions: str = typer.Option("fp32,fp16,int8", help="Comma-separated: fp32, fp16, bf16, int8."),
+    results: Path = typer.Option(..., "--results", help="JSON-lines file; rows are appended, finished ones skipped."),
+    save_predictions: Optional[Path] = typer.Option(None, "--save-predictions",
+                                                    help="Write DIR/<run>/<backend>-<precision>/<id>.png class-index "
+                                                         "masks at each image's original resolution."),
+    split: str = typer.Option("test", help="train, val, test, or all (every image: cross-dataset evaluation)."),
+    batch: BenchBatch = 8,
+    device: Device = "auto",
+    max_images: Optional[int] = typer.Option(None, help="Score only the first N images of the split (smoke tests)."),
+    warmup: Warmup = 0.2,
+    warmup_iters: WarmupIters = 5,
+    duration: Duration = 1.0,
+    min_iters: MinIters = 20,
+    force: bool = typer.Option(False, help="Re-run configurations that already have a row in --results."),
+    class_map: Optional[str] = typer.Option(None, "--class-map", help="Map --data's labels onto the runs' classes, "
+                                            "e.g. 'polyp=1,2' (cross-dataset scoring; refused if the classes differ)."),
+    allow_missing: bool = typer.Option(False, "--allow-missing",
+                                       help="When images of a run's recorded test split are gone from --data, score "
+                                            "the remaining ones (default: refuse)."),
+    threads: Threads = None,
+    isolate: str = typer.Option("process", help="process: each configuration in a fresh process (its own memory "
+                                "baseline; a crash is a failed row); none: all in this process."),
+    timeout: Timeout = None,
+) -> None:
+    """Accuracy (on the split, at original resolution) and deployment cost of every run x backend x precision."""
+    from rich.console import Console
+
+    from segdeploy.bench.runner import run_bench
+    from segdeploy.bench.table import print_tables
+
+    rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
+                     save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
+                     duration_s=duration, min_iters=min_iters, warmup_iters=warmup_iters, force=force,
+                     class_map=class_map, allow_missing=allow_missing, threads=threads, isolate=isolate,
+                     timeout_s=timeout)
+    console = Console()
+    print_tables(rows, console)
+    counts = {s: sum(r.status == s for r in rows) for s in ("ok", "unavailable", "failed")}
+    console.print(f"{counts['ok']} ok, {counts['unavailable']} unavailable, {counts['failed']} failed -> {results}"
+                  + (f"; predictions in {save_predictions}" if save_predictions else ""))
+    if rows and not counts["ok"]:
+        console.print("[bold red]no configuration ran[/]: every row is unavailable or failed (reasons above).")
+        raise typer.Exit(1)
