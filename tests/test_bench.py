@@ -72,7 +72,9 @@ def test_warm_up_runs_both_its_iterations_and_its_time():
     out = measure(lambda: stamps.append(time.perf_counter()), warmup_s=0.05, warmup_iters=3, duration_s=0.0,
                   min_iters=2)
     warm = len(stamps) - out["n"]
-    assert warm > 3 and stamps[warm - 1] - stamps[0] >= 0.05 * 0.99
+    # the first timed call comes only after the warm-up's time has passed, and the warm-up stopped at the first
+    # check past it (a call's stamp precedes its check, so a preempted host may land the last warm stamp just short)
+    assert warm > 3 and stamps[warm] - stamps[0] >= 0.05 and stamps[warm - 2] - stamps[0] < 0.05
 
 
 class CountingEngine:

@@ -172,14 +172,14 @@ def test_a_damaged_checkpoint_is_not_another_checkpoint(exported_copy, tmp_path)
 
 
 def test_an_export_stopped_half_way_leaves_no_file_it_did_not_finish(exported_copy, monkeypatch):
-    from segdeploy.export import export_run, precision, read_manifest
+    from segdeploy.export import export_run, pipeline, read_manifest
     from segdeploy.run.folder import onnx_path
 
     def killed(src, dst, *args, **kwargs):
         Path(dst).write_bytes(b"half an ONNX file")
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(precision, "convert_fp16", killed)
+    monkeypatch.setattr(pipeline, "convert_fp16", killed)  # imported at the top of the pipeline
     _change_weights(exported_copy)
     with pytest.raises(KeyboardInterrupt):
         export_run(exported_copy, ["fp32", "fp16"], parity_images=2)
