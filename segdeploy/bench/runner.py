@@ -124,10 +124,8 @@ def _file_size_mb(engine, run) -> float | None:
     """The deployed artifact: what the engine reports, else the file it names, else (torch) the checkpoint."""
     if engine.info.get("file_size_mb") is not None:
         return engine.info["file_size_mb"]
-    from segdeploy.runs import WEIGHTS
-
     named = next((engine.info[k] for k in ("engine", "onnx", "file") if engine.info.get(k)), None)
-    path = Path(named) if named else run.dir / WEIGHTS
+    path = Path(named) if named else run.weights_path
     return round(path.stat().st_size / 1e6, 3) if path.is_file() else None
 
 

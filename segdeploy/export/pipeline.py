@@ -146,7 +146,10 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
     step = on_step or (lambda precision, what: None)
     run = load_run(run_dir)
     manifest = read_manifest(run.dir)  # read first: a corrupt manifest stops us before any work
-    model = run.build_model()
+    from segdeploy.models.importers import export_hooks
+
+    write_fp32, export_reference = export_hooks(run)  # an imported ONNX model is its own fp32 file
+    model = export_reference(run) if export_reference else run.build_model()
     meta = run.meta
     step(precisions[0], "loading images")
     parity_batch = load_images(run, "test", parity_images)
@@ -159,7 +162,8 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
         fp32_file = onnx_path(run.dir, "fp32") if "fp32" in precisions else Path(tmp) / "model.fp32.onnx"
         step("fp32", "exporting")
         try:
-            export_info = export_onnx(model, fp32_file, run.input_shape, opset=opset)
+            export_info = (write_fp32(run, fp32_file) if write_fp32 else
+                           export_onnx(model, fp32_file, run.input_shape, opset=opset))
             fp32_error = None
         except ExportFailed as e:  # both exporters' reasons, without the (maybe scratch) file name
             export_info, fp32_error = {}, e.message
