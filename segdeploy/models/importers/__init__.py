@@ -114,8 +114,8 @@ def import_model(fmt_name: str, src: str | Path, run_dir: str | Path, options: I
     imp = fmt.scan(src, options)
     files = {}
     for path in imp.read:
-        rel = path.relative_to(src).as_posix() if path.is_relative_to(src) else str(path)
-        files[rel or path.name] = sha256_file(path)
+        rel = path.relative_to(src).as_posix() if src.is_dir() and path.is_relative_to(src) else path.name
+        files[rel] = sha256_file(path)
     source_dir = run_dir / SOURCE_DIR
     if source_dir.exists():
         shutil.rmtree(source_dir)  # a half-written earlier import (model.json, written last, is absent)

@@ -50,7 +50,6 @@ def _preprocessing(pre: dict, path: Path, options: ImportOptions) -> dict:
 
 
 def scan(src: Path, options: ImportOptions) -> Imported:
-    require_extra("transformers", "hf", "hf")
     if not src.is_dir():
         raise SegdeployError("a transformers model is a folder (config.json, model.safetensors, "
                              "preprocessor_config.json).", path=src, fix="pass the folder save_pretrained wrote.")
@@ -69,10 +68,12 @@ def scan(src: Path, options: ImportOptions) -> Imported:
     else:
         raise SegdeployError(f"no {SAFETENSORS} in the folder (sharded checkpoints are not supported).", path=src,
                              fix="save the model with save_pretrained(folder, safe_serialization=True).")
-    id2label = {int(k): v for k, v in (config.get("id2label") or {}).items()}
-    if not id2label:
-        raise SegdeployError("config.json has no id2label: the number of classes is unknown.",
-                             path=src / "config.json", fix="set id2label in the config and save it again.")
+    require_extra("transformers", "hf", "hf")  # after the checks that need no library
+    from transformers import AutoConfig
+
+    # transformers' own reading: a config saved with the default labels omits id2label
+    id2label = {int(k): v for k, v in AutoConfig.from_pretrained(str(src), local_files_only=True,
+                                                                 trust_remote_code=False).id2label.items()}
     found = [id2label[i] for i in sorted(id2label)]
     backbone = config.get("backbone_config") or {}
     in_chans = int(config.get("num_channels") or backbone.get("num_channels") or 3)

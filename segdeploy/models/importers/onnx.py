@@ -101,7 +101,7 @@ def scan(src: Path, options: ImportOptions) -> Imported:
     _check_runs(data, src, in_chans, size, num_classes)
     return Imported(format="onnx", model=f"onnx:{src.stem}", family=family_or(options, "general"),
                     classes=class_names(options, num_classes, None, src), in_chans=in_chans, img_size=size,
-                    mean=list(options.mean), std=list(options.std), keep={FILE: data}, read=[src],
+                    mean=list(options.mean), std=list(options.std), keep={FILE: data}, read=[src] + ([Path(options.spec)] if options.spec else []),
                     preprocessing={"scheme": "letterbox, x/255, (x - mean) / std (as given)", "size": size,
                                    "mean": list(options.mean), "std": list(options.std)},
                     details={"original_io": original_io})
