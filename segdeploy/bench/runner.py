@@ -58,6 +58,7 @@ from segdeploy.bench.memory import MemoryProbe
 from segdeploy.cli_util import comma_list
 from segdeploy.device import resolve_device
 from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed
+from segdeploy.models.importers import refuse_in_sample
 from segdeploy.evaluation.evaluate import Evaluation, PreparedImages, evaluate
 from segdeploy.evaluation.per_image import save_per_image, sidecar_name
 from segdeploy.fileio import append_jsonl, iter_jsonl
@@ -257,6 +258,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
             # them once (a worker process reads its own)
             kept = PreparedImages(ds)
             ids = run.split_ids(ds, split, allow_missing=allow_missing)[:max_images or None] if measure_accuracy else []
+            refuse_in_sample(run, ds, ids)  # an imported model scored on the cases it was trained on
             base = dict(schema=SCHEMA, dataset=ds.name, data=str(data), split=split, run=str(run.dir.resolve()),
                         run_name=run.name, model=run.meta.model, family=run.meta.family, device_requested=device,
                         batch=batch, n_images=len(ids),

@@ -19,7 +19,7 @@ from typing import Callable
 from segdeploy.errors import BackendUnavailable, SegdeployError
 from segdeploy.models.importers.base import SOURCE_DIR, ImportOptions, ImportRecord
 
-_MODULES = ("onnx", "smp", "hf")  # imported on first lookup; each registers itself
+_MODULES = ("onnx", "smp", "hf", "nnunet")  # imported on first lookup; each registers itself
 _FORMATS: dict[str, "ModelFormat"] = {}
 _loaded = False
 PARITY_TARGET = 0.999  # share of pixels whose class must agree with the original library's prediction
@@ -84,6 +84,20 @@ def export_hooks(run) -> tuple[Callable | None, Callable | None]:
     record = import_record(run)
     fmt = get_format(record.format) if record else None
     return (fmt.write_fp32, fmt.export_reference) if fmt else (None, None)
+
+
+def refuse_in_sample(run, dataset, ids: list[str]) -> None:
+    """Stop when images to be scored are cases an imported model was trained on (nnunet records them): its Dice
+    on them would be in-sample. A slice id ``<case>_slice_NNN`` belongs to its case."""
+    record = import_record(run)
+    cases = set(((record.details or {}).get("training_cases") or {}).get("train") or []) if record else set()
+    hit = [i for i in ids if i in cases or i.rsplit("_slice_", 1)[0] in cases]
+    if hit:
+        raise SegdeployError(f"{len(hit)} of the {len(ids)} images to score from {dataset.name} are cases the "
+                             f"imported model was trained on ({', '.join(hit[:4])}{', ...' if len(hit) > 4 else ''}"
+                             f"): their Dice would be in-sample.", path=run.dir,
+                             fix="score a split the model never saw (its test cases, or its folds' validation "
+                                 "cases with --folds of one fold).")
 
 
 def import_model(fmt_name: str, src: str | Path, run_dir: str | Path, options: ImportOptions, *,
