@@ -58,7 +58,7 @@ from segdeploy.bench.memory import MemoryProbe
 from segdeploy.cli_util import comma_list
 from segdeploy.device import resolve_device
 from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed
-from segdeploy.models.importers import refuse_in_sample
+from segdeploy.models.importers import refuse_in_sample, row_fields
 from segdeploy.evaluation.evaluate import Evaluation, PreparedImages, evaluate
 from segdeploy.evaluation.per_image import save_per_image, sidecar_name
 from segdeploy.fileio import append_jsonl, iter_jsonl
@@ -280,6 +280,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                                    backend=backend, precision=precision, device=device, status="ok", reason=None,
                                    isolation=isolate)
                     row.update(cost)
+                    row.update(row_fields(run))
                     config = dict(batch=batch, device=device, save_predictions=save_predictions, timing=timing,
                                   measure_accuracy=measure_accuracy, threads=threads)
                     if isolate == "process":

@@ -81,6 +81,8 @@ def import_cmd(
     checkpoint: str = typer.Option("final", "--checkpoint", help="nnunet: final or best."),
     preprocessed: Path = typer.Option(None, "--preprocessed", help="nnunet: the preprocessed dataset folder "
                                                                    "(splits_final.json), where debug.json's is gone."),
+    mirroring: bool = typer.Option(True, "--mirroring/--no-mirroring", help="nnunet: test-time mirroring over the "
+                                                                           "checkpoint's allowed axes."),
     parity_images: int = typer.Option(4, "--parity-images", help="Images for the parity check (0: skip)."),
 ) -> None:
     """Turn a model trained elsewhere into a run folder: export, bench, check, report and cam accept it."""
@@ -92,6 +94,7 @@ def import_cmd(
     options = ImportOptions(family=family, mean=floats(mean), std=floats(std), size=size,
                             classes=comma_list(classes) if classes else None, in_chans=in_chans,
                             allow_pickle=allow_pickle, folds=folds, checkpoint=checkpoint, preprocessed=preprocessed,
+                            mirroring=mirroring,
                             spec=spec)
     meta = import_model(fmt, src, run_dir, options, data=data, parity_images=parity_images)
     record = meta["imported"]

@@ -86,6 +86,15 @@ def export_hooks(run) -> tuple[Callable | None, Callable | None]:
     return (fmt.write_fp32, fmt.export_reference) if fmt else (None, None)
 
 
+def row_fields(run) -> dict:
+    """What a bench row of an imported run adds: ``imported`` (format, and for nnunet the pipeline settings and
+    forwards per image, so latency per image reads as tiles x mirrors x folds)."""
+    record = import_record(run)
+    if record is None:
+        return {}
+    return {"imported": {"format": record.format, "pipeline": (record.details or {}).get("pipeline")}}
+
+
 def refuse_in_sample(run, dataset, ids: list[str]) -> None:
     """Stop when images to be scored are cases an imported model was trained on (nnunet records them): its Dice
     on them would be in-sample. A slice id ``<case>_slice_NNN`` belongs to its case."""

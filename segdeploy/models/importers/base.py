@@ -30,6 +30,7 @@ class ImportOptions:
     folds: str | None = None  # nnunet: "0,1" or "all"
     checkpoint: str = "final"  # nnunet: final | best
     preprocessed: Path | None = None  # nnunet: the preprocessed dataset folder (splits_final.json)
+    mirroring: bool = True  # nnunet: test-time mirroring over the checkpoint's allowed axes
     spec: Path | None = None  # onnx: a JSON with mean/std/size/classes/in_chans
 
 

@@ -177,10 +177,12 @@ def scan(src: Path, options: ImportOptions) -> Imported:
     if cases["splits_file"]:
         read.append(Path(cases["splits_file"]))
     props = plans.get("foreground_intensity_properties_per_channel") or {}
-    pipeline = {"folds": folds, "checkpoint": ckpt_name, "mirroring": True, "mirror_axes": mirror_axes,
-                "patch_size": patch, "tiles": 1, "tile_step": None, "forwards_per_image":
-                len(folds) * 2 ** len(mirror_axes), "average": "logits over mirrors and folds (as nnUNetPredictor)"}
-    return Imported(format="nnunet", model=f"nnunet:{src.parent.name}/{src.name}",
+    mirrors = 2 ** len(mirror_axes) if options.mirroring else 1
+    pipeline = {"folds": folds, "checkpoint": ckpt_name, "mirroring": options.mirroring, "mirror_axes": mirror_axes,
+                "patch_size": patch, "tiles": 1, "tile_step": None, "forwards_per_image": len(folds) * mirrors,
+                "average": "logits over mirrors and folds (as nnUNetPredictor)"}
+    setting = f"folds {','.join(map(str, folds))}, mirroring {'on' if options.mirroring else 'off'}"
+    return Imported(format="nnunet", model=f"nnunet:{src.parent.name}/{src.name} ({setting})",
                     family=family_or(options, "specialized"), classes=classes, in_chans=in_chans,
                     img_size=patch[0], mean=[0.0] * in_chans, std=[1 / 255] * in_chans, keep=keep, read=read,
                     preprocessing={"scheme": "letterbox to the patch size; raw 0-255 intensities into the graph, "
