@@ -67,3 +67,21 @@ def test_nnunet_import_matches_nnunet_predictor_and_refuses_in_sample_bench(nnun
     rows = run_bench([run_dir], str(data), "onnxruntime", "fp32", tmp_path / "r.jsonl", split="test",
                      warmup_s=0.0, warmup_iters=1, duration_s=0.1, min_iters=2, progress=False)
     assert rows[0].status == "ok" and rows[0].n_images == 2
+
+
+def test_bench_ids_among_the_training_cases_are_refused(tmp_path):
+    from types import SimpleNamespace
+
+    from segdeploy.models.importers import refuse_in_sample
+    from segdeploy.runs import Run
+    from tests.helpers import make_meta
+
+    meta = make_meta()
+    meta.extra["imported"] = {"format": "nnunet", "source": "x", "files": {}, "preprocessing": {},
+                              "details": {"training_cases": {"train": ["case_001", "case_002"]}}}
+    run, ds = Run(dir=tmp_path, meta=meta), SimpleNamespace(name="tiny")
+    refuse_in_sample(run, ds, ["case_000", "test_010"])  # held-out cases: scored
+    with pytest.raises(SegdeployError, match=r"1 of the 2 images .*\(case_002_slice_003\): their Dice would be "
+                                             r"in-sample") as e:
+        refuse_in_sample(run, ds, ["case_000", "case_002_slice_003"])
+    assert "\n" not in str(e.value)

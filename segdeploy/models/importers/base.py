@@ -74,8 +74,13 @@ class ImportRecord:
 
 def require_extra(module: str, extra: str, fmt: str) -> None:
     """Import ``module`` or stop with one line naming the extra that installs it."""
+    import contextlib
+    import io
+
     try:
-        importlib.import_module(module)
+        # nnunetv2 prints three paragraphs about unset nnUNet_* folders on import; segdeploy needs none of them
+        with contextlib.redirect_stdout(io.StringIO()):
+            importlib.import_module(module)
     except ImportError as e:
         raise SegdeployError(f"format {fmt!r} needs the Python package {module!r} ({e}).",
                              fix=f"pip install 'segdeploy[{extra}]'") from e
