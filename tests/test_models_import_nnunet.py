@@ -39,16 +39,23 @@ def nnunet_model(tmp_path_factory) -> Path:
     return Path(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.slow  # nnunetv2 plans, preprocesses and trains a tiny 2d model (about a minute here)
-def test_nnunet_import_matches_nnunet_predictor_and_refuses_in_sample_bench(nnunet_model, tmp_path):
-    from segdeploy.bench.runner import run_bench
+@pytest.fixture(scope="module")
+def tiny_data(nnunet_model, tmp_path_factory) -> Path:
+    """The fixture's raw data set as a segdeploy folder (``data import nnunet``: imagesTs is the test split)."""
     from segdeploy.data.importers.base import ImportOptions as DataImportOptions
     from segdeploy.data.importers.build import import_dataset
+
+    data = tmp_path_factory.mktemp("data") / "tiny"
+    import_dataset("nnunet", nnunet_model.parents[2] / "raw" / "Dataset901_Tiny", data, DataImportOptions())
+    return data
+
+
+@pytest.mark.slow  # nnunetv2 plans, preprocesses and trains a tiny 2d model (about a minute here)
+def test_nnunet_import_matches_nnunet_predictor_and_refuses_in_sample_bench(nnunet_model, tiny_data, tmp_path):
+    from segdeploy.bench.runner import run_bench
     from segdeploy.export import export_run
 
-    raw = nnunet_model.parents[2] / "raw" / "Dataset901_Tiny"
-    data = tmp_path / "tiny"
-    import_dataset("nnunet", raw, data, DataImportOptions())
+    data = tiny_data
     run_dir = tmp_path / "run"
     meta = import_model("nnunet", nnunet_model, run_dir, ImportOptions(folds="0"), data=str(data), parity_images=2)
     record = meta["imported"]
@@ -85,3 +92,23 @@ def test_bench_ids_among_the_training_cases_are_refused(tmp_path):
                                              r"in-sample") as e:
         refuse_in_sample(run, ds, ["case_000", "case_002_slice_003"])
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow  # reuses the trained fixture; imports and exports two pipeline settings
+def test_pipeline_grid_measures_mirroring_on_and_off(nnunet_model, tiny_data, tmp_path):
+    from segdeploy.bench.runner import run_bench
+    from segdeploy.models.importers.grid import expand_pipeline_grid
+
+    run_dir = tmp_path / "run"
+    import_model("nnunet", nnunet_model, run_dir, ImportOptions(folds="0"), data=str(tiny_data), parity_images=0)
+    dirs = expand_pipeline_grid([run_dir], ["fp32"], parity_images=1)
+    assert [d.name for d in dirs] == ["folds-0_mirror-on", "folds-0_mirror-off"]
+    metas = [json.loads((d / "model.json").read_text()) for d in dirs]
+    assert [m["imported"]["details"]["pipeline"]["forwards_per_image"] for m in metas] == [4, 1]
+    # without mirroring the deployed graph is nnUNetPredictor without mirroring: parity holds for both settings
+    assert all(m["imported"]["parity"]["pixel_agreement"] >= 0.999 for m in metas)
+    rows = run_bench(dirs, metas[0]["dataset"]["spec"], "onnxruntime", "fp32", tmp_path / "r.jsonl",
+                     warmup_s=0.0, warmup_iters=1, duration_s=0.1, min_iters=2, progress=False)
+    assert [r.status for r in rows] == ["ok", "ok"]
+    assert [r.extra["imported"]["pipeline"]["mirroring"] for r in rows] == [True, False]
+    assert rows[0].model != rows[1].model  # each setting is its own point on the fronts

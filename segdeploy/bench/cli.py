@@ -43,6 +43,10 @@ def bench(
                                                "default: each runtime's own. Recorded in each row."),
     isolate: str = typer.Option("process", help="process: each configuration in a fresh process (its own memory "
                                 "baseline; a crash is a failed row); none: all in this process."),
+    pipeline_grid: bool = typer.Option(False, "--pipeline-grid",
+                                       help="Imported nnU-Net runs: measure each pipeline setting (one fold vs all "
+                                            "of the run's folds x mirroring on/off), each imported and exported "
+                                            "under RUN/pipelines/ when missing."),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1.0,
                                             help="With --isolate process: seconds after which a configuration's "
                                                  "worker is killed and recorded as a failed row (a hung runtime)."),
@@ -54,6 +58,12 @@ def bench(
     from segdeploy.bench.table import render
     from segdeploy.locks import hold
 
+    if pipeline_grid:
+        from segdeploy.cli_util import comma_list
+        from segdeploy.models.importers.grid import expand_pipeline_grid
+
+        run_dirs = expand_pipeline_grid(run_dirs, comma_list(precisions),
+                                        on_step=lambda what: Console(stderr=True).print(f"pipeline grid: {what}"))
     # one bench per results file: two would run the same configurations and write each row twice
     with hold(results.with_name(f".{results.name}.lock"), "bench", results):
         rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,

@@ -263,10 +263,12 @@ _cache: dict = {}
 def library_predict(src: Path, image: np.ndarray, x: np.ndarray, imp: Imported) -> dict:
     """nnUNetPredictor (Gaussian sliding window, step 0.5, mirroring, folds averaged) on the original image, its
     weights loaded safely here and handed over with manual_initialization"""
-    if src not in _cache:
+    pipeline = imp.details["pipeline"]
+    key = (src, tuple(pipeline["folds"]), pipeline["checkpoint"], pipeline["mirroring"])  # one predictor per setting
+    if key not in _cache:
         _cache.clear()
-        _cache[src] = _predictor(src, imp)
-    predictor = _cache[src]
+        _cache[key] = _predictor(src, imp)
+    predictor = _cache[key]
     raw = np.ascontiguousarray(image.transpose(2, 0, 1)[:, None].astype(np.float32))  # (C, 1, H, W) as its 2D reader
     seg = predictor.predict_single_npy_array(raw, {"spacing": [999.0, 1.0, 1.0]})
     return {"logits": None, "mask": np.asarray(seg)[0]}
