@@ -2,8 +2,9 @@
 
 Run as ``python -m tests.nnunet_fixture ROOT`` (a process of its own: nnunetv2 reads its folders from the
 environment when imported, and its workers need a ``__main__`` guard). It writes a raw data set of 10 grayscale
-64x64 PNG cases (a bright disc on a textured background) plus 2 test cases, plans and preprocesses it with
-nnunetv2's own API, shrinks the 2d plan (3 stages of 8-32 features) so it trains in seconds, and trains fold 0 for
+64x64 PNG cases (a bright disc on a textured background) plus 3 test cases of 96 and 128 px (larger than the
+64 px patch, so nnU-Net tiles them; the last with a zero border, which nnU-Net crops away), plans and
+preprocesses it with nnunetv2's own API, shrinks the 2d plan (3 stages of 8-32 features) so it trains in seconds, and trains fold 0 for
 one epoch of 3 iterations with nnunetv2's ``nnUNetTrainer_1epoch`` (a trainer nnU-Net itself ships, so that
 ``nnUNetPredictor`` finds it by name), then runs nnU-Net's own validation of fold 0.
 """
@@ -20,6 +21,7 @@ import numpy as np
 DATASET_ID, DATASET = 901, "Dataset901_Tiny"
 TRAINER = "nnUNetTrainer_1epoch"
 SIZE = 64
+TEST_SIZES = (96, 128)
 
 
 def case(rng: np.random.Generator, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -30,7 +32,7 @@ def case(rng: np.random.Generator, size: int = SIZE) -> tuple[np.ndarray, np.nda
     return np.clip(image, 1, 255).astype(np.uint8), mask  # no zeros: nnU-Net's nonzero crop keeps the image
 
 
-def write_raw(raw: Path, n_train: int = 10, n_test: int = 2) -> None:
+def write_raw(raw: Path, n_train: int = 10, n_test: int = 3) -> None:
     from PIL import Image
 
     root = raw / DATASET
@@ -38,7 +40,13 @@ def write_raw(raw: Path, n_train: int = 10, n_test: int = 2) -> None:
     for sub in ("imagesTr", "labelsTr", "imagesTs", "labelsTs"):
         (root / sub).mkdir(parents=True, exist_ok=True)
     for i in range(n_train + n_test):
-        image, mask = case(rng)
+        # test cases larger than the 64 px patch: nnU-Net tiles them (a sliding window), and the last one has a
+        # zero border, which nnU-Net crops away before normalising
+        size = SIZE if i < n_train else TEST_SIZES[(i - n_train) % len(TEST_SIZES)]  # 96, 128, 96
+        image, mask = case(rng, size)
+        if i == n_train + n_test - 1:
+            image[:, :20], image[-12:, :] = 0, 0
+            mask[:, :20], mask[-12:, :] = 0, 0
         split, name = ("Tr", f"case_{i:03d}") if i < n_train else ("Ts", f"test_{i:03d}")
         Image.fromarray(image).save(root / f"images{split}" / f"{name}_0000.png")
         Image.fromarray(mask).save(root / f"labels{split}" / f"{name}.png")

@@ -1,5 +1,6 @@
 """``segdeploy models import nnunet``: an nnU-Net v2 2d results folder, made and trained by nnunetv2 itself
-(tests/nnunet_fixture.py), becomes a run; its masks agree with nnUNetPredictor's; bench refuses its training
+(tests/nnunet_fixture.py), becomes a run; its deployed pipeline's masks agree with nnUNetPredictor's on test images
+larger than the patch (so both tile them); bench measures the whole pipeline per image and refuses its training
 cases; 3d configurations are refused in one line."""
 
 from __future__ import annotations
@@ -57,13 +58,17 @@ def test_nnunet_import_matches_nnunet_predictor_and_refuses_in_sample_bench(nnun
 
     data = tiny_data
     run_dir = tmp_path / "run"
-    meta = import_model("nnunet", nnunet_model, run_dir, ImportOptions(folds="0"), data=str(data), parity_images=2)
+    meta = import_model("nnunet", nnunet_model, run_dir, ImportOptions(folds="0"), data=str(data), parity_images=3)
     record = meta["imported"]
     assert meta["family"] == "specialized" and meta["classes"] == ["background", "disc"] and meta["img_size"] == 64
     assert {"plans.json", "dataset.json", "fold_0/checkpoint_final.pth"} <= set(record["files"])
-    assert record["details"]["pipeline"]["forwards_per_image"] == 4  # 1 fold x 4 mirrorings
-    # nnU-Net's own prediction (sliding window, Gaussian, mirroring) on the held-out test cases
-    assert record["parity"]["n_images"] == 2 and record["parity"]["pixel_agreement"] >= 0.999, record["parity"]
+    pipeline = record["details"]["pipeline"]
+    assert pipeline["network_passes_per_tile"] == 4 and pipeline["tile_step"] == 0.5  # 1 fold x 4 mirrorings
+    # nnU-Net's own prediction (crop, sliding window, Gaussian, mirroring) on the held-out test cases, 96 and
+    # 128 px against a 64 px patch (one with a zero border nnU-Net crops away)
+    parity = record["parity"]
+    assert parity["n_images"] == 3 and parity["image_sizes"] == ["128x128", "96x96"], parity
+    assert parity["pixel_agreement"] >= 0.999 and parity["met"], parity
     # the training cases of fold 0 come from splits_final.json via debug.json
     splits = json.loads(Path(record["details"]["training_cases"]["splits_file"]).read_text())
     assert record["details"]["training_cases"]["train"] == sorted(splits[0]["train"])
@@ -71,9 +76,19 @@ def test_nnunet_import_matches_nnunet_predictor_and_refuses_in_sample_bench(nnun
     assert manifest["precisions"]["fp32"]["parity"]["argmax_agreement"] == 1.0
     with pytest.raises(SegdeployError, match="trained on.*in-sample"):
         run_bench([run_dir], str(data), "onnxruntime", "fp32", tmp_path / "r.jsonl", split="train")
-    rows = run_bench([run_dir], str(data), "onnxruntime", "fp32", tmp_path / "r.jsonl", split="test",
-                     warmup_s=0.0, warmup_iters=1, duration_s=0.1, min_iters=2, progress=False)
-    assert rows[0].status == "ok" and rows[0].n_images == 2
+    rows = run_bench([run_dir], str(data), "torch,onnxruntime", "fp32", tmp_path / "r.jsonl", split="test",
+                     batch=4, warmup_s=0.0, warmup_iters=1, duration_s=0.1, min_iters=2, progress=False)
+    assert [r.status for r in rows] == ["ok", "ok"] and rows[0].n_images == 3
+    for row in rows:
+        # the whole pipeline per image: tiles of nnU-Net's steps (96 px: 2x2, 128 px: 3x3, the cropped 76x84: 2x2)
+        # in calls of up to 4 tiles; the graph's cost per tile scaled to the image
+        piped = row.extra["pipeline"]
+        assert piped["tiles_per_image"] == {"mean": pytest.approx(17 / 3), "min": 4, "max": 9}, piped
+        assert piped["forward_calls"] == 1 + 3 + 1 and piped["tile_batch"] == 4
+        assert row.gmacs == pytest.approx(row.extra["forward_gmacs"] * 17 / 3)
+        assert row.latency_ms["n"] == 3 and row.throughput_ips == pytest.approx(1e3 / row.latency_ms["p50"])
+        assert row.extra["forward"]["latency_ms"]["p50"] < row.latency_ms["p50"]
+    assert rows[1].dice == pytest.approx(rows[0].dice, abs=1e-3)  # onnxruntime's pipeline scores as torch's
 
 
 def test_bench_ids_among_the_training_cases_are_refused(tmp_path):
@@ -94,21 +109,27 @@ def test_bench_ids_among_the_training_cases_are_refused(tmp_path):
     assert "\n" not in str(e.value)
 
 
-@pytest.mark.slow  # reuses the trained fixture; imports and exports two pipeline settings
-def test_pipeline_grid_measures_mirroring_on_and_off(nnunet_model, tiny_data, tmp_path):
+@pytest.mark.slow  # reuses the trained fixture; imports and exports six pipeline settings
+def test_pipeline_grid_measures_mirroring_and_tile_step(nnunet_model, tiny_data, tmp_path):
     from segdeploy.bench.runner import run_bench
     from segdeploy.models.importers.grid import expand_pipeline_grid
 
     run_dir = tmp_path / "run"
     import_model("nnunet", nnunet_model, run_dir, ImportOptions(folds="0"), data=str(tiny_data), parity_images=0)
-    dirs = expand_pipeline_grid([run_dir], ["fp32"], parity_images=1)
-    assert [d.name for d in dirs] == ["folds-0_mirror-on", "folds-0_mirror-off"]
+    dirs = expand_pipeline_grid([run_dir], ["fp32"], parity_images=3)
+    assert [d.name for d in dirs] == [f"folds-0_mirror-{m}_step-{s}" for m in ("on", "off")
+                                      for s in ("0.5", "0.75", "1")]
     metas = [json.loads((d / "model.json").read_text()) for d in dirs]
-    assert [m["imported"]["details"]["pipeline"]["forwards_per_image"] for m in metas] == [4, 1]
-    # without mirroring the deployed graph is nnUNetPredictor without mirroring: parity holds for both settings
-    assert all(m["imported"]["parity"]["pixel_agreement"] >= 0.999 for m in metas)
+    pipelines = [m["imported"]["details"]["pipeline"] for m in metas]
+    assert [p["network_passes_per_tile"] for p in pipelines] == [4, 4, 4, 1, 1, 1]
+    assert [p["tile_step"] for p in pipelines] == [0.5, 0.75, 1.0] * 2
+    # every setting's deployed pipeline is nnUNetPredictor with the same setting, on images it tiles
+    assert all(m["imported"]["parity"]["pixel_agreement"] >= 0.999 for m in metas), [m["imported"]["parity"]
+                                                                                       for m in metas]
     rows = run_bench(dirs, metas[0]["dataset"]["spec"], "onnxruntime", "fp32", tmp_path / "r.jsonl",
                      warmup_s=0.0, warmup_iters=1, duration_s=0.1, min_iters=2, progress=False)
-    assert [r.status for r in rows] == ["ok", "ok"]
-    assert [r.extra["imported"]["pipeline"]["mirroring"] for r in rows] == [True, False]
-    assert rows[0].model != rows[1].model  # each setting is its own point on the fronts
+    assert [r.status for r in rows] == ["ok"] * 6
+    assert [r.extra["imported"]["pipeline"]["mirroring"] for r in rows] == [True] * 3 + [False] * 3
+    # step 1.0 tiles the 128 px image 2x2 instead of 3x3
+    assert [r.extra["pipeline"]["tiles_per_image"]["max"] for r in rows] == [9, 9, 4] * 2
+    assert len({r.model for r in rows}) == 6  # each setting is its own point on the fronts

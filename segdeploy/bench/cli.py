@@ -45,8 +45,9 @@ def bench(
                                 "baseline; a crash is a failed row); none: all in this process."),
     pipeline_grid: bool = typer.Option(False, "--pipeline-grid",
                                        help="Imported nnU-Net runs: measure each pipeline setting (one fold vs all "
-                                            "of the run's folds x mirroring on/off), each imported and exported "
-                                            "under RUN/pipelines/ when missing."),
+                                            "of the run's folds x mirroring on/off x tile step 0.5/0.75/1.0), "
+                                            "each imported and exported under RUN/pipelines/ when missing; "
+                                            "--batch is the tiles per forward call."),
     timeout: Optional[float] = typer.Option(None, "--timeout", min=1.0,
                                             help="With --isolate process: seconds after which a configuration's "
                                                  "worker is killed and recorded as a failed row (a hung runtime)."),

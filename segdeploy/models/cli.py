@@ -83,6 +83,8 @@ def import_cmd(
                                                                    "(splits_final.json), where debug.json's is gone."),
     mirroring: bool = typer.Option(True, "--mirroring/--no-mirroring", help="nnunet: test-time mirroring over the "
                                                                            "checkpoint's allowed axes."),
+    tile_step: float = typer.Option(0.5, "--tile-step", help="nnunet: sliding-window step as a fraction of the "
+                                                             "patch (0 < step <= 1; nnU-Net's default 0.5)."),
     parity_images: int = typer.Option(4, "--parity-images", help="Images for the parity check (0: skip)."),
 ) -> None:
     """Turn a model trained elsewhere into a run folder: export, bench, check, report and cam accept it."""
@@ -94,8 +96,7 @@ def import_cmd(
     options = ImportOptions(family=family, mean=floats(mean), std=floats(std), size=size,
                             classes=comma_list(classes) if classes else None, in_chans=in_chans,
                             allow_pickle=allow_pickle, folds=folds, checkpoint=checkpoint, preprocessed=preprocessed,
-                            mirroring=mirroring,
-                            spec=spec)
+                            mirroring=mirroring, tile_step=tile_step, spec=spec)
     meta = import_model(fmt, src, run_dir, options, data=data, parity_images=parity_images)
     record = meta["imported"]
     console = Console()

@@ -5,7 +5,9 @@ A format is a :class:`ModelFormat`: ``scan(src, options) -> Imported`` reads SRC
 rebuilds the PyTorch original from the files kept in ``RUN/source/`` (or raises :class:`NoTorchOriginal`);
 ``library_predict(src, image, x, imported)`` is the original library's own prediction on one image, the
 reference of the parity check; ``write_fp32(run, path)`` (optional) writes ``model.fp32.onnx`` itself instead
-of exporting the PyTorch model (``onnx``: the user's file is the fp32 artifact).
+of exporting the PyTorch model (``onnx``: the user's file is the fp32 artifact); ``pipeline(forward, record,
+tile_batch)`` (optional) is the format's own inference around the exported graph (nnunet: sliding window), which
+bench and parity run instead of one letterboxed forward per image.
 """
 
 from __future__ import annotations
@@ -39,6 +41,9 @@ class ModelFormat:
     library_predict: Callable
     write_fp32: Callable | None = None  # (run, path) -> export info
     export_reference: Callable | None = None  # (run) -> module parity compares the exported files with
+    # (forward, record, tile_batch) -> image HxWxC -> mask HxW: the format's own inference pipeline around a
+    # per-tile forward (nnunet's sliding window); None: one letterboxed forward per image
+    pipeline: Callable | None = None
 
 
 def register_format(fmt: ModelFormat) -> ModelFormat:
@@ -93,6 +98,14 @@ def row_fields(run) -> dict:
     if record is None:
         return {}
     return {"imported": {"format": record.format, "pipeline": (record.details or {}).get("pipeline")}}
+
+
+def run_pipeline(run, forward, tile_batch: int = 1):
+    """The imported run's own inference pipeline around ``forward`` (an engine's run), or None where the format
+    has none (one letterboxed forward per image, the path every run takes)."""
+    record = import_record(run)
+    fmt = get_format(record.format) if record else None
+    return fmt.pipeline(forward, record, tile_batch) if fmt and fmt.pipeline else None
 
 
 def refuse_in_sample(run, dataset, ids: list[str]) -> None:

@@ -31,6 +31,7 @@ class ImportOptions:
     checkpoint: str = "final"  # nnunet: final | best
     preprocessed: Path | None = None  # nnunet: the preprocessed dataset folder (splits_final.json)
     mirroring: bool = True  # nnunet: test-time mirroring over the checkpoint's allowed axes
+    tile_step: float = 0.5  # nnunet: sliding-window step, a fraction of the patch (nnU-Net's default 0.5)
     spec: Path | None = None  # onnx: a JSON with mean/std/size/classes/in_chans
 
 

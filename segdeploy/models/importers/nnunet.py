@@ -6,13 +6,13 @@ dtype types nnU-Net's logs hold (data types, not code); anything else in the fil
 weights go into ``RUN/source/fold_N.safetensors``, so the run never opens the pickle again. The network is built
 from the plans as nnU-Net builds it (``get_network_from_plans(..., deep_supervision=False)``).
 
-What runs (:class:`NnUNetDeployed`, exported as one graph): the plans' per-channel normalisation (z-score per
-image, CT clipping with the data set's statistics, rescale to 0-1, RGB to 0-1, none) on the raw intensities,
-every fold's network with mirroring over the checkpoint's allowed axes, logits averaged over mirrors and folds
-(as ``nnUNetPredictor`` averages them), at the plans' patch size. NOT the nnU-Net pipeline around it: images are
-letterboxed to one patch instead of tiled with a Gaussian-weighted sliding window, and not cropped to the nonzero
-region; on images of the patch size without zero borders both are identities, elsewhere the parity check says
-how far apart they are.
+What runs: nnU-Net's own 2d pipeline (:mod:`segdeploy.models.importers.nnunet_pipeline`: crop to nonzero,
+the plans' normalisation per image, Gaussian-weighted sliding window of the plans' patch at ``--tile-step``,
+argmax, crop restored) around a per-tile forward, the exported graph (:class:`NnUNetDeployed`): every fold's
+network with mirroring over the checkpoint's allowed axes, logits averaged over mirrors and folds. The graph
+takes normalised tiles, so the run's ``mean``/``std`` (what export's calibration and parity images are made
+with) approximate the per-image normalisation with the data set's foreground intensity statistics; bench and the
+import parity run the real pipeline.
 
 Training cases: ``splits_final.json`` (in the preprocessed folder the fold's ``debug.json`` names, or
 ``--preprocessed``) gives each fold's training ids; ``bench`` refuses a data set whose scored images are among the
@@ -135,6 +135,9 @@ def scan(src: Path, options: ImportOptions) -> Imported:
     if options.checkpoint not in ("final", "best"):
         raise SegdeployError(f"--checkpoint {options.checkpoint!r}.", fix="use --checkpoint final or best.")
     ckpt_name = f"checkpoint_{options.checkpoint}.pth"
+    if not 0 < options.tile_step <= 1:
+        raise SegdeployError(f"--tile-step {options.tile_step}: nnU-Net's sliding window steps by a fraction of "
+                             f"the patch.", fix="pass --tile-step 0.5 (nnU-Net's default), 0.75 or 1.0.")
     folds = _folds(src, options, ckpt_name)
     cfg = plans["configurations"][config_name]
     labels = dataset.get("labels") or {}
@@ -179,16 +182,24 @@ def scan(src: Path, options: ImportOptions) -> Imported:
     props = plans.get("foreground_intensity_properties_per_channel") or {}
     mirrors = 2 ** len(mirror_axes) if options.mirroring else 1
     pipeline = {"folds": folds, "checkpoint": ckpt_name, "mirroring": options.mirroring, "mirror_axes": mirror_axes,
-                "patch_size": patch, "tiles": 1, "tile_step": None, "forwards_per_image": len(folds) * mirrors,
-                "average": "logits over mirrors and folds (as nnUNetPredictor)"}
-    setting = f"folds {','.join(map(str, folds))}, mirroring {'on' if options.mirroring else 'off'}"
+                "patch_size": patch, "tile_step": options.tile_step, "gaussian": True,
+                "network_passes_per_tile": len(folds) * mirrors,
+                "average": "logits over mirrors and folds per tile, Gaussian-weighted over tiles (as "
+                           "nnUNetPredictor)"}
+    setting = (f"folds {','.join(map(str, folds))}, mirroring {'on' if options.mirroring else 'off'}, "
+               f"step {options.tile_step:g}")
+    mean, std = _calibration_stats(schemes, props)
     return Imported(format="nnunet", model=f"nnunet:{src.parent.name}/{src.name} ({setting})",
                     family=family_or(options, "specialized"), classes=classes, in_chans=in_chans,
-                    img_size=patch[0], mean=[0.0] * in_chans, std=[1 / 255] * in_chans, keep=keep, read=read,
-                    preprocessing={"scheme": "letterbox to the patch size; raw 0-255 intensities into the graph, "
-                                             "which normalises per the plans", "size": patch[0],
+                    img_size=patch[0], mean=mean, std=std, keep=keep, read=read,
+                    preprocessing={"scheme": "nnU-Net 2d: crop to nonzero, per-image normalisation per the plans, "
+                                             "Gaussian sliding window of the patch, crop restored (no resampling: "
+                                             "2D natural images have spacing 1)", "size": patch[0],
                                    "normalization_schemes": schemes, "intensity_properties": props,
-                                   "not_done": "no sliding window (one letterboxed patch), no crop to nonzero"},
+                                   "use_mask_for_norm": [bool(v) for v in cfg.get("use_mask_for_norm")
+                                                         or [False] * in_chans],
+                                   "mean_std": "export's calibration and parity inputs only: the data set's "
+                                               "foreground statistics standing in for per-image normalisation"},
                     details={"configuration": config_name, "trainer": trainer, "pipeline": pipeline,
                              "training_cases": cases},
                     notes=notes)
@@ -203,41 +214,36 @@ def build_network(plans: dict, config_name: str, in_chans: int, k: int) -> nn.Mo
 
 
 class NnUNetDeployed(nn.Module):
-    """Raw intensities (B, C, S, S) -> logits averaged over mirrors and folds, normalised per the plans."""
+    """Normalised tiles (B, C, P, P) -> logits averaged over mirrors and folds (per tile, as nnUNetPredictor's
+    ``_internal_maybe_mirror_and_predict``; its fold average is linear, so it commutes with the tiling)."""
 
-    def __init__(self, nets: list[nn.Module], schemes: list[str], props: dict, mirror_axes: list[int]):
+    def __init__(self, nets: list[nn.Module], mirror_axes: list[int]):
         super().__init__()
         self.nets = nn.ModuleList(nets)
-        self.schemes, self.props = schemes, props
         spatial = [a + 2 for a in mirror_axes]
         self.flips = [()] + [c for i in range(len(spatial)) for c in itertools.combinations(spatial, i + 1)]
 
-    def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        out = []
-        for c, scheme in enumerate(self.schemes):
-            v = x[:, c:c + 1]
-            if scheme == "ZScoreNormalization":
-                mean = v.mean(dim=(2, 3), keepdim=True)
-                std = v.std(dim=(2, 3), keepdim=True, unbiased=False)
-                v = (v - mean) / std.clamp(min=1e-8)
-            elif scheme == "CTNormalization":
-                p = self.props[str(c)]
-                v = (v.clamp(p["percentile_00_5"], p["percentile_99_5"]) - p["mean"]) / max(p["std"], 1e-8)
-            elif scheme == "RescaleTo01Normalization":
-                v = v - v.amin(dim=(2, 3), keepdim=True)
-                v = v / v.amax(dim=(2, 3), keepdim=True).clamp(min=1e-8)
-            elif scheme == "RGBTo01Normalization":
-                v = v / 255.0
-            out.append(v)
-        return torch.cat(out, dim=1)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.normalise(x)
         total = 0
         for net in self.nets:
             for axes in self.flips:
                 total = total + (torch.flip(net(torch.flip(x, axes)), axes) if axes else net(x))
         return total / (len(self.nets) * len(self.flips))
+
+
+def _calibration_stats(schemes: list[str], props: dict) -> tuple[list[float], list[float]]:
+    """The run's mean/std on the 0-1 scale (x/255 - mean)/std nearest each channel's normalisation: the data
+    set's foreground statistics for z-score and CT, 0-1 for the rescaling schemes."""
+    mean, std = [], []
+    for c, scheme in enumerate(schemes):
+        p = props.get(str(c)) or {}
+        if scheme in ("ZScoreNormalization", "CTNormalization") and p.get("std"):
+            mean.append(float(p["mean"]) / 255), std.append(float(p["std"]) / 255)
+        elif scheme == "NoNormalization":
+            mean.append(0.0), std.append(1 / 255)
+        else:
+            mean.append(0.0), std.append(1.0)
+    return mean, std
 
 
 def build(source_dir: Path, record) -> nn.Module:
@@ -254,17 +260,25 @@ def build(source_dir: Path, record) -> nn.Module:
         net.load_state_dict(load_file(str(source_dir / f"fold_{f}.safetensors")), strict=True)
         nets.append(net.eval())
     axes = pipeline["mirror_axes"] if pipeline["mirroring"] else []
-    return NnUNetDeployed(nets, pre["normalization_schemes"], pre["intensity_properties"], axes).eval()
+    return NnUNetDeployed(nets, axes).eval()
+
+
+def sliding_window_pipeline(forward, record, tile_batch: int = 1):
+    """nnU-Net's sliding-window pipeline around ``forward`` (tiles -> logits), as ``model.json`` describes it."""
+    from segdeploy.models.importers.nnunet_pipeline import sliding_window
+
+    return sliding_window(forward, record, tile_batch=tile_batch)
 
 
 _cache: dict = {}
 
 
 def library_predict(src: Path, image: np.ndarray, x: np.ndarray, imp: Imported) -> dict:
-    """nnUNetPredictor (Gaussian sliding window, step 0.5, mirroring, folds averaged) on the original image, its
-    weights loaded safely here and handed over with manual_initialization"""
+    """nnUNetPredictor (crop, normalisation, Gaussian sliding window, mirroring, folds averaged) on the original
+    image at the run's tile step, its weights loaded safely here and handed over with manual_initialization"""
     pipeline = imp.details["pipeline"]
-    key = (src, tuple(pipeline["folds"]), pipeline["checkpoint"], pipeline["mirroring"])  # one predictor per setting
+    key = (src, tuple(pipeline["folds"]), pipeline["checkpoint"], pipeline["mirroring"],
+           pipeline["tile_step"])  # one predictor per setting
     if key not in _cache:
         _cache.clear()
         _cache[key] = _predictor(src, imp)
@@ -286,7 +300,8 @@ def _predictor(src: Path, imp: Imported):
     network = build_network(plans, imp.details["configuration"], imp.in_chans, len(imp.classes))
     params = [load_checkpoint(src / f"fold_{f}" / pipeline["checkpoint"])["network_weights"]
               for f in pipeline["folds"]]
-    predictor = nnUNetPredictor(tile_step_size=0.5, use_gaussian=True, use_mirroring=pipeline["mirroring"],
+    predictor = nnUNetPredictor(tile_step_size=pipeline["tile_step"], use_gaussian=True,
+                                use_mirroring=pipeline["mirroring"],
                                 perform_everything_on_device=False, device=torch.device("cpu"), verbose=False,
                                 verbose_preprocessing=False, allow_tqdm=False)
     predictor.manual_initialization(network, pm, cm, params, dataset, imp.details["trainer"] or "nnUNetTrainer",
@@ -295,4 +310,4 @@ def _predictor(src: Path, imp: Imported):
 
 
 register_format(ModelFormat(name="nnunet", library="nnunetv2", extra="nnunet", scan=scan, build=build,
-                            library_predict=library_predict))
+                            library_predict=library_predict, pipeline=sliding_window_pipeline))
