@@ -192,3 +192,52 @@ def test_cli_import_prints_parity_and_unknown_format_in_one_line(smp_folder, tmp
     assert result.exit_code == 0, result.output
     assert "100.0000% of pixels agree" in result.output
     assert json.loads((tmp_path / "r" / "model.json").read_text())["family"] == "specialized"
+
+
+def test_a_study_names_an_imported_model_beside_the_zoos(smp_folder, tmp_path):
+    """``[[imported]]`` in a study file: one cell per dataset, imported (not trained) with the dataset's test split
+    for bench, its family as given, its rows named as the table names it; the zoo's cells keep their
+    fingerprints; a bad table is one line naming the key."""
+    from segdeploy.study.cell import run_cell
+    from segdeploy.study.config import load_study
+    from segdeploy.study.plan import expand, fingerprint
+
+    base = ('models = ["unet-tiny"]\ndatasets = ["synthetic:48"]\nk = 4\nfolds = [0]\nlr = [1e-3]\nepochs = 1\n'
+            'seed = 7\nimg_size = 64\nbackends = ["onnxruntime"]\nprecisions = ["fp32"]\nduration = 0.05\nisolate = "none"\n')
+    (tmp_path / "models").mkdir()
+    smp_copy = tmp_path / "models" / "unet"
+    import shutil
+
+    shutil.copytree(smp_folder, smp_copy)
+    table = ('[[imported]]\nname = "my-unet"\nformat = "smp"\nsource = "models/unet"\nfamily = "specialized"\n'
+             'size = 64\nmean = [0.5]\nstd = [0.25]\n')
+    (tmp_path / "plain.toml").write_text(base)
+    (tmp_path / "s.toml").write_text(base + table)
+    plain, config = load_study(tmp_path / "plain.toml"), load_study(tmp_path / "s.toml")
+    assert config.imported[0].source == str(smp_copy.resolve())  # relative to the study file
+    assert "imported" not in plain.as_dict()  # plans written before [[imported]] existed stay the same plan
+    cells = expand(config)
+    assert [c.cell_id for c in cells] == ["synthetic-48--unet-tiny--f0--lr0.001", "synthetic-48--my-unet--imported"]
+    assert fingerprint(config, cells[0]) == fingerprint(plain, expand(plain)[0])
+    outcome = run_cell(config, cells[1], tmp_path / "study")
+    assert outcome.status == "ok", outcome.reason
+    (row,) = outcome.rows
+    assert row["status"] == "ok" and row["study"] == {"model": "my-unet", "dataset": "synthetic:48", "fold": None,
+                                                      "lr": None, "cell_id": "synthetic-48--my-unet--imported"}
+    assert row["family"] == "specialized" and row["model"].startswith("smp:") and 0 <= row["dice"] <= 1
+    assert row["imported"]["format"] == "smp" and row["val_dice"] is None
+    # scored on the test images the study's trained cells are scored on (the study's seed, not the default)
+    from segdeploy.data import open_dataset
+    from segdeploy.runs import load_run
+
+    ds = open_dataset("synthetic:48")
+    tested = load_run(tmp_path / "study" / "cells" / cells[1].cell_id).split_ids(ds, "test")
+    assert tested == ds.split("test", seed=7, k=4) != ds.split("test")
+    assert row["n_images"] == len(tested)
+    for bad, key in (('[[imported]]\nname = "unet-tiny"\nformat = "smp"\nsource = "x"\n', "unet-tiny used twice"),
+                     ('[[imported]]\nname = "a"\nformat = "smp"\nsource = "x"\nfold = "0"\n', "`imported.fold`"),
+                     ('[[imported]]\nname = "a"\nformat = "keras"\nsource = "x"\n', "not a model format")):
+        (tmp_path / "bad.toml").write_text(base + bad)
+        with pytest.raises(SegdeployError, match=key) as e:
+            load_study(tmp_path / "bad.toml")
+        assert "\n" not in str(e.value)

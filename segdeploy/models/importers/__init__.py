@@ -123,10 +123,10 @@ def refuse_in_sample(run, dataset, ids: list[str]) -> None:
 
 
 def import_model(fmt_name: str, src: str | Path, run_dir: str | Path, options: ImportOptions, *,
-                 data: str | None = None, parity_images: int = 4) -> dict:
+                 data: str | None = None, parity_images: int = 4, split_kw: dict | None = None) -> dict:
     """Read SRC with format ``fmt_name``, write RUN (``source/`` + ``model.json`` [+ ``splits.json``]) and
     measure parity with the original library on ``parity_images`` images (``data``'s test split, else seeded
-    synthetic images). Returns the written ``model.json``."""
+    synthetic images; ``split_kw``: seed/k/fold of ``data``'s split). Returns the written ``model.json``."""
     from segdeploy.fileio import atomic_write_json, sha256_file
     from segdeploy.models.importers.parity import measure_parity
     from segdeploy.records import DatasetRef, RunMeta, SplitRecord
@@ -146,7 +146,8 @@ def import_model(fmt_name: str, src: str | Path, run_dir: str | Path, options: I
         dataset = open_dataset(data)
         # the data set's own split: test images are the ones parity and bench use, train images calibrate INT8.
         # Whether the model was trained on any of them segdeploy cannot know here (nnunet: see its importer).
-        splits = {name: dataset.split(name) for name in ("train", "val", "test")}
+        # (split_kw: a study's seed and k, so an imported model is scored on the zoo cells' test images)
+        splits = {name: dataset.split(name, **(split_kw or {})) for name in ("train", "val", "test")}
     imp = fmt.scan(src, options)
     files = {}
     for path in imp.read:
