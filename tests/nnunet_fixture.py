@@ -4,9 +4,9 @@ Run as ``python -m tests.nnunet_fixture ROOT`` (a process of its own: nnunetv2 r
 environment when imported, and its workers need a ``__main__`` guard). It writes a raw data set of 10 grayscale
 64x64 PNG cases (a bright disc on a textured background) plus 3 test cases of 96 and 128 px (larger than the
 64 px patch, so nnU-Net tiles them; the last with a zero border, which nnU-Net crops away), plans and
-preprocesses it with nnunetv2's own API, shrinks the 2d plan (3 stages of 8-32 features) so it trains in seconds, and trains fold 0 for
-one epoch of 3 iterations with nnunetv2's ``nnUNetTrainer_1epoch`` (a trainer nnU-Net itself ships, so that
-``nnUNetPredictor`` finds it by name), then runs nnU-Net's own validation of fold 0.
+preprocesses it with nnunetv2's own API, shrinks the 2d plan (3 stages of 8-32 features) so it trains in seconds,
+and trains folds 0 and 1 for one epoch of 3 iterations each with nnunetv2's ``nnUNetTrainer_1epoch`` (a trainer
+nnU-Net itself ships, so that ``nnUNetPredictor`` finds it by name), then runs nnU-Net's own validation of each.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ DATASET_ID, DATASET = 901, "Dataset901_Tiny"
 TRAINER = "nnUNetTrainer_1epoch"
 SIZE = 64
 TEST_SIZES = (96, 128)
+FOLDS = (0, 1)  # two folds: nnUNetPredictor averages their logits
 
 
 def case(rng: np.random.Generator, size: int = SIZE) -> tuple[np.ndarray, np.ndarray]:
@@ -92,10 +93,11 @@ def main(root: Path) -> Path:
     plans = json.loads((pre / "nnUNetPlans.json").read_text())
     dataset_json = json.loads((pre / "dataset.json").read_text())
     plans["continue_training"] = False  # nnunetv2's run_training sets this key; the trainer pops it
-    trainer = nnUNetTrainer_1epoch(plans, "2d", 0, dataset_json, device=torch.device("cpu"))
-    trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch = 3, 1
-    trainer.run_training()
-    trainer.perform_actual_validation(False)
+    for fold in FOLDS:
+        trainer = nnUNetTrainer_1epoch(dict(plans), "2d", fold, dataset_json, device=torch.device("cpu"))
+        trainer.num_iterations_per_epoch, trainer.num_val_iterations_per_epoch = 3, 1
+        trainer.run_training()
+        trainer.perform_actual_validation(False)
     return root / "results" / DATASET / f"{TRAINER}__nnUNetPlans__2d"
 
 

@@ -252,7 +252,7 @@ def build(source_dir: Path, record) -> nn.Module:
 
     plans = json.loads((source_dir / "plans.json").read_text())
     dataset = json.loads((source_dir / "dataset.json").read_text())
-    details, pre = record.details, record.preprocessing
+    details = record.details
     pipeline = details["pipeline"]
     nets = []
     for f in pipeline["folds"]:

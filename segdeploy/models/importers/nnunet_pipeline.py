@@ -139,6 +139,12 @@ class SlidingWindow:
 def sliding_window(forward, record, *, tile_batch: int = 1) -> SlidingWindow:
     """The pipeline an imported nnU-Net run's ``model.json`` describes, around ``forward``."""
     pipe, pre = record.details["pipeline"], record.preprocessing
+    if "tile_step" not in pipe:
+        from segdeploy.errors import SegdeployError
+
+        raise SegdeployError("this nnU-Net run was imported by an earlier segdeploy (one letterboxed patch, "
+                             "normalisation inside the graph).", fix="import it again with segdeploy models import "
+                                                                     "nnunet, then export it again.")
     schemes = pre["normalization_schemes"]
     return SlidingWindow(forward, patch=int(pipe["patch_size"][0]), tile_step=float(pipe["tile_step"]),
                          schemes=schemes, props=pre["intensity_properties"],
