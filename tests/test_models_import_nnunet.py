@@ -29,6 +29,18 @@ def test_a_3d_configuration_is_refused_in_one_line(tmp_path):
     assert "\n" not in str(e.value) and "__2d" in str(e.value)
 
 
+def test_a_tile_step_outside_0_to_1_is_refused_in_one_line(tmp_path):
+    pytest.importorskip("nnunetv2")
+    src = tmp_path / "Dataset001_X" / "nnUNetTrainer__nnUNetPlans__2d"
+    src.mkdir(parents=True)
+    (src / "plans.json").write_text(json.dumps({"configurations": {"2d": {"patch_size": [64, 64]}}}))
+    (src / "dataset.json").write_text(json.dumps({"channel_names": {"0": "CT"}, "labels": {"background": 0}}))
+    for step in (0.0, 1.5):
+        with pytest.raises(SegdeployError, match=f"--tile-step {step}: nnU-Net's sliding window") as e:
+            import_model("nnunet", src, tmp_path / "run", ImportOptions(tile_step=step))
+        assert "\n" not in str(e.value)
+
+
 @pytest.fixture(scope="module")
 def nnunet_model(tmp_path_factory) -> Path:
     pytest.importorskip("nnunetv2")
