@@ -53,13 +53,13 @@ def onnx_sha256(path: Path) -> str | None:
 
 def artifact_sha256(run, backend: str, precision: str) -> str | None:
     """The sha256 of what ``backend`` runs for ``run`` at ``precision`` (see the module docstring)."""
-    from segdeploy.run.folder import WEIGHTS, onnx_path
+    from segdeploy.run.folder import onnx_path
 
     info = backend_info(backend)
     if info is None:
         return None
     if not info.reads_onnx:
-        return file_sha256(Path(run.dir) / WEIGHTS)
+        return file_sha256(run.weights_path)
     from segdeploy.engines.integrity import checkpoint_changed
 
     if backend != "tensorrt":  # tensorrt runs an engine built from the ONNX file: its record is hashed below

@@ -58,6 +58,7 @@ from segdeploy.bench.latency import MIN_ITERS, WARMUP_ITERS, measure_engine, noi
 from segdeploy.bench.memory import MemoryProbe
 from segdeploy.engines import BACKENDS
 from segdeploy.errors import BackendUnavailable, SegdeployError, WriteFailed, warn
+from segdeploy.models.importers import refuse_in_sample, row_fields, run_pipeline
 from segdeploy.evaluation.evaluate import Evaluation, PreparedImages, evaluate
 from segdeploy.evaluation.per_image import save_per_image, sidecar_name
 from segdeploy.fileio import append_jsonl, iter_jsonl
@@ -122,10 +123,8 @@ def _file_size_mb(engine, run) -> float | None:
     """The deployed artifact: what the engine reports, else the file it names, else (torch) the checkpoint."""
     if engine.info.get("file_size_mb") is not None:
         return engine.info["file_size_mb"]
-    from segdeploy.run.folder import WEIGHTS
-
     named = next((engine.info[k] for k in ("engine", "onnx", "file") if engine.info.get(k)), None)
-    path = Path(named) if named else run.dir / WEIGHTS
+    path = Path(named) if named else run.weights_path
     return round(path.stat().st_size / 1e6, 3) if path.is_file() else None
 
 
@@ -171,6 +170,21 @@ def _bench_one(backend, precision, run, ds, ids, *, batch, device, save_predicti
     try:
         save_dir = (Path(save_predictions) / run.name / f"{backend}-{precision}") if save_predictions else None
         meta = run.meta
+        # an imported model with its own inference pipeline (nnU-Net's sliding window) is measured as a user runs
+        # it: the engine is the per-tile forward, bench's batch the tiles per forward call
+        window = run_pipeline(run, lambda x: require_finite_logits(np.asarray(engine.run(x), dtype=np.float32),
+                                                                   engine), batch) if measure_accuracy else None
+        if window is not None:
+            from segdeploy.bench.pipeline import measure_pipeline
+
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+            with probe.track(engine.device, backend):
+                fields, result = measure_pipeline(engine, window, ds, ids, meta=meta, timing=timing,
+                                                  save_dir=save_dir,
+                                                  on_image_done=lambda n: progress.advance(task, n))
+            return {"device": engine.device, "provider": engine.info.get("provider"),
+                    "file_size_mb": _file_size_mb(engine, run), **fields, **probe.result(),
+                    "host_load_1m": load, "engine_info": engine.info}, result
         if measure_accuracy:
             # a NaN/inf logit is an engine that cannot be trusted (an fp16 overflow, NaN weights): a failed row
             def predict(x):
@@ -304,6 +318,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
             # them once (a worker process reads its own)
             kept = PreparedImages(ds)
             ids = run.split_ids(ds, split, allow_missing=allow_missing)[:max_images or None] if measure_accuracy else []
+            refuse_in_sample(run, ds, ids)  # an imported model scored on the cases it was trained on
             base = dict(schema=SCHEMA, dataset=ds.name, data=str(data), split=split, run=str(run.dir.resolve()),
                         run_name=run.name, model=run.meta.model, family=run.meta.family, device_requested=device,
                         batch=batch, n_images=len(ids),
@@ -327,6 +342,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                                    backend=backend, precision=precision, device=device, status="ok", reason=None,
                                    isolation=isolate)
                     row.update(cost)
+                    row.update(row_fields(run))
                     config = dict(batch=batch, device=device, save_predictions=save_predictions, timing=timing,
                                   measure_accuracy=measure_accuracy, threads=threads)
                     if isolate == "process":
@@ -336,6 +352,10 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                     else:
                         fields, evaluation = bench_config(backend, precision, run, kept, ids, progress=bar, **config)
                     row.update(fields)
+                    tiles = ((row.extra or {}).get("pipeline") or {}).get("tiles_per_image")
+                    if tiles and row.gmacs:  # a pipeline row: cost per image is the graph's per tile x tiles
+                        row.update(forward_gmacs=row.gmacs, gmacs=row.gmacs * tiles["mean"],
+                                   gflops=2 * row.gmacs * tiles["mean"])
                     row.update(derived_fields(row))
                     # what ran: loading a tensorrt engine may have (re)built it
                     row.update(artifact_sha256=artifact_sha256(run, backend, precision))

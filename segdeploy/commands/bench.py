@@ -39,6 +39,11 @@ def bench(
     threads: Threads = None,
     isolate: str = typer.Option("process", help="process: each configuration in a fresh process (its own memory "
                                 "baseline; a crash is a failed row); none: all in this process."),
+    pipeline_grid: bool = typer.Option(False, "--pipeline-grid",
+                                       help="Imported nnU-Net runs: measure each pipeline setting (one fold vs all "
+                                            "of the run's folds x mirroring on/off x tile step 0.5/0.75/1.0), "
+                                            "each imported and exported under RUN/pipelines/ when missing; "
+                                            "--batch is the tiles per forward call."),
     timeout: Timeout = None,
 ) -> None:
     """Accuracy (on the split, at original resolution) and deployment cost of every run x backend x precision."""
@@ -47,6 +52,12 @@ def bench(
     from segdeploy.bench.runner import run_bench
     from segdeploy.bench.table import print_tables
 
+    if pipeline_grid:
+        from segdeploy.records import comma_list
+        from segdeploy.models.importers.grid import expand_pipeline_grid
+
+        run_dirs = expand_pipeline_grid(run_dirs, comma_list(precisions),
+                                        on_step=lambda what: Console(stderr=True).print(f"pipeline grid: {what}"))
     rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
                      save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
                      duration_s=duration, min_iters=min_iters, warmup_iters=warmup_iters, force=force,

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 from rich.console import Console
@@ -57,3 +58,57 @@ def models(ctx: typer.Context,
                       fmt_num(r["declared_params_m"], ".1f"), fmt_num(r.get("gmacs"), ".1f"),
                       fmt_num(r.get("gflops"), ".1f"), r["source"] if "error" not in r else f"[red]{r['error']}[/]")
     Console().print(table)
+
+
+@app.command("import")
+def import_cmd(
+    fmt: str = typer.Argument(..., metavar="FORMAT", help="onnx, smp, hf or nnunet."),
+    src: str = typer.Argument(..., help="The model: an .onnx file, or the folder save_pretrained / nnU-Net wrote."),
+    run_dir: str = typer.Argument(..., metavar="RUN", help="The run folder to write (must not be a run yet)."),
+    data: str = typer.Option(None, "--data", help="Dataset whose test split parity, export and bench use "
+                                                  "(its train split calibrates INT8)."),
+    family: str = typer.Option(None, "--family", help="specialized|general (default: nnunet specialized, "
+                                                      "others general)."),
+    mean: str = typer.Option(None, "--mean", help="Per-channel mean on the 0-1 scale, e.g. 0.485,0.456,0.406."),
+    std: str = typer.Option(None, "--std", help="Per-channel std on the 0-1 scale."),
+    size: int = typer.Option(None, "--size", help="Square input side the model runs at."),
+    classes: str = typer.Option(None, "--classes", help="Class names, comma-separated (index = label)."),
+    in_chans: int = typer.Option(None, "--in-chans", help="Input channels (onnx with a symbolic channel axis)."),
+    spec: Path = typer.Option(None, "--spec", help="onnx: a JSON with mean, std, size, classes, in_chans."),
+    allow_pickle: bool = typer.Option(False, "--allow-pickle", help="Accept pytorch_model.bin (a pickle: loading "
+                                                                    "it can run code its author put in it)."),
+    folds: str = typer.Option(None, "--folds", help="nnunet: folds to use, e.g. 0 or 0,1,2,3,4 or all."),
+    checkpoint: str = typer.Option("final", "--checkpoint", help="nnunet: final or best."),
+    preprocessed: Path = typer.Option(None, "--preprocessed", help="nnunet: the preprocessed dataset folder "
+                                                                   "(splits_final.json), where debug.json's is gone."),
+    mirroring: bool = typer.Option(True, "--mirroring/--no-mirroring", help="nnunet: test-time mirroring over the "
+                                                                           "checkpoint's allowed axes."),
+    tile_step: float = typer.Option(0.5, "--tile-step", help="nnunet: sliding-window step as a fraction of the "
+                                                             "patch (0 < step <= 1; nnU-Net's default 0.5)."),
+    parity_images: int = typer.Option(4, "--parity-images", help="Images for the parity check (0: skip)."),
+) -> None:
+    """Turn a model trained elsewhere into a run folder: export, bench, check, report and cam accept it."""
+    from segdeploy.records import comma_list
+    from segdeploy.models.importers import import_model
+    from segdeploy.models.importers.base import ImportOptions
+
+    floats = (lambda text: [float(v) for v in text.split(",") if v.strip()] if text else None)
+    options = ImportOptions(family=family, mean=floats(mean), std=floats(std), size=size,
+                            classes=comma_list(classes) if classes else None, in_chans=in_chans,
+                            allow_pickle=allow_pickle, folds=folds, checkpoint=checkpoint, preprocessed=preprocessed,
+                            mirroring=mirroring, tile_step=tile_step, spec=spec)
+    meta = import_model(fmt, src, run_dir, options, data=data, parity_images=parity_images)
+    record = meta["imported"]
+    console = Console()
+    console.print(f"[bold]{run_dir}[/]: {meta['model']} ({meta['family']}), {meta['num_classes']} classes, "
+                  f"{meta['in_chans']}-channel {meta['img_size']}x{meta['img_size']} input; "
+                  f"{len(record['files'])} file(s) hashed", highlight=False)
+    parity = record.get("parity")
+    if parity:
+        diff = parity.get("max_abs_logit_diff")
+        style = "green" if parity["met"] else "bold red"
+        console.print(f"parity with {fmt}'s own prediction on {parity['images']}: [{style}]"
+                      f"{parity['pixel_agreement']:.4%}[/] of pixels agree"
+                      + (f", max |logit diff| {diff:.2e}" if diff is not None else ""), highlight=False)
+    for note in record.get("notes") or []:
+        console.print(f"note: {note}", highlight=False)

@@ -75,7 +75,7 @@ def other_checkpoint(run, entry: dict) -> str | None:
     from segdeploy.run.folder import WEIGHTS
 
     recorded = entry.get("checkpoint_sha256")
-    weights = Path(run.dir) / WEIGHTS
+    weights = run.weights_path  # an imported model: the file its source keeps
     if not recorded:
         if entry and str(run.dir) not in _warned:
             _warned.add(str(run.dir))

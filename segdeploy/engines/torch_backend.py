@@ -64,7 +64,7 @@ class TorchEngine(BaseEngine):
         model = self.source.build_model().to(target, dtype=dtype)
         if on_cuda:
             model = model.to(memory_format=torch.channels_last)
-        weights = self.source.dir / WEIGHTS
+        weights = self.source.weights_path
         self._restore_threads = None  # the process's intra-op thread count before --threads set it
         if self.threads:  # after the model is built, so that a load that fails leaves the thread count alone
             self._restore_threads = torch.get_num_threads()

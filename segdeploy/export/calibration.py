@@ -22,7 +22,8 @@ def load_images(run, split: str, n: int, *, seed: int | None = None) -> np.ndarr
     meta = run.meta
     if not meta.dataset.spec:
         raise SegdeployError("the run's model.json names no dataset (dataset.spec): parity and calibration need "
-                             "its images.", fix="add \"dataset\": {\"spec\": PATH_OR_NAME} to model.json.")
+                             "its images.", fix="add \"dataset\": {\"spec\": PATH_OR_NAME} to model.json (an imported model: import it "
+                                 "again with --data PATH_OR_NAME).")
     dataset = open_dataset(meta.dataset.open_spec(), class_map=meta.dataset.class_map)
     # the run's recorded ids (calibration: train only); parity is no accuracy claim, so test ids the folder lost
     # since training only warn

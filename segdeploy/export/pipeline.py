@@ -18,7 +18,7 @@ from segdeploy.export.onnx_export import check_dynamic_batch, onnx_opset, parity
 from segdeploy.export.precision import convert_fp16
 from segdeploy.fileio import sha256_file
 from segdeploy.run.artifacts import onnx_digest
-from segdeploy.run.folder import EXPORT_PRECISIONS, WEIGHTS, load_run, onnx_path
+from segdeploy.run.folder import EXPORT_PRECISIONS, load_run, onnx_path
 from segdeploy.run.manifest import ExportManifest, manifest_header, now, read_manifest, write_manifest
 
 MIN_OPSET = 17  # LayerNormalization is one op from 17; split LayerNorm overflows in TensorRT FP16
@@ -124,7 +124,10 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
     step = on_step or (lambda precision, what: None)
     run = load_run(run_dir)
     manifest = read_manifest(run.dir)  # read first: a corrupt manifest stops us before any work
-    model = run.build_model()
+    from segdeploy.models.importers import export_hooks
+
+    write_fp32, export_reference = export_hooks(run)  # an imported ONNX model is its own fp32 file
+    model = export_reference(run) if export_reference else run.build_model()
     meta = run.meta
     step(precisions[0], "loading images")
     parity_batch = load_images(run, "test", parity_images)
@@ -132,7 +135,7 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
     calib_batch = load_images(run, "train", calib_images, seed=calib_seed) if "int8" in precisions else None
 
     # the checkpoint the files are exported from: bench refuses them once model.safetensors has changed
-    checkpoint = sha256_file(run.dir / WEIGHTS)
+    checkpoint = sha256_file(run.weights_path)
     entries: dict[str, dict] = {}
     started: list[str] = []  # precisions whose files this export may have begun to write
     try:
@@ -142,7 +145,8 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
             step("fp32", "exporting")
             started += ["fp32"] if "fp32" in precisions else []
             try:
-                export_info = export_onnx(model, fp32_file, run.input_shape, opset=opset)
+                export_info = (write_fp32(run, fp32_file) if write_fp32 else
+                               export_onnx(model, fp32_file, run.input_shape, opset=opset))
                 fp32_error = None
             except ExportFailed as e:  # both exporters' reasons, without the (maybe scratch) file name
                 export_info, fp32_error = {}, e.message

@@ -44,7 +44,7 @@ class ModelInfo:
 _REGISTRY: dict[str, ModelInfo] = {}
 # every module of this package is a model family, except these and private (_*) helpers; imported on first use
 # so `segdeploy --help` stays fast
-_NOT_FAMILIES = {"cli", "profile", "weights"}
+_NOT_FAMILIES = {"cli", "profile", "weights", "importers"}
 _loaded = False
 
 

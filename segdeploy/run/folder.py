@@ -9,6 +9,7 @@
       splits.json            the train/val/test ids, written before the first checkpoint (segdeploy.run.splits)
       onnx/model.<precision>.onnx + onnx/manifest.json     (segdeploy export; int8 also model.int8-cpu.onnx)
       engines/               TensorRT engines and their build records (segdeploy engines build)
+      source/                an imported model's own files (segdeploy models import; no model.safetensors)
 
 Every stage takes RUN_DIR, so a user can inspect, copy or delete any artifact with ordinary tools.
 """
@@ -78,6 +79,14 @@ class Run:
     def input_shape(self) -> tuple[int, int, int]:
         return self.meta.input_shape
 
+    @property
+    def weights_path(self) -> Path:
+        """The checkpoint the torch backend loads (an imported model: the largest file it keeps in source/)."""
+        source = self.dir / "source"
+        if "imported" in self.meta.extra and source.is_dir():
+            return max((p for p in source.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+        return self.dir / WEIGHTS
+
     def check_dataset(self, dataset) -> None:
         """Raise when ``dataset`` cannot be scored by this run's model (other classes or channels)."""
         m = self.meta
@@ -96,9 +105,16 @@ class Run:
         return split_ids(self, dataset, split, allow_missing=allow_missing)
 
     def build_model(self) -> nn.Module:
-        """The trained PyTorch model, on CPU, in eval mode."""
+        """The trained PyTorch model, on CPU, in eval mode (an imported one rebuilt from ``source/`` by its
+        format: :mod:`segdeploy.models.importers`)."""
         from safetensors.torch import load_file
 
+        if "imported" in self.meta.extra:
+            from segdeploy.models.importers import build_imported
+
+            return build_imported(self)
+
+        from segdeploy.models import create_model
 
         m = self.meta
         model = create_model(m.model, num_classes=m.num_classes, in_chans=m.in_chans, img_size=m.img_size)

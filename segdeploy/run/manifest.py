@@ -33,6 +33,7 @@ class ExportManifest:
     onnxruntime: str | None = None
     input: dict = field(default_factory=dict)  # the I/O contract: name, shape, dtype
     output: dict = field(default_factory=dict)
+    imported: dict | None = None  # an imported model's format, source and parity with its own library
     precisions: dict[str, dict] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -76,7 +77,10 @@ def manifest_header(run) -> dict:
     """The manifest's top-level fields for ``run``'s export now: model, run, time, library versions and the I/O
     contract every exported file keeps (float32 ``input`` and ``logits``, dynamic batch)."""
     meta = run.meta
-    return {"model": meta.model, "run": run.name, "created": now(), **_versions(),
+    imported = meta.extra.get("imported")
+    # an imported model: where it came from and how its masks agreed with its own library's at import
+    origin = {"imported": {k: imported.get(k) for k in ("format", "source", "parity")}} if imported else {}
+    return {"model": meta.model, "run": run.name, "created": now(), **_versions(), **origin,
             "input": {"name": "input", "shape": ["batch", *run.input_shape], "dtype": "float32"},
             "output": {"name": "logits", "shape": ["batch", meta.num_classes, *run.input_shape[1:]],
                        "dtype": "float32"}}

@@ -68,9 +68,16 @@ def run_cell(config: StudyConfig, cell: Cell, study_dir: str | Path) -> CellOutc
         atomic_write_json(folder / CELL_RECORD, {"cell": cell.study_field(), "fingerprint": fingerprint(config, cell),
                                                  "train_fingerprint": train_fingerprint(config, cell)})
         _limit_threads(config.resources.num_cpus)
-        enter("train" if config.train else "init")
-        meta = _train(config, cell, folder) if config.train else _init_untrained(config, cell, folder)
-        val_dice = (meta.val or {}).get("dice") if config.train else None
+        if cell.imported:  # a model trained elsewhere: imported with the cell's dataset, never trained
+            from segdeploy.study.imported import import_into
+            from segdeploy.study.plan import imported_entry
+
+            enter("import")
+            meta = import_into(imported_entry(config, cell), cell.dataset, folder, seed=config.seed, k=config.k)
+        else:
+            enter("train" if config.train else "init")
+            meta = _train(config, cell, folder) if config.train else _init_untrained(config, cell, folder)
+        val_dice = (meta.val or {}).get("dice") if config.train and not cell.imported else None
         if any(reads_onnx(b) for b in config.backends):
             enter("export")
             _export(config, folder)

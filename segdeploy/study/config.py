@@ -78,6 +78,8 @@ class StudyConfig:
     cross: tuple[CrossTarget, ...] = ()
     # dataset (as in ``datasets``) -> the class map it is trained with, e.g. NeoPolyp as one "polyp=1,2" class
     class_maps: dict[str, str] = field(default_factory=dict)
+    # models trained elsewhere ([[imported]] tables, segdeploy.study.imported): one cell per dataset, no training
+    imported: tuple = ()
     path: str | None = field(default=None, compare=False)  # the file it came from (not part of the study)
 
     @property
@@ -89,6 +91,8 @@ class StudyConfig:
         """Plain JSON-able form (lists, no file path): what plan.json records and compares."""
         d = asdict(self)
         d.pop("path")
+        if not d["imported"]:  # plans written before imported models existed stay the same plan
+            d.pop("imported")
         return _lists(d)
 
 
@@ -250,7 +254,7 @@ _CROSS = {
     "class_map": (_class_map, 'class_map = "polyp=1,2"'),
     "split": (_split, 'split = "all"'),
 }
-_TABLES = {"resources": _RESOURCES, "cross": _CROSS, "class_maps": None}
+_TABLES = {"resources": _RESOURCES, "cross": _CROSS, "class_maps": None, "imported": None}
 
 
 def _unknown(key: str, known, where: str, path) -> SegdeployError:
@@ -279,6 +283,8 @@ def parse_study(data: dict, *, path: str | Path | None = None, default_name: str
 
     top = {k: v for k, v in data.items() if k not in _TABLES}
     values = _checked(top, _TOP, "", path)
+    if "models" not in values and data.get("imported"):
+        values["models"] = ()  # only imported models
     for key in ("models", "datasets"):
         if key not in values:
             raise SegdeployError(f"`{key}` is missing.", path=path, fix=f"write e.g. {_TOP[key][1]}.")
@@ -341,9 +347,16 @@ def parse_study(data: dict, *, path: str | Path | None = None, default_name: str
     if not train and cross:
         raise SegdeployError("`cross` targets with `train` = false: a cost-only study scores nothing.", path=path,
                              fix="remove the [[cross]] tables, or set train = true.")
+    from segdeploy.study.imported import parse_imported
+
+    imported = parse_imported(data.get("imported", []), models=values["models"],
+                              base=Path(path).resolve().parent if path else None, path=path)
+    if imported and class_maps:
+        raise SegdeployError("[[imported]] models with [class_maps]: an imported model is scored on the dataset's "
+                             "own classes.", path=path, fix="run the imported models in a study without class_maps.")
     name = values.pop("name", None) or default_name
     return StudyConfig(name=name, resources=resources_values, cross=cross, class_maps=class_maps,
-                       path=str(path) if path else None, **values)
+                       imported=imported, path=str(path) if path else None, **values)
 
 
 def _cross(table: dict, datasets: tuple[str, ...], path) -> CrossTarget:

@@ -48,6 +48,7 @@ class Cell:
     dataset_name: str  # how rows name it (bench's ``dataset``)
     fold: int | None  # None in a cost-only study (nothing trained)
     lr: float | None
+    imported: str | None = None  # the [[imported]] model's name: imported, not trained
 
     def study_field(self) -> dict:
         """The ``study`` object of every row this cell writes."""
@@ -72,7 +73,15 @@ def expand(config: StudyConfig) -> list[Cell]:
             for lr in config.lr:
                 for fold in config.folds:
                     cells.append(Cell(f"{safe_name(name)}--{model}--f{fold}--lr{lr:g}", model, spec, name, fold, lr))
+        for entry in config.imported:
+            cells.append(Cell(f"{safe_name(name)}--{safe_name(entry.name)}--imported", entry.name, spec, name, None,
+                              None, imported=entry.name))
     return cells
+
+
+def imported_entry(config: StudyConfig, cell: Cell):
+    """The [[imported]] table of an imported cell."""
+    return next(e for e in config.imported if e.name == cell.imported)
 
 
 def cell_dir(study_dir: str | Path, cell: Cell | str) -> Path:
@@ -85,7 +94,12 @@ def _digest(obj: Any) -> str:
 
 def train_fingerprint(config: StudyConfig, cell: Cell) -> str:
     d = config.as_dict()
-    return _digest({"cell": asdict(cell), "num_cpus": config.resources.num_cpus,
+    cell_d = asdict(cell)
+    if cell.imported is None:
+        cell_d.pop("imported")  # trained cells keep the fingerprints they had before imported models existed
+    else:
+        cell_d["imported"] = asdict(imported_entry(config, cell))
+    return _digest({"cell": cell_d, "num_cpus": config.resources.num_cpus,
                     "class_map": config.class_maps.get(cell.dataset), **{k: d[k] for k in _TRAIN_KEYS}})
 
 
