@@ -18,7 +18,7 @@ import torch
 from segdeploy.machine.device import CPU, missing_device_reason, resolve_device
 from segdeploy.engines.base import BaseEngine
 from segdeploy.machine.envinfo import has_native_bf16
-from segdeploy.run.folder import WEIGHTS, Run
+from segdeploy.run.folder import Run
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}

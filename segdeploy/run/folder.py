@@ -114,8 +114,6 @@ class Run:
 
             return build_imported(self)
 
-        from segdeploy.models import create_model
-
         m = self.meta
         model = create_model(m.model, num_classes=m.num_classes, in_chans=m.in_chans, img_size=m.img_size)
         weights = self.dir / WEIGHTS

@@ -18,8 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from segdeploy.errors import BackendUnavailable, SegdeployError
-from segdeploy.models.importers.base import PARITY_TARGET, SOURCE_DIR, ImportOptions, ImportRecord, NoTorchOriginal
+from segdeploy.errors import SegdeployError
+from segdeploy.models.importers.base import (PARITY_TARGET, SOURCE_DIR, ImportOptions, ImportRecord,  # noqa: F401
+                                             NoTorchOriginal)  # PARITY_TARGET, NoTorchOriginal: re-exported
 
 _MODULES = ("onnx", "smp", "hf", "nnunet")  # imported on first lookup; each registers itself
 _FORMATS: dict[str, "ModelFormat"] = {}
