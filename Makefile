@@ -31,7 +31,8 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	# torch first, pinned: the CUDA build also runs on CPU; the CPU-only wheel breaks torchvision
 	$(PY) -m pip install -q -c constraints.txt torch torchvision
 	# openvino: the third CPU runtime (59 MB wheel); pip install -e ".[cpu,test]" leaves it out
-	$(PY) -m pip install -q -c constraints.txt -e ".[$(ORT_EXTRA),openvino,test,data,cluster]"
+	# hf, smp, nnunet: the libraries of `segdeploy models import` (CI tests each format on fixtures it builds)
+	$(PY) -m pip install -q -c constraints.txt -e ".[$(ORT_EXTRA),openvino,test,data,cluster,hf,smp,nnunet]"
 	touch $@
 
 install: $(VENV)/.installed
