@@ -102,10 +102,10 @@ def test_onnx_import_asks_for_what_the_file_cannot_say_then_exports_it_as_fp32(s
     with pytest.raises(BackendUnavailable, match="no PyTorch original"):  # torch rows and cam say why
         run.build_model()
     manifest = export_run(run.dir, ["fp32", "fp16"], parity_images=2)
-    fp32 = manifest["precisions"]["fp32"]
+    fp32 = manifest.precisions["fp32"]
     assert fp32["status"] == "ok" and fp32["exporter"] == "imported" and fp32["parity"]["max_abs_diff"] == 0.0
-    assert manifest["precisions"]["fp16"]["parity"]["argmax_agreement"] > 0.99
-    assert manifest["imported"]["format"] == "onnx"
+    assert manifest.precisions["fp16"]["parity"]["argmax_agreement"] > 0.99
+    assert manifest.imported["format"] == "onnx"
     # the fp32 file takes any batch and keeps segdeploy's I/O names
     from segdeploy.export.onnx_export import ort_session
 

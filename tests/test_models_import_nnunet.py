@@ -91,7 +91,7 @@ def test_nnunet_import_matches_nnunet_predictor_and_refuses_in_sample_bench(nnun
     splits = json.loads(Path(record["details"]["training_cases"]["splits_file"]).read_text())
     assert record["details"]["training_cases"]["train"] == sorted(splits[0]["train"])
     manifest = export_run(run_dir, ["fp32"], parity_images=2)
-    assert manifest["precisions"]["fp32"]["parity"]["argmax_agreement"] == 1.0
+    assert manifest.precisions["fp32"]["parity"]["argmax_agreement"] == 1.0
     with pytest.raises(SegdeployError, match="trained on.*in-sample"):
         run_bench([run_dir], str(data), "onnxruntime", "fp32", tmp_path / "r.jsonl", split="train")
     rows = run_bench([run_dir], str(data), "torch,onnxruntime", "fp32", tmp_path / "r.jsonl", split="test",
