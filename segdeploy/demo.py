@@ -52,6 +52,8 @@ def demo(
             # an unfinished run without a state to resume (killed before its first epoch was saved) starts over
             train_model(TrainConfig(data=data, model=name, out=run_dir, epochs=epochs, img_size=img_size,
                                     batch_size=8, lr=lr, augment=augment, device=device, patience=epochs,
+                                    # fp32: results/baseline.json (make check) was recorded from fp32 training
+                                    amp="off",
                                     resume=resume, restart=not resume and has_meta))
         manifest = read_json(manifest_path(run_dir)) if manifest_path(run_dir).is_file() else {}
         todo = [p for p in wanted if manifest.get("precisions", {}).get(p, {}).get("status") != "ok"]
