@@ -15,7 +15,7 @@ from segdeploy.data.transforms import TorchSegDataset, TrainAugment
 from segdeploy.errors import SegdeployError
 from segdeploy.train import TrainConfig, train_model
 from segdeploy.train.guard import check_config
-from segdeploy.train.precision import autocast_dtype
+from segdeploy.train.precision import amp_mode, autocast_dtype
 
 
 def _counting(ds):
@@ -87,7 +87,9 @@ def test_amp_auto_is_bf16_only_on_a_cpu_that_computes_bf16(monkeypatch):
     for path in ("AVX512-BF16", "AMX-BF16"):
         monkeypatch.setattr(cpuinfo, "cpu_isa", _isa(path))
         assert autocast_dtype(cpu, "auto") is torch.bfloat16
+        assert autocast_dtype(cpu, None) is None  # without --amp a CPU trains in fp32
         assert autocast_dtype(cpu, "off") is None and autocast_dtype(cpu, False) is None
+    assert amp_mode(None, torch.device("cuda")) == "auto"  # without --amp a GPU keeps mixed precision
     with pytest.raises(SegdeployError, match="fp16"):
         autocast_dtype(cpu, "fp16")
     with pytest.raises(SegdeployError, match="--amp 'fast'"):

@@ -65,7 +65,7 @@ class TrainConfig:
     group_regex: str | None = None
     augment: float = 1.0  # scales the geometric augmentation ranges; 0 disables augmentation
     workers: int | None = None
-    amp: str = "auto"  # auto | bf16 | fp16 | off (segdeploy.train.precision); a bool means auto/off
+    amp: str | None = None  # auto | bf16 | fp16 | off; None: auto on CUDA, off on CPU (segdeploy.train.precision)
     pretrained: bool = False
     weights: str | None = None
     resume: bool = False

@@ -1,9 +1,11 @@
-"""Which dtype training autocasts to: ``--amp auto|bf16|fp16|off``.
+"""Which dtype training autocasts to: ``--amp auto|bf16|fp16|off``; without ``--amp``, auto on CUDA and off on CPU.
 
 * CUDA: ``auto`` is bf16 on sm80+ and fp16 (with loss scaling) before, as the study trains on GPUs.
 * CPU: ``auto`` is bf16 only where the CPU computes bf16 natively (AMX-BF16 or AVX512-BF16, from
   :func:`segdeploy.cpuinfo.cpu_isa`); elsewhere bf16 is emulated and slower than fp32, so ``auto`` stays in fp32.
   ``bf16`` forces it on any CPU (to reproduce a bf16 run elsewhere); fp16 autocast is refused on the CPU.
+  The CPU default is fp32: on a shared 2-vCPU AMX Xeon, benchmarks/train_throughput.py showed no speed-up of bf16
+  beyond the load noise for unet-tiny and segformer-tiny at 128 px, and fp32 keeps the numbers of earlier runs.
 
 bf16 autocast keeps the weights, the optimizer state and the loss in fp32; only the matmuls and convolutions run
 in bf16. It is deterministic on one machine class, but its weights differ from an fp32 run's, so a baseline
@@ -21,8 +23,11 @@ AMP_MODES = ("auto", "bf16", "fp16", "off")
 CPU_NATIVE_BF16 = ("AMX-BF16", "AVX512-BF16")
 
 
-def amp_mode(value) -> str:
-    """The mode of a TrainConfig's ``amp``: a mode name, or a bool as older configs and records hold it."""
+def amp_mode(value, device: torch.device | None = None) -> str:
+    """The mode of a TrainConfig's ``amp``: a mode name, a bool as older configs and records hold it, or None (the
+    default: auto on CUDA, off elsewhere)."""
+    if value is None:
+        return "auto" if device is not None and device.type == "cuda" else "off"
     if isinstance(value, bool):
         return "auto" if value else "off"
     if value not in AMP_MODES:
@@ -42,7 +47,7 @@ def cpu_bf16_path() -> str | None:
 
 def autocast_dtype(device: torch.device, amp) -> torch.dtype | None:
     """The dtype to autocast to on ``device`` for ``amp`` (None: fp32)."""
-    mode = amp_mode(amp)
+    mode = amp_mode(amp, device)
     if mode == "off":
         return None
     if device.type == "cuda":
