@@ -20,6 +20,9 @@ of images/s (wall clock) and of images per CPU-second (``time.process_time``: le
 on a shared machine), and the validation Dice (fp32, the checkpoint-selection path) after the first repeat's
 steps, so a setting that learns worse at the same budget shows. Repeats and settings are interleaved (each
 round runs every setting, in a rotated order), and the load average seen is printed, as cpu_int8.py does.
+
+On a shared machine the rounds differ more than the settings do (on a 2-vCPU AMX Xeon at load 5-13 one setting
+varied up to 3x between rounds): a speed-up counts only where it holds in every round, on a quiet machine.
 """
 
 from __future__ import annotations
