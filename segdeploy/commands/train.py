@@ -30,7 +30,9 @@ def train(
                                                          "a group never spans two splits."),
     augment: float = typer.Option(1.0, callback=number_option("--augment"), help="Strength of the geometric augmentations (0 = none)."),
     workers: Optional[int] = typer.Option(None, help="DataLoader workers (default: 0 on CPU, 4 on CUDA)."),
-    amp: bool = typer.Option(True, help="Mixed precision on CUDA (bf16 where supported, else fp16)."),
+    amp: Optional[str] = typer.Option(None, help="Mixed precision: auto (bf16 on sm80+ GPUs and on CPUs with "
+                                      "AMX-BF16 or AVX512-BF16, fp16 on older GPUs, else fp32), bf16, fp16 (CUDA) "
+                                      "or off. Default: auto on CUDA, off (fp32) on CPU."),
     pretrained: bool = typer.Option(False, help="Load the library's ImageNet encoder weights (needs the hub)."),
     weights: Optional[str] = typer.Option(None, help="Local weights file to initialise from (keys are reported)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run in --out."),

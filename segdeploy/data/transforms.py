@@ -152,26 +152,32 @@ class TorchSegDataset(torch.utils.data.Dataset):
     """(image float32 CxSxS normalised, mask int64 SxS) pairs for a DataLoader.
 
     Each image is decoded and letterboxed once and kept in memory as uint8 (training on 2 CPU cores must not
-    re-decode files every epoch); augmentation and normalisation run per access. The cache fills lazily; with
-    DataLoader workers call :meth:`preload` first (forked workers then share it) or use persistent workers.
+    re-decode files every epoch), up to ``cache_bytes`` (None: no limit; 0: decode on every access); augmentation
+    and normalisation run per access, on the kept arrays. The cache fills lazily; with DataLoader workers call
+    :meth:`preload` first (forked workers then share it) or use persistent workers.
     """
 
     def __init__(self, ds, ids: list[str], img_size: int, mean: Sequence[float], std: Sequence[float],
-                 augment: TrainAugment | None = None):
+                 augment: TrainAugment | None = None, cache_bytes: int | None = None):
         self.ds, self.ids, self.img_size = ds, list(ids), img_size
         self.mean, self.std = mean, std
         self.augment = augment
+        self.cache_bytes, self.cached_bytes = cache_bytes, 0
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def _letterboxed(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        if index not in self._cache:
-            sample = self.ds.load(self.ids[index])
-            img, mask, _ = letterbox(sample.image, sample.mask, self.img_size)
-            self._cache[index] = (torch.from_numpy(img), torch.from_numpy(mask))
-        return self._cache[index]
+        if index in self._cache:
+            return self._cache[index]
+        sample = self.ds.load(self.ids[index])
+        img, mask, _ = letterbox(sample.image, sample.mask, self.img_size)
+        pair = (torch.from_numpy(img), torch.from_numpy(mask))
+        if self.cache_bytes is None or self.cached_bytes + img.nbytes + mask.nbytes <= self.cache_bytes:
+            self._cache[index] = pair
+            self.cached_bytes += img.nbytes + mask.nbytes
+        return pair
 
     def preload(self) -> TorchSegDataset:
         for i in range(len(self)):

@@ -63,29 +63,45 @@ class Evaluation:
 class PreparedImages:
     """A view of a dataset that keeps each image's decoded sample and its network input after first use, so that
     evaluating the same images again (bench: every backend x precision of one run) reads, decodes and letterboxes
-    each image once. Costs one decoded image and one input array per image of the split, held in memory."""
+    each image once. Costs one decoded image and one input array per image of the split, held in memory; with
+    ``max_bytes`` the images past that budget are prepared afresh on each use instead of kept."""
 
-    def __init__(self, dataset):
+    def __init__(self, dataset, max_bytes: int | None = None):
         self.dataset = dataset
+        self.max_bytes = max_bytes
+        self.kept_bytes = 0
         self._samples: dict = {}
         self._inputs: dict = {}
+
+    def _room(self, nbytes: int) -> bool:
+        if self.max_bytes is not None and self.kept_bytes + nbytes > self.max_bytes:
+            return False
+        self.kept_bytes += nbytes
+        return True
 
     def __getattr__(self, name):  # classes, num_classes, ... of the dataset itself
         return getattr(self.dataset, name)
 
     def load(self, sample_id: str):
-        if sample_id not in self._samples:
-            self._samples[sample_id] = self.dataset.load(sample_id)
-        return self._samples[sample_id]
+        if sample_id in self._samples:
+            return self._samples[sample_id]
+        sample = self.dataset.load(sample_id)
+        if self._room(sample.image.nbytes + sample.mask.nbytes):
+            self._samples[sample_id] = sample
+        return sample
 
     def prepared(self, sample_id: str, img_size: int, mean, std):
         """(sample, input CxSxS, letterbox) for the preprocessing ``img_size``/``mean``/``std``."""
         from segdeploy.data.transforms import preprocess
 
         key = (sample_id, img_size, tuple(mean), tuple(std))
-        if key not in self._inputs:
-            self._inputs[key] = preprocess(self.load(sample_id).image, img_size, mean, std)
-        return (self.load(sample_id), *self._inputs[key])
+        sample = self.load(sample_id)
+        if key in self._inputs:
+            return (sample, *self._inputs[key])
+        prepared = preprocess(sample.image, img_size, mean, std)
+        if self._room(prepared[0].nbytes):
+            self._inputs[key] = prepared
+        return (sample, *prepared)
 
 
 def _batches(dataset, ids: Sequence[str], batch: int, img_size: int, mean, std) -> Iterator[tuple[list, np.ndarray,

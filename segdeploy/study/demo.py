@@ -37,7 +37,9 @@ def run_demo(out: Path, models: str | Sequence[str], *, data: str = "synthetic",
             # an unfinished run without a state to resume (killed before its first epoch was saved) starts over
             train_model(TrainConfig(data=data, model=name, out=run_dir, epochs=epochs, img_size=img_size,
                                     batch_size=8, lr=lr, augment=augment, device=device, patience=epochs,
-                                    resume=resume, restart=not resume and has_meta))
+                                    resume=resume, restart=not resume and has_meta,
+                                    # fp32: results/baseline.json (make check) was recorded from fp32 training
+                                    amp="off"))
         manifest = read_manifest(run_dir)
         todo = [p for p in wanted if not manifest.is_ok(p)]
         if todo:

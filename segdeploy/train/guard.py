@@ -32,6 +32,9 @@ def check_config(cfg) -> None:
     for ok, message, fix in rules:
         if not ok:
             raise SegdeployError(message, fix=fix)
+    from segdeploy.train.precision import amp_mode
+
+    amp_mode(cfg.amp)  # an unknown --amp is refused before any work
 
 
 def check_input_size(model, in_chans: int, img_size: int, device, name: str) -> None:

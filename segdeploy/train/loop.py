@@ -3,7 +3,8 @@
 The reference study's protocol: AdamW, REX schedule stepped per iteration, cross-entropy (for two classes a
 softmax cross-entropy is the same loss as BCE on the logit difference, so binary sets need no special case),
 the same augmentations for every model, early stopping on validation Dice with patience and min_delta, the
-best checkpoint kept, mixed precision on CUDA, seed 42.
+best checkpoint kept, seed 42. Mixed precision (:mod:`segdeploy.train.precision`): bf16 or fp16 on CUDA, bf16
+on a CPU with AMX-BF16 or AVX512-BF16, fp32 elsewhere.
 
 Crash safety: after every epoch the full training state is written atomically to ``train_state.safetensors``
 (no pickle, :mod:`segdeploy.train.state`); the best weights go to ``model.safetensors`` + ``model.json`` as soon
@@ -28,6 +29,7 @@ import torch.nn.functional as F
 
 from segdeploy import __version__
 from segdeploy.errors import SegdeployError, WriteFailed
+from segdeploy.evaluation.evaluate import PreparedImages
 from segdeploy.fileio import append_jsonl, atomic_write_json, atomic_write_text, dumps, read_jsonl
 from segdeploy.locks import hold
 from segdeploy.machine.device import missing_device_reason, resolve_device
@@ -38,9 +40,12 @@ from segdeploy.records import DatasetRef, RunMeta, SplitRecord
 from segdeploy.run.folder import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
 from segdeploy.run.splits import record_splits
 from segdeploy.train.guard import check_config, check_input_size, diverged
+from segdeploy.train.precision import autocast_dtype, cpu_bf16_path
 from segdeploy.train.schedule import rex_factor
 from segdeploy.train.state import open_run_dir, save_train_state
 
+# a state's recorded autocast dtype -> the --amp that trains that way again
+_AMP_OPTION = {None: "off", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16"}
 # what must match between the original run and a --resume of it
 _RESUME_KEYS = ("data", "model", "img_size", "batch_size", "lr", "seed", "k", "fold", "group_regex", "augment",
                 "class_map")
@@ -65,13 +70,15 @@ class TrainConfig:
     group_regex: str | None = None
     augment: float = 1.0  # scales the geometric augmentation ranges; 0 disables augmentation
     workers: int | None = None
-    amp: bool = True  # only used on CUDA
+    amp: str | None = None  # auto | bf16 | fp16 | off; None: auto on CUDA, off on CPU (segdeploy.train.precision)
     pretrained: bool = False
     weights: str | None = None
     resume: bool = False
     restart: bool = False  # discard what --out holds (a finished or stuck run) and train from scratch
     max_train_images: int | None = None  # subset for smoke tests and demos
     class_map: str | None = None  # merge/select classes: "polyp=1,2" or a JSON file (segdeploy.data.class_map)
+    channels_last: bool = False  # NHWC model and inputs (benchmarks/train_throughput.py measures whether it helps)
+    cache_mb: int = 2048  # decoded, letterboxed training and validation images kept in memory, at most this much
     extra: dict = field(default_factory=dict)
 
     def for_record(self) -> dict:
@@ -143,7 +150,8 @@ def _make_loaders(cfg: TrainConfig, ds, device: torch.device, mean, std):
         raise SegdeployError(f"the split gives {len(train_ids)} training and {len(val_ids)} validation images.",
                              path=ds.root, fix="add images, lower --k, or provide a split.json with train/val ids.")
     augment = TrainAugment(cfg.img_size, strength=cfg.augment) if cfg.augment > 0 else None
-    train_set = TorchSegDataset(ds, train_ids, cfg.img_size, mean, std, augment=augment)
+    train_set = TorchSegDataset(ds, train_ids, cfg.img_size, mean, std, augment=augment,
+                                cache_bytes=cfg.cache_mb * 2**20)
     workers = cfg.workers if cfg.workers is not None else (4 if device.type == "cuda" else 0)
     gen = torch.Generator().manual_seed(cfg.seed)
     pin = device.type == "cuda"
@@ -195,6 +203,7 @@ def _train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
     ds = open_dataset(cfg.data, class_map=cfg.class_map)
     mean, std = [0.5] * ds.in_chans, [0.5] * ds.in_chans  # the study's normalisation for every model
     train_loader, val_ids, split = _make_loaders(cfg, ds, device, mean, std)
+    val_ds = PreparedImages(ds, max_bytes=cfg.cache_mb * 2**20) if cfg.cache_mb > 0 else ds  # decoded once a run
 
     model = create_model(cfg.model, num_classes=ds.num_classes, in_chans=ds.in_chans, img_size=cfg.img_size,
                          pretrained=cfg.pretrained, weights=cfg.weights).to(device)
@@ -203,18 +212,19 @@ def _train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     total_steps = cfg.epochs * len(train_loader)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: rex_factor(step, total_steps))
-    # bf16 needs no loss scaling; fall back to fp16 + GradScaler on GPUs without bf16
-    amp_dtype = None
-    if device.type == "cuda" and cfg.amp:
-        amp_dtype = torch.bfloat16 if has_native_bf16(device) else torch.float16
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    # bf16 needs no loss scaling; fp16 (GPUs without bf16) gets a GradScaler
+    amp_dtype = autocast_dtype(device, cfg.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
     amp_name = str(amp_dtype).replace("torch.", "") if amp_dtype else None
     if state is not None and state.get("amp", amp_name) != amp_name:
         # fp16 and bf16 runs differ in loss scaling and numerics; continuing one as the other changes the run
         raise SegdeployError(f"--resume would train in {amp_name or 'fp32'}, the run was trained in "
-                             f"{state['amp'] or 'fp32'} (mixed precision follows the GPU: bf16 on sm80+, "
-                             "fp16 before, none on CPU or with --no-amp).", path=state_file,
-                             fix="resume on a machine with the same kind of device, or train into a new --out.")
+                             f"{state['amp'] or 'fp32'} (--amp auto follows the device: bf16 on sm80+ GPUs and "
+                             "on CPUs with AMX-BF16/AVX512-BF16, fp16 on older GPUs, else fp32).", path=state_file,
+                             fix=f"pass --amp {_AMP_OPTION.get(state['amp'], 'off')} (what the run was trained "
+                                 "with), or train into a new --out.")
 
     start_epoch, best, best_epoch, stale = 0, -1.0, -1, 0
     saved_epoch = -1  # the last epoch whose training state is on disk
@@ -239,7 +249,8 @@ def _train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
         split=SplitRecord.from_json(split), seed=cfg.seed, device=str(device),
         amp=amp_name,
         protocol={"optimizer": "AdamW", "lr": cfg.lr, "weight_decay": cfg.weight_decay, "schedule": "REX",
-                  "loss": "cross-entropy", "batch_size": cfg.batch_size, "augment_strength": cfg.augment,
+                  "loss": "cross-entropy", "precision": _precision_note(device, amp_dtype),
+                  "batch_size": cfg.batch_size, "augment_strength": cfg.augment,
                   "early_stopping": {"metric": "val_dice", "patience": cfg.patience, "min_delta": cfg.min_delta}},
         config=cfg.for_record(), versions=_versions(),
     )
@@ -254,9 +265,12 @@ def _train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
             losses = []
             for step, (images, masks) in enumerate(train_loader):
                 images = images.to(device, non_blocking=True)
+                if cfg.channels_last:
+                    images = images.contiguous(memory_format=torch.channels_last)
                 masks = masks.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                    loss = F.cross_entropy(model(images), masks)
+                    logits = model(images)
+                loss = F.cross_entropy(logits.float(), masks)  # the loss in fp32 whatever the autocast dtype
                 loss_value = loss.item()
                 if not math.isfinite(loss_value):  # stop before the step writes NaN into the weights
                     raise diverged(out, epoch=epoch, step=step, loss=loss_value, lr=cfg.lr, best_epoch=best_epoch,
@@ -272,8 +286,10 @@ def _train_model(cfg: TrainConfig, *, progress: bool = True) -> dict:
                 raise diverged(out, epoch=epoch, step=step, loss=float("nan"), lr=cfg.lr, best_epoch=best_epoch,
                                best=best, saved_epoch=saved_epoch)
             try:
-                val = validate(model, ds, val_ids, img_size=cfg.img_size, mean=mean, std=std,
-                               batch_size=cfg.batch_size, device=device, amp_dtype=amp_dtype)
+                val = validate(model, val_ds, val_ids, img_size=cfg.img_size, mean=mean, std=std,
+                               batch_size=cfg.batch_size, device=device,
+                               # CPU: fp32, so the Dice that picks the checkpoint is the Dice bench reports
+                               amp_dtype=amp_dtype if device.type == "cuda" else None)
             except NonFinite:  # finite but huge weights can still overflow the logits: the run diverged
                 raise diverged(out, epoch=epoch, step=step, loss=float("nan"), lr=cfg.lr, best_epoch=best_epoch,
                                best=best, saved_epoch=saved_epoch) from None
@@ -314,6 +330,13 @@ def _drop_history_after(path: Path, epochs_done: int) -> None:
     kept = [r for r in rows if r.get("epoch", 0) <= epochs_done]
     if len(kept) != len(rows):
         atomic_write_text(path, "".join(dumps(r) + "\n" for r in kept))
+
+
+def _precision_note(device: torch.device, amp_dtype) -> str:
+    if amp_dtype is None:
+        return "fp32"
+    where = f" on {cpu_bf16_path() or 'an emulated bf16 path'}" if device.type == "cpu" else ""
+    return f"{str(amp_dtype).replace('torch.', '')} autocast{where}; fp32 weights, optimizer and loss"
 
 
 def _val_summary(val: dict) -> dict:
