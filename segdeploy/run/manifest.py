@@ -53,6 +53,8 @@ class ExportManifest:
 
     def to_json(self) -> dict:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
+        if out["imported"] is None:
+            del out["imported"]  # a zoo model's manifest reads as before imports existed
         return {**out, **self.extra}
 
     def entry(self, precision: str) -> dict:
