@@ -209,6 +209,19 @@ def split_text(split) -> str | None:
 
 
 @dataclass(kw_only=True)
+class StudyCell(_JsonRecord):
+    """The ``study`` field of a study's rows: the cell that wrote it (``segdeploy.study.plan.Cell.study_field``).
+    ``fold`` and ``lr`` are None in a cost-only study."""
+
+    model: str | None = None
+    dataset: str | None = None
+    fold: int | None = None
+    lr: float | None = None
+    cell_id: str | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass(kw_only=True)
 class BenchRow(_JsonRecord):
     """One configuration (run x backend x precision on a dataset split) as ``segdeploy bench`` writes it.
     ``status`` is ``ok``, ``unavailable`` or ``failed`` (with ``reason``); measured fields are None otherwise.
@@ -300,7 +313,31 @@ class BenchRow(_JsonRecord):
     # --threads: host threads asked of the CPU runtimes (None: each runtime's default, and rows written before
     # it existed); engine_info says how many each runtime used
     threads: int | None = None
+    # accuracy without learning: "not measured" where bench timed only (a cost-only study); the trivial
+    # predictors' Dice on the same images (segdeploy.evaluation.trivial: all_bg, all_fg, prior)
+    dice_status: str | None = None
+    trivial_dice: dict | None = None
+    # a study cell's fields (segdeploy.study.cell): which cell (``study``), its validation Dice, the dataset it was
+    # trained on and the one scored (``target``; == train_dataset in-domain), its training curve (in-domain rows)
+    study: StudyCell | None = None
+    val_dice: float | None = None
+    train_dataset: str | None = None
+    target: str | None = None
+    train_curve: dict | None = None
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if isinstance(self.study, Mapping):
+            self.study = StudyCell.from_json(self.study)
+
+    def to_json(self) -> dict:
+        """Every bench field (null where nothing was measured); the optional fields only where set, and the study
+        fields only in a study's rows, so a plain bench row is written as before they existed."""
+        data = _dump(self)
+        for name in _OPTIONAL_FIELDS + (() if self.study is not None else _STUDY_FIELDS):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
     @classmethod
     def from_json(cls, data: Mapping, path: str | Path | None = None, line: int | None = None) -> BenchRow:
@@ -318,8 +355,11 @@ class BenchRow(_JsonRecord):
                 path=path, fix="upgrade segdeploy (pip install -U segdeploy) to read rows a newer version wrote."
                 if newer else fix)
         known, extra = _split_known(cls, data)
-        for name, value in known.items():
-            expected = _FIELD_TYPES[name]
+        study = known.get("study")
+        checks = [(name, value, _FIELD_TYPES[name]) for name, value in known.items()]
+        if isinstance(study, Mapping):  # the cell's own fields, typed as well
+            checks += [(f"study.{k}", v, _STUDY_CELL_TYPES[k]) for k, v in study.items() if k in _STUDY_CELL_TYPES]
+        for name, value, expected in checks:
             if value is not None and not _has_type(value, expected):
                 raise SegdeployError(f"{where}: field {name!r} is {value!r}, not {' or '.join(expected)}.",
                                      path=path, fix=f"correct or delete that row; {fix}")
@@ -333,6 +373,8 @@ class BenchRow(_JsonRecord):
         """Set fields from a producer's dict (metrics, timings, memory); keys without a field go to ``extra``."""
         names = set(_known(type(self)))
         for key, value in {**dict(values), **more}.items():
+            if key == "study" and isinstance(value, Mapping):
+                value = StudyCell.from_json(value)
             if key in names:
                 setattr(self, key, value)
             else:
@@ -364,10 +406,19 @@ def _has_type(value, expected: tuple[str, ...]) -> bool:
     return any(checks[t](value) for t in expected)
 
 
-# field -> the JSON types it may hold besides null, from the annotations ("float | None" -> ("float",))
-_FIELD_TYPES = {f.name: tuple(t.strip() for t in str(f.type).split("|") if t.strip() != "None")
-                for f in fields(BenchRow) if f.name != "extra"}
+def _json_types(cls) -> dict[str, tuple[str, ...]]:
+    """field -> the JSON types it may hold besides null, from the annotations ("float | None" -> ("float",))."""
+    return {f.name: tuple(t.strip() for t in str(f.type).split("|") if t.strip() != "None")
+            for f in fields(cls) if f.name != "extra"}
+
+
+_FIELD_TYPES = _json_types(BenchRow)
 _FIELD_TYPES["split"] = ("str", "dict")  # a split given by its parameters (split_text)
+_FIELD_TYPES["study"] = ("dict",)  # read into a StudyCell
+_STUDY_CELL_TYPES = _json_types(StudyCell)
+_STUDY_CELL_TYPES["fold"] = ("int", "str")  # "0" and 0 are one fold (CheckKey, analysis.rows)
+_OPTIONAL_FIELDS = ("dice_status", "trivial_dice")
+_STUDY_FIELDS = ("study", "val_dice", "train_dataset", "target", "train_curve")
 
 
 class ConfigKey(NamedTuple):
@@ -431,14 +482,15 @@ class CheckKey(NamedTuple):
         """THE key of a results row, or of a baseline entry (which records the device kind as ``device``, the
         run's name as ``run`` and the study fields at its top level)."""
         row = BenchRow.coerce(row)
-        study = row.extra.get("study") if isinstance(row.extra.get("study"), Mapping) else {}
-        fold = study.get("fold", row.extra.get("fold"))
-        lr = study.get("lr", row.extra.get("lr"))
+        study = row.study or StudyCell()
+        # a study row's fold and lr are its cell's; a baseline entry has them at its top level
+        fold = study.fold if row.study is not None else row.extra.get("fold")
+        lr = study.lr if row.study is not None else row.extra.get("lr")
         run = row.run_name or (Path(str(row.run)).name if row.run else None)
         mapped = json.dumps(row.class_map, sort_keys=True) if row.class_map else None
         return cls(run, row.dataset_name, split_text(row.split), None if fold is None else str(fold),
-                   None if lr is None else float(lr), row.extra.get("train_dataset") or study.get("dataset"),
-                   row.extra.get("target"), row.model, row.backend, row.precision, row.device_kind, row.n_images,
+                   None if lr is None else float(lr), row.train_dataset or study.dataset,
+                   row.target, row.model, row.backend, row.precision, row.device_kind, row.n_images,
                    mapped, row.batch, row.threads)
 
     def text(self) -> str:

@@ -1,5 +1,9 @@
 """Shared fixtures.
 
+``tiny_run`` is THE trained run of the suite: unet-tiny, one epoch at 64 px on ``synthetic:24`` (k=2), trained once
+per session through the CLI. A test that only needs *a* trained run reads it; a test that changes the run folder
+(resumes it, damages it, exports into it) takes ``tiny_run_copy``, its own copy.
+
 Real data lives in ``../shared/datasets`` beside the repository (never inside it). Tests that need it skip
 with a clear message when it is absent, except under CI (``CI=true``), where its absence is a failure.
 """
@@ -7,6 +11,7 @@ with a clear message when it is absent, except under CI (``CI=true``), where its
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -40,3 +45,24 @@ def _isolated_cache(tmp_path_factory):
         os.environ.pop("SEGDEPLOY_CACHE", None)
     else:
         os.environ["SEGDEPLOY_CACHE"] = old
+
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, _isolated_cache) -> Path:
+    """unet-tiny trained for one epoch at 64 px (a complete run: model.safetensors + model.json). Read only."""
+    from typer.testing import CliRunner
+
+    from helpers import TINY_TRAIN_ARGS
+    from segdeploy.commands.app import app
+
+    out = tmp_path_factory.mktemp("tiny") / "unet-tiny"
+    result = CliRunner().invoke(app, ["train", *TINY_TRAIN_ARGS, "--epochs", "1", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture
+def tiny_run_copy(tiny_run, tmp_path) -> Path:
+    """A private copy of ``tiny_run``, free to change or damage."""
+    return Path(shutil.copytree(tiny_run, tmp_path / "run"))

@@ -8,6 +8,12 @@ from segdeploy.records import DatasetRef, RunMeta, SplitRecord
 
 SYNTHETIC_CLASSES = ["background", "cavity", "wall", "lesion"]
 
+TINY_DATA = "synthetic:24"
+# the training arguments of the suite's tiny run (tests/conftest.py, tiny_run); a test that resumes or retrains the
+# run passes the same ones
+TINY_TRAIN_ARGS = ["--data", TINY_DATA, "--model", "unet-tiny", "--img-size", "64", "--batch-size", "4", "--k", "2",
+                   "--device", "cpu"]
+
 
 def make_meta(dataset=None, *, spec: str | None = None, split: dict | None = None, **overrides) -> RunMeta:
     """A ``RunMeta`` for an untrained ``unet-tiny`` at 64 px. With ``dataset`` (a ``SegDataset``) the classes,

@@ -354,7 +354,7 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     assert ok.file_size_mb == pytest.approx((tiny_run / "model.safetensors").stat().st_size / 1e6, abs=1e-3)
     assert ok.params_m > 0 and ok.schema == "segdeploy.bench/3" and ok.env
     # the trivial predictors on the same test images: all background scores 0, the others something in (0, 1)
-    trivial = ok.extra["trivial_dice"]
+    trivial = ok.trivial_dice
     assert set(trivial) == {"all_bg", "all_fg", "prior"} and trivial["all_bg"] == 0.0
     assert 0 < trivial["all_fg"] < 1 and 0 <= trivial["prior"] <= 1
 

@@ -204,5 +204,10 @@ def test_cli_accepts_registered_names():
     result = CliRunner().invoke(app, ["check", "synthetic:12"])
     assert result.exit_code == 0, result.output
     assert "12 image/mask pairs" in result.output
-    result = CliRunner().invoke(app, ["info", "synthetic:12"])
-    assert result.exit_code == 0 and "cavity" in result.output and "lesion" in result.output
+    result = CliRunner().invoke(app, ["info", "synthetic:12", "--format", "json"])
+    assert result.exit_code == 0, result.output
+    info = json.loads(result.output)
+    assert info["counts"]["pairs"] == 12 and info["channels"]["in_chans"] == 1
+    per_class = info["images_per_class"]
+    assert list(per_class) == ["background", "cavity", "wall", "lesion"]  # the built-in set's classes, in order
+    assert per_class["background"] == 12 and all(0 < n <= 12 for n in per_class.values())

@@ -131,7 +131,19 @@ def test_check_passes_against_own_baseline_and_catches_a_regression(pipeline):
             r["dice"] -= 0.05
     worse.write_text("".join(json.dumps(r) + "\n" for r in rows))
     result = cli("check", worse, "--baseline", baseline, ok=False)
-    assert result.exit_code == 1
+    assert result.exit_code == 1, result.output
+    # which rows failed: exactly the lowered onnxruntime int8 ones, each 5 Dice points below its baseline entry
+    from segdeploy.records import CheckKey
+    from segdeploy.report.check import check_results, load_baseline, load_results
+
+    lowered = {CheckKey.of(r) for r in rows if r["backend"] == "onnxruntime" and r["precision"] == "int8"
+               and r["dice"] is not None}
+    failed = [f for f in check_results(load_results(worse), load_baseline(baseline)) if f.failed]
+    assert lowered and {f.key for f in failed} == lowered, [f.as_dict() for f in failed]
+    regressed = {f.key: f for f in failed if f.status == "regressed"}
+    assert set(regressed) == lowered and {f.status for f in failed} <= {"regressed", "<99% fp32"}
+    for f in regressed.values():
+        assert f.delta_points == pytest.approx(-5.0, abs=1e-6), f.as_dict()
 
 
 def test_gradcam_writes_overlays_and_energy(pipeline):

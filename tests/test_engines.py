@@ -105,7 +105,9 @@ def _one_line_unavailable(backend, run, precision, device="auto", *, found_by_ch
 
 
 def test_torch_int8_is_not_benchmarked(run):
-    assert "INT8 runs from the Q/DQ ONNX" in _one_line_unavailable("torch", run, "int8")
+    # the whole line: what is refused, and every backend that does run INT8 (the backend descriptors' list)
+    assert _one_line_unavailable("torch", run, "int8") == (
+        "torch int8 is not benchmarked: INT8 runs from the Q/DQ ONNX on onnxruntime, openvino or tensorrt")
 
 
 @pytest.mark.skipif(HAS_CUDA, reason="this machine has CUDA")
@@ -146,12 +148,17 @@ def test_torch_cuda_checks_native_bf16_and_triton(run, monkeypatch, major, trito
 
 def test_bf16_on_an_onnx_backend_points_to_torch(run):
     message = _one_line_unavailable("onnxruntime", run, "bf16")
-    assert "bf16 runs on the torch" in message and "segdeploy export" not in message
+    # not "run segdeploy export": export writes no bf16 ONNX, so the line names what export writes and where bf16 runs
+    assert message == ("no bf16 ONNX: export writes fp32, fp16, int8; bf16 runs on the torch and torch-compile "
+                       "backends")
 
 
 def test_onnxruntime_device_mismatch(run):
-    assert "use onnxruntime-cuda" in _one_line_unavailable("onnxruntime", run, "fp32", "cuda")
-    assert "use onnxruntime for the CPU" in _one_line_unavailable("onnxruntime-cuda", run, "fp32", "cpu")
+    # the device is named as resolved (cuda -> cuda:0), and the line names the backend that runs there
+    assert _one_line_unavailable("onnxruntime", run, "fp32", "cuda") == (
+        "onnxruntime runs on the CPU execution provider (cuda:0 requested); use onnxruntime-cuda")
+    assert _one_line_unavailable("onnxruntime-cuda", run, "fp32", "cpu") == (
+        "onnxruntime-cuda runs on a CUDA GPU (device cpu requested); use onnxruntime for the CPU")
 
 
 @pytest.mark.parametrize("backend,provider", [("onnxruntime-cuda", "CUDAExecutionProvider"),
@@ -351,8 +358,12 @@ def test_cli_build_without_tensorrt_raises_one_line(run):
 
 
 def test_cli_build_rejects_bad_batch_before_building(run):
+    before = sorted(p.relative_to(run.dir) for p in run.dir.rglob("*"))
     result = CliRunner().invoke(app, ["build", str(run.dir), "--batch", "8:1:2"])
-    assert isinstance(result.exception, SegdeployError) and "batch spec" in str(result.exception)
+    assert result.exit_code == 1 and isinstance(result.exception, SegdeployError)
+    assert str(result.exception).startswith("batch spec '8:1:2' must satisfy 1 <= MIN <= OPT <= MAX.")
+    assert "Fix: use --batch MIN:OPT:MAX" in str(result.exception)
+    assert sorted(p.relative_to(run.dir) for p in run.dir.rglob("*")) == before  # refused before anything was built
 
 
 def test_dla_build_records_placement_and_staleness():

@@ -18,17 +18,6 @@ FAST = dict(warmup_s=0.0, warmup_iters=1, duration_s=0.0, min_iters=3)
 FAKES = ("segfault", "oom", "arena-big", "arena-small", "nan", "disk-full", "hang")
 
 
-@pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    from segdeploy.data import open_dataset
-
-    from helpers import make_meta, make_run
-
-    ds = open_dataset("synthetic:24")  # generated into the session cache the workers inherit (SEGDEPLOY_CACHE)
-    meta = make_meta(ds, spec="synthetic:24", img_size=64, split={"k": 2})
-    return make_run(tmp_path_factory.mktemp("runs") / "unet-tiny-run", meta)
-
-
 @pytest.fixture
 def fakes(monkeypatch):
     """The fake backends registered by module name; the model cost is a constant (building unet-tiny for it

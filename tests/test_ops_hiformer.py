@@ -10,9 +10,15 @@ from segdeploy.models import create_model
 from segdeploy.models.hiformer import RESNET50_WEIGHTS, SWIN_WEIGHTS, load_swin_tiny_state
 
 
-def test_pretrained_tags_exist_in_timm():
-    for tag in (RESNET50_WEIGHTS, SWIN_WEIGHTS):
-        assert timm.models.get_pretrained_cfg(tag) is not None, tag
+def test_pretrained_tags_name_the_encoders_hiformer_builds():
+    # each tag is the ImageNet-1k checkpoint of exactly the encoder HiFormer-B builds (ResNet-50, Swin-T window 7)
+    # at its 224 px input, published under the timm hub name the loader asks for
+    expected = {RESNET50_WEIGHTS: ("resnet50", "tv_in1k"), SWIN_WEIGHTS: ("swin_tiny_patch4_window7_224", "ms_in1k")}
+    for tag, (architecture, source) in expected.items():
+        cfg = timm.models.get_pretrained_cfg(tag)
+        assert (cfg.architecture, cfg.tag) == (architecture, source), tag
+        assert cfg.input_size == (3, 224, 224) and cfg.num_classes == 1000, tag
+        assert cfg.hf_hub_id == f"timm/{tag}", tag
 
 
 @pytest.mark.slow  # builds the full Swin-T encoder

@@ -177,3 +177,49 @@ def test_a_relative_dataset_path_falls_back_to_the_recorded_root(tmp_path, monke
     assert DatasetRef(spec="synthetic:48", root=str(root)).open_spec() == "synthetic:48"
     monkeypatch.chdir(tmp_path / "datasets")
     assert DatasetRef(spec="./ph2", root="/gone/ph2").open_spec() == "./ph2"
+
+
+STUDY_RESULTS = DATA / "results-study-bench3.jsonl"  # a study's rows as written before the study fields were typed
+
+
+def test_study_fields_of_old_rows_load_typed_and_write_back_unchanged():
+    from segdeploy.records import StudyCell
+
+    raw_ok, raw_failed = read_jsonl(STUDY_RESULTS)
+    ok, failed = BenchRow.from_json(raw_ok), BenchRow.from_json(raw_failed)
+    assert ok.study == StudyCell(model="unet-tiny", dataset="synthetic", fold=0, lr=0.001,
+                                 cell_id="unet-tiny__synthetic__f0__lr0.001")
+    assert (ok.val_dice, ok.train_dataset, ok.target) == (0.412, "synthetic", "synthetic")
+    assert ok.train_curve["val_dice"] == [0.3, 0.412] and ok.trivial_dice["all_fg"] == 0.0213
+    assert ok.extra == {} and failed.extra == {"stage": "train"}  # nothing of the study is left untyped
+    assert failed.study.fold == 1 and failed.val_dice is None and failed.status == "failed"
+    for raw, row in ((raw_ok, ok), (raw_failed, failed)):
+        written = row.to_json()
+        assert {k: written[k] for k in raw} == raw  # every stored value back, the study cell as it was
+        assert BenchRow.from_json(written) == row
+    key = CheckKey.of(ok)
+    assert (key.fold, key.lr, key.train_dataset, key.target) == ("0", 0.001, "synthetic", "synthetic")
+
+
+def test_a_plain_bench_row_is_written_without_study_fields():
+    row = BenchRow.from_json(read_jsonl(RESULTS)[0])
+    assert row.study is None and row.target is None
+    written = row.to_json()
+    assert not {"study", "val_dice", "train_dataset", "target", "train_curve", "dice_status",
+                "trivial_dice"} & set(written)
+    tagged = BenchRow.from_json(written)
+    tagged.update(study={"model": "m", "dataset": "d", "fold": 2, "lr": 0.01, "cell_id": "c"}, val_dice=None)
+    out = tagged.to_json()  # a study row writes all its study fields, null where unknown
+    assert out["study"]["fold"] == 2 and out["val_dice"] is None and "target" in out and "trivial_dice" not in out
+
+
+@pytest.mark.parametrize("field,value,named", [("val_dice", "high", "'val_dice'"), ("target", 3, "'target'"),
+                                               ("study", {"lr": "fast"}, "'study.lr'"), ("train_curve", [1], "'train_curve'")])
+def test_a_mistyped_study_field_is_one_error_naming_the_line(tmp_path, field, value, named):
+    from segdeploy.study.results import read_rows
+
+    raw_ok, raw_failed = read_jsonl(STUDY_RESULTS)
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(raw_ok) + "\n" + json.dumps({**raw_failed, field: value}) + "\n")
+    with pytest.raises(SegdeployError, match=rf"line 2: field {named} is"):
+        read_rows(path)

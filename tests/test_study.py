@@ -351,3 +351,22 @@ def test_bench_isolation_and_threads_reach_run_bench_and_the_fingerprint(tmp_pat
     monkeypatch.setattr(runner, "run_bench", lambda *a, **kw: seen.append(kw["timeout_s"]) or [])
     cell_module._bench(timed, tmp_path, "synthetic:36", "test")
     assert seen[-1] == 90.0
+
+
+def test_a_cells_rows_carry_typed_study_fields_and_keep_the_bench_values():
+    from segdeploy.records import BenchRow, StudyCell
+    from segdeploy.study.cell import _tag
+    from segdeploy.study.plan import Cell
+
+    cell = Cell("unet-tiny-ph2-f1-lr0.001", "unet-tiny", "ph2", "ph2", 1, 1e-3)
+    bench = {"schema": "segdeploy.bench/3", "model": "unet-tiny", "dataset": "ph2-heldout", "backend": "onnxruntime",
+             "precision": "int8", "status": "ok", "dice": 0.812, "trivial_dice": {"all_bg": 0.0, "all_fg": 0.31},
+             "per_image": "cells/x/per_image.npz", "gradcam": None}
+    curve = {"loss": [0.9, 0.5], "val_dice": [0.6, 0.8], "stopped_early": False, "best_epoch": 2}
+    row = _tag(bench, cell, 0.8, target="ph2-heldout", train_curve=curve)
+    assert {k: row[k] for k in bench} == bench  # bench's values (and its unknown keys) unchanged
+    assert row["study"] == cell.study_field() and row["train_curve"] == curve
+    assert (row["val_dice"], row["train_dataset"], row["target"]) == (0.8, "ph2", "ph2-heldout")
+    typed = BenchRow.from_json(row)
+    assert typed.study == StudyCell(model="unet-tiny", dataset="ph2", fold=1, lr=1e-3, cell_id=cell.cell_id)
+    assert typed.extra == {"gradcam": None} and typed.trivial_dice == {"all_bg": 0.0, "all_fg": 0.31}

@@ -2,8 +2,8 @@
 
 Everything downstream uses :class:`StudyRow`, a typed view of one bench row plus the optional study fields
 (docs/architecture.md, "Study results contract"). :func:`from_record` reads the bench fields through
-``segdeploy.records.BenchRow`` (the one definition of a bench row) and the study fields (``study``, ``val_dice``,
-``target``, ``train_dataset``), which BenchRow keeps among its extra keys.
+``segdeploy.records.BenchRow`` (the one definition of a bench row), the study fields (``study``, ``val_dice``,
+``target``, ``train_dataset``, ``train_curve``) included.
 
 Loading rules:
 
@@ -26,7 +26,7 @@ from segdeploy.errors import SegdeployError
 from segdeploy.evaluation.per_image import load_per_image as read_sidecar
 from segdeploy.fileio import iter_jsonl
 from segdeploy.machine.device import cuda_index
-from segdeploy.records import BenchRow, ConfigKey, References
+from segdeploy.records import BenchRow, ConfigKey, References, StudyCell
 
 RESULTS_NAME = "results.jsonl"
 
@@ -118,11 +118,11 @@ def from_record(raw: dict, base_dir: Path | None = None, source: str | None = No
     """A :class:`StudyRow` from one results row (a JSON object as ``bench`` or ``study run`` writes it)."""
 
     row = BenchRow.from_json(raw)
-    study = row.extra.get("study") or {}
+    study = row.study or StudyCell()
     latency = row.latency_ms or {}
-    train = row.extra.get("train_dataset") or study.get("dataset") or row.dataset
-    fold = study.get("fold")
-    if fold is None and not study:
+    train = row.train_dataset or study.dataset or row.dataset
+    fold = study.fold
+    if fold is None and row.study is None:
         fold = row.run_name  # plain bench rows: each run is one repetition (see "Study results contract")
     per_image = row.per_image
     if per_image is not None:
@@ -130,16 +130,16 @@ def from_record(raw: dict, base_dir: Path | None = None, source: str | None = No
         if not per_image.is_absolute() and base_dir is not None:
             per_image = base_dir / per_image
     return StudyRow(
-        model=str(row.model or study.get("model")), family=str(row.family or "unknown"),
-        train_dataset=str(train), target=str(row.extra.get("target") or row.dataset or train),
+        model=str(row.model or study.model), family=str(row.family or "unknown"),
+        train_dataset=str(train), target=str(row.target or row.dataset or train),
         # "-": a failed cell's row names no backend, precision or device (it never reached bench)
         backend=str(row.backend or "-"), precision=str(row.precision or "-"), device=str(row.device or "-"),
         status=str(row.status), reason=row.reason, run=row.run, run_name=row.run_name,
         split=row.split if isinstance(row.split, (str, type(None))) else str(row.split),
         batch=row.batch, n_images=row.n_images,
-        fold=None if fold is None else str(fold), lr=_float(study.get("lr")), cell_id=study.get("cell_id"),
-        val_dice=_float(row.extra.get("val_dice")), dice=_float(row.dice),
-        dice_status=row.extra.get("dice_status"), dice_per_class=dict(row.dice_per_class or {}),
+        fold=None if fold is None else str(fold), lr=_float(study.lr), cell_id=study.cell_id,
+        val_dice=_float(row.val_dice), dice=_float(row.dice),
+        dice_status=row.dice_status, dice_per_class=dict(row.dice_per_class or {}),
         iou=_float(row.iou), recall=_float(row.recall_fg), precision_fg=_float(row.precision_fg),
         hd95=_float(row.hd95), dice_vs_torch_fp32=_float(row.dice_vs_torch_fp32),
         latency_p50_ms=_float(latency.get("p50")), latency_p95_ms=_float(supported(latency, 95)),
@@ -150,20 +150,19 @@ def from_record(raw: dict, base_dir: Path | None = None, source: str | None = No
         memory_mb=_float(row.peak_memory_delta_mb), energy_j=_float(row.energy_j_per_image),
         file_size_mb=_float(row.file_size_mb), params_m=_float(row.params_m),
         gmacs=_float(row.gmacs), per_image=per_image, env=dict(row.env or {}), source=source,
-        in_study=bool(study),
-        trivial_dice={k: float(v) for k, v in (row.extra.get("trivial_dice") or {}).items() if v is not None},
-        curve=row.extra.get("train_curve") if isinstance(row.extra.get("train_curve"), dict) else None,
+        in_study=row.study is not None,
+        trivial_dice={k: float(v) for k, v in (row.trivial_dice or {}).items() if v is not None},
+        curve=row.train_curve,
     )
 
 
-def _config_key(raw: dict) -> tuple:
+def _config_key(row: BenchRow) -> tuple:
     # the bench runner's configuration (segdeploy.records.ConfigKey without the artifact: a row measured on a
     # re-exported file replaces the stale one) plus what tells rows without a run folder apart: the model, the
     # scored target and the study cell
-
-    study = raw.get("study") or {}
-    return (*ConfigKey.of(BenchRow.coerce(raw)).configuration(), raw.get("model"), raw.get("run_name"),
-            raw.get("target"), study.get("fold"), study.get("lr"), study.get("dataset"))
+    study = row.study or StudyCell()
+    return (*ConfigKey.of(row).configuration(), row.model, row.run_name, row.target, study.fold, study.lr,
+            study.dataset)
 
 
 def results_files(paths: Iterable[str | Path]) -> list[Path]:
@@ -185,14 +184,14 @@ def load_rows(paths: Sequence[str | Path]) -> list[StudyRow]:
     latest: dict[tuple, tuple[dict, StudyRow]] = {}
     for path in results_files(paths):
         for line, raw in iter_jsonl(path, numbered=True):
-            BenchRow.from_json(raw, path, line)  # the schema version and every field's type, naming the line
+            record = BenchRow.from_json(raw, path, line)  # the schema version and every field's type, naming the line
             # a cell that failed before bench (training, export) is one failed row without a backend or
             # precision: the report lists it among the failures; only a measured row needs them
             if not isinstance(raw, dict) or not raw.get("model") or (not raw.get("backend")
                                                                      and raw.get("status") == "ok"):
                 raise SegdeployError("a row lacks model or backend.", path=path,
                                      fix="pass results written by `segdeploy bench` or `segdeploy study run`.")
-            key = (str(path.resolve()), *_config_key(raw))
+            key = (str(path.resolve()), *_config_key(record))
             latest.pop(key, None)  # re-insert: the order follows the latest rows
             latest[key] = raw, from_record(raw, path.parent, str(path))
     if not latest:

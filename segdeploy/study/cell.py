@@ -22,6 +22,7 @@ from pathlib import Path
 from segdeploy.backends import reads_onnx
 from segdeploy.errors import SegdeployError, WriteFailed
 from segdeploy.fileio import atomic_write_json, atomic_write_text
+from segdeploy.records import BenchRow
 from segdeploy.study.config import CrossTarget, StudyConfig
 from segdeploy.study.plan import CELL_RECORD, STATUS, Cell, cell_dir, fingerprint, train_fingerprint
 
@@ -83,7 +84,7 @@ def run_cell(config: StudyConfig, cell: Cell, study_dir: str | Path) -> CellOutc
             _export(config, folder)
         enter("bench")
         curve = training_curve(folder, meta) if config.train else None
-        rows = [{**_tag(r, cell, val_dice, target=cell.dataset_name), "train_curve": curve}
+        rows = [_tag(r, cell, val_dice, target=cell.dataset_name, train_curve=curve)
                 for r in _bench(config, folder, cell.dataset, "test")]
         for cross in (c for c in config.cross if c.source == cell.dataset):
             enter(f"bench {cross.name}")
@@ -118,9 +119,12 @@ def rerun_fix(config: StudyConfig, study_dir: str | Path) -> str:
             f"{study_dir} (finished cells are kept; this one continues from what it saved).")
 
 
-def _tag(row: dict, cell: Cell, val_dice: float | None, *, target: str) -> dict:
-    return {**row, "study": cell.study_field(), "val_dice": val_dice, "train_dataset": cell.dataset_name,
-            "target": target, "per_image": row.get("per_image")}
+def _tag(row: dict, cell: Cell, val_dice: float | None, *, target: str, train_curve: dict | None = None) -> dict:
+    """A bench row with the cell's study fields, written through the record (segdeploy.records.BenchRow)."""
+    record = BenchRow.from_json(row)
+    record.update(study=cell.study_field(), val_dice=val_dice, train_dataset=cell.dataset_name, target=target,
+                  train_curve=train_curve)
+    return record.to_json()
 
 
 def training_curve(folder: Path, meta) -> dict | None:
@@ -146,13 +150,12 @@ def training_curve(folder: Path, meta) -> dict | None:
 def failed_row(config: StudyConfig, cell: Cell, stage: str, reason: str) -> dict:
     from segdeploy.bench.runner import SCHEMA
 
-    row = {"schema": SCHEMA, "timestamp": _now(), "status": "failed", "reason": f"{stage}: {reason}",
-           "stage": stage, "study": cell.study_field(), "model": cell.model, "dataset": cell.dataset_name,
-           "run_name": cell.cell_id, "train_dataset": cell.dataset_name, "target": cell.dataset_name,
-           "val_dice": None, "dice": None, "per_image": None, "backend": None, "precision": None}
-    if not config.train:
-        row["dice_status"] = "not measured"
-    return row
+    row = BenchRow(schema=SCHEMA, timestamp=_now(), status="failed", reason=f"{stage}: {reason}",
+                   model=cell.model, dataset=cell.dataset_name, run_name=cell.cell_id,
+                   train_dataset=cell.dataset_name, target=cell.dataset_name,
+                   dice_status=None if config.train else "not measured", extra={"stage": stage})
+    row.update(study=cell.study_field())
+    return row.to_json()
 
 
 def _train(config: StudyConfig, cell: Cell, folder: Path):

@@ -11,14 +11,14 @@ is missing (killed between the two writes) are dropped when the study starts aga
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from segdeploy.evaluation.selection import RULE, select_lr
-from segdeploy.fileio import atomic_write_json, atomic_write_text, dumps, read_jsonl
+from segdeploy.fileio import atomic_write_json, atomic_write_text, dumps, iter_jsonl
+from segdeploy.records import BenchRow
 
 RESULTS = "results.jsonl"
 SELECTION = "selection.json"
@@ -26,14 +26,19 @@ SELECTION_RULE = f"{RULE}; a model x dataset is complete when every fold of ever
 
 
 def cell_of(row: dict) -> str | None:
-    study = row.get("study")
-    return study.get("cell_id") if isinstance(study, dict) else None
+    study = BenchRow.coerce(row).study
+    return None if study is None else study.cell_id
 
 
 def read_rows(path: str | Path) -> list[dict]:
-    """Every row, read by the one results reader (:func:`segdeploy.fileio.iter_jsonl`): a torn last line (an
+    """Every row, read by the one results reader (:func:`segdeploy.fileio.iter_jsonl`) and checked as a
+    :class:`~segdeploy.records.BenchRow` (schema, field types; the error names the line): a torn last line (an
     interrupted write) is skipped with a warning naming it; an invalid line elsewhere is a one-line error."""
-    return read_jsonl(path)
+    rows = []
+    for line, raw in iter_jsonl(path, numbered=True):
+        BenchRow.from_json(raw, path, line)
+        rows.append(raw)
+    return rows
 
 
 def write_rows(path: str | Path, rows: Iterable[dict]) -> None:
@@ -53,29 +58,27 @@ def drop_cells(path: str | Path, keep) -> list[dict]:
     field are not the driver's and are kept); returns the remaining rows."""
     rows = read_rows(path)
     kept = [r for r in rows if cell_of(r) is None or keep(cell_of(r))]
-    if len(kept) != len(rows) or (Path(path).is_file() and not _clean(path)):
+    if len(kept) != len(rows) or len(rows) != _lines(path):  # fewer rows than lines: a torn line to repair
         write_rows(path, kept)
     return kept
 
 
-def _clean(path: str | Path) -> bool:
-    """Every line of the file parses (no torn line to repair)."""
-    try:
-        for line in Path(path).read_text(encoding="utf-8").splitlines():
-            json.loads(line)
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return False
-    return True
+def _lines(path: str | Path) -> int:
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    return sum(1 for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip())
 
 
 def lr_selections(rows: Iterable[dict], lrs: Iterable[float], folds: Iterable[int]) -> list[dict]:
     """The lr choice per model x dataset from the rows' validation Dice (one value per cell)."""
     lrs, folds = list(lrs), list(folds)
     per_cell: dict[str, dict] = {}
-    for row in rows:
-        study = row.get("study") or {}
-        if study.get("lr") is not None and row.get("val_dice") is not None:
-            per_cell.setdefault(study["cell_id"], {**study, "val_dice": row["val_dice"]})
+    for row in map(BenchRow.coerce, rows):
+        study = row.study
+        if study is not None and study.lr is not None and row.val_dice is not None:
+            per_cell.setdefault(study.cell_id, {"model": study.model, "dataset": study.dataset, "lr": study.lr,
+                                                "fold": study.fold, "val_dice": row.val_dice})
     groups: dict[tuple[str, str], dict[float, dict[int, float]]] = {}
     for cell in per_cell.values():
         groups.setdefault((cell["model"], cell["dataset"]), {}).setdefault(cell["lr"], {})[cell["fold"]] = \

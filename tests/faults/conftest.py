@@ -1,5 +1,5 @@
-"""Fixtures of the fault catalogue: one tiny trained run (unet-tiny, 64 px, one epoch on the synthetic set),
-copied for each test that damages it, the CLI invoked in-process, and a disk that fills up."""
+"""Fixtures of the fault catalogue: the CLI invoked in-process and a disk that fills up. The tiny trained run
+(``tiny_run``, and ``tiny_run_copy`` for a test that damages it) is the suite's, in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-DATA = "synthetic:24"
-TRAIN_ARGS = ["--data", DATA, "--model", "unet-tiny", "--img-size", "64", "--batch-size", "4", "--k", "2",
-              "--device", "cpu"]
+from helpers import TINY_DATA as DATA, TINY_TRAIN_ARGS as TRAIN_ARGS
+
+
 # a bench that measures accuracy on two test images and times three iterations
 FAST_BENCH = ["--data", DATA, "--device", "cpu", "--max-images", "2", "--batch", "2", "--warmup", "0",
               "--duration", "0", "--min-iters", "2"]
@@ -35,21 +35,6 @@ def assert_one_line_error(result, *, names: str | Path, says: str, code: int = 2
     assert error, text
     assert str(names) in " ".join(text.split()), text  # rich may wrap a long line; compare with spaces collapsed
     assert says.lower() in text.lower(), text
-
-
-@pytest.fixture(scope="session")
-def trained_run(tmp_path_factory) -> Path:
-    """unet-tiny trained for one epoch at 64 px (complete run: model.safetensors + model.json)."""
-    out = tmp_path_factory.mktemp("trained") / "unet-tiny"
-    result = cli("train", *TRAIN_ARGS, "--epochs", "1", "--out", out)
-    assert result.exit_code == 0, result.output
-    return out
-
-
-@pytest.fixture
-def run_copy(trained_run, tmp_path) -> Path:
-    """A private copy of the trained run, free to damage."""
-    return Path(shutil.copytree(trained_run, tmp_path / "run"))
 
 
 class DiskFull:
@@ -94,9 +79,9 @@ def fill_disk_after(monkeypatch, budget: int) -> None:
 
 
 @pytest.fixture(scope="session")
-def exported_run(trained_run, tmp_path_factory) -> Path:
+def exported_run(tiny_run, tmp_path_factory) -> Path:
     """The trained run with an fp32 ONNX export and its manifest."""
-    out = Path(shutil.copytree(trained_run, tmp_path_factory.mktemp("exported") / "unet-tiny"))
+    out = Path(shutil.copytree(tiny_run, tmp_path_factory.mktemp("exported") / "unet-tiny"))
     result = cli("export", out, "--precisions", "fp32", "--parity-images", "2")
     assert result.exit_code == 0, result.output
     return out

@@ -73,9 +73,9 @@ def test_read_only_file_system_is_one_error(tmp_path, monkeypatch):
         atomic_write_json(tmp_path / "model.json", {"a": 1})
 
 
-def test_bench_and_check_keep_working_after_a_torn_tail(run_copy, tmp_path):
+def test_bench_and_check_keep_working_after_a_torn_tail(tiny_run_copy, tmp_path):
     results, baseline = tmp_path / "results.jsonl", tmp_path / "baseline.json"
-    bench = ["bench", run_copy, *FAST_BENCH, "--backends", "torch", "--precisions", "fp32", "--results", results]
+    bench = ["bench", tiny_run_copy, *FAST_BENCH, "--backends", "torch", "--precisions", "fp32", "--results", results]
     assert cli(*bench).exit_code == 0
     with open(results, "a") as f:
         f.write(TORN)  # the disk filled up during the next row
@@ -89,9 +89,9 @@ def test_bench_and_check_keep_working_after_a_torn_tail(run_copy, tmp_path):
     assert cli("check", results, "--baseline", baseline).exit_code == 0
 
 
-def test_disk_full_in_bench_ends_with_one_line_and_keeps_finished_rows(run_copy, tmp_path, monkeypatch):
+def test_disk_full_in_bench_ends_with_one_line_and_keeps_finished_rows(tiny_run_copy, tmp_path, monkeypatch):
     results = tmp_path / "results.jsonl"
-    bench = ["bench", run_copy, *FAST_BENCH, "--backends", "torch", "--precisions", "fp32", "--results", results]
+    bench = ["bench", tiny_run_copy, *FAST_BENCH, "--backends", "torch", "--precisions", "fp32", "--results", results]
     assert cli(*bench).exit_code == 0
     finished = results.read_bytes()
     fill_disk_after(monkeypatch, 50)
@@ -114,9 +114,9 @@ def test_run_files_follow_the_umask(tmp_path, umask):
     assert stat.S_IMODE((tmp_path / "history.jsonl").stat().st_mode) == 0o666 & ~umask
 
 
-def test_trained_run_files_are_not_private(trained_run):
+def test_trained_run_files_are_not_private(tiny_run):
     # the session's umask decides, as for any other tool: no file is more private than a plain new file
     umask = os.umask(0)
     os.umask(umask)
     for name in ("model.json", "model.safetensors"):
-        assert stat.S_IMODE((trained_run / name).stat().st_mode) == 0o666 & ~umask, name
+        assert stat.S_IMODE((tiny_run / name).stat().st_mode) == 0o666 & ~umask, name

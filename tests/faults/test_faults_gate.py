@@ -108,6 +108,13 @@ def _rewrite(path: Path, rows: list[dict]) -> None:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
+def _failures(results: Path, baseline: Path, *, strict: bool = False) -> list:
+    """The failing findings of the gate's API on the same files the CLI read: which rows failed, and why."""
+    from segdeploy.report.check import check_results, load_baseline, load_results
+
+    return [f for f in check_results(load_results(results), load_baseline(baseline), strict=strict) if f.failed]
+
+
 def test_check_sees_every_fold_and_lr_of_a_study(tmp_path):
     results = _study_results(tmp_path)
     rows = [r for r in map(json.loads, results.read_text().splitlines()) if r["status"] == "ok"]
@@ -120,11 +127,17 @@ def test_check_sees_every_fold_and_lr_of_a_study(tmp_path):
     # fold 0 of lr 1e-4 regressed: the gate fails wherever the row sits in the file
     (bad,) = [r for r in rows if r["study"]["fold"] == 0 and r["study"]["lr"] == 1e-4]
     bad["dice"] = 0.10
+    base_dice = next(e["dice"] for e in json.loads(baseline.read_text())["entries"]
+                     if e["fold"] == "0" and e["lr"] == 1e-4)
     for order in (rows, [bad] + [r for r in rows if r is not bad]):
         _rewrite(results, order)
         result = cli("check", results, "--baseline", baseline)
         assert result.exit_code == 1, result.output
         assert "regressed" in result.output and "1 of 6 configurations failed" in result.output, result.output
+        (failure,) = _failures(results, baseline)  # exactly that cell's row, by its own Dice and its baseline's
+        assert (failure.status, failure.key.fold, failure.key.lr) == ("regressed", "0", 1e-4)
+        assert (failure.dice, failure.reference) == (0.10, base_dice)
+        assert failure.delta_points == pytest.approx(100 * (0.10 - base_dice))
 
 
 def test_check_refuses_a_repeated_configuration_naming_it(tmp_path):
@@ -146,6 +159,12 @@ def test_a_baseline_entry_without_a_row_warns_and_fails_when_strict(tmp_path):
     assert loose.exit_code == 0 and "warning" in loose.output and "1 baseline entries have no row" in loose.output
     strict = cli("check", results, "--baseline", baseline, "--strict")
     assert strict.exit_code == 1 and "missing" in strict.output, strict.output
+    # the missing entry is the dropped row's, and only it
+    from segdeploy.records import CheckKey
+
+    assert _failures(results, baseline) == []
+    (missing,) = _failures(results, baseline, strict=True)
+    assert (missing.status, missing.key) == ("missing", CheckKey.of(rows[0]))
 
 
 def test_old_baselines_still_load_and_map_to_the_new_key():
@@ -217,6 +236,12 @@ def test_a_machine_class_without_baseline_entries_fails_when_strict_and_warns_ot
     text = " ".join(strict.output.split())
     assert strict.exit_code == 1 and "error: no baseline entries for this machine class" in text, text
     assert "2 of 2 configurations failed (2 other machine class)" in text, text
+    from segdeploy.records import CheckKey
+
+    assert _failures(results, baseline) == []
+    failed = _failures(results, baseline, strict=True)  # both rows, each for its machine class, not a Dice drop
+    assert sorted(f.key for f in failed) == sorted(CheckKey.of(r) for r in rows)
+    assert {f.status for f in failed} == {"other machine class"}
 
 
 def test_check_names_a_failed_cell_as_the_reason_its_entries_are_missing(tmp_path):

@@ -40,7 +40,7 @@ def _change_weights(run: Path) -> None:
 
 # -- bug 1: a renamed or copied dataset folder is still the run's dataset -----------------------------------------
 
-def _renamed_copy(trained_run: Path, dst: Path, *, delete: str = "train") -> tuple[Path, dict]:
+def _renamed_copy(tiny_run: Path, dst: Path, *, delete: str = "train") -> tuple[Path, dict]:
     """``cp -r DATA DATA2``, 6 new images (a new case), one recorded image of ``delete``'s split removed."""
     import numpy as np
     from PIL import Image
@@ -53,7 +53,7 @@ def _renamed_copy(trained_run: Path, dst: Path, *, delete: str = "train") -> tup
         Image.fromarray(rng.integers(0, 255, (64, 64), dtype=np.uint8)).save(copy / "images" / f"case900_slice{k}.png")
         Image.fromarray(np.zeros((64, 64), np.uint8)).save(copy / "masks" / f"case900_slice{k}.png")
     _per_image_split(copy)
-    recorded = json.loads((trained_run / "splits.json").read_text())
+    recorded = json.loads((tiny_run / "splits.json").read_text())
     gone = recorded[delete][0]
     for folder in ("images", "masks"):
         (copy / folder / f"{gone}.png").unlink()
@@ -73,12 +73,12 @@ def _bench_on(run, data, results):
                "--isolate", "none")
 
 
-def test_a_renamed_copy_of_the_training_folder_is_scored_on_the_runs_test_ids_only(trained_run, tmp_path):
+def test_a_renamed_copy_of_the_training_folder_is_scored_on_the_runs_test_ids_only(tiny_run, tmp_path):
     from segdeploy.data import open_dataset
     from segdeploy.run.folder import load_run
 
-    copy, recorded = _renamed_copy(trained_run, tmp_path / "DATA2")
-    run = load_run(trained_run)
+    copy, recorded = _renamed_copy(tiny_run, tmp_path / "DATA2")
+    run = load_run(tiny_run)
     dataset = open_dataset(str(copy))
     assert dataset.name not in run.meta.dataset.names()  # another name: matched by content
     with warnings.catch_warnings(record=True) as caught:
@@ -88,34 +88,34 @@ def test_a_renamed_copy_of_the_training_folder_is_scored_on_the_runs_test_ids_on
     assert ids == recorded["test"]
     assert any(re.search("holds run .* images", str(w.message)) for w in caught)
     results = tmp_path / "results.jsonl"
-    result = _bench_on(trained_run, copy, results)
+    result = _bench_on(tiny_run, copy, results)
     assert result.exit_code == 0, result.output
     (row,) = read_jsonl(results)
     assert row["status"] == "ok" and row["n_images"] == len(recorded["test"]) and row["dataset"] == "DATA2"
 
 
-def test_a_renamed_copy_missing_a_recorded_test_image_is_refused(trained_run, tmp_path):
-    copy, recorded = _renamed_copy(trained_run, tmp_path / "DATA3", delete="test")
-    result = _bench_on(trained_run, copy, tmp_path / "results.jsonl")
+def test_a_renamed_copy_missing_a_recorded_test_image_is_refused(tiny_run, tmp_path):
+    copy, recorded = _renamed_copy(tiny_run, tmp_path / "DATA3", delete="test")
+    result = _bench_on(tiny_run, copy, tmp_path / "results.jsonl")
     assert_one_line_error(result, names=copy, says="recorded test images are no longer in dataset DATA3")
     assert recorded["test"][0] in result.output
 
 
-def test_a_run_without_pixel_digests_falls_back_to_the_name_with_a_warning(run_copy, tmp_path):
+def test_a_run_without_pixel_digests_falls_back_to_the_name_with_a_warning(tiny_run_copy, tmp_path):
     from segdeploy.data import open_dataset
     from segdeploy.run.folder import load_run
 
-    meta = json.loads((run_copy / "model.json").read_text())
+    meta = json.loads((tiny_run_copy / "model.json").read_text())
     del meta["split"]["ids_sha256"]["pixels"]  # as a run trained before the digests were recorded
-    (run_copy / "model.json").write_text(json.dumps(meta))
-    copy, _ = _renamed_copy(run_copy, tmp_path / "DATA4")
+    (tiny_run_copy / "model.json").write_text(json.dumps(meta))
+    copy, _ = _renamed_copy(tiny_run_copy, tmp_path / "DATA4")
     dataset = open_dataset(str(copy))
     with pytest.warns(UserWarning, match="records no pixel digests"):
-        ids = load_run(run_copy).split_ids(dataset, "test")
+        ids = load_run(tiny_run_copy).split_ids(dataset, "test")
     assert ids == dataset.split("test")  # today's behaviour: the folder's own split
 
 
-def test_another_dataset_that_reuses_the_ids_is_not_the_runs(trained_run, tmp_path):
+def test_another_dataset_that_reuses_the_ids_is_not_the_runs(tiny_run, tmp_path):
     """Same ids, other pixels: a dataset of its own (its own split), not refused for the run's missing test ids."""
     import numpy as np
     from PIL import Image
@@ -129,7 +129,7 @@ def test_another_dataset_that_reuses_the_ids_is_not_the_runs(trained_run, tmp_pa
         Image.fromarray((255 - image).astype(np.uint8)).save(path)
     _per_image_split(other)
     dataset = open_dataset(str(other))
-    assert load_run(trained_run).split_ids(dataset, "test") == dataset.split("test")
+    assert load_run(tiny_run).split_ids(dataset, "test") == dataset.split("test")
 
 
 # -- bug 2: ONNX files of another checkpoint ---------------------------------------------------------------------

@@ -61,29 +61,29 @@ def test_truncated_checkpoint_is_one_line_and_bench_keeps_the_onnx_rows(exported
     assert rows["torch"]["status"] == "failed" and str(weights) in rows["torch"]["reason"]
 
 
-def test_nan_weights_are_named_by_export_cam_and_bench(run_copy, tmp_path):
-    _nan_weights(run_copy)
-    weights = run_copy / "model.safetensors"
-    for command in (["export", run_copy, "--precisions", "fp32,fp16"],
-                    ["cam", run_copy, "--data", DATA, "--out", tmp_path / "cam"]):
+def test_nan_weights_are_named_by_export_cam_and_bench(tiny_run_copy, tmp_path):
+    _nan_weights(tiny_run_copy)
+    weights = tiny_run_copy / "model.safetensors"
+    for command in (["export", tiny_run_copy, "--precisions", "fp32,fp16"],
+                    ["cam", tiny_run_copy, "--data", DATA, "--out", tmp_path / "cam"]):
         assert_one_line_error(cli(*command), names=weights, says="NaN")
     results = tmp_path / "results.jsonl"
-    result = _bench(run_copy, results)
+    result = _bench(tiny_run_copy, results)
     assert result.exit_code == 1  # nothing ran
     row = _rows(results)["torch"]
     assert row["status"] == "failed" and "NaN" in row["reason"] and row.get("dice") is None
 
 
-def test_non_finite_logits_make_the_bench_row_failed(run_copy, tmp_path):
+def test_non_finite_logits_make_the_bench_row_failed(tiny_run_copy, tmp_path):
     from segdeploy.run.folder import load_run, onnx_path
 
-    run = load_run(run_copy)
+    run = load_run(tiny_run_copy)
     model = run.build_model()
     with torch.no_grad():
         model.segmentation_head[0].bias.fill_(float("inf"))  # inf - inf in the softmax-free logits: NaN/inf out
-    path = legacy_onnx(model, onnx_path(run_copy, "fp32"), run.input_shape)
+    path = legacy_onnx(model, onnx_path(tiny_run_copy, "fp32"), run.input_shape)
     results = tmp_path / "results.jsonl"
-    result = _bench(run_copy, results, "onnxruntime")
+    result = _bench(tiny_run_copy, results, "onnxruntime")
     assert result.exit_code == 1, result.output
     row = _rows(results)["onnxruntime"]
     assert row["status"] == "failed" and "infinite" in row["reason"] and str(path) in row["reason"], row["reason"]
@@ -91,21 +91,21 @@ def test_non_finite_logits_make_the_bench_row_failed(run_copy, tmp_path):
 
 
 @pytest.mark.parametrize("key", ["img_size", "num_classes", "mean"])
-def test_missing_model_json_key_is_one_line(run_copy, tmp_path, key):
-    _edit_meta(run_copy, **{key: None})
-    for command in (["export", run_copy], ["cam", run_copy, "--data", DATA, "--out", tmp_path / "cam"],
-                    ["bench", run_copy, *FAST_BENCH, "--results", tmp_path / "r.jsonl"]):
-        assert_one_line_error(cli(*command), names=run_copy / "model.json", says=f"lacks {key}")
+def test_missing_model_json_key_is_one_line(tiny_run_copy, tmp_path, key):
+    _edit_meta(tiny_run_copy, **{key: None})
+    for command in (["export", tiny_run_copy], ["cam", tiny_run_copy, "--data", DATA, "--out", tmp_path / "cam"],
+                    ["bench", tiny_run_copy, *FAST_BENCH, "--results", tmp_path / "r.jsonl"]):
+        assert_one_line_error(cli(*command), names=tiny_run_copy / "model.json", says=f"lacks {key}")
 
 
-def test_num_classes_not_matching_the_checkpoint_is_one_line(run_copy):
-    meta = json.loads((run_copy / "model.json").read_text())
+def test_num_classes_not_matching_the_checkpoint_is_one_line(tiny_run_copy):
+    meta = json.loads((tiny_run_copy / "model.json").read_text())
     k = meta["num_classes"] + 2
-    _edit_meta(run_copy, num_classes=k, classes=[f"c{i}" for i in range(k)])
-    assert_one_line_error(cli("export", run_copy), names=run_copy / "model.json", says=f"num_classes {k}")
+    _edit_meta(tiny_run_copy, num_classes=k, classes=[f"c{i}" for i in range(k)])
+    assert_one_line_error(cli("export", tiny_run_copy), names=tiny_run_copy / "model.json", says=f"num_classes {k}")
 
 
-def test_gradcam_on_a_mask_with_out_of_range_labels_is_one_line(run_copy, tmp_path):
+def test_gradcam_on_a_mask_with_out_of_range_labels_is_one_line(tiny_run_copy, tmp_path):
     import shutil
 
     from PIL import Image
@@ -118,14 +118,14 @@ def test_gradcam_on_a_mask_with_out_of_range_labels_is_one_line(run_copy, tmp_pa
         arr = np.array(Image.open(mask))
         arr[0, 0] = 9
         Image.fromarray(arr).save(mask)
-    result = cli("cam", run_copy, "--data", data, "--split", "all", "--out", tmp_path / "cam")
+    result = cli("cam", tiny_run_copy, "--data", data, "--split", "all", "--out", tmp_path / "cam")
     assert_one_line_error(result, names=data / "masks", says="class index 9")
 
 
 @pytest.mark.parametrize("option, value, says", [("--precisions", "fp64", "unknown precision"),
                                                  ("--backends", "nonsense", "unknown backend"),
                                                  ("--max-images", "0", "--max-images 0")])
-def test_bench_values_that_name_nothing_are_rejected_before_any_work(run_copy, tmp_path, option, value, says):
+def test_bench_values_that_name_nothing_are_rejected_before_any_work(tiny_run_copy, tmp_path, option, value, says):
     results = tmp_path / "results.jsonl"
     args = [a for a in FAST_BENCH]
     if option in args:
@@ -133,23 +133,23 @@ def test_bench_values_that_name_nothing_are_rejected_before_any_work(run_copy, t
         del args[i:i + 2]
     defaults = {"--precisions": "fp32", "--backends": "torch"}
     defaults.pop(option, None)
-    result = cli("bench", run_copy, *args, *sum(([k, v] for k, v in defaults.items()), []), option, value,
+    result = cli("bench", tiny_run_copy, *args, *sum(([k, v] for k, v in defaults.items()), []), option, value,
                  "--results", results)
     assert result.exit_code == 2 and says in result.output and "Traceback" not in result.output, result.output
     assert not results.exists()  # no row stored, nothing measured
 
 
-def test_bench_where_nothing_ran_exits_non_zero(run_copy, tmp_path):
+def test_bench_where_nothing_ran_exits_non_zero(tiny_run_copy, tmp_path):
     results = tmp_path / "results.jsonl"
-    result = _bench(run_copy, results, "onnxruntime")  # never exported
+    result = _bench(tiny_run_copy, results, "onnxruntime")  # never exported
     assert result.exit_code == 1, result.output
     assert _rows(results)["onnxruntime"]["status"] == "unavailable"  # the row with its reason is still stored
 
 
-def test_unfinished_run_is_marked_in_the_row_and_the_table(run_copy, tmp_path):
-    _edit_meta(run_copy, complete=False)
+def test_unfinished_run_is_marked_in_the_row_and_the_table(tiny_run_copy, tmp_path):
+    _edit_meta(tiny_run_copy, complete=False)
     results = tmp_path / "results.jsonl"
-    result = _bench(run_copy, results)
+    result = _bench(tiny_run_copy, results)
     assert result.exit_code == 0, result.output
     assert "unfinished" in result.output and "warning:" in result.output
     assert _rows(results)["torch"]["run_complete"] is False
@@ -231,11 +231,11 @@ def test_check_tolerance_that_is_not_a_number_is_a_usage_error(tmp_path):
 
 
 @pytest.mark.slow
-def test_second_bench_on_one_results_file_is_refused_then_kill_9(run_copy, tmp_path):
+def test_second_bench_on_one_results_file_is_refused_then_kill_9(tiny_run_copy, tmp_path):
     results = tmp_path / "results.jsonl"
     note = tmp_path / ".results.jsonl.lock.holder.json"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "240"}
-    args = ["bench", run_copy, *FAST_BENCH, "--backends", "torch", "--precisions", "fp32", "--results", results]
+    args = ["bench", tiny_run_copy, *FAST_BENCH, "--backends", "torch", "--precisions", "fp32", "--results", results]
     slow = list(args)
     slow[slow.index("--duration") + 1] = "600"  # timing until killed
     child = subprocess.Popen([sys.executable, "-m", "segdeploy.commands.app", *map(str, slow)], cwd=ROOT, env=env,

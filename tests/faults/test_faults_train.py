@@ -60,13 +60,13 @@ class Payload:
         return (open, (self.marker, "w"))
 
 
-def test_resume_never_unpickles_a_state_file(run_copy, tmp_path):
-    _unfinish(run_copy)
+def test_resume_never_unpickles_a_state_file(tiny_run_copy, tmp_path):
+    _unfinish(tiny_run_copy)
     marker = tmp_path / "payload-ran"
-    torch.save({"config": {}, "epoch": 0, "payload": Payload(marker)}, run_copy / "train_state.pt")
-    result = cli("train", *TRAIN_ARGS, "--epochs", 2, "--out", run_copy, "--resume")
+    torch.save({"config": {}, "epoch": 0, "payload": Payload(marker)}, tiny_run_copy / "train_state.pt")
+    result = cli("train", *TRAIN_ARGS, "--epochs", 2, "--out", tiny_run_copy, "--resume")
     assert not marker.exists(), "the pickle in train_state.pt was executed"
-    assert_one_line_error(result, names=run_copy / "train_state.pt", says="pickle")
+    assert_one_line_error(result, names=tiny_run_copy / "train_state.pt", says="pickle")
     assert "--restart" in result.output
 
 
@@ -95,19 +95,19 @@ def test_truncated_state_is_reported_not_a_traceback(tmp_path, monkeypatch):
     assert (run / "model.safetensors").read_bytes() == weights
 
 
-def test_stuck_run_offers_restart_and_restart_trains_again(run_copy):
+def test_stuck_run_offers_restart_and_restart_trains_again(tiny_run_copy):
     """After a crash: model.json of an unfinished run, no training state, a .partial file and stale exports."""
-    _unfinish(run_copy)
-    (run_copy / ".model.safetensors.partial.safetensors").write_bytes(b"half a checkpoint")
-    (run_copy / "onnx").mkdir()
-    (run_copy / "onnx" / "model.fp32.onnx").write_bytes(b"made from the discarded weights")
+    _unfinish(tiny_run_copy)
+    (tiny_run_copy / ".model.safetensors.partial.safetensors").write_bytes(b"half a checkpoint")
+    (tiny_run_copy / "onnx").mkdir()
+    (tiny_run_copy / "onnx" / "model.fp32.onnx").write_bytes(b"made from the discarded weights")
     for extra in (["--resume"], []):
-        result = cli("train", *TRAIN_ARGS, "--epochs", 1, "--out", run_copy, *extra)
-        assert_one_line_error(result, names=run_copy, says="--restart")
-    result = cli("train", *TRAIN_ARGS, "--epochs", 1, "--out", run_copy, "--restart")
+        result = cli("train", *TRAIN_ARGS, "--epochs", 1, "--out", tiny_run_copy, *extra)
+        assert_one_line_error(result, names=tiny_run_copy, says="--restart")
+    result = cli("train", *TRAIN_ARGS, "--epochs", 1, "--out", tiny_run_copy, "--restart")
     assert result.exit_code == 0, result.output
-    assert json.loads((run_copy / "model.json").read_text())["complete"] is True
-    assert not list(run_copy.glob(".*partial*")) and not (run_copy / "onnx").exists()
+    assert json.loads((tiny_run_copy / "model.json").read_text())["complete"] is True
+    assert not list(tiny_run_copy.glob(".*partial*")) and not (tiny_run_copy / "onnx").exists()
 
 
 def test_lr_1e9_stops_with_a_divergence_error_and_no_nan_checkpoint(tmp_path):
