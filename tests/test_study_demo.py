@@ -17,7 +17,7 @@ def test_the_demo_study_is_one_fold_at_one_lr_per_model():
     cells = expand(config)
     assert [(c.model, c.fold, c.lr) for c in cells] == [("unet-tiny", 0, 3e-3), ("segformer-tiny", 0, 3e-3)]
     # the demo's protocol: no early stop before the last epoch, batch 8, process isolation at bench
-    assert (config.patience, config.epochs, config.batch, config.isolate) == (7, 7, 8, "process")
+    assert (config.patience, config.epochs, config.batch_size, config.isolate) == (7, 7, 8, "process")
 
 
 @pytest.mark.slow

@@ -163,7 +163,7 @@ def train_cell(config: StudyConfig, cell: Cell, folder: Path):
     # train's --restart discards the stale checkpoint (it removes training outputs only, not the cell's records)
     restart = not resume and any((folder / name).exists() for name in (WEIGHTS, META, HISTORY))
     cfg = TrainConfig(data=cell.dataset, model=cell.model, out=folder, epochs=config.epochs, img_size=config.img_size,
-                      batch_size=config.batch, lr=cell.lr, device=config.device, seed=config.seed,
+                      batch_size=config.batch_size, lr=cell.lr, device=config.device, seed=config.seed,
                       patience=config.patience, k=config.k, fold=cell.fold, augment=config.augment,
                       pretrained=config.pretrained, max_train_images=config.max_train_images, resume=resume,
                       restart=restart, class_map=config.class_maps.get(cell.dataset))

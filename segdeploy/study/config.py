@@ -15,11 +15,58 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
+from segdeploy.bench.config import BenchConfig
 from segdeploy.engines import BACKENDS
 from segdeploy.errors import SegdeployError
+from segdeploy.records import key_default, key_help
+from segdeploy.train.config import TrainConfig
 
 TEMPLATES = ("demo", "reference", "cost")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+# The study keys that are training's or bench's settings: study key -> the field of TrainConfig / BenchConfig that
+# owns its name, default and help text. Their order is the plan's fingerprint order (segdeploy.study.plan): append,
+# never reorder. Bench's batch is `bench_batch` here, as the study file also holds training's `batch_size`.
+TRAIN_KEYS = {"k": "k", "epochs": "epochs", "img_size": "img_size", "batch_size": "batch_size", "seed": "seed",
+              "patience": "patience", "augment": "augment", "pretrained": "pretrained",
+              "max_train_images": "max_train_images"}
+BENCH_KEYS = {"device": "device", "bench_batch": "batch", "duration": "duration", "isolate": "isolate",
+              "threads": "threads", "timeout": "timeout"}
+# old study key -> its new name: still read, with one line saying so (plan.json files of old studies are read too)
+DEPRECATED_KEYS = {"batch": "batch_size"}
+
+
+def _train(name: str):
+    return field(default=key_default(TrainConfig, TRAIN_KEYS[name]))
+
+
+def _bench(name: str):
+    return field(default=key_default(BenchConfig, BENCH_KEYS[name]))
+
+
+def key_doc(study_key: str) -> str:
+    """The help text of a study key owned by TrainConfig or BenchConfig ("" for the study's own keys)."""
+    if study_key in TRAIN_KEYS:
+        return key_help(TrainConfig, TRAIN_KEYS[study_key])
+    if study_key in BENCH_KEYS:
+        return key_help(BenchConfig, BENCH_KEYS[study_key])
+    return ""
+
+
+def upgrade_keys(table: dict, *, say: Callable[[str], None] | None = None) -> dict:
+    """``table`` with deprecated keys renamed; ``say`` gets one line per old key naming the new one. Both the old
+    and the new name at once is an error (which one is meant?)."""
+    out = dict(table)
+    for old, new in DEPRECATED_KEYS.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ValueError(f"both `{old}` and `{new}` are given; `{old}` is the old name of `{new}`")
+        out[new] = out.pop(old)
+        if say:
+            say(f"`{old}` is deprecated: write `{new}` (read as {new} = {out[new]!r}).")
+    return out
 
 
 @dataclass(frozen=True)
@@ -51,27 +98,27 @@ class StudyConfig:
     models: tuple[str, ...]
     datasets: tuple[str, ...]
     train: bool = True
-    k: int = 5
+    k: int = _train("k")
     folds: tuple[int, ...] = (0, 1, 2, 3, 4)
     lr: tuple[float, ...] = (1e-4, 5e-5, 1e-5)
-    epochs: int = 150
-    img_size: int = 512
-    batch: int = 8
-    seed: int = 42
-    patience: int = 20
-    augment: float = 1.0
-    pretrained: bool = False
-    max_train_images: int | None = None
+    # training's and bench's keys: defaults (and help texts, names) are TrainConfig's and BenchConfig's
+    epochs: int = _train("epochs")
+    img_size: int = _train("img_size")
+    batch_size: int = _train("batch_size")
+    seed: int = _train("seed")
+    patience: int = _train("patience")
+    augment: float = _train("augment")
+    pretrained: bool = _train("pretrained")
+    max_train_images: int | None = _train("max_train_images")
     backends: tuple[str, ...] = ("torch", "onnxruntime")
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
-    device: str = "auto"
-    bench_batch: int = 8
-    duration: float = 1.0
-    # bench: each configuration in a fresh process (a clean memory baseline, a runtime crash is a failed row), as
-    # `segdeploy bench` does; "none" runs them in the cell's process (faster to start; no memory figures)
-    isolate: str = "process"
-    threads: int | None = None  # host threads of the CPU runtimes at bench; None: resources.num_cpus
-    timeout: float | None = None  # seconds before a hung bench worker is killed (a failed row); isolate "process"
+    device: str = _bench("device")
+    bench_batch: int = _bench("bench_batch")
+    duration: float = _bench("duration")
+    # "process", as `segdeploy bench` does; "none" runs them in the cell's process (faster to start; no memory figures)
+    isolate: str = _bench("isolate")
+    threads: int | None = _bench("threads")  # None here: resources.num_cpus (see bench_threads)
+    timeout: float | None = _bench("timeout")  # needs isolate "process"
     gradcam: bool = False
     gradcam_worst: int = 8
     resources: Resources = field(default_factory=Resources)
@@ -100,10 +147,30 @@ def _lists(obj: Any) -> Any:
     return obj
 
 
+_COMMENT_AT, _WIDTH = 44, 120  # the templates' comment column and line width
+_KEY_LINE = re.compile(r"^(# )?([a-z_]+) = [^#]*$")
+
+
+def _documented(line: str) -> list[str]:
+    """A template line setting a key TrainConfig or BenchConfig owns, without a comment of its own, gets that key's
+    help text as its comment (wrapped at the comment column); a line with a comment says what is particular to the
+    study and is kept."""
+    m = _KEY_LINE.match(line)
+    doc = key_doc(m.group(2)) if m else ""
+    if not doc:
+        return [line]
+    import textwrap
+
+    head = line.rstrip().ljust(_COMMENT_AT - 1) + " "
+    wrapped = textwrap.wrap(doc, _WIDTH - _COMMENT_AT - 2)
+    return [f"{head}# {wrapped[0]}", *(" " * _COMMENT_AT + f"# {w}" for w in wrapped[1:])]
+
+
 def template_text(name: str) -> str:
     if name not in TEMPLATES:
         raise SegdeployError(f"unknown study template {name!r}.", fix=f"use one of {', '.join(TEMPLATES)}.")
-    return resources.files("segdeploy.study").joinpath("templates", f"{name}.toml").read_text(encoding="utf-8")
+    text = resources.files("segdeploy.study").joinpath("templates", f"{name}.toml").read_text(encoding="utf-8")
+    return "\n".join(out for line in text.split("\n") for out in _documented(line))
 
 
 def _toml_loads(text: str) -> dict:
@@ -221,7 +288,7 @@ _TOP: dict[str, tuple[Callable[[Any], Any], str]] = {
     "lr": (_lrs, "lr = [1e-4, 5e-5, 1e-5]"),
     "epochs": (_int(1), "epochs = 150"),
     "img_size": (_int(16), "img_size = 512"),
-    "batch": (_int(1), "batch = 8"),
+    "batch_size": (_int(1), "batch_size = 8"),
     "seed": (_int(0), "seed = 42"),
     "patience": (_int(1), "patience = 20"),
     "augment": (_number(positive=False), "augment = 1.0"),
@@ -278,6 +345,10 @@ def parse_study(data: dict, *, path: str | Path | None = None, default_name: str
     from segdeploy.models import list_models
 
     top = {k: v for k, v in data.items() if k not in _TABLES}
+    try:
+        top = upgrade_keys(top, say=lambda line: print(f"{path or 'study'}: {line}", file=sys.stderr))
+    except ValueError as e:
+        raise SegdeployError(f"{e}.", path=path, fix="keep only the new name.") from None
     values = _checked(top, _TOP, "", path)
     for key in ("models", "datasets"):
         if key not in values:
