@@ -148,7 +148,7 @@ def failed_row(config: StudyConfig, cell: Cell, stage: str, reason: str) -> dict
     return row
 
 
-def train_cell(config: StudyConfig, cell: Cell, folder: Path):
+def train_cell(config: StudyConfig, cell: Cell, folder: Path, *, progress: bool = False):
     """The cell's trained run (a ``RunMeta``): trained here, continued from its last epoch, or found complete.
     The one set of training resume rules (``segdeploy demo`` runs its cells through it too)."""
     from segdeploy.run.folder import HISTORY, META, TRAIN_STATE, WEIGHTS, read_meta
@@ -167,7 +167,7 @@ def train_cell(config: StudyConfig, cell: Cell, folder: Path):
                       patience=config.patience, k=config.k, fold=cell.fold, augment=config.augment,
                       pretrained=config.pretrained, max_train_images=config.max_train_images, resume=resume,
                       restart=restart, class_map=config.class_maps.get(cell.dataset))
-    return train_model(cfg, progress=False)
+    return train_model(cfg, progress=progress)  # the demo shows training's progress bar; a study its live view
 
 
 def _init_untrained(config: StudyConfig, cell: Cell, folder: Path):

@@ -51,7 +51,7 @@ def run_demo(out: Path, models: str | Sequence[str], *, data: str = "synthetic",
             say(f"train {cell.model}: done earlier ({run_dir})")
         else:
             stage(f"train {cell.model}")
-        train_cell(config, cell, run_dir)
+        train_cell(config, cell, run_dir, progress=True)
         if export_todo(config, run_dir):
             stage(f"export {cell.model}")
             export_cell(config, run_dir)
