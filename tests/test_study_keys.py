@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from segdeploy.bench.config import BenchConfig
-from segdeploy.errors import SegdeployError
+from segdeploy.errors import SegdeployError, SegdeployWarning
 from segdeploy.records import key_default, key_help
 from segdeploy.study import plan
 from segdeploy.study.config import (_TOP, BENCH_KEYS, TRAIN_KEYS, StudyConfig, _toml_loads, load_study, parse_study,
@@ -53,13 +53,14 @@ def test_the_command_line_options_read_the_same_help_and_defaults():
     assert "With process isolation: seconds after which" in out
 
 
-def test_an_old_key_loads_with_one_line_naming_the_new_one(tmp_path, capsys):
+def test_an_old_key_loads_with_one_line_naming_the_new_one(tmp_path):
     path = tmp_path / "old.toml"
     path.write_text('models = ["unet-tiny"]\ndatasets = ["synthetic"]\nbatch = 4\n', encoding="utf-8")
-    cfg = load_study(path)
+    with pytest.warns(SegdeployWarning) as caught:
+        cfg = load_study(path)
     assert cfg.batch_size == 4
-    lines = capsys.readouterr().err.strip().splitlines()
-    assert lines == [f"{path.resolve()}: `batch` is deprecated: write `batch_size` (read as batch_size = 4)."]
+    assert [str(w.message) for w in caught] == [
+        f"{path.resolve()}: `batch` is deprecated: write `batch_size` (read as batch_size = 4)."]
     path.write_text('models = ["unet-tiny"]\ndatasets = ["synthetic"]\nbatch = 4\nbatch_size = 8\n', encoding="utf-8")
     with pytest.raises(SegdeployError, match="both `batch` and `batch_size`"):
         load_study(path)
@@ -92,3 +93,14 @@ def test_an_old_plan_with_the_old_key_name_is_the_same_study(tmp_path):
     (tmp_path / plan.PLAN).write_text(json.dumps(written), encoding="utf-8")
     with pytest.raises(SegdeployError, match="key `batch_size` differs"):
         plan.prepare(tmp_path, cfg, cells)
+
+
+def test_the_deprecation_is_one_line_of_study_run(tmp_path):
+    from segdeploy.commands.app import app
+
+    path = tmp_path / "old.toml"
+    path.write_text('models = ["unet-tiny"]\ndatasets = ["synthetic"]\nbatch = 4\nfolds = [9]\n', encoding="utf-8")
+    result = CliRunner().invoke(app, ["study", "run", str(path), "--out", str(tmp_path / "s")])
+    assert result.exit_code == 2  # the bad fold stops it before any work, after the deprecation line
+    lines = [ln for ln in result.output.splitlines() if "deprecated" in ln]
+    assert len(lines) == 1 and "`batch` is deprecated: write `batch_size`" in lines[0]

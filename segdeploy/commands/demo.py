@@ -1,8 +1,8 @@
 """``segdeploy demo``: the whole pipeline on the built-in default, one specialized and one general model.
 
 data (generated) -> train -> export (fp32/fp16/int8 ONNX) -> bench (torch, onnxruntime; each configuration in a
-process of its own) -> table (120 columns); the steps are
-:func:`segdeploy.study.demo.run_demo`.
+process of its own) -> table (120 columns); the steps are :func:`segdeploy.study.demo.run_demo`, a built-in one-fold
+study run through the study's cell code.
 """
 
 from __future__ import annotations

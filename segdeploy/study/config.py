@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from segdeploy.bench.config import BenchConfig
 from segdeploy.engines import BACKENDS
-from segdeploy.errors import SegdeployError
+from segdeploy.errors import SegdeployError, warn
 from segdeploy.records import key_default, key_help
 from segdeploy.train.config import TrainConfig
 
@@ -346,7 +346,7 @@ def parse_study(data: dict, *, path: str | Path | None = None, default_name: str
 
     top = {k: v for k, v in data.items() if k not in _TABLES}
     try:
-        top = upgrade_keys(top, say=lambda line: print(f"{path or 'study'}: {line}", file=sys.stderr))
+        top = upgrade_keys(top, say=lambda line: warn(line, path=path))  # one yellow line on the command line
     except ValueError as e:
         raise SegdeployError(f"{e}.", path=path, fix="keep only the new name.") from None
     values = _checked(top, _TOP, "", path)
