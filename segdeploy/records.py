@@ -556,3 +556,20 @@ def comma_list(value: str | Iterable[str]) -> list[str]:
     them, as the Python API takes), blanks dropped, each item once, in the order first given."""
     items = value.split(",") if isinstance(value, str) else [part for v in value for part in str(v).split(",")]
     return list(dict.fromkeys(s.strip() for s in items if s.strip()))
+
+
+# Settings keys defined once (TrainConfig, BenchConfig): a field's default and its help text live on the field, and
+# the command-line options, the study file's keys and the template comments read them from there.
+def key(default: Any, help: str) -> Any:  # noqa: A002 -- the name Typer and argparse give it
+    """A settings field with its help text: ``epochs: int = key(150, "Maximum epochs.")``."""
+    return field(default=default, metadata={"help": help})
+
+
+def key_help(cls: type, name: str) -> str:
+    """The help text of settings field ``name`` of dataclass ``cls`` (empty if it has none)."""
+    return next(f.metadata.get("help", "") for f in fields(cls) if f.name == name)
+
+
+def key_default(cls: type, name: str) -> Any:
+    """The default of settings field ``name`` of dataclass ``cls``."""
+    return next(f.default for f in fields(cls) if f.name == name)

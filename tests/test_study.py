@@ -187,7 +187,7 @@ def test_failed_cells_are_rows_and_are_retried(tmp_path, monkeypatch):
         calls.append(cell.cell_id)
         raise RuntimeError("out of memory (simulated)")
 
-    monkeypatch.setattr(cell_module, "_train", broken)
+    monkeypatch.setattr(cell_module, "train_cell", broken)
     path = study(tmp_path, BASE.replace('["unet-tiny", "segformer-tiny"]', '["unet-tiny"]')
                  .replace("lr = [2e-3, 5e-4]", "lr = [2e-3]"))
     out = tmp_path / "out"
@@ -209,7 +209,7 @@ def test_rows_without_a_marker_are_dropped_at_start(tmp_path, monkeypatch):
     from segdeploy.study import cell as cell_module
     from segdeploy.study.runner import run_study
 
-    monkeypatch.setattr(cell_module, "_train", lambda *a: (_ for _ in ()).throw(RuntimeError("x")))
+    monkeypatch.setattr(cell_module, "train_cell", lambda *a: (_ for _ in ()).throw(RuntimeError("x")))
     path = study(tmp_path, BASE.replace('["unet-tiny", "segformer-tiny"]', '["unet-tiny"]')
                  .replace("lr = [2e-3, 5e-4]", "lr = [2e-3]").replace("folds = [0, 1]", "folds = [0]"))
     out = tmp_path / "out"

@@ -7,7 +7,8 @@ from typing import Optional
 
 import typer
 
-from segdeploy.commands.options import BenchBatch, Device, Duration, MinIters, Threads, Timeout, Warmup, WarmupIters
+from segdeploy.commands.options import (BENCH, BenchBatch, Device, Duration, Isolate, MinIters, Threads, Timeout, Warmup,
+                                        WarmupIters)
 
 
 def bench(
@@ -23,28 +24,27 @@ def bench(
                                                     help="Write DIR/<run>/<backend>-<precision>/<id>.png class-index "
                                                          "masks at each image's original resolution."),
     split: str = typer.Option("test", help="train, val, test, or all (every image: cross-dataset evaluation)."),
-    batch: BenchBatch = 8,
-    device: Device = "auto",
+    batch: BenchBatch = BENCH.batch,
+    device: Device = BENCH.device,
     max_images: Optional[int] = typer.Option(None, help="Score only the first N images of the split (smoke tests)."),
-    warmup: Warmup = 0.2,
-    warmup_iters: WarmupIters = 5,
-    duration: Duration = 1.0,
-    min_iters: MinIters = 20,
+    warmup: Warmup = BENCH.warmup,
+    warmup_iters: WarmupIters = BENCH.warmup_iters,
+    duration: Duration = BENCH.duration,
+    min_iters: MinIters = BENCH.min_iters,
     force: bool = typer.Option(False, help="Re-run configurations that already have a row in --results."),
     class_map: Optional[str] = typer.Option(None, "--class-map", help="Map --data's labels onto the runs' classes, "
                                             "e.g. 'polyp=1,2' (cross-dataset scoring; refused if the classes differ)."),
     allow_missing: bool = typer.Option(False, "--allow-missing",
                                        help="When images of a run's recorded test split are gone from --data, score "
                                             "the remaining ones (default: refuse)."),
-    threads: Threads = None,
-    isolate: str = typer.Option("process", help="process: each configuration in a fresh process (its own memory "
-                                "baseline; a crash is a failed row); none: all in this process."),
+    threads: Threads = BENCH.threads,
+    isolate: Isolate = BENCH.isolate,
     pipeline_grid: bool = typer.Option(False, "--pipeline-grid",
                                        help="Imported nnU-Net runs: measure each pipeline setting (one fold vs all "
                                             "of the run's folds x mirroring on/off x tile step 0.5/0.75/1.0), "
                                             "each imported and exported under RUN/pipelines/ when missing; "
                                             "--batch is the tiles per forward call."),
-    timeout: Timeout = None,
+    timeout: Timeout = BENCH.timeout,
 ) -> None:
     """Accuracy (on the split, at original resolution) and deployment cost of every run x backend x precision."""
     from rich.console import Console

@@ -1,8 +1,8 @@
 """``segdeploy demo``: the whole pipeline on the built-in default, one specialized and one general model.
 
 data (generated) -> train -> export (fp32/fp16/int8 ONNX) -> bench (torch, onnxruntime; each configuration in a
-process of its own) -> table (120 columns); the steps are
-:func:`segdeploy.study.demo.run_demo`.
+process of its own) -> table (120 columns); the steps are :func:`segdeploy.study.demo.run_demo`, a built-in one-fold
+study run through the study's cell code.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import typer
 
-from segdeploy.commands.options import Device, Duration, MinIters
+from segdeploy.commands.options import BENCH, Device, Duration, MinIters
 from segdeploy.commands.util import number_option
 
 DEMO_MODELS = ("unet-tiny", "segformer-tiny")  # specialized vs general, small enough for a 2-core CPU
@@ -30,8 +30,8 @@ def demo(
     backends: str = typer.Option("torch,onnxruntime", help="Backends to benchmark."),
     precisions: str = typer.Option("fp32,fp16,int8", help="Precisions to export and benchmark."),
     device: Device = "auto",
-    duration: Duration = 1.0,
-    min_iters: MinIters = 20,
+    duration: Duration = BENCH.duration,
+    min_iters: MinIters = BENCH.min_iters,
 ) -> None:
     """Run the main job end to end and print the comparison table."""
     from rich.console import Console

@@ -1,35 +1,39 @@
-"""Options several commands share, defined once: ``device: Device = "auto"`` in a command's signature gives it
-the same flag, check and help text as every other command taking a device.
+"""Options several commands share, defined once: ``device: Device = BENCH.device`` in a command's signature gives
+it the same flag, check and help text as every other command taking a device.
 
+Names, defaults and help texts are the settings records' (:class:`segdeploy.bench.config.BenchConfig`,
+:class:`segdeploy.train.config.TrainConfig`); this module only adds how the command line spells and checks them.
 The option name comes from the parameter (``batch`` -> ``--batch``), so a command keeps its own spelling."""
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 
+from segdeploy.bench.config import BenchConfig
 from segdeploy.commands.util import number_option
+from segdeploy.records import key_default, key_help
+from segdeploy.train.config import TrainConfig
 
-Device = Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")]
-Duration = Annotated[float, typer.Option(callback=number_option("--duration"),
-                                         help="Minimum seconds per timed loop (trtexec: 3).")]
-MinIters = Annotated[int, typer.Option("--min-iters", min=1, help=(
-    "Minimum timed iterations per loop, as well as --duration (p90 needs 10, p95 20, p99 100; a percentile with "
-    "fewer is left blank)."))]
-Warmup = Annotated[float, typer.Option(callback=number_option("--warmup"),
-                                       help="Warm-up seconds before each timed loop (trtexec: 0.2).")]
-WarmupIters = Annotated[int, typer.Option(help="Warm-up calls before each timed loop, as well as --warmup seconds "
-                                               "(a slow CPU model needs more than one call to settle).")]
-BenchBatch = Annotated[int, typer.Option(help="Batch size for the accuracy pass and the throughput measurement "
-                                              "(tensorrt: within the engine profile, 1:8:32 unless built otherwise; "
-                                              "--batch 32 measures throughput at that profile's largest batch, as "
-                                              "trtexec would).")]
-Threads = Annotated[Optional[int], typer.Option(
-    "--threads", min=1, help="Host threads for the CPU runtimes (torch: set_num_threads, onnxruntime: "
-                             "intra_op_num_threads, openvino: INFERENCE_NUM_THREADS); default: each runtime's own. "
-                             "Recorded in each row.")]
-Timeout = Annotated[Optional[float], typer.Option(
-    "--timeout", callback=number_option("--timeout", positive=True),
-    help="With --isolate process: seconds after which a configuration's worker is killed and recorded as a failed "
-         "row (a hung runtime).")]
+BENCH = BenchConfig()  # the defaults: ``duration: Duration = BENCH.duration``
+
+
+def _bench(name: str, *decls: str, **kw: Any) -> Any:
+    return typer.Option(*decls, help=key_help(BenchConfig, name), **kw)
+
+
+def train_option(name: str, *decls: str, **kw: Any) -> Any:
+    """``segdeploy train``'s option for TrainConfig field ``name``: its default and help text."""
+    return typer.Option(key_default(TrainConfig, name), *decls, help=key_help(TrainConfig, name), **kw)
+
+
+Device = Annotated[str, _bench("device")]
+Duration = Annotated[float, _bench("duration", callback=number_option("--duration"))]
+MinIters = Annotated[int, _bench("min_iters", "--min-iters", min=1)]
+Warmup = Annotated[float, _bench("warmup", callback=number_option("--warmup"))]
+WarmupIters = Annotated[int, _bench("warmup_iters")]
+BenchBatch = Annotated[int, _bench("batch")]
+Threads = Annotated[Optional[int], _bench("threads", "--threads", min=1)]
+Isolate = Annotated[str, _bench("isolate")]
+Timeout = Annotated[Optional[float], _bench("timeout", "--timeout", callback=number_option("--timeout", positive=True))]

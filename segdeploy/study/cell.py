@@ -77,11 +77,11 @@ def run_cell(config: StudyConfig, cell: Cell, study_dir: str | Path) -> CellOutc
             meta = import_into(imported_entry(config, cell), cell.dataset, folder, seed=config.seed, k=config.k)
         else:
             enter("train" if config.train else "init")
-            meta = _train(config, cell, folder) if config.train else _init_untrained(config, cell, folder)
+            meta = train_cell(config, cell, folder) if config.train else _init_untrained(config, cell, folder)
         val_dice = (meta.val or {}).get("dice") if config.train and not cell.imported else None
         if any(reads_onnx(b) for b in config.backends):
             enter("export")
-            _export(config, folder)
+            export_cell(config, folder)
         enter("bench")
         curve = training_curve(folder, meta) if config.train else None
         rows = [_tag(r, cell, val_dice, target=cell.dataset_name, train_curve=curve)
@@ -158,8 +158,9 @@ def failed_row(config: StudyConfig, cell: Cell, stage: str, reason: str) -> dict
     return row.to_json()
 
 
-def _train(config: StudyConfig, cell: Cell, folder: Path):
-    """The cell's trained run (a ``RunMeta``): trained here, continued from its last epoch, or found complete."""
+def train_cell(config: StudyConfig, cell: Cell, folder: Path, *, progress: bool = False):
+    """The cell's trained run (a ``RunMeta``): trained here, continued from its last epoch, or found complete.
+    The one set of training resume rules (``segdeploy demo`` runs its cells through it too)."""
     from segdeploy.run.folder import HISTORY, META, TRAIN_STATE, WEIGHTS, read_meta
     from segdeploy.train.loop import TrainConfig, train_model
 
@@ -172,11 +173,11 @@ def _train(config: StudyConfig, cell: Cell, folder: Path):
     # train's --restart discards the stale checkpoint (it removes training outputs only, not the cell's records)
     restart = not resume and any((folder / name).exists() for name in (WEIGHTS, META, HISTORY))
     cfg = TrainConfig(data=cell.dataset, model=cell.model, out=folder, epochs=config.epochs, img_size=config.img_size,
-                      batch_size=config.batch, lr=cell.lr, device=config.device, seed=config.seed,
+                      batch_size=config.batch_size, lr=cell.lr, device=config.device, seed=config.seed,
                       patience=config.patience, k=config.k, fold=cell.fold, augment=config.augment,
                       pretrained=config.pretrained, max_train_images=config.max_train_images, resume=resume,
                       restart=restart, class_map=config.class_maps.get(cell.dataset))
-    return train_model(cfg, progress=False)
+    return train_model(cfg, progress=progress)  # the demo shows training's progress bar; a study its live view
 
 
 def _init_untrained(config: StudyConfig, cell: Cell, folder: Path):
@@ -215,28 +216,40 @@ def _init_untrained(config: StudyConfig, cell: Cell, folder: Path):
     return read_meta(folder)
 
 
-def _export(config: StudyConfig, folder: Path) -> None:
-    from segdeploy.export import EXPORT_PRECISIONS, export_run, read_manifest
+def export_todo(config: StudyConfig, folder: Path) -> list[str]:
+    """The precisions still to export: those the run's manifest does not hold as exported."""
+    from segdeploy.export import EXPORT_PRECISIONS, read_manifest
 
     manifest = read_manifest(folder)
-    todo = [p for p in config.precisions if p in EXPORT_PRECISIONS and not manifest.is_ok(p)]
+    return [p for p in config.precisions if p in EXPORT_PRECISIONS and not manifest.is_ok(p)]
+
+
+def export_cell(config: StudyConfig, folder: Path) -> None:
+    """Export what :func:`export_todo` names; exported precisions are kept (the one export resume rule)."""
+    from segdeploy.export import export_run
+
+    todo = export_todo(config, folder)
     if todo:
         export_run(folder, todo)  # a precision that fails is a manifest entry; bench makes it a row
+
+
+def bench_cell(config: StudyConfig, folder: Path, data: str, split: str, results: Path, **extra):
+    """Bench rows (``BenchRow``) of the cell's run on ``data`` with the study's bench settings, appended to
+    ``results`` (configurations already there are skipped: bench's own resume rule); ``extra`` adds or overrides
+    run_bench arguments (the demo: one results file for all its runs, predictions, its own thread default)."""
+    from segdeploy.bench.runner import run_bench
+
+    kwargs = dict(split=split, batch=config.bench_batch, device=config.device, duration_s=config.duration,
+                  progress=False, threads=config.bench_threads, isolate=config.isolate, timeout_s=config.timeout)
+    if not config.train:
+        kwargs["measure_accuracy"] = False
+    return run_bench([folder], data, config.backends, config.precisions, results, **{**kwargs, **extra})
 
 
 def _bench(config: StudyConfig, folder: Path, data: str, split: str, **extra) -> list[dict]:
     """Bench rows of the cell's run on ``data`` as JSON objects. Bench writes each scored row's per-image
     confusions beside the cell's bench.jsonl; ``per_image`` is re-based here to the study folder."""
-    from segdeploy.bench.runner import run_bench
-
-    if not config.train:
-        extra["measure_accuracy"] = False
-    rows = [r.to_json() for r in run_bench([folder], data, config.backends, config.precisions, folder / BENCH_FILE,
-                                           split=split, batch=config.bench_batch, device=config.device,
-                                           duration_s=config.duration, progress=False,
-                                           threads=config.bench_threads, isolate=config.isolate,
-                                           timeout_s=config.timeout,
-                                           **extra)]
+    rows = [r.to_json() for r in bench_cell(config, folder, data, split, folder / BENCH_FILE, **extra)]
     for row in rows:
         if row.get("per_image"):
             row["per_image"] = f"{folder.parent.name}/{folder.name}/{row['per_image']}"

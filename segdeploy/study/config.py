@@ -7,7 +7,6 @@ default and cost a night of GPU time. ``segdeploy study init`` writes the commen
 
 from __future__ import annotations
 
-import difflib
 import re
 import sys
 from dataclasses import asdict, dataclass, field
@@ -15,11 +14,59 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
+from segdeploy.bench.config import BenchConfig
 from segdeploy.engines import BACKENDS
-from segdeploy.errors import SegdeployError
+from segdeploy.errors import SegdeployError, warn
+from segdeploy.records import key_default, key_help
+from segdeploy.study.values import _bool, _checked, _int, _name, _names, _number
+from segdeploy.train.config import TrainConfig
 
 TEMPLATES = ("demo", "reference", "cost")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+
+
+# The study keys that are training's or bench's settings: study key -> the field of TrainConfig / BenchConfig that
+# owns its name, default and help text. Their order is the plan's fingerprint order (segdeploy.study.plan): append,
+# never reorder. Bench's batch is `bench_batch` here, as the study file also holds training's `batch_size`.
+TRAIN_KEYS = {"k": "k", "epochs": "epochs", "img_size": "img_size", "batch_size": "batch_size", "seed": "seed",
+              "patience": "patience", "augment": "augment", "pretrained": "pretrained",
+              "max_train_images": "max_train_images"}
+BENCH_KEYS = {"device": "device", "bench_batch": "batch", "duration": "duration", "isolate": "isolate",
+              "threads": "threads", "timeout": "timeout"}
+# old study key -> its new name: still read, with one line saying so (plan.json files of old studies are read too)
+DEPRECATED_KEYS = {"batch": "batch_size"}
+
+
+def _train(name: str):
+    return field(default=key_default(TrainConfig, TRAIN_KEYS[name]))
+
+
+def _bench(name: str):
+    return field(default=key_default(BenchConfig, BENCH_KEYS[name]))
+
+
+def key_doc(study_key: str) -> str:
+    """The help text of a study key owned by TrainConfig or BenchConfig ("" for the study's own keys)."""
+    if study_key in TRAIN_KEYS:
+        return key_help(TrainConfig, TRAIN_KEYS[study_key])
+    if study_key in BENCH_KEYS:
+        return key_help(BenchConfig, BENCH_KEYS[study_key])
+    return ""
+
+
+def upgrade_keys(table: dict, *, say: Callable[[str], None] | None = None) -> dict:
+    """``table`` with deprecated keys renamed; ``say`` gets one line per old key naming the new one. Both the old
+    and the new name at once is an error (which one is meant?)."""
+    out = dict(table)
+    for old, new in DEPRECATED_KEYS.items():
+        if old not in out:
+            continue
+        if new in out:
+            raise ValueError(f"both `{old}` and `{new}` are given; `{old}` is the old name of `{new}`")
+        out[new] = out.pop(old)
+        if say:
+            say(f"`{old}` is deprecated: write `{new}` (read as {new} = {out[new]!r}).")
+    return out
 
 
 @dataclass(frozen=True)
@@ -51,27 +98,27 @@ class StudyConfig:
     models: tuple[str, ...]
     datasets: tuple[str, ...]
     train: bool = True
-    k: int = 5
+    k: int = _train("k")
     folds: tuple[int, ...] = (0, 1, 2, 3, 4)
     lr: tuple[float, ...] = (1e-4, 5e-5, 1e-5)
-    epochs: int = 150
-    img_size: int = 512
-    batch: int = 8
-    seed: int = 42
-    patience: int = 20
-    augment: float = 1.0
-    pretrained: bool = False
-    max_train_images: int | None = None
+    # training's and bench's keys: defaults (and help texts, names) are TrainConfig's and BenchConfig's
+    epochs: int = _train("epochs")
+    img_size: int = _train("img_size")
+    batch_size: int = _train("batch_size")
+    seed: int = _train("seed")
+    patience: int = _train("patience")
+    augment: float = _train("augment")
+    pretrained: bool = _train("pretrained")
+    max_train_images: int | None = _train("max_train_images")
     backends: tuple[str, ...] = ("torch", "onnxruntime")
     precisions: tuple[str, ...] = ("fp32", "fp16", "int8")
-    device: str = "auto"
-    bench_batch: int = 8
-    duration: float = 1.0
-    # bench: each configuration in a fresh process (a clean memory baseline, a runtime crash is a failed row), as
-    # `segdeploy bench` does; "none" runs them in the cell's process (faster to start; no memory figures)
-    isolate: str = "process"
-    threads: int | None = None  # host threads of the CPU runtimes at bench; None: resources.num_cpus
-    timeout: float | None = None  # seconds before a hung bench worker is killed (a failed row); isolate "process"
+    device: str = _bench("device")
+    bench_batch: int = _bench("bench_batch")
+    duration: float = _bench("duration")
+    # "process", as `segdeploy bench` does; "none" runs them in the cell's process (faster to start; no memory figures)
+    isolate: str = _bench("isolate")
+    threads: int | None = _bench("threads")  # None here: resources.num_cpus (see bench_threads)
+    timeout: float | None = _bench("timeout")  # needs isolate "process"
     gradcam: bool = False
     gradcam_worst: int = 8
     resources: Resources = field(default_factory=Resources)
@@ -104,10 +151,30 @@ def _lists(obj: Any) -> Any:
     return obj
 
 
+_COMMENT_AT, _WIDTH = 44, 120  # the templates' comment column and line width
+_KEY_LINE = re.compile(r"^(# )?([a-z_]+) = [^#]*$")
+
+
+def _documented(line: str) -> list[str]:
+    """A template line setting a key TrainConfig or BenchConfig owns, without a comment of its own, gets that key's
+    help text as its comment (wrapped at the comment column); a line with a comment says what is particular to the
+    study and is kept."""
+    m = _KEY_LINE.match(line)
+    doc = key_doc(m.group(2)) if m else ""
+    if not doc:
+        return [line]
+    import textwrap
+
+    head = line.rstrip().ljust(_COMMENT_AT - 1) + " "
+    wrapped = textwrap.wrap(doc, _WIDTH - _COMMENT_AT - 2)
+    return [f"{head}# {wrapped[0]}", *(" " * _COMMENT_AT + f"# {w}" for w in wrapped[1:])]
+
+
 def template_text(name: str) -> str:
     if name not in TEMPLATES:
         raise SegdeployError(f"unknown study template {name!r}.", fix=f"use one of {', '.join(TEMPLATES)}.")
-    return resources.files("segdeploy.study").joinpath("templates", f"{name}.toml").read_text(encoding="utf-8")
+    text = resources.files("segdeploy.study").joinpath("templates", f"{name}.toml").read_text(encoding="utf-8")
+    return "\n".join(out for line in text.split("\n") for out in _documented(line))
 
 
 def _toml_loads(text: str) -> dict:
@@ -135,46 +202,6 @@ def load_study(path: str | Path) -> StudyConfig:
 
 
 # key -> (checker, example shown in the fix); a checker returns the normalised value or raises ValueError(problem)
-def _int(lo: int, hi: int | None = None) -> Callable[[Any], int]:
-    def check(v: Any) -> int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ValueError(f"must be a whole number, got {v!r}")
-        if v < lo or (hi is not None and v > hi):
-            raise ValueError(f"must be {'>= ' + str(lo) if hi is None else f'in {lo}..{hi}'}, got {v}")
-        return v
-    return check
-
-
-def _number(positive: bool = True) -> Callable[[Any], float]:
-    from segdeploy.numerics import checked_number  # the command line's check: finite, >= 0 (> 0 if positive)
-
-    return lambda v: checked_number(v, positive=positive)
-
-
-def _bool(v: Any) -> bool:
-    if not isinstance(v, bool):
-        raise ValueError(f"must be true or false, got {v!r}")
-    return v
-
-
-def _names(v: Any) -> tuple[str, ...]:
-    if isinstance(v, str):
-        v = [v]
-    if not isinstance(v, list) or not v or not all(isinstance(s, str) and s.strip() for s in v):
-        raise ValueError(f"must be a non-empty list of names, got {v!r}")
-    items = [s.strip() for s in v]
-    dupes = sorted({s for s in items if items.count(s) > 1})
-    if dupes:
-        raise ValueError(f"lists {', '.join(dupes)} twice")
-    return tuple(items)
-
-
-def _name(v: Any) -> str:
-    if not isinstance(v, str) or not v.strip():
-        raise ValueError(f"must be a non-empty string, got {v!r}")
-    return v.strip()
-
-
 def _lrs(v: Any) -> tuple[float, ...]:
     v = v if isinstance(v, list) else [v]
     values = tuple(_number()(x) for x in v)
@@ -225,7 +252,7 @@ _TOP: dict[str, tuple[Callable[[Any], Any], str]] = {
     "lr": (_lrs, "lr = [1e-4, 5e-5, 1e-5]"),
     "epochs": (_int(1), "epochs = 150"),
     "img_size": (_int(16), "img_size = 512"),
-    "batch": (_int(1), "batch = 8"),
+    "batch_size": (_int(1), "batch_size = 8"),
     "seed": (_int(0), "seed = 42"),
     "patience": (_int(1), "patience = 20"),
     "augment": (_number(positive=False), "augment = 1.0"),
@@ -257,31 +284,15 @@ _CROSS = {
 _TABLES = {"resources": _RESOURCES, "cross": _CROSS, "class_maps": None, "imported": None}
 
 
-def _unknown(key: str, known, where: str, path) -> SegdeployError:
-    close = difflib.get_close_matches(key, list(known), n=1)
-    hint = f"did you mean `{close[0]}`? " if close else ""
-    return SegdeployError(f"unknown key `{where}{key}`.", path=path,
-                          fix=f"{hint}known keys{' in ' + where.rstrip('.') if where else ''}: {', '.join(known)}.")
-
-
-def _checked(table: dict, spec: dict, where: str, path) -> dict:
-    out = {}
-    for key, value in table.items():
-        if key not in spec:
-            raise _unknown(key, spec, where, path)
-        check, example = spec[key]
-        try:
-            out[key] = check(value)
-        except ValueError as e:
-            raise SegdeployError(f"`{where}{key}` {e}.", path=path, fix=f"write e.g. {example}.") from None
-    return out
-
-
 def parse_study(data: dict, *, path: str | Path | None = None, default_name: str = "study") -> StudyConfig:
     """A :class:`StudyConfig` from parsed TOML, every key checked (errors name ``path``)."""
     from segdeploy.models import list_models
 
     top = {k: v for k, v in data.items() if k not in _TABLES}
+    try:
+        top = upgrade_keys(top, say=lambda line: warn(line, path=path))  # one yellow line on the command line
+    except ValueError as e:
+        raise SegdeployError(f"{e}.", path=path, fix="keep only the new name.") from None
     values = _checked(top, _TOP, "", path)
     if "models" not in values and data.get("imported"):
         values["models"] = ()  # only imported models

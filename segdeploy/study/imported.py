@@ -43,13 +43,13 @@ class ImportedModel:
 
 
 def _floats(v: Any) -> tuple[float, ...]:
-    from segdeploy.study.config import _number
+    from segdeploy.study.values import _number
 
     return tuple(_number(positive=False)(x) for x in (v if isinstance(v, list) else [v]))
 
 
 def _spec() -> dict:
-    from segdeploy.study.config import _bool, _int, _name, _names, _number
+    from segdeploy.study.values import _bool, _int, _name, _names, _number
 
     return {
         "name": (_name, 'name = "my-nnunet"'),
@@ -70,7 +70,7 @@ def _spec() -> dict:
 def parse_imported(tables: Any, *, models: tuple[str, ...], base: Path | None, path) -> tuple[ImportedModel, ...]:
     """The study file's ``[[imported]]`` tables, every key checked; sources resolved against the study file."""
     from segdeploy.models.importers import list_formats
-    from segdeploy.study.config import _checked
+    from segdeploy.study.values import _checked
 
     if isinstance(tables, dict):
         tables = [tables]

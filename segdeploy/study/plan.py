@@ -24,7 +24,8 @@ from typing import Any
 
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_write_json, atomic_write_text, dumps, read_json
-from segdeploy.study.config import StudyConfig, dataset_key
+from segdeploy.study.config import (BENCH_KEYS, DEPRECATED_KEYS, TRAIN_KEYS, StudyConfig, dataset_key,
+                                    upgrade_keys)
 
 PLAN = "plan.json"
 PLAN_SCHEMA = "segdeploy.study-plan/1"
@@ -33,11 +34,19 @@ MARKER = "done.json"
 STATUS = "status.json"
 CELL_RECORD = "cell.json"  # the cell's settings fingerprints, written when it starts
 
-# settings that change what training produces (num_cpus: torch's thread count changes CPU reductions)
-_TRAIN_KEYS = ("train", "k", "epochs", "img_size", "batch", "seed", "patience", "augment", "pretrained",
-               "max_train_images")
-_BENCH_KEYS = ("backends", "precisions", "device", "bench_batch", "duration", "isolate", "threads", "gradcam",
-               "gradcam_worst")
+# settings that change what training produces (num_cpus: torch's thread count changes CPU reductions), and what
+# bench produces: the study's own keys and those TrainConfig/BenchConfig own (segdeploy.study.config)
+_TRAIN_KEYS = ("train", *TRAIN_KEYS)
+_BENCH_KEYS = ("backends", "precisions", *BENCH_KEYS, "gradcam", "gradcam_worst")
+# a key renamed since cells were first planned keeps its old name in the fingerprint (else every resumed study
+# would redo its finished cells); `timeout` is left out on purpose (test_study's isolation test): it changes no
+# measured number, only whether a hung configuration ends as a failed row (bench re-runs those when the cell runs)
+_DIGEST_NAME = {new: old for old, new in DEPRECATED_KEYS.items()}
+_NOT_FINGERPRINTED = ("timeout",)
+
+
+def _settings(d: dict, keys: tuple[str, ...]) -> dict:
+    return {_DIGEST_NAME.get(k, k): d[k] for k in keys if k not in _NOT_FINGERPRINTED}
 
 
 @dataclass(frozen=True)
@@ -100,14 +109,14 @@ def train_fingerprint(config: StudyConfig, cell: Cell) -> str:
     else:
         cell_d["imported"] = asdict(imported_entry(config, cell))
     return _digest({"cell": cell_d, "num_cpus": config.resources.num_cpus,
-                    "class_map": config.class_maps.get(cell.dataset), **{k: d[k] for k in _TRAIN_KEYS}})
+                    "class_map": config.class_maps.get(cell.dataset), **_settings(d, _TRAIN_KEYS)})
 
 
 def fingerprint(config: StudyConfig, cell: Cell) -> str:
     """Everything that changes the cell's rows; a marker with another fingerprint is stale."""
     d = config.as_dict()
     cross = [c for c in d["cross"] if c["source"] == cell.dataset]
-    return _digest({"train": train_fingerprint(config, cell), "cross": cross, **{k: d[k] for k in _BENCH_KEYS}})
+    return _digest({"train": train_fingerprint(config, cell), "cross": cross, **_settings(d, _BENCH_KEYS)})
 
 
 def _first_difference(old: Any, new: Any, key: str = "") -> tuple[str, Any, Any] | None:
@@ -155,6 +164,8 @@ def prepare(study_dir: str | Path, config: StudyConfig, cells: list[Cell], *, fo
     diff = None
     if plan_file.is_file():
         old = read_json(plan_file)
+        if isinstance(old.get("study"), dict):  # a plan written before a key was renamed
+            old["study"] = upgrade_keys(old["study"])
         diff = _first_difference(old.get("study"), config.as_dict())
         if diff and not force:
             key, was, now = diff

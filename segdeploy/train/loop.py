@@ -20,7 +20,7 @@ import math
 import platform
 import random
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,7 @@ from segdeploy.numerics import NonFinite, nonfinite_tensors
 from segdeploy.records import DatasetRef, RunMeta, SplitRecord
 from segdeploy.run.folder import HISTORY, TRAIN_STATE, read_meta, save_checkpoint
 from segdeploy.run.splits import record_splits
+from segdeploy.train.config import TrainConfig
 from segdeploy.train.guard import check_config, check_input_size, diverged
 from segdeploy.train.precision import autocast_dtype, cpu_bf16_path
 from segdeploy.train.schedule import rex_factor
@@ -49,42 +50,6 @@ _AMP_OPTION = {None: "off", "bfloat16": "bf16", "bf16": "bf16", "float16": "fp16
 # what must match between the original run and a --resume of it
 _RESUME_KEYS = ("data", "model", "img_size", "batch_size", "lr", "seed", "k", "fold", "group_regex", "augment",
                 "class_map")
-
-
-@dataclass
-class TrainConfig:
-    data: str
-    model: str
-    out: Path
-    epochs: int = 150
-    img_size: int = 512
-    batch_size: int = 8
-    lr: float = 1e-4
-    weight_decay: float = 1e-2
-    device: str = "auto"
-    seed: int = 42
-    patience: int = 20
-    min_delta: float = 0.001
-    k: int = 5
-    fold: int = 0
-    group_regex: str | None = None
-    augment: float = 1.0  # scales the geometric augmentation ranges; 0 disables augmentation
-    workers: int | None = None
-    amp: str | None = None  # auto | bf16 | fp16 | off; None: auto on CUDA, off on CPU (segdeploy.train.precision)
-    pretrained: bool = False
-    weights: str | None = None
-    resume: bool = False
-    restart: bool = False  # discard what --out holds (a finished or stuck run) and train from scratch
-    max_train_images: int | None = None  # subset for smoke tests and demos
-    class_map: str | None = None  # merge/select classes: "polyp=1,2" or a JSON file (segdeploy.data.class_map)
-    channels_last: bool = False  # NHWC model and inputs (benchmarks/train_throughput.py measures whether it helps)
-    cache_mb: int = 2048  # decoded, letterboxed training and validation images kept in memory, at most this much
-    extra: dict = field(default_factory=dict)
-
-    def for_record(self) -> dict:
-        d = asdict(self)
-        d["out"] = str(self.out)
-        return d
 
 
 def training_device(requested: str) -> torch.device:
