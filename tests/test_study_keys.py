@@ -30,7 +30,7 @@ def test_study_keys_take_their_defaults_from_train_and_bench_config():
         assert getattr(study, key) == key_default(BenchConfig, name), key
     assert (study.batch_size, study.bench_batch, study.duration, study.timeout) == (8, 8, 1.0, None)
     # every StudyConfig field but the tables is a checked key of the study file, and nothing else is
-    tables = {"resources", "cross", "class_maps", "path"}
+    tables = {"resources", "cross", "class_maps", "imported", "path"}  # imported: [[imported]] tables
     assert set(_TOP) == {f.name for f in fields(StudyConfig)} - tables
 
 
