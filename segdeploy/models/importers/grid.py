@@ -63,8 +63,8 @@ def expand_pipeline_grid(run_dirs, precisions, *, parity_images: int = 2, on_ste
                                         preprocessed=Path(splits_file).parent if splits_file else None)
                 import_model("nnunet", src, target, options, data=run.meta.dataset.spec,
                              parity_images=parity_images)
-            have = (read_manifest(target).get("precisions") or {})
-            missing = [p for p in onnx_precisions if (have.get(p) or {}).get("status") != "ok"]
+            manifest = read_manifest(target)
+            missing = [p for p in onnx_precisions if not manifest.is_ok(p)]
             if missing:
                 if on_step:
                     on_step(f"exporting {target.name}: {', '.join(missing)}")
