@@ -41,6 +41,22 @@ def test_a_tile_step_outside_0_to_1_is_refused_in_one_line(tmp_path):
         assert "\n" not in str(e.value)
 
 
+def test_a_2d_configuration_that_resamples_is_refused_in_one_line(tmp_path):
+    # nnU-Net resamples a 2d configuration of, e.g., NIfTI slices to the plans' spacing; the deployed pipeline does
+    # not, so its masks would differ from nnU-Net's: refused at import, not measured wrong
+    pytest.importorskip("nnunetv2")
+    src = tmp_path / "Dataset001_X" / "nnUNetTrainer__nnUNetPlans__2d"
+    (src / "fold_0").mkdir(parents=True)
+    (src / "fold_0" / "checkpoint_final.pth").write_bytes(b"never read")
+    (src / "plans.json").write_text(json.dumps({"configurations": {"2d": {
+        "patch_size": [64, 64], "spacing": [0.7, 0.7], "normalization_schemes": ["ZScoreNormalization"]}}}))
+    (src / "dataset.json").write_text(json.dumps({"channel_names": {"0": "MRI"}, "labels": {"background": 0,
+                                                                                           "heart": 1}}))
+    with pytest.raises(SegdeployError, match=r"resamples images to spacing \[0.7, 0.7\]") as e:
+        import_model("nnunet", src, tmp_path / "run", ImportOptions(folds="0"))
+    assert "\n" not in str(e.value) and not (tmp_path / "run").exists()
+
+
 @pytest.fixture(scope="module")
 def nnunet_model(tmp_path_factory) -> Path:
     pytest.importorskip("nnunetv2")

@@ -151,6 +151,14 @@ def scan(src: Path, options: ImportOptions) -> Imported:
     if unknown or len(schemes) != in_chans:
         raise SegdeployError(f"normalisation {unknown or schemes} for {in_chans} channel(s) is not supported.",
                              path=src / "plans.json", fix=f"use one of {', '.join(SCHEMES)} per channel.")
+    spacing = [float(v) for v in cfg.get("spacing") or [1.0, 1.0]]
+    if any(abs(v - 1.0) > 1e-6 for v in spacing):
+        # nnU-Net resamples such images to the plans' spacing before the network and back after it; the deployed
+        # pipeline does not (yet), and without it its masks would differ from nnU-Net's with no warning
+        raise SegdeployError(f"the 2d configuration resamples images to spacing {spacing}; segdeploy's deployed "
+                             "pipeline does not resample yet (it imports 2d models of data with spacing 1, such as "
+                             "PNG/JPEG datasets).", path=src / "plans.json",
+                             fix="train the 2d configuration on images of spacing 1, or wait for resampling support.")
     patch = list(cfg["patch_size"])
     if patch[0] != patch[1]:
         raise SegdeployError(f"the patch is {patch[0]}x{patch[1]}; segdeploy runs square inputs.", path=src,
