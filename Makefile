@@ -41,7 +41,7 @@ demo: install
 	$(SEG) demo --out $(OUT)
 	$(SEG) report $(OUT) --out $(OUT)/report
 
-# everything (CI); test-fast leaves out the tests marked slow (> ~20 s each), for a developer's edit-test loop
+# everything (CI); test-fast leaves out the tests marked slow (> ~5 s each), for a developer's edit-test loop
 test: install
 	$(PY) -m pytest -q
 

@@ -183,6 +183,7 @@ def _optimized_op_types(path, tmp_path) -> collections.Counter:
     return collections.Counter(n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node)
 
 
+@pytest.mark.slow
 def test_onnxruntime_runs_every_weighted_layer_of_the_cpu_form_as_an_integer_kernel(tmp_path):
     """The reason for the CPU form, checked on a transformer: with uint8 activations ORT's CPU EP fuses every
     quantized Conv and weight MatMul into QLinearConv / QLinearMatMul, none is left as DequantizeLinear + float op;

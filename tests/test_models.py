@@ -148,6 +148,7 @@ def test_models_verify_passes_for_a_tiny_model():
     assert all(b["max_abs_diff"] < 1e-4 for b in report["batches"].values())
 
 
+@pytest.mark.slow
 def test_models_verify_exits_1_on_mismatch(monkeypatch):
     """Export a model whose weights differ from the one compared: verify must catch it."""
     import segdeploy.export.onnx_export as onnx_export

@@ -194,6 +194,7 @@ def test_cli_import_prints_parity_and_unknown_format_in_one_line(smp_folder, tmp
     assert json.loads((tmp_path / "r" / "model.json").read_text())["family"] == "specialized"
 
 
+@pytest.mark.slow
 def test_a_study_names_an_imported_model_beside_the_zoos(smp_folder, tmp_path):
     """``[[imported]]`` in a study file: one cell per dataset, imported (not trained) with the dataset's test split
     for bench, its family as given, its rows named as the table names it; the zoo's cells keep their

@@ -262,6 +262,7 @@ def test_montage_shows_a_class_that_has_a_map(tmp_path):
     assert "(small)" in tile[1] and "CAM in GT 25%" in tile[1] and tile[0].shape == (40, 50, 3)
 
 
+@pytest.mark.slow
 def test_montages_are_dropped_before_the_html_passes_the_size_limit(measured_report, monkeypatch, tmp_path):
     from segdeploy.report import study_report
     from segdeploy.report.build import write_report
@@ -273,6 +274,7 @@ def test_montages_are_dropped_before_the_html_passes_the_size_limit(measured_rep
     assert figures and not any(f.startswith("fig-cam") for f in figures)
 
 
+@pytest.mark.slow
 def test_no_cam_images_keeps_the_cam_numbers_and_no_picture_of_the_data(measured_report, tmp_path):
     """--no-cam-images: the montages (pictures of the user's images) are left out, the CAM-in-mask shares stay
     as a table, in report.md too; the default report has the same table beside the montages."""

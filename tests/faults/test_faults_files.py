@@ -73,6 +73,7 @@ def test_read_only_file_system_is_one_error(tmp_path, monkeypatch):
         atomic_write_json(tmp_path / "model.json", {"a": 1})
 
 
+@pytest.mark.slow
 def test_bench_and_check_keep_working_after_a_torn_tail(tiny_run_copy, tmp_path):
     results, baseline = tmp_path / "results.jsonl", tmp_path / "baseline.json"
     bench = ["bench", tiny_run_copy, *FAST_BENCH, "--backends", "torch", "--precisions", "fp32", "--results", results]
@@ -89,6 +90,7 @@ def test_bench_and_check_keep_working_after_a_torn_tail(tiny_run_copy, tmp_path)
     assert cli("check", results, "--baseline", baseline).exit_code == 0
 
 
+@pytest.mark.slow
 def test_disk_full_in_bench_ends_with_one_line_and_keeps_finished_rows(tiny_run_copy, tmp_path, monkeypatch):
     results = tmp_path / "results.jsonl"
     bench = ["bench", tiny_run_copy, *FAST_BENCH, "--backends", "torch", "--precisions", "fp32", "--results", results]

@@ -134,6 +134,7 @@ def test_another_dataset_that_reuses_the_ids_is_not_the_runs(tiny_run, tmp_path)
 
 # -- bug 2: ONNX files of another checkpoint ---------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_onnx_of_an_earlier_checkpoint_is_refused_naming_the_re_export(exported_copy, tmp_path):
     weights = exported_copy / "model.safetensors"
     entry = json.loads((exported_copy / "onnx" / "manifest.json").read_text())["precisions"]["fp32"]

@@ -48,6 +48,7 @@ def _nan_weights(run: Path) -> None:
     save_file(weights, str(run / "model.safetensors"))
 
 
+@pytest.mark.slow
 def test_truncated_checkpoint_is_one_line_and_bench_keeps_the_onnx_rows(exported_copy, tmp_path):
     weights = exported_copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
@@ -74,6 +75,7 @@ def test_nan_weights_are_named_by_export_cam_and_bench(tiny_run_copy, tmp_path):
     assert row["status"] == "failed" and "NaN" in row["reason"] and row.get("dice") is None
 
 
+@pytest.mark.slow
 def test_non_finite_logits_make_the_bench_row_failed(tiny_run_copy, tmp_path):
     from segdeploy.run.folder import load_run, onnx_path
 
