@@ -41,7 +41,7 @@ class Point:
     family: str
     dice: float
     p50_ms: float
-    noisy: bool = False
+    noisy: bool | None = False  # None: timing not judged (rows before bench/3); treated as clean
     source: str | None = None  # where a published Dice comes from (None: measured here)
     approx: bool = False
 

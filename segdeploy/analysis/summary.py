@@ -85,12 +85,12 @@ def study_tradeoffs(costs: Sequence[CostEntry], accs: Sequence[ModelAccuracy],
     for e in costs:
         if e.dice is not None and e.p50_ms:
             groups.setdefault((e.dataset, e.device), []).append(
-                Point(Config(e.model, e.backend, e.precision, e.device), e.family, e.dice, e.p50_ms, bool(e.noisy)))
+                Point(Config(e.model, e.backend, e.precision, e.device), e.family, e.dice, e.p50_ms, e.noisy))
     if not groups:
         for e, p in published_costs:
             if e.precision == "fp32" and e.p50_ms:
                 groups.setdefault((p.dataset, e.device), []).append(
-                    Point(Config(e.model, e.backend, e.precision, e.device), e.family, p.dice, e.p50_ms, bool(e.noisy),
+                    Point(Config(e.model, e.backend, e.precision, e.device), e.family, p.dice, e.p50_ms, e.noisy,
                           p.source, p.approx))
     best_low = {}
     for a in accs:
