@@ -41,14 +41,6 @@ def unit_of(module: str) -> str:
     return parts[1] if len(parts) > 1 else "segdeploy"
 
 
-# The two places a lower layer still calls up into the importers, each by one lazy import: a run folder builds an
-# imported model from its source files (Run.build_model) and export asks how an imported run writes its fp32 file.
-# Moving the per-format builders below the run folder would remove both; until then they are named here, and any
-# other upward import fails.
-UPWARD_EXCEPTIONS = {("segdeploy.run.folder", "segdeploy.models.importers"),
-                     ("segdeploy.export.pipeline", "segdeploy.models.importers")}
-
-
 MODULES = {module_name(p): p for p in sorted(ROOT.rglob("*.py"))}
 
 
@@ -65,7 +57,7 @@ def imports(path: Path) -> list[tuple[int, str]]:
     return found
 
 
-GRAPH = {m: sorted({t for _, t in imports(p) if t in MODULES and t != m and (m, t) not in UPWARD_EXCEPTIONS})
+GRAPH = {m: sorted({t for _, t in imports(p) if t in MODULES and t != m})
          for m, p in MODULES.items()}
 
 
@@ -79,8 +71,7 @@ def test_no_import_goes_up_a_layer():
         here = unit_of(module)
         for line, target in imports(path):
             there = unit_of(target)
-            if there == here or (LAYER[here] == CORE and LAYER[there] == CORE) or \
-                    (module, target) in UPWARD_EXCEPTIONS:
+            if there == here or (LAYER[here] == CORE and LAYER[there] == CORE):
                 continue
             if LAYER[there] >= LAYER[here]:
                 wrong.append(f"{path.relative_to(ROOT.parent)}:{line}: {module} ({here}, layer {LAYER[here]}) "

@@ -185,3 +185,38 @@ def parity(onnx_file: str | Path, model: "nn.Module", batches: np.ndarray | Iter
         raise ValueError("no images to compare")
     return {"max_abs_diff": max_diff, "mean_abs_diff": sum_diff / n_logits,
             "argmax_agreement": n_agree / n_pixels, "n_images": n_images, "ref_abs_max": ref_max}
+
+
+def take_given_onnx(given: Path, path: str | Path, input_shape: tuple[int, int, int]) -> dict:
+    """An imported ONNX model's own graph (I/O names and batch axis normalised at import) as the fp32 file,
+    checked as :func:`export_onnx` checks its own files."""
+    import shutil
+
+    import onnx
+
+    from segdeploy.fileio import atomic_target, commit
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = atomic_target(path)
+    shutil.copyfile(given, tmp)
+    commit(tmp, path)
+    onnx.checker.check_model(str(path))
+    check_dynamic_batch(path, input_shape)
+    return {"exporter": "imported", "opset": onnx_opset(path)}
+
+
+class OrtReference:
+    """Stands in for the PyTorch model in export's parity check where there is none (an imported ONNX model):
+    onnxruntime on the given fp32 graph, called as the model is (a CPU tensor in, a tensor out)."""
+
+    def __init__(self, path: Path):
+        self.session = ort_session(path)
+
+    def eval(self):
+        return self
+
+    def __call__(self, x):
+        import torch
+
+        return torch.from_numpy(self.session.run(None, {INPUT_NAME: x.numpy()})[0])

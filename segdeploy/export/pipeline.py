@@ -14,9 +14,11 @@ import numpy as np
 from segdeploy.backends import DEFAULT_INT8_FORM, INT8_FORM_BACKENDS
 from segdeploy.errors import SegdeployError, describe_error
 from segdeploy.export.calibration import load_images
-from segdeploy.export.onnx_export import check_dynamic_batch, onnx_opset, parity, remove_onnx
+from segdeploy.export.onnx_export import (OrtReference, check_dynamic_batch, onnx_opset, parity, remove_onnx,
+                                          take_given_onnx)
 from segdeploy.export.precision import convert_fp16
 from segdeploy.fileio import sha256_file
+from segdeploy.models.imported import given_graph, import_record
 from segdeploy.run.artifacts import onnx_digest
 from segdeploy.run.folder import EXPORT_PRECISIONS, load_run, onnx_path
 from segdeploy.run.manifest import ExportManifest, manifest_header, now, read_manifest, write_manifest
@@ -124,10 +126,8 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
     step = on_step or (lambda precision, what: None)
     run = load_run(run_dir)
     manifest = read_manifest(run.dir)  # read first: a corrupt manifest stops us before any work
-    from segdeploy.models.importers import export_hooks
-
-    write_fp32, export_reference = export_hooks(run)  # an imported ONNX model is its own fp32 file
-    model = export_reference(run) if export_reference else run.build_model()
+    given = given_graph(run.dir, import_record(run.meta))  # an imported ONNX model is its own fp32 file
+    model = OrtReference(given) if given else run.build_model()
     meta = run.meta
     step(precisions[0], "loading images")
     parity_batch = load_images(run, "test", parity_images)
@@ -145,7 +145,7 @@ def export_run(run_dir: str | Path, precisions: Iterable[str] = EXPORT_PRECISION
             step("fp32", "exporting")
             started += ["fp32"] if "fp32" in precisions else []
             try:
-                export_info = (write_fp32(run, fp32_file) if write_fp32 else
+                export_info = (take_given_onnx(given, fp32_file, run.input_shape) if given else
                                export_onnx(model, fp32_file, run.input_shape, opset=opset))
                 fp32_error = None
             except ExportFailed as e:  # both exporters' reasons, without the (maybe scratch) file name

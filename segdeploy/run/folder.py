@@ -24,6 +24,7 @@ import torch.nn as nn
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_save_safetensors, atomic_write_json, read_json
 from segdeploy.models import create_model
+from segdeploy.models.imported import build_imported, import_record
 from segdeploy.numerics import require_finite_weights
 from segdeploy.records import RunMeta
 from segdeploy.run.splits import split_ids
@@ -106,13 +107,12 @@ class Run:
 
     def build_model(self) -> nn.Module:
         """The trained PyTorch model, on CPU, in eval mode (an imported one rebuilt from ``source/`` by its
-        format: :mod:`segdeploy.models.importers`)."""
+        format: :mod:`segdeploy.models.imported`)."""
         from safetensors.torch import load_file
 
-        if "imported" in self.meta.extra:
-            from segdeploy.models.importers import build_imported
-
-            return build_imported(self)
+        record = import_record(self.meta)
+        if record is not None:
+            return build_imported(self.dir, record)
 
         m = self.meta
         model = create_model(m.model, num_classes=m.num_classes, in_chans=m.in_chans, img_size=m.img_size)

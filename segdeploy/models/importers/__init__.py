@@ -1,13 +1,12 @@
 """Model importers: a model trained elsewhere -> a segdeploy run folder every later stage accepts. One file per
 format, registered by name as the data importers are (:mod:`segdeploy.data.importers`).
 
-A format is a :class:`ModelFormat`: ``scan(src, options) -> Imported`` reads SRC; ``build(source_dir, record)``
-rebuilds the PyTorch original from the files kept in ``RUN/source/`` (or raises :class:`NoTorchOriginal`);
-``library_predict(src, image, x, imported)`` is the original library's own prediction on one image, the
-reference of the parity check; ``write_fp32(run, path)`` (optional) writes ``model.fp32.onnx`` itself instead
-of exporting the PyTorch model (``onnx``: the user's file is the fp32 artifact); ``pipeline(forward, record,
-tile_batch)`` (optional) is the format's own inference around the exported graph (nnunet: sliding window), which
-bench and parity run instead of one letterboxed forward per image.
+A format is a :class:`ModelFormat`: ``scan(src, options) -> Imported`` reads SRC; ``library_predict(src, image,
+x, imported)`` is the original library's own prediction on one image, the reference of the parity check;
+``pipeline(forward, record, tile_batch)`` (optional) is the format's own inference around the exported graph
+(nnunet: sliding window), which bench and parity run instead of one letterboxed forward per image. Rebuilding the
+PyTorch original from ``RUN/source/`` is the format's file in :mod:`segdeploy.models.imported`, below the run
+folder and export that need it (an ``onnx`` import has none: its file is the fp32 graph export takes as is).
 """
 
 from __future__ import annotations
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from segdeploy.errors import SegdeployError
+from segdeploy.models import imported
 from segdeploy.models.importers.base import (PARITY_TARGET, SOURCE_DIR, ImportOptions, ImportRecord,  # noqa: F401
                                              NoTorchOriginal)  # PARITY_TARGET, NoTorchOriginal: re-exported
 
@@ -33,10 +33,7 @@ class ModelFormat:
     library: str  # the Python package of the format (its version goes into model.json)
     extra: str | None  # the pyproject extra that installs it
     scan: Callable
-    build: Callable
     library_predict: Callable
-    write_fp32: Callable | None = None  # (run, path) -> export info
-    export_reference: Callable | None = None  # (run) -> module parity compares the exported files with
     # (forward, record, tile_batch) -> image HxWxC -> mask HxW: the format's own inference pipeline around a
     # per-tile forward (nnunet's sliding window); None: one letterboxed forward per image
     pipeline: Callable | None = None
@@ -70,21 +67,7 @@ def get_format(name: str) -> ModelFormat:
 
 
 def import_record(run) -> ImportRecord | None:
-    data = run.meta.extra.get("imported")
-    return ImportRecord.from_json(data) if isinstance(data, dict) else None
-
-
-def build_imported(run):
-    """The PyTorch original of an imported run, on CPU, in eval mode (``Run.build_model`` calls this)."""
-    record = import_record(run)
-    return get_format(record.format).build(run.dir / SOURCE_DIR, record).eval()
-
-
-def export_hooks(run) -> tuple[Callable | None, Callable | None]:
-    """The format's own ``(write_fp32, export_reference)`` (None, None: export the PyTorch model)."""
-    record = import_record(run)
-    fmt = get_format(record.format) if record else None
-    return (fmt.write_fp32, fmt.export_reference) if fmt else (None, None)
+    return imported.import_record(run.meta)
 
 
 def row_fields(run) -> dict:

@@ -13,15 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import torch.nn as nn
-import torch.nn.functional as F
 
 from segdeploy.errors import SegdeployError
+from segdeploy.models.imported.hf import PICKLE, SAFETENSORS, from_pretrained
 from segdeploy.models.importers import ModelFormat, register_format
 from segdeploy.models.importers.base import (ImportOptions, Imported, class_names, family_or, read_json_file,
                                              refuse_pickle, require_extra)
 
-SAFETENSORS, PICKLE = "model.safetensors", "pytorch_model.bin"
 FILES = ("config.json", "preprocessor_config.json")
 
 
@@ -86,31 +84,6 @@ def scan(src: Path, options: ImportOptions) -> Imported:
                     details={"model_type": config.get("model_type"), "architectures": config.get("architectures")})
 
 
-class Upsampled(nn.Module):
-    """The transformers model as segdeploy runs every model: (B, C, S, S) -> (B, K, S, S) logits."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, x):
-        logits = self.model(pixel_values=x).logits
-        return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def _from_pretrained(folder: Path):
-    from transformers import AutoModelForSemanticSegmentation
-
-    pickle = not (folder / SAFETENSORS).is_file()  # only there when --allow-pickle accepted it at import
-    return AutoModelForSemanticSegmentation.from_pretrained(
-        str(folder), use_safetensors=not pickle, local_files_only=True, trust_remote_code=False).eval()
-
-
-def build(source_dir: Path, record):
-    require_extra("transformers", "hf", "hf")
-    return Upsampled(_from_pretrained(source_dir)).eval()
-
-
 _cache: dict = {}
 
 
@@ -122,7 +95,7 @@ def library_predict(src: Path, image: np.ndarray, x: np.ndarray, imp: Imported) 
     if src not in _cache:
         _cache.clear()
         _cache[src] = (AutoImageProcessor.from_pretrained(str(src), local_files_only=True, trust_remote_code=False),
-                       _from_pretrained(src))
+                       from_pretrained(src))
     processor, model = _cache[src]
     inputs = processor(images=image, return_tensors="pt")
     with torch.inference_mode():
@@ -131,5 +104,5 @@ def library_predict(src: Path, image: np.ndarray, x: np.ndarray, imp: Imported) 
     return {"logits": None, "mask": mask.numpy()}
 
 
-register_format(ModelFormat(name="hf", library="transformers", extra="hf", scan=scan, build=build,
+register_format(ModelFormat(name="hf", library="transformers", extra="hf", scan=scan,
                             library_predict=library_predict))

@@ -8,7 +8,7 @@ from the plans as nnU-Net builds it (``get_network_from_plans(..., deep_supervis
 
 What runs: nnU-Net's own 2d pipeline (:mod:`segdeploy.models.importers.nnunet_pipeline`: crop to nonzero,
 the plans' normalisation per image, Gaussian-weighted sliding window of the plans' patch at ``--tile-step``,
-argmax, crop restored) around a per-tile forward, the exported graph (:class:`NnUNetDeployed`): every fold's
+argmax, crop restored) around a per-tile forward, the exported graph (:class:`segdeploy.models.imported.nnunet.NnUNetDeployed`): every fold's
 network with mirroring over the checkpoint's allowed axes, logits averaged over mirrors and folds. The graph
 takes normalised tiles, so the run's ``mean``/``std`` (what export's calibration and parity images are made
 with) approximate the per-image normalisation with the data set's foreground intensity statistics; bench and the
@@ -21,15 +21,14 @@ cases the imported folds were trained on.
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 
 from segdeploy.errors import SegdeployError, warn
+from segdeploy.models.imported.nnunet import build_network
 from segdeploy.models.importers import ModelFormat, register_format
 from segdeploy.models.importers.base import ImportOptions, Imported, family_or, read_json_file, require_extra
 
@@ -213,32 +212,6 @@ def scan(src: Path, options: ImportOptions) -> Imported:
                     notes=notes)
 
 
-def build_network(plans: dict, config_name: str, in_chans: int, k: int) -> nn.Module:
-    from nnunetv2.utilities.get_network_from_plans import get_network_from_plans
-
-    arch = plans["configurations"][config_name]["architecture"]
-    return get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"],
-                                  in_chans, k, allow_init=True, deep_supervision=False)
-
-
-class NnUNetDeployed(nn.Module):
-    """Normalised tiles (B, C, P, P) -> logits averaged over mirrors and folds (per tile, as nnUNetPredictor's
-    ``_internal_maybe_mirror_and_predict``; its fold average is linear, so it commutes with the tiling)."""
-
-    def __init__(self, nets: list[nn.Module], mirror_axes: list[int]):
-        super().__init__()
-        self.nets = nn.ModuleList(nets)
-        spatial = [a + 2 for a in mirror_axes]
-        self.flips = [()] + [c for i in range(len(spatial)) for c in itertools.combinations(spatial, i + 1)]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        total = 0
-        for net in self.nets:
-            for axes in self.flips:
-                total = total + (torch.flip(net(torch.flip(x, axes)), axes) if axes else net(x))
-        return total / (len(self.nets) * len(self.flips))
-
-
 def _calibration_stats(schemes: list[str], props: dict) -> tuple[list[float], list[float]]:
     """The run's mean/std on the 0-1 scale (x/255 - mean)/std nearest each channel's normalisation: the data
     set's foreground statistics for z-score and CT, 0-1 for the rescaling schemes."""
@@ -252,23 +225,6 @@ def _calibration_stats(schemes: list[str], props: dict) -> tuple[list[float], li
         else:
             mean.append(0.0), std.append(1.0)
     return mean, std
-
-
-def build(source_dir: Path, record) -> nn.Module:
-    require_extra("nnunetv2", "nnunet", "nnunet")
-    from safetensors.torch import load_file
-
-    plans = json.loads((source_dir / "plans.json").read_text())
-    dataset = json.loads((source_dir / "dataset.json").read_text())
-    details = record.details
-    pipeline = details["pipeline"]
-    nets = []
-    for f in pipeline["folds"]:
-        net = build_network(plans, details["configuration"], len(dataset["channel_names"]), len(dataset["labels"]))
-        net.load_state_dict(load_file(str(source_dir / f"fold_{f}.safetensors")), strict=True)
-        nets.append(net.eval())
-    axes = pipeline["mirror_axes"] if pipeline["mirroring"] else []
-    return NnUNetDeployed(nets, axes).eval()
 
 
 def sliding_window_pipeline(forward, record, tile_batch: int = 1):
@@ -317,5 +273,5 @@ def _predictor(src: Path, imp: Imported):
     return predictor
 
 
-register_format(ModelFormat(name="nnunet", library="nnunetv2", extra="nnunet", scan=scan, build=build,
+register_format(ModelFormat(name="nnunet", library="nnunetv2", extra="nnunet", scan=scan,
                             library_predict=library_predict, pipeline=sliding_window_pipeline))

@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.errors import SegdeployError
-from segdeploy.models.importers import ModelFormat, NoTorchOriginal, register_format
-from segdeploy.models.importers.base import SOURCE_DIR, ImportOptions, Imported, class_names, family_or
+from segdeploy.models.imported import GIVEN_ONNX
+from segdeploy.models.importers import ModelFormat, register_format
+from segdeploy.models.importers.base import ImportOptions, Imported, class_names, family_or
 
-FILE = "model.onnx"
+FILE = GIVEN_ONNX  # export takes it as the fp32 file (segdeploy.models.imported.given_graph)
 
 
 def _dims(value_info) -> list:
@@ -124,12 +125,6 @@ def _check_runs(data: bytes, src: Path, in_chans: int, size: int, k: int) -> Non
                                      "dynamic.")
 
 
-def build(source_dir: Path, record):
-    raise NoTorchOriginal("an imported ONNX model has no PyTorch original (torch backend, Grad-CAM).",
-                          fix="bench it with onnxruntime/openvino/tensorrt; import the PyTorch model (smp, hf) "
-                              "for the rest.")
-
-
 def library_predict(src: Path, image: np.ndarray, x: np.ndarray, imp: Imported) -> dict:
     """onnxruntime on the original file (its own input/output names) on the same preprocessed input"""
     from segdeploy.data.transforms import letterbox_meta, restore
@@ -142,46 +137,5 @@ def library_predict(src: Path, image: np.ndarray, x: np.ndarray, imp: Imported) 
     return {"logits": logits, "mask": restore(logits, lb).argmax(0)}
 
 
-def write_fp32(run, path: Path) -> dict:
-    """model.fp32.onnx is the imported file (names and batch axis normalised at import), checked as export checks
-    its own files."""
-    import shutil
-
-    import onnx
-
-    from segdeploy.export.onnx_export import check_dynamic_batch, onnx_opset
-    from segdeploy.fileio import atomic_target, commit
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = atomic_target(path)
-    shutil.copyfile(run.dir / SOURCE_DIR / FILE, tmp)
-    commit(tmp, path)
-    onnx.checker.check_model(str(path))
-    check_dynamic_batch(path, run.input_shape)
-    return {"exporter": "imported", "opset": onnx_opset(path)}
-
-
-class _OrtModule:
-    """Stands in for the PyTorch model in export's parity check: onnxruntime on the imported fp32 file."""
-
-    def __init__(self, path: Path):
-        from segdeploy.export.onnx_export import ort_session
-
-        self.session = ort_session(path)
-
-    def eval(self):
-        return self
-
-    def __call__(self, x):
-        import torch
-
-        return torch.from_numpy(self.session.run(None, {"input": x.numpy()})[0])
-
-
-def export_reference(run):
-    return _OrtModule(run.dir / SOURCE_DIR / FILE)
-
-
-register_format(ModelFormat(name="onnx", library="onnxruntime", extra=None, scan=scan, build=build,
-                            library_predict=library_predict, write_fp32=write_fp32,
-                            export_reference=export_reference))
+register_format(ModelFormat(name="onnx", library="onnxruntime", extra=None, scan=scan,
+                            library_predict=library_predict))

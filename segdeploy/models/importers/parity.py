@@ -27,20 +27,19 @@ def _images(dataset, meta, n: int) -> tuple[list[np.ndarray], str]:
     return [im.permute(1, 2, 0).numpy() for im in images], f"{n} synthetic {s}x{s} images (seed 0)"
 
 
-def _deployed(fmt, run_dir: Path, record):
+def _deployed(run_dir: Path, record):
     """A callable (1, C, S, S) float32 -> (1, K, S, S) logits: the PyTorch original, or for a model without one
     (onnx) the run's own normalised ONNX file."""
     import torch
 
-    from segdeploy.models.importers.base import NoTorchOriginal
-    from segdeploy.models.importers.base import SOURCE_DIR
+    from segdeploy.models.imported import GIVEN_ONNX, SOURCE_DIR, NoTorchOriginal, build_imported
 
     try:
-        model = fmt.build(run_dir / SOURCE_DIR, record).eval()
+        model = build_imported(run_dir, record)
     except NoTorchOriginal:
         from segdeploy.export.onnx_export import INPUT_NAME, ort_session
 
-        session = ort_session(run_dir / SOURCE_DIR / "model.onnx")
+        session = ort_session(run_dir / SOURCE_DIR / GIVEN_ONNX)
         return lambda x: session.run(None, {INPUT_NAME: x})[0]
 
     def predict(x):
@@ -55,7 +54,7 @@ def measure_parity(fmt, src: Path, imp, meta, run_dir: Path, dataset, n: int) ->
     from segdeploy.models.importers.base import PARITY_TARGET, ImportRecord
 
     record = ImportRecord.from_json(meta.extra["imported"])
-    predict = _deployed(fmt, run_dir, record)
+    predict = _deployed(run_dir, record)
     own = fmt.pipeline(predict, record, 1) if fmt.pipeline else None  # nnunet: its sliding window
     images, where = _images(dataset, meta, n)
     agree = total = 0

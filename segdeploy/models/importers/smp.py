@@ -13,12 +13,12 @@ from pathlib import Path
 import numpy as np
 
 from segdeploy.errors import SegdeployError
+from segdeploy.models.imported.smp import PICKLE, SAFETENSORS, create, load
 from segdeploy.models.importers import ModelFormat, register_format
 from segdeploy.models.importers.base import (ImportOptions, Imported, class_names, family_or, read_json_file,
                                              refuse_pickle, require_extra)
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-SAFETENSORS, PICKLE = "model.safetensors", "pytorch_model.bin"
 
 
 def _normalisation(config: dict, options: ImportOptions, in_chans: int) -> tuple[list, list, str]:
@@ -80,43 +80,18 @@ def scan(src: Path, options: ImportOptions) -> Imported:
                     details={"model_class": config["_model_class"], "encoder": config.get("encoder_name")})
 
 
-def _create(folder: Path):
-    import segmentation_models_pytorch as smp
-
-    config = read_json_file(folder / "config.json", "smp config.json")
-    kwargs = {k: v for k, v in config.items() if not k.startswith("_")}
-    kwargs["encoder_weights"] = None  # the weights come from the folder, never from the hub
-    return smp.create_model(config["_model_class"], **kwargs)
-
-
-def _load(model, path: Path):
-    import torch
-    from safetensors.torch import load_file
-
-    state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu",
-                                                                                  weights_only=True)
-    model.load_state_dict(state, strict=True)
-    return model.eval()
-
-
-def build(source_dir: Path, record):
-    require_extra("segmentation_models_pytorch", "smp", "smp")
-    weights = source_dir / SAFETENSORS if (source_dir / SAFETENSORS).is_file() else source_dir / PICKLE
-    return _load(_create(source_dir), weights)
-
-
 def library_predict(src: Path, image: np.ndarray, x: np.ndarray, imp: Imported) -> dict:
     """the smp model from the original folder (smp.create_model + its weights) on the same preprocessed input"""
     import torch
 
     from segdeploy.data.transforms import letterbox_meta, restore
 
-    model = _load(_create(src), next(p for p in imp.read if p.name in (SAFETENSORS, PICKLE)))
+    model = load(create(src), next(p for p in imp.read if p.name in (SAFETENSORS, PICKLE)))
     with torch.inference_mode():
         logits = model(torch.from_numpy(x[None])).float().numpy()[0]
     lb = letterbox_meta(image.shape[0], image.shape[1], imp.img_size)
     return {"logits": logits, "mask": restore(logits, lb).argmax(0)}
 
 
-register_format(ModelFormat(name="smp", library="segmentation_models_pytorch", extra="smp", scan=scan, build=build,
+register_format(ModelFormat(name="smp", library="segmentation_models_pytorch", extra="smp", scan=scan,
                             library_predict=library_predict))
