@@ -13,7 +13,8 @@ from segdeploy.bench.latency import find_percentile, measure, measure_engine, su
 from segdeploy.errors import BackendUnavailable, SegdeployError
 from segdeploy.fileio import read_jsonl
 
-FAST = dict(warmup_s=0.0, warmup_iters=1, duration_s=0.0, min_iters=3)
+FAST = dict(warmup_s=0.0, warmup_iters=1, duration_s=0.0, min_iters=3)  # measure_engine's keywords
+BENCH_FAST = dict(warmup=0.0, warmup_iters=1, duration=0.0, min_iters=3)  # run_bench's
 
 
 # -- latency ---------------------------------------------------------------------------------------------------
@@ -327,7 +328,7 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     from segdeploy.data import open_dataset
 
     results, preds = tmp_path / "results.jsonl", tmp_path / "preds"
-    kwargs = dict(split="test", batch=4, device="cpu", save_predictions=preds, progress=False, **FAST)
+    kwargs = dict(split="test", batch=4, device="cpu", save_predictions=preds, progress=False, **BENCH_FAST)
     with pytest.raises(SegdeployError, match="unknown backend.*'nope'"):  # a typo is refused before any work
         run_bench([tiny_run], "synthetic:24", "fake,nope,broken", "fp32,fp16", results, **kwargs)
     assert not results.exists()
@@ -403,6 +404,29 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     assert "not run here: fake fp16" in text and "kernel exploded" in text and f"{ok.dice:.4f}" in text
 
 
+def test_run_bench_reads_the_old_seconds_keywords_with_one_line_each(tiny_run, tmp_path, fake_backends):
+    """``warmup_s``/``duration_s``/``timeout_s`` (before the refit) still work: the same row as the new names,
+    one deprecation line per old keyword naming the new one; an unknown keyword is still a TypeError."""
+    from segdeploy.bench.runner import run_bench
+    from segdeploy.errors import SegdeployWarning
+
+    kw = dict(progress=False, max_images=2, warmup_iters=1, min_iters=3)
+    with pytest.warns(SegdeployWarning) as said:
+        old = run_bench([tiny_run], "synthetic:24", "fake", "fp32", tmp_path / "old.jsonl", warmup_s=0.0,
+                        duration_s=0.0, **kw)
+    lines = [str(w.message) for w in said if "deprecated" in str(w.message)]
+    assert lines == ["run_bench(warmup_s=...) is deprecated: pass warmup= (read as warmup=0.0).",
+                     "run_bench(duration_s=...) is deprecated: pass duration= (read as duration=0.0)."]
+    new = run_bench([tiny_run], "synthetic:24", "fake", "fp32", tmp_path / "new.jsonl", warmup=0.0, duration=0.0,
+                    **kw)
+    assert old[0].status == new[0].status == "ok" and old[0].latency_ms["n"] == new[0].latency_ms["n"] == 3
+    # the old timeout name reaches the same check as the new one (a timeout needs process isolation)
+    with pytest.raises(SegdeployError, match="timeout needs process isolation"), pytest.warns(SegdeployWarning):
+        run_bench([tiny_run], "synthetic:24", "fake", "fp32", tmp_path / "t.jsonl", timeout_s=5.0, **kw)
+    with pytest.raises(TypeError, match="durations"):
+        run_bench([tiny_run], "synthetic:24", "fake", "fp32", tmp_path / "t.jsonl", durations=1.0, **kw)
+
+
 def test_run_bench_rejects_a_dataset_with_other_classes(tiny_run, tmp_path, fake_backends):
     import json
 
@@ -421,11 +445,11 @@ def test_run_bench_rejects_a_dataset_with_other_classes(tiny_run, tmp_path, fake
         Image.fromarray((s.mask > 0).astype(np.uint8)).save(other / "masks" / f"{i}.png")
     (other / "meta.json").write_text(json.dumps({"classes": ["background", "organ"]}))
     with pytest.raises(SegdeployError, match=r"unet-tiny-run.*binary"):
-        run_bench([tiny_run], str(other), "fake", "fp32", tmp_path / "r.jsonl", progress=False, **FAST)
+        run_bench([tiny_run], str(other), "fake", "fp32", tmp_path / "r.jsonl", progress=False, **BENCH_FAST)
     # a misspelt device is a user error before any work, not a failed row per configuration
     with pytest.raises(SegdeployError, match="unknown device 'gpu'"):
         run_bench([tiny_run], "synthetic:24", "fake", "fp32", tmp_path / "r.jsonl", device="gpu", progress=False,
-                  **FAST)
+                  **BENCH_FAST)
     assert not (tmp_path / "r.jsonl").exists()
 
 
@@ -457,7 +481,7 @@ def test_run_bench_real_backends_match_a_direct_forward_pass(tiny_run, tmp_path,
         path.write_bytes(buf.getvalue())
     preds = tmp_path / "preds"
     rows = run_bench([tiny_run], "synthetic:24", backends, "fp32,fp16", tmp_path / "r.jsonl", batch=2,
-                     device="cpu", max_images=3, save_predictions=preds, progress=False, isolate="none", **FAST)
+                     device="cpu", max_images=3, save_predictions=preds, progress=False, isolate="none", **BENCH_FAST)
     by = {(r.backend, r.precision): r for r in rows}
     assert by["torch", "fp16"].status == "unavailable"
     # ΔDice against the torch fp32 row, which is its own reference

@@ -106,10 +106,10 @@ def test_train_records_the_map_and_bench_refuses_before_any_work(tmp_path):
     assert meta.dataset.source_classes == ["background", "cavity", "wall", "lesion"]
     results = tmp_path / "r.jsonl"
     rows = run_bench([tmp_path / "run"], "synthetic:24", "torch", "fp32", results, max_images=2, progress=False,
-                     warmup_s=0.0, duration_s=0.0, min_iters=1)
+                     warmup=0.0, duration=0.0, min_iters=1)
     assert rows[0].status == "ok" and rows[0].class_map == {"background": [0], "lesion": [3]}
     assert list(rows[0].dice_per_class) == ["lesion"]  # scored on the mapped labels (foreground classes)
-    kw = dict(max_images=2, progress=False, warmup_s=0.0, duration_s=0.0, min_iters=1)
+    kw = dict(max_images=2, progress=False, warmup=0.0, duration=0.0, min_iters=1)
     same = run_bench([tmp_path / "run"], "synthetic:24", "torch", "fp32", results, class_map="lesion=3", **kw)
     assert same[0].timestamp == rows[0].timestamp  # the recorded map, given again: resumed, not re-run
     wider = run_bench([tmp_path / "run"], "synthetic:24", "torch", "fp32", results, class_map="lesion=2,3", **kw)

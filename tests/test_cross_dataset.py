@@ -13,7 +13,7 @@ from PIL import Image
 from segdeploy.data import open_dataset
 from segdeploy.errors import SegdeployError
 
-FAST = dict(warmup_s=0.0, duration_s=0.0, min_iters=1, progress=False)
+FAST = dict(warmup=0.0, duration=0.0, min_iters=1, progress=False)
 
 
 def _shift(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:

@@ -14,7 +14,7 @@ from segdeploy.bench.isolate import Job, child_env, describe_exit
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import read_jsonl
 
-FAST = dict(warmup_s=0.0, warmup_iters=1, duration_s=0.0, min_iters=3)
+FAST = dict(warmup=0.0, warmup_iters=1, duration=0.0, min_iters=3)
 FAKES = ("segfault", "oom", "arena-big", "arena-small", "nan", "disk-full", "hang")
 
 
@@ -169,11 +169,11 @@ def test_a_hung_configuration_is_killed_at_the_timeout_and_the_suite_goes_on(tin
 
     results = tmp_path / "r.jsonl"
     start = time.monotonic()
-    rows = _bench(tiny_run, "hang,arena-small", results, "process", timeout_s=20)
+    rows = _bench(tiny_run, "hang,arena-small", results, "process", timeout=20)
     by = {r.backend: r for r in rows}
     assert by["hang"].status == "failed"
     assert by["hang"].reason.startswith("worker timed out after 20 s and was killed")
     assert by["arena-small"].status == "ok"
     assert time.monotonic() - start < 20 + 60  # the hung worker did not hold the suite
     with pytest.raises(SegdeployError, match="needs process isolation"):
-        _bench(tiny_run, "arena-small", tmp_path / "r2.jsonl", "none", timeout_s=20)
+        _bench(tiny_run, "arena-small", tmp_path / "r2.jsonl", "none", timeout=20)

@@ -111,7 +111,7 @@ def test_nnunet_import_matches_nnunet_predictor_and_refuses_in_sample_bench(nnun
     with pytest.raises(SegdeployError, match="trained on.*in-sample"):
         run_bench([run_dir], str(data), "onnxruntime", "fp32", tmp_path / "r.jsonl", split="train")
     rows = run_bench([run_dir], str(data), "torch,onnxruntime", "fp32", tmp_path / "r.jsonl", split="test",
-                     batch=4, warmup_s=0.0, warmup_iters=1, duration_s=0.1, min_iters=2, progress=False)
+                     batch=4, warmup=0.0, warmup_iters=1, duration=0.1, min_iters=2, progress=False)
     assert [r.status for r in rows] == ["ok", "ok"] and rows[0].n_images == 3
     for row in rows:
         # the whole pipeline per image: tiles of nnU-Net's steps (96 px: 2x2, 128 px: 3x3, the cropped 76x84: 2x2)
@@ -162,7 +162,7 @@ def test_pipeline_grid_measures_mirroring_and_tile_step(nnunet_model, tiny_data,
     assert all(m["imported"]["parity"]["pixel_agreement"] >= 0.999 for m in metas), [m["imported"]["parity"]
                                                                                        for m in metas]
     rows = run_bench(dirs, metas[0]["dataset"]["spec"], "onnxruntime", "fp32", tmp_path / "r.jsonl",
-                     warmup_s=0.0, warmup_iters=1, duration_s=0.1, min_iters=2, progress=False)
+                     warmup=0.0, warmup_iters=1, duration=0.1, min_iters=2, progress=False)
     assert [r.status for r in rows] == ["ok"] * 6
     assert [r.extra["imported"]["pipeline"]["mirroring"] for r in rows] == [True] * 3 + [False] * 3
     # step 1.0 tiles the 128 px image 2x2 instead of 3x3

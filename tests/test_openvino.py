@@ -164,7 +164,7 @@ def test_bench_measures_openvino_like_every_backend(run, tmp_path):
     from segdeploy.bench.runner import run_bench
 
     rows = run_bench([run.dir], "synthetic:24", "onnxruntime,openvino", "fp32,int8", tmp_path / "r.jsonl",
-                     batch=2, max_images=4, warmup_s=0.0, duration_s=0.05, min_iters=2, progress=False, threads=1)
+                     batch=2, max_images=4, warmup=0.0, duration=0.05, min_iters=2, progress=False, threads=1)
     by = {(r.backend, r.precision): r for r in rows}
     assert all(r.status == "ok" for r in rows), [r.reason for r in rows]
     assert all(r.threads == 1 and r.engine_info["threads"] == 1 for r in rows)
@@ -175,10 +175,10 @@ def test_bench_measures_openvino_like_every_backend(run, tmp_path):
     assert by["openvino", "fp32"].latency_ms["p50"] > 0 and by["openvino", "int8"].throughput_ips > 0
     # --threads is part of the configuration: another thread count is another row, not a resumed one
     again = run_bench([run.dir], "synthetic:24", "openvino", "fp32", tmp_path / "r.jsonl", batch=2, max_images=4,
-                      warmup_s=0.0, duration_s=0.05, min_iters=2, progress=False, threads=2)
+                      warmup=0.0, duration=0.05, min_iters=2, progress=False, threads=2)
     assert again[0].threads == 2 and again[0].engine_info["threads"] == 2  # a resumed row would say 1
     # the same thread count again is the same configuration: resumed, nothing appended
     lines = (tmp_path / "r.jsonl").read_text().count("\n")
     resumed = run_bench([run.dir], "synthetic:24", "openvino", "fp32", tmp_path / "r.jsonl", batch=2, max_images=4,
-                        warmup_s=0.0, duration_s=0.05, min_iters=2, progress=False, threads=2)
+                        warmup=0.0, duration=0.05, min_iters=2, progress=False, threads=2)
     assert resumed[0].timestamp == again[0].timestamp and (tmp_path / "r.jsonl").read_text().count("\n") == lines

@@ -133,8 +133,8 @@ def test_bench_rows_carry_the_fraction_of_the_cached_probe(tmp_path, monkeypatch
                                              "fp32_library": "fake", "measured": "now"})
     try:
         (row,) = run_bench([run], "synthetic:24", "arena-small", "fp32", tmp_path / "r.jsonl", batch=2,
-                           device="cpu", max_images=2, progress=False, isolate="none", warmup_s=0.0,
-                           warmup_iters=1, duration_s=0.0, min_iters=10)  # 10: p90 is supported
+                           device="cpu", max_images=2, progress=False, isolate="none", warmup=0.0,
+                           warmup_iters=1, duration=0.0, min_iters=10)  # 10: p90 is supported
     finally:
         isolate_backends.ARENA.clear()
     assert row.status == "ok", row.reason

@@ -348,7 +348,7 @@ def test_bench_isolation_and_threads_reach_run_bench_and_the_fingerprint(tmp_pat
     # a timeout reaches run_bench with process isolation and is not part of the fingerprint (it changes no number)
     timed = load_study(study(tmp_path, BASE + "timeout = 90\n[resources]\nnum_cpus = 3\n", name="t.toml"))
     assert timed.timeout == 90.0 and fingerprint(timed, cell) == fingerprint(default, cell)
-    monkeypatch.setattr(runner, "run_bench", lambda *a, **kw: seen.append(kw["timeout_s"]) or [])
+    monkeypatch.setattr(runner, "run_bench", lambda *a, **kw: seen.append(kw["timeout"]) or [])
     cell_module._bench(timed, tmp_path, "synthetic:36", "test")
     assert seen[-1] == 90.0
 

@@ -54,7 +54,7 @@ def test_train_writes_checkpoint_metadata_and_history(tmp_path):
     from segdeploy.bench.runner import run_bench
 
     [row] = run_bench([run], "synthetic:36", "torch", "fp32", tmp_path / "results.jsonl", split="val",
-                      device="cpu", warmup_s=0.0, duration_s=0.0, min_iters=1, progress=False)
+                      device="cpu", warmup=0.0, duration=0.0, min_iters=1, progress=False)
     assert row.status == "ok" and row.n_images == on_disk["split"]["counts"]["val"]
     assert row.dice == pytest.approx(on_disk["val"]["dice"], abs=1e-4)
 

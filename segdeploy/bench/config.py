@@ -1,7 +1,7 @@
 """Bench's settings, defined once: each key's name, default and help text. ``segdeploy bench``'s options
 (:mod:`segdeploy.commands.options`), the study file's bench keys (:mod:`segdeploy.study.config`), its template
 comments and the plan's bench fingerprint keys are read from here, so a default or a help text is changed in one
-place. (``run_bench`` keeps its ``*_s`` keyword names for seconds; the values are these.)"""
+place. (``run_bench`` takes the same names; its older ``*_s`` keywords still read, with a deprecation line.)"""
 
 from __future__ import annotations
 

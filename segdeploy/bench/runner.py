@@ -88,6 +88,9 @@ def check_choices(backends: Sequence[str], precisions: Sequence[str], max_images
                              fix="omit --max-images to score the whole split.")
 
 
+_RENAMED = {"warmup_s": "warmup", "duration_s": "duration", "timeout_s": "timeout"}
+
+
 def warn_unfinished(run) -> None:
     if run.meta.complete is False:
         warn("the run is unfinished (model.json \"complete\": false: training stopped or is still going); its "
@@ -256,12 +259,13 @@ def _holding_results_lock(fn: Callable) -> Callable:
 def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequence[str],
               precisions: str | Sequence[str], results: str | Path, *, split: str = "test", batch: int = 8,
               device: str = "auto", save_predictions: str | Path | None = None, max_images: int | None = None,
-              warmup_s: float = 0.2, duration_s: float = 1.0, min_iters: int = MIN_ITERS,
+              warmup: float = 0.2, duration: float = 1.0, min_iters: int = MIN_ITERS,
               warmup_iters: int = WARMUP_ITERS, force: bool = False,
               allow_missing: bool = False, progress: bool = True, class_map: str | None = None,
               measure_accuracy: bool = True,
               on_evaluation: Callable[[BenchRow, Evaluation], None] | None = None,
-              threads: int | None = None, isolate: str = "none", timeout_s: float | None = None) -> list[BenchRow]:
+              threads: int | None = None, isolate: str = "none", timeout: float | None = None,
+              **renamed) -> list[BenchRow]:
     """Benchmark every run x backend x precision on ``data``'s ``split``; returns this suite's rows (stored
     rows for configurations skipped on resume), appending new ones to ``results`` as they complete.
     ``measure_accuracy=False``: cost only (see the module docstring).
@@ -273,10 +277,22 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     of the CPU runtimes (None: each runtime's default), part of each row's configuration; each row's engine_info
     says what was used. ``isolate``: ``process`` runs each configuration in a fresh worker process
     (``segdeploy.bench.isolate``; what ``segdeploy bench`` does by default), ``none`` (the default here: tests
-    and studies monkeypatch engines and call this many times) in this one. ``timeout_s`` (process isolation
-    only): a worker still running after it is killed and its configuration is a ``failed`` row saying so."""
+    and studies monkeypatch engines and call this many times) in this one. ``timeout`` (process isolation
+    only): a worker still running after it is killed and its configuration is a ``failed`` row saying so.
+
+    The timing keywords are :class:`~segdeploy.bench.config.BenchConfig`'s names, as ``segdeploy bench``'s options
+    and the study file's keys are (seconds: ``warmup``, ``duration``, ``timeout``); the older ``warmup_s``,
+    ``duration_s`` and ``timeout_s`` are still read, with one deprecation line each."""
     import segdeploy
     from segdeploy.data import open_dataset
+
+    seconds = {"warmup": warmup, "duration": duration, "timeout": timeout}
+    for old, value in renamed.items():  # the pre-refit keyword names
+        if old not in _RENAMED:
+            raise TypeError(f"run_bench() got an unexpected keyword argument {old!r}")
+        warn(f"run_bench({old}=...) is deprecated: pass {_RENAMED[old]}= (read as {_RENAMED[old]}={value!r}).")
+        seconds[_RENAMED[old]] = value
+    warmup, duration, timeout = seconds["warmup"], seconds["duration"], seconds["timeout"]
     from segdeploy.data.class_map import dataset_for_run
     from segdeploy.run.folder import load_run
 
@@ -286,7 +302,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
         raise SegdeployError(f"batch must be >= 1, got {batch}.", fix="pass --batch 1 or more.")
     if isolate not in ISOLATIONS:
         raise SegdeployError(f"unknown isolation {isolate!r}.", fix=f"use one of {', '.join(ISOLATIONS)}.")
-    if timeout_s is not None and isolate != "process":
+    if timeout is not None and isolate != "process":
         raise SegdeployError("a timeout needs process isolation (a configuration in this process cannot be "
                              "stopped).", fix="use --isolate process with --timeout.")
     backends, precisions = comma_list(backends), comma_list(precisions)
@@ -303,7 +319,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
     stored = [BenchRow.from_json(r, results, line) for line, r in iter_jsonl(results, numbered=True)]
     done = {} if force else {ConfigKey.of(r): r for r in stored if r.status in RESUMABLE}
     unavailable = {} if force else {ConfigKey.of(r): r for r in stored if r.status == "unavailable"}
-    timing = dict(warmup_s=warmup_s, duration_s=duration_s, min_iters=min_iters, warmup_iters=warmup_iters)
+    timing = dict(warmup_s=warmup, duration_s=duration, min_iters=min_iters, warmup_iters=warmup_iters)
     env = None
     rows: list[BenchRow] = []
 
@@ -347,7 +363,7 @@ def run_bench(run_dirs: Sequence[str | Path], data: str, backends: str | Sequenc
                                   measure_accuracy=measure_accuracy, threads=threads)
                     if isolate == "process":
                         job = make_job(backend, precision, run, data, ids, class_map=class_map,
-                                       timeout_s=timeout_s, **config)
+                                       timeout_s=timeout, **config)
                         fields, evaluation = run_in_child(job, bar)
                     else:
                         fields, evaluation = bench_config(backend, precision, run, kept, ids, progress=bar, **config)

@@ -59,10 +59,10 @@ def bench(
         run_dirs = expand_pipeline_grid(run_dirs, comma_list(precisions),
                                         on_step=lambda what: Console(stderr=True).print(f"pipeline grid: {what}"))
     rows = run_bench(run_dirs, data, backends, precisions, results, split=split, batch=batch, device=device,
-                     save_predictions=save_predictions, max_images=max_images, warmup_s=warmup,
-                     duration_s=duration, min_iters=min_iters, warmup_iters=warmup_iters, force=force,
+                     save_predictions=save_predictions, max_images=max_images, warmup=warmup,
+                     duration=duration, min_iters=min_iters, warmup_iters=warmup_iters, force=force,
                      class_map=class_map, allow_missing=allow_missing, threads=threads, isolate=isolate,
-                     timeout_s=timeout)
+                     timeout=timeout)
     console = Console()
     print_tables(rows, console)
     counts = {s: sum(r.status == s for r in rows) for s in ("ok", "unavailable", "failed")}

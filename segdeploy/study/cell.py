@@ -239,8 +239,8 @@ def bench_cell(config: StudyConfig, folder: Path, data: str, split: str, results
     run_bench arguments (the demo: one results file for all its runs, predictions, its own thread default)."""
     from segdeploy.bench.runner import run_bench
 
-    kwargs = dict(split=split, batch=config.bench_batch, device=config.device, duration_s=config.duration,
-                  progress=False, threads=config.bench_threads, isolate=config.isolate, timeout_s=config.timeout)
+    kwargs = dict(split=split, batch=config.bench_batch, device=config.device, duration=config.duration,
+                  progress=False, threads=config.bench_threads, isolate=config.isolate, timeout=config.timeout)
     if not config.train:
         kwargs["measure_accuracy"] = False
     return run_bench([folder], data, config.backends, config.precisions, results, **{**kwargs, **extra})

@@ -16,7 +16,7 @@ import pytest
 from segdeploy.errors import SegdeployError, SegdeployWarning
 from segdeploy.fileio import read_jsonl
 
-FAST = dict(warmup_s=0.0, duration_s=0.0, min_iters=1, progress=False)
+FAST = dict(warmup=0.0, duration=0.0, min_iters=1, progress=False)
 NAME = "echo"  # every copy of the dataset has this folder name: the run's training dataset, by name
 
 
