@@ -41,12 +41,13 @@ demo: install
 	$(SEG) demo --out $(OUT)
 	$(SEG) report $(OUT) --out $(OUT)/report
 
-# everything (CI); test-fast leaves out the tests marked slow (> ~5 s each), for a developer's edit-test loop
+# everything (CI, one process); test-fast leaves out the tests marked slow (> ~5 s each) and spreads the rest over
+# every core (pytest-xdist), for a developer's edit-test loop
 test: install
 	$(PY) -m pytest -q
 
 test-fast: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow" -n auto
 
 train: install
 	for m in unet-tiny segformer-tiny; do $(SEG) train --data $(DATA) --model $$m --out $(OUT)/$$m --epochs 20 --img-size 128 --lr 2e-3 --augment 0.5 || exit 1; done

@@ -19,10 +19,12 @@ FAST_BENCH = ["--data", DATA, "--device", "cpu", "--max-images", "2", "--batch",
 
 
 def cli(*args: str):
-    """``segdeploy ARGS`` in this process; the result's ``output`` holds stdout and stderr."""
+    """``segdeploy ARGS`` in this process; the result's ``output`` holds stdout and stderr. Printed 200 columns
+    wide, as on a wide terminal: rich wraps a table to its width, and the width it finds when the output is not a
+    terminal (80) would make the tests depend on the length of their temporary paths."""
     from segdeploy.commands.app import app
 
-    return CliRunner().invoke(app, [str(a) for a in args])
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "200"})
 
 
 def assert_one_line_error(result, *, names: str | Path, says: str, code: int = 2) -> None:
