@@ -2,7 +2,9 @@
 
 ``tiny_run`` is THE trained run of the suite: unet-tiny, one epoch at 64 px on ``synthetic:24`` (k=2), trained once
 per session through the CLI. A test that only needs *a* trained run reads it; a test that changes the run folder
-(resumes it, damages it, exports into it) takes ``tiny_run_copy``, its own copy.
+(resumes it, damages it, exports into it) takes ``tiny_run_copy``, its own copy. ``tiny_trained_run`` is the same
+model trained long enough (3 epochs on ``synthetic:36``) that an INT8 file's Dice means something; the INT8 tests
+copy it. Runs whose weights do not matter (untrained, any classes) are made with ``helpers.make_run``.
 
 Real data lives in ``../shared/datasets`` beside the repository (never inside it). Tests that need it skip
 with a clear message when it is absent, except under CI (``CI=true``), where its absence is a failure.
@@ -66,3 +68,15 @@ def tiny_run(tmp_path_factory, _isolated_cache) -> Path:
 def tiny_run_copy(tiny_run, tmp_path) -> Path:
     """A private copy of ``tiny_run``, free to change or damage."""
     return Path(shutil.copytree(tiny_run, tmp_path / "run"))
+
+
+@pytest.fixture(scope="session")
+def tiny_trained_run(tmp_path_factory, _isolated_cache) -> Path:
+    """unet-tiny trained for 3 epochs at 64 px on synthetic:36 (k=3): its INT8 Dice is comparable to fp32's. Read
+    only: copy it (``shutil.copytree``) before exporting into it."""
+    from segdeploy.train import TrainConfig, train_model
+
+    out = tmp_path_factory.mktemp("trained") / "unet-tiny"
+    train_model(TrainConfig(data="synthetic:36", model="unet-tiny", out=out, epochs=3, img_size=64, batch_size=4,
+                            lr=2e-3, device="cpu", k=3), progress=False)
+    return out

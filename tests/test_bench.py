@@ -279,7 +279,7 @@ def fake_backends(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
+def untrained_run(tmp_path_factory):
     """An untrained unet-tiny at 64 px whose meta matches the synthetic dataset (its predictions are arbitrary
     but not constant, which is all the backend comparisons need)."""
     from segdeploy.data import open_dataset
@@ -320,7 +320,7 @@ def _png_dice(pred_dir: Path, ds, ids: list[str]) -> float:
     return float(np.mean(scores))
 
 
-def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_backends):
+def test_run_bench_rows_resume_predictions_and_table(untrained_run, tmp_path, fake_backends):
     from rich.console import Console
 
     from segdeploy.bench.runner import run_bench
@@ -330,10 +330,10 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     results, preds = tmp_path / "results.jsonl", tmp_path / "preds"
     kwargs = dict(split="test", batch=4, device="cpu", save_predictions=preds, progress=False, **BENCH_FAST)
     with pytest.raises(SegdeployError, match="unknown backend.*'nope'"):  # a typo is refused before any work
-        run_bench([tiny_run], "synthetic:24", "fake,nope,broken", "fp32,fp16", results, **kwargs)
+        run_bench([untrained_run], "synthetic:24", "fake,nope,broken", "fp32,fp16", results, **kwargs)
     assert not results.exists()
     evaluations = []
-    rows = run_bench([tiny_run], "synthetic:24", "fake,broken", "fp32,fp16", results,
+    rows = run_bench([untrained_run], "synthetic:24", "fake,broken", "fp32,fp16", results,
                      on_evaluation=lambda row, ev: evaluations.append((row, ev)), **kwargs)
 
     status = {(r.backend, r.precision): r.status for r in rows}
@@ -354,7 +354,7 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     # measured in this process (run_bench's default isolate "none"): no memory figure, and the reason
     assert ok.peak_memory_method in ("linux-vmhwm", "psutil-rss") and ok.peak_memory_mb is None
     assert "shared process" in ok.memory_note and ok.noisy in (True, False)
-    assert ok.file_size_mb == pytest.approx((tiny_run / "model.safetensors").stat().st_size / 1e6, abs=1e-3)
+    assert ok.file_size_mb == pytest.approx((untrained_run / "model.safetensors").stat().st_size / 1e6, abs=1e-3)
     assert ok.params_m > 0 and ok.schema == "segdeploy.bench/3" and ok.env
     # the trivial predictors on the same test images: all background scores 0, the others something in (0, 1)
     trivial = ok.trivial_dice
@@ -362,7 +362,7 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     assert 0 < trivial["all_fg"] < 1 and 0 <= trivial["prior"] <= 1
 
     # the saved PNGs, scored independently, give the row's Dice
-    assert _png_dice(preds / tiny_run.name / "fake-fp32", ds, ids) == pytest.approx(ok.dice, abs=1e-9)
+    assert _png_dice(preds / untrained_run.name / "fake-fp32", ds, ids) == pytest.approx(ok.dice, abs=1e-9)
     # only the ok row hands out its evaluation: per-image confusions of the saved predictions, the row's Dice
     from PIL import Image
 
@@ -371,7 +371,7 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     [(ev_row, ev)] = evaluations
     assert ev_row is ok and ev.image_ids == ids
     for i, cm in zip(ids, ev.confusion):
-        saved = np.asarray(Image.open(preds / tiny_run.name / "fake-fp32" / f"{i}.png"))
+        saved = np.asarray(Image.open(preds / untrained_run.name / "fake-fp32" / f"{i}.png"))
         np.testing.assert_array_equal(confusion_matrix(saved, ds.load(i).mask, ds.num_classes), cm)
     assert ev.scores()["dice"] == ok.dice
     # ... and the same counts are on disk beside the results, named by the row: Dice recomputed from them
@@ -384,12 +384,12 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
 
     # every row is on disk; a second call reruns only the failed configuration
     assert len(read_jsonl(results)) == 4
-    again = run_bench([tiny_run], "synthetic:24", "fake,broken", "fp32,fp16", results, **kwargs)
+    again = run_bench([untrained_run], "synthetic:24", "fake,broken", "fp32,fp16", results, **kwargs)
     stored = read_jsonl(results)
     assert len(stored) == 5 and stored[-1]["backend"] == "broken" and stored[-1]["status"] == "failed"
     # resumed rows are the stored ones, read back field for field
     assert [r.to_json() for r in again if r.status != "failed"] == [r for r in stored[:4] if r["status"] != "failed"]
-    run_bench([tiny_run], "synthetic:24", "fake", "fp32", results, force=True, **kwargs)
+    run_bench([untrained_run], "synthetic:24", "fake", "fp32", results, force=True, **kwargs)
     assert len(read_jsonl(results)) == 6
 
     console = Console(record=True, width=220)
@@ -404,7 +404,7 @@ def test_run_bench_rows_resume_predictions_and_table(tiny_run, tmp_path, fake_ba
     assert "not run here: fake fp16" in text and "kernel exploded" in text and f"{ok.dice:.4f}" in text
 
 
-def test_run_bench_reads_the_old_seconds_keywords_with_one_line_each(tiny_run, tmp_path, fake_backends):
+def test_run_bench_reads_the_old_seconds_keywords_with_one_line_each(untrained_run, tmp_path, fake_backends):
     """``warmup_s``/``duration_s``/``timeout_s`` (before the refit) still work: the same row as the new names,
     one deprecation line per old keyword naming the new one; an unknown keyword is still a TypeError."""
     from segdeploy.bench.runner import run_bench
@@ -412,22 +412,22 @@ def test_run_bench_reads_the_old_seconds_keywords_with_one_line_each(tiny_run, t
 
     kw = dict(progress=False, max_images=2, warmup_iters=1, min_iters=3)
     with pytest.warns(SegdeployWarning) as said:
-        old = run_bench([tiny_run], "synthetic:24", "fake", "fp32", tmp_path / "old.jsonl", warmup_s=0.0,
+        old = run_bench([untrained_run], "synthetic:24", "fake", "fp32", tmp_path / "old.jsonl", warmup_s=0.0,
                         duration_s=0.0, **kw)
     lines = [str(w.message) for w in said if "deprecated" in str(w.message)]
     assert lines == ["run_bench(warmup_s=...) is deprecated: pass warmup= (read as warmup=0.0).",
                      "run_bench(duration_s=...) is deprecated: pass duration= (read as duration=0.0)."]
-    new = run_bench([tiny_run], "synthetic:24", "fake", "fp32", tmp_path / "new.jsonl", warmup=0.0, duration=0.0,
+    new = run_bench([untrained_run], "synthetic:24", "fake", "fp32", tmp_path / "new.jsonl", warmup=0.0, duration=0.0,
                     **kw)
     assert old[0].status == new[0].status == "ok" and old[0].latency_ms["n"] == new[0].latency_ms["n"] == 3
     # the old timeout name reaches the same check as the new one (a timeout needs process isolation)
     with pytest.raises(SegdeployError, match="timeout needs process isolation"), pytest.warns(SegdeployWarning):
-        run_bench([tiny_run], "synthetic:24", "fake", "fp32", tmp_path / "t.jsonl", timeout_s=5.0, **kw)
+        run_bench([untrained_run], "synthetic:24", "fake", "fp32", tmp_path / "t.jsonl", timeout_s=5.0, **kw)
     with pytest.raises(TypeError, match="durations"):
-        run_bench([tiny_run], "synthetic:24", "fake", "fp32", tmp_path / "t.jsonl", durations=1.0, **kw)
+        run_bench([untrained_run], "synthetic:24", "fake", "fp32", tmp_path / "t.jsonl", durations=1.0, **kw)
 
 
-def test_run_bench_rejects_a_dataset_with_other_classes(tiny_run, tmp_path, fake_backends):
+def test_run_bench_rejects_a_dataset_with_other_classes(untrained_run, tmp_path, fake_backends):
     import json
 
     from segdeploy.bench.runner import run_bench
@@ -445,10 +445,10 @@ def test_run_bench_rejects_a_dataset_with_other_classes(tiny_run, tmp_path, fake
         Image.fromarray((s.mask > 0).astype(np.uint8)).save(other / "masks" / f"{i}.png")
     (other / "meta.json").write_text(json.dumps({"classes": ["background", "organ"]}))
     with pytest.raises(SegdeployError, match=r"unet-tiny-run.*binary"):
-        run_bench([tiny_run], str(other), "fake", "fp32", tmp_path / "r.jsonl", progress=False, **BENCH_FAST)
+        run_bench([untrained_run], str(other), "fake", "fp32", tmp_path / "r.jsonl", progress=False, **BENCH_FAST)
     # a misspelt device is a user error before any work, not a failed row per configuration
     with pytest.raises(SegdeployError, match="unknown device 'gpu'"):
-        run_bench([tiny_run], "synthetic:24", "fake", "fp32", tmp_path / "r.jsonl", device="gpu", progress=False,
+        run_bench([untrained_run], "synthetic:24", "fake", "fp32", tmp_path / "r.jsonl", device="gpu", progress=False,
                   **BENCH_FAST)
     assert not (tmp_path / "r.jsonl").exists()
 
@@ -456,7 +456,7 @@ def test_run_bench_rejects_a_dataset_with_other_classes(tiny_run, tmp_path, fake
 # the legacy exporter: fast, and independent of segdeploy.export, which has its own tests
 @pytest.mark.filterwarnings("ignore:You are using the legacy TorchScript-based ONNX export:DeprecationWarning")
 @pytest.mark.filterwarnings("ignore:The feature will be removed:DeprecationWarning")
-def test_run_bench_real_backends_match_a_direct_forward_pass(tiny_run, tmp_path, fake_backends):
+def test_run_bench_real_backends_match_a_direct_forward_pass(untrained_run, tmp_path, fake_backends):
     """The saved predictions of the real torch backend (and of ONNX Runtime on an fp32 export, where that backend
     exists) equal the argmax of a plain model forward, restored to the original size, and their Dice is the
     row's; torch fp16 on CPU is unavailable."""
@@ -468,10 +468,10 @@ def test_run_bench_real_backends_match_a_direct_forward_pass(tiny_run, tmp_path,
     from segdeploy.data.transforms import preprocess, restore
     from segdeploy.run.folder import load_run, onnx_path
 
-    run = load_run(tiny_run)
+    run = load_run(untrained_run)
     model = run.build_model()
     backends = ["torch", "onnxruntime"]
-    path = onnx_path(tiny_run, "fp32")
+    path = onnx_path(untrained_run, "fp32")
     if not path.is_file():
         path.parent.mkdir(exist_ok=True)
         buf = io.BytesIO()
@@ -480,7 +480,7 @@ def test_run_bench_real_backends_match_a_direct_forward_pass(tiny_run, tmp_path,
                           dynamic_axes={"input": {0: "batch"}, "logits": {0: "batch"}})
         path.write_bytes(buf.getvalue())
     preds = tmp_path / "preds"
-    rows = run_bench([tiny_run], "synthetic:24", backends, "fp32,fp16", tmp_path / "r.jsonl", batch=2,
+    rows = run_bench([untrained_run], "synthetic:24", backends, "fp32,fp16", tmp_path / "r.jsonl", batch=2,
                      device="cpu", max_images=3, save_predictions=preds, progress=False, isolate="none", **BENCH_FAST)
     by = {(r.backend, r.precision): r for r in rows}
     assert by["torch", "fp16"].status == "unavailable"
@@ -496,7 +496,7 @@ def test_run_bench_real_backends_match_a_direct_forward_pass(tiny_run, tmp_path,
         row = by[backend, "fp32"]
         assert row.status == "ok", row.reason
         assert row.n_images == 3
-        pred_dir = preds / tiny_run.name / f"{backend}-fp32"
+        pred_dir = preds / untrained_run.name / f"{backend}-fp32"
         assert _png_dice(pred_dir, ds, ids) == pytest.approx(row.dice, abs=1e-9)
         for i in ids:
             sample = ds.load(i)

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import onnx
 import pytest
 
 from segdeploy.export import export_run
 from segdeploy.export.int8_auto import onnx_dice, sensitive_nodes
-from segdeploy.train import TrainConfig, train_model
 
 pytestmark = pytest.mark.slow  # trains a run, then exports and scores INT8 several times per test
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("int8auto") / "run"
-    train_model(TrainConfig(data="synthetic:36", model="unet-tiny", out=out, epochs=2, img_size=64, batch_size=4,
-                            lr=2e-3, device="cpu", k=3), progress=False)
-    return out
+def run_dir(tiny_trained_run, tmp_path_factory):
+    return Path(shutil.copytree(tiny_trained_run, tmp_path_factory.mktemp("int8auto") / "run"))
 
 
 def _float_weighted_nodes(path) -> set[str]:

@@ -22,15 +22,12 @@ from segdeploy.export.quantize import (CALIB_METHODS, QUANTIZED_OP_TYPES, TENSOR
                                        quantize_int8)
 from segdeploy.models import create_model
 from segdeploy.run.folder import load_run, onnx_path
-from segdeploy.train import TrainConfig, train_model
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tiny_trained_run, tmp_path_factory):
     """unet-tiny trained for 3 epochs on the synthetic set (64 px), exported to fp32 and int8 in both forms."""
-    out = tmp_path_factory.mktemp("forms") / "run"
-    train_model(TrainConfig(data="synthetic:36", model="unet-tiny", out=out, epochs=3, img_size=64, batch_size=4,
-                            lr=2e-3, device="cpu", k=3), progress=False)
+    out = shutil.copytree(tiny_trained_run, tmp_path_factory.mktemp("forms") / "run")
     manifest = export_run(out, ["fp32", "int8"], calib_images=8, parity_images=4)
     run = load_run(out)
     return run, manifest, load_images(run, "val", 12), None
