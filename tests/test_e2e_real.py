@@ -133,7 +133,7 @@ def test_check_passes_against_own_baseline_and_catches_a_regression(pipeline):
     result = cli("check", worse, "--baseline", baseline, ok=False)
     assert result.exit_code == 1, result.output
     # which rows failed: exactly the lowered onnxruntime int8 ones, each 5 Dice points below its baseline entry
-    from segdeploy.records import CheckKey
+    from segdeploy.rowkeys import CheckKey
     from segdeploy.report.check import check_results, load_baseline, load_results
 
     lowered = {CheckKey.of(r) for r in rows if r["backend"] == "onnxruntime" and r["precision"] == "int8"

@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[1] / "segdeploy"
 
 # lowest first; a unit is a top-level module or package of segdeploy ("segdeploy" itself: its __init__)
 LAYERS = (
-    ("segdeploy", "errors", "fileio", "locks", "numerics", "records", "backends"),  # the core: may import each other
+    ("segdeploy", "errors", "fileio", "locks", "numerics", "records", "rowkeys", "backends"),  # the core: may import each other
     ("machine", "data", "models"),
     ("run", "evaluation"),
     ("train", "export", "engines", "xai"),

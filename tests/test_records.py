@@ -10,8 +10,8 @@ import pytest
 
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import atomic_write_json, read_json, read_jsonl
-from segdeploy.records import (BenchRow, CheckKey, ConfigKey, RunMeta, References, dice_delta, reference_dice,
-                               reference_row)
+from segdeploy.records import BenchRow, RunMeta
+from segdeploy.rowkeys import CheckKey, ConfigKey, References, dice_delta, reference_dice, reference_row
 
 DATA = Path(__file__).parent / "data"
 MODEL_JSON = DATA / "model-run0.json"  # written by `segdeploy train` before model.json had a schema

@@ -207,7 +207,7 @@ def test_deployment_cost_delta_and_the_99_percent_rule():
     for fold, p50 in enumerate((10.0, 12.0, 11.0)):
         rows += [row("a", "d", fold, 1e-4, 0.800, **lat(p50 * 3)),
                  row("a", "d", fold, 1e-4, 0.793, backend="onnxruntime", precision="int8", **lat(p50),
-                     dice_vs_torch_fp32=0.793 - 0.800),  # as bench writes it (records.References)
+                     dice_vs_torch_fp32=0.793 - 0.800),  # as bench writes it (rowkeys.References)
                  row("b", "d", fold, 1e-4, 0.600, **lat(p50 * 3)),
                  row("b", "d", fold, 1e-4, 0.590, backend="onnxruntime", precision="int8", **lat(p50),
                      dice_vs_torch_fp32=0.590 - 0.600),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from segdeploy.fileio import read_jsonl
-from segdeploy.records import CheckKey
+from segdeploy.rowkeys import CheckKey
 from segdeploy.study import cell as cell_module
 from segdeploy.study.demo import demo_study, run_demo
 from segdeploy.study.plan import expand

@@ -4,7 +4,7 @@
   model x backend x precision. Timings, memory, energy and sizes are the median over the group's rows (the folds
   are one architecture with different weights); Dice and ΔDice are means over folds.
 * **ΔDice vs fp32**: the row's ``dice_vs_torch_fp32``, written by bench under the one reference rule
-  (``segdeploy.records.References``: the same run's torch fp32 row on the same split, images and device kind); a
+  (``segdeploy.rowkeys.References``: the same run's torch fp32 row on the same split, images and device kind); a
   row without one has no ΔDice and no 99% verdict (shown as such, never compared against another fp32 row). The
   **99% rule** (MLPerf Inference's medical target, also
   ``segdeploy check``'s): a lower precision passes when its mean Dice >= 0.99 x the mean fp32 reference Dice.
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from segdeploy.records import FP32_SHARE
+from segdeploy.rowkeys import FP32_SHARE
 from segdeploy.analysis.aggregate import ModelAccuracy, accuracy_row, chosen
 from segdeploy.analysis.rows import StudyRow
 

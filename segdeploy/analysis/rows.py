@@ -26,7 +26,8 @@ from segdeploy.errors import SegdeployError
 from segdeploy.evaluation.per_image import load_per_image as read_sidecar
 from segdeploy.fileio import iter_jsonl
 from segdeploy.machine.device import cuda_index
-from segdeploy.records import BenchRow, ConfigKey, References, StudyCell
+from segdeploy.records import BenchRow, StudyCell
+from segdeploy.rowkeys import ConfigKey, References
 
 RESULTS_NAME = "results.jsonl"
 
@@ -157,7 +158,7 @@ def from_record(raw: dict, base_dir: Path | None = None, source: str | None = No
 
 
 def _config_key(row: BenchRow) -> tuple:
-    # the bench runner's configuration (segdeploy.records.ConfigKey without the artifact: a row measured on a
+    # the bench runner's configuration (segdeploy.rowkeys.ConfigKey without the artifact: a row measured on a
     # re-exported file replaces the stale one) plus what tells rows without a run folder apart: the model, the
     # scored target and the study cell
     study = row.study or StudyCell()

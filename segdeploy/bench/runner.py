@@ -18,7 +18,7 @@ row; ``isolate="none"`` (``run_bench``'s default) runs them all in this process.
 and the worker sends the per-image confusions back, so sidecars and ``on_evaluation`` work in either mode.
 
 Each row (a ``segdeploy.records.BenchRow``) is appended to the results file as soon as it is complete; its
-``dice_vs_torch_fp32`` follows the one ΔDice rule, ``segdeploy.records.References``. An ``ok`` row's per-image
+``dice_vs_torch_fp32`` follows the one ΔDice rule, ``segdeploy.rowkeys.References``. An ``ok`` row's per-image
 confusion counts are written first, beside the results file, and the row names them in ``per_image``
 (``segdeploy.evaluation.per_image``).
 
@@ -67,7 +67,8 @@ from segdeploy.machine.device import resolve_device
 from segdeploy.machine.envinfo import environment
 from segdeploy.machine.roofline import derived_fields
 from segdeploy.numerics import require_finite_logits
-from segdeploy.records import BENCH_SCHEMA, BenchRow, ConfigKey, References, comma_list
+from segdeploy.records import BENCH_SCHEMA, BenchRow, comma_list
+from segdeploy.rowkeys import ConfigKey, References
 
 SCHEMA = BENCH_SCHEMA
 SPLITS = ("train", "val", "test", "all")  # "all": every image, for cross-dataset evaluation

@@ -1,6 +1,6 @@
 """Results rows as rich tables, one per dataset (as Ultralytics ``benchmark`` prints one per format sweep):
 what each deployment costs (size, latency, throughput, memory) and what it does to accuracy (Dice, and the
-change against the reference row of ``segdeploy.records.References``: the same run's PyTorch fp32 row on the same
+change against the reference row of ``segdeploy.rowkeys.References``: the same run's PyTorch fp32 row on the same
 split, images and device kind), with what each timing rests on (timed iterations, threads, batch, host load), as
 OpenVINO's benchmark_app prints them in its summary.
 
@@ -21,7 +21,8 @@ from rich.text import Text
 
 from segdeploy.bench.latency import PERCENTILE_MIN_N, supported
 from segdeploy.numerics import fmt_num
-from segdeploy.records import BenchRow, References
+from segdeploy.records import BenchRow
+from segdeploy.rowkeys import References
 
 WIDTH = 120
 MISSING = "–"  # a figure that was not measured, or a percentile its sample does not support

@@ -39,7 +39,7 @@ def check(
 ) -> None:
     """Accuracy regression gate: compare RESULTS with a baseline and with each model's fp32 Dice."""
     from segdeploy.fileio import atomic_write_json
-    from segdeploy.records import CheckKey
+    from segdeploy.rowkeys import CheckKey
     from segdeploy.report.check import (DEFAULT_TOLERANCE, applicable_entries, check_results, load_baseline,
                                         load_results, machine_class, make_baseline)
 

@@ -1,6 +1,6 @@
 """Accuracy regression gate over a results file (``segdeploy check``).
 
-A measurement is keyed by ``segdeploy.records.CheckKey``: run (its folder name), scored dataset, split, study fold,
+A measurement is keyed by ``segdeploy.rowkeys.CheckKey``: run (its folder name), scored dataset, split, study fold,
 lr, training dataset and target, model, backend, precision, device kind (``cpu`` or ``cuda``, never the GPU's
 name), image count, class map, batch and threads, everything that identifies it. One results file holds each key once: a repeated
 key is an error naming it (two measurements of one configuration: which is the reference is not for the gate to
@@ -12,7 +12,7 @@ Rules, each failing the check:
    (``dice < baseline - tolerance / 100``; exactly at the limit passes). The tolerance is ``--tolerance``, else
    the entry's own ``tolerance_dice_points``, else the baseline's.
 2. **below 99% of fp32** (MLPerf Inference's accuracy target for medical segmentation): an ok non-fp32 row's
-   Dice is below 0.99 x the Dice of its fp32 reference, the one ΔDice rule of ``segdeploy.records.References``:
+   Dice is below 0.99 x the Dice of its fp32 reference, the one ΔDice rule of ``segdeploy.rowkeys.References``:
    the same run's PyTorch fp32 row on the same dataset, split and images, on the same device kind (it must be ok).
    A non-fp32 row without that reference gets a **no fp32 ref** finding, which fails only with ``strict``.
 3. **missing**: a baseline entry whose row is present but not ``ok`` (its reason shown) fails; an entry with no
@@ -53,7 +53,8 @@ from pathlib import Path
 from segdeploy.machine.cpuinfo import kernel_paths
 from segdeploy.errors import SegdeployError
 from segdeploy.fileio import iter_jsonl, read_json
-from segdeploy.records import FP32_SHARE, BenchRow, CheckKey, References, device_kind
+from segdeploy.records import BenchRow, device_kind
+from segdeploy.rowkeys import FP32_SHARE, CheckKey, References
 
 __all__ = ["BASELINE_SCHEMA", "CheckKey", "Finding", "applicable_entries", "check_results", "config_key",
            "device_kind", "keyed_rows", "load_baseline", "load_results", "machine_class", "make_baseline"]

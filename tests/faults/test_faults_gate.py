@@ -160,7 +160,7 @@ def test_a_baseline_entry_without_a_row_warns_and_fails_when_strict(tmp_path):
     strict = cli("check", results, "--baseline", baseline, "--strict")
     assert strict.exit_code == 1 and "missing" in strict.output, strict.output
     # the missing entry is the dropped row's, and only it
-    from segdeploy.records import CheckKey
+    from segdeploy.rowkeys import CheckKey
 
     assert _failures(results, baseline) == []
     (missing,) = _failures(results, baseline, strict=True)
@@ -236,7 +236,7 @@ def test_a_machine_class_without_baseline_entries_fails_when_strict_and_warns_ot
     text = " ".join(strict.output.split())
     assert strict.exit_code == 1 and "error: no baseline entries for this machine class" in text, text
     assert "2 of 2 configurations failed (2 other machine class)" in text, text
-    from segdeploy.records import CheckKey
+    from segdeploy.rowkeys import CheckKey
 
     assert _failures(results, baseline) == []
     failed = _failures(results, baseline, strict=True)  # both rows, each for its machine class, not a Dice drop

@@ -293,7 +293,8 @@ def test_rows_without_an_artifact_are_measured_again(trained, tmp_path):
 
 
 def test_config_key_carries_the_artifact_and_the_configuration_drops_it():
-    from segdeploy.records import BenchRow, ConfigKey
+    from segdeploy.records import BenchRow
+    from segdeploy.rowkeys import ConfigKey
 
     a = BenchRow(run="r", backend="onnxruntime", precision="int8", artifact_sha256="aa")
     b = BenchRow(run="r", backend="onnxruntime", precision="int8", artifact_sha256="bb")
