@@ -161,6 +161,22 @@ def test_fronts_claim_between_front_configurations_only():
     assert "spec-slow" not in claim.text
     # the noisy 20 ms point does not set a budget; the specialized family leads until 40 ms, then the general
     assert t.crossovers == [(30.0, "specialized"), (40.0, "general")]
+    assert "stand-in" not in claim.text  # no model here runs a plain-op version of a CUDA kernel
+
+
+def test_a_claim_against_a_plain_op_stand_in_says_so():
+    """A speed-up against swin-umamba on a CPU is one against its selective scan written as plain ops (its CUDA
+    kernel does not run here): the claim names the stand-in, from the model registry."""
+    from segdeploy.analysis.fronts import Config, Point, tradeoff
+    from segdeploy.models import plain_ops
+
+    points = [Point(Config("segnext-l", "openvino", "fp32", "cpu"), "general", 0.892, 141.0),
+              Point(Config("swin-umamba", "openvino", "fp32", "cpu"), "specialized", 0.889, 2040.0)]
+    (claim,) = tradeoff("neopolyp", "cpu", points).claims
+    assert "14.47× faster" in claim.text
+    assert claim.text.endswith(f"(swin-umamba runs its {plain_ops('swin-umamba')} here: the cost of that stand-in, "
+                               "not of its original kernel)")
+    assert "segnext-l runs" not in claim.text
 
 
 def test_study_plan_prints_the_images_needed():
