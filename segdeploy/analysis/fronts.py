@@ -107,7 +107,7 @@ def _where(device: str) -> str:
     return f"{kind} ({hardware})" if hardware else device
 
 
-def _plain_ops(model: str) -> str:
+def plain_ops_of(model: str) -> str:
     """What ``model`` runs as plain PyTorch ops instead of its original's CUDA kernel ("" if nothing, or if the
     registry does not know the name; a report of a results file may run without torch)."""
     try:
@@ -142,7 +142,7 @@ def tradeoff(dataset: str, device: str, points: Sequence[Point], best_ci_low: fl
                 f"{_describe(faster)} is {ratio:.2f}× faster than the fastest {slower.family} one, "
                 f"{_describe(slower)}")
         # a ratio against an operator the original runs as its own CUDA kernel is the cost of the stand-in here
-        stand_ins = {p.config.model: _plain_ops(p.config.model) for p in (faster, slower)}
+        stand_ins = {p.config.model: plain_ops_of(p.config.model) for p in (faster, slower)}
         text += "".join(f" ({model} runs its {ops} here: the cost of that stand-in, not of its original kernel)"
                         for model, ops in stand_ins.items() if ops)
         t.claims.append(Claim(text, faster.config, slower.config))

@@ -12,7 +12,7 @@ from segdeploy.analysis import stats
 from segdeploy.analysis.aggregate import (Comparison, LrChoice, ModelAccuracy, family_comparison, lr_choices,
                                           model_accuracy, rank_table)
 from segdeploy.analysis.cost import CostEntry, ShiftEntry, deployment_cost, shift_table
-from segdeploy.analysis.fronts import Config, Point, Tradeoff, tradeoff
+from segdeploy.analysis.fronts import Config, Point, Tradeoff, plain_ops_of, tradeoff
 from segdeploy.analysis.published import LABEL, PublishedDice, canonical_dataset, join_costs
 from segdeploy.analysis.rows import StudyRow
 from segdeploy.analysis.verdict import Learned, judge
@@ -107,12 +107,7 @@ def study_tradeoffs(costs: Sequence[CostEntry], accs: Sequence[ModelAccuracy],
 def plain_op_models(models) -> dict[str, str]:
     """model -> what it runs as plain PyTorch ops instead of its original's CUDA kernel (``ModelInfo.plain_ops``),
     for the models among ``models`` that have such an operator; names the registry does not know are skipped."""
-    try:
-        from segdeploy.models import list_models, plain_ops
-    except ImportError:  # the report of a results file needs no torch; without it there is nothing to say here
-        return {}
-    known = set(list_models())
-    notes = {m: plain_ops(m) for m in sorted(set(models)) if m in known}
+    notes = {m: plain_ops_of(m) for m in sorted(set(models))}
     return {m: n for m, n in notes.items() if n}
 
 
